@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what building and testing VirtioFs needs on a fresh Debian 12 machine (run as root), then builds the
+# executables into out/. Safe to run again: apt skips what is there, the build is incremental.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(qemu-system-x86 linux-image-amd64 busybox-static cpio fuse3 attr erofs-utils squashfs-tools squashfuse fio
+          gcc libc6-dev linux-libc-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" > /tmp/vfs-apt.log 2>&1 || { tail -n 30 /tmp/vfs-apt.log; exit 1; }
+fi
+command -v dotnet > /dev/null || { echo "setup: the .NET 10 SDK is required (dotnet on PATH)" >&2; exit 1; }
+[ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
+
+# The executables the integration tests and benchmarks run, published NativeAOT (x86-64-v3 keeps SIMD hashing fast).
+mkdir -p out
+for p in Daemon:vfsd ImageTool:vfs-image; do
+  proj=src/VirtioFs.${p%%:*}
+  dotnet publish "$proj" -c Release -r linux-x64 -p:PublishAot=true -p:IlcInstructionSet=x86-x64-v3 \
+    -o out/.publish-${p##*:} -v quiet -nologo > /tmp/vfs-publish-${p##*:}.log 2>&1 \
+    || { tail -n 40 /tmp/vfs-publish-${p##*:}.log; exit 1; }
+  cp out/.publish-${p##*:}/${p##*:} out/${p##*:}
+done
+echo "setup: built $(ls out | tr '\n' ' ')"
