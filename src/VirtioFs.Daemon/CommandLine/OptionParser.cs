@@ -1,0 +1,232 @@
+using System.Globalization;
+using Microsoft.Extensions.Logging;
+
+namespace VirtioFs.Daemon.CommandLine;
+
+/// <summary>
+/// Parses the command lines virtiofsd accepts, so vfsd can replace it without changing its callers:
+/// Kata's Go runtime (<c>--syslog --cache=auto --shared-dir=D --fd=3 --thread-pool-size=1 --announce-submounts</c>),
+/// Kata's Rust runtime (<c>--socket-path S --shared-dir D --cache auto ... -o announce_submounts --xattr</c>) and the
+/// legacy C virtiofsd <c>-o source=D,cache=always</c> form. Long options take their value as <c>--name=value</c> or
+/// <c>--name value</c>. Anything unknown is an error, never silently ignored: a typo must not change behaviour.
+/// </summary>
+public static class OptionParser
+{
+    public sealed class UsageException(string message) : Exception(message);
+
+    public const string Usage = """
+        usage: vfsd [options]
+        Serves a host directory to a virtual machine as a vhost-user virtio-fs device (a virtiofsd drop-in).
+
+          --socket-path PATH        listen on a new vhost-user Unix socket at PATH (mode 0700, pid lock at PATH.pid)
+          --fd N                    serve on an inherited, already listening socket N (as Kata passes --fd=3)
+          --shared-dir DIR          the host directory the guest sees
+          --tag TAG                 virtio-fs tag reported in the device config space (GET_CONFIG)
+          --cache MODE              never | auto | metadata | always (default auto); 'none' means never
+          --readonly                refuse every change with EROFS
+          --xattr / --no-xattr      enable or disable extended attributes (default off)
+          --announce-submounts      tell the guest about host mount points inside DIR
+          --thread-pool-size N      worker threads behind each request queue (0: serve in the queue thread)
+          --writeback               enable the guest's writeback cache
+          --no-readdirplus          answer READDIR only
+          --request-queues N        number of request queues offered (default 1)
+          --rlimit-nofile N         raise the open-file limit to N
+          --syslog                  log to syslog instead of stderr
+          --log-level LEVEL         error | warn | info | debug | trace | off (default info)
+          --print-capabilities      print the vhost-user backend capabilities as JSON and exit
+          -o OPT[,OPT...]           legacy options: source=DIR, cache=MODE, xattr, no_xattr, announce_submounts,
+                                    readonly, writeback, no_writeback, readdirplus, no_readdirplus, posix_lock,
+                                    no_posix_lock, flock, no_flock, log_level=LEVEL, sandbox=..., xattrmap=...
+          -f                        stay in the foreground (always the case; accepted for compatibility)
+          -d, --debug               same as --log-level debug
+          -h, --help                this text
+          -V, --version             print the version
+        Accepted and ignored for compatibility: --sandbox, --seccomp, --inode-file-handles, --modcaps,
+        --socket-group, --security-label, --posix-acl, --killpriv-v2, --allow-direct-io, --preserve-noatime.
+        """;
+
+    // Options that change nothing in vfsd but that callers of virtiofsd pass: accepted so those callers keep working.
+    private static readonly HashSet<string> IgnoredWithValue = new(StringComparer.Ordinal)
+    {
+        "--sandbox", "--seccomp", "--inode-file-handles", "--modcaps", "--socket-group", "--xattrmap",
+        "--migration-mode", "--migration-on-error", "--migration-verify-handles", "--migration-confirm-paths",
+    };
+
+    private static readonly HashSet<string> IgnoredFlags = new(StringComparer.Ordinal)
+    {
+        "-f", "--security-label", "--posix-acl", "--no-posix-acl", "--killpriv-v2", "--no-killpriv-v2",
+        "--allow-direct-io", "--preserve-noatime", "--allow-mmap", "--no-announce-submounts", "--daemonize",
+    };
+
+    /// <summary>Parses <paramref name="args"/>; throws <see cref="UsageException"/> with a one-line reason on bad input.</summary>
+    public static DaemonOptions Parse(IReadOnlyList<string> args)
+    {
+        var options = new DaemonOptions();
+        for (int i = 0; i < args.Count; i++)
+        {
+            string arg = args[i];
+            string name = arg;
+            string? inlineValue = null;
+            if (arg.StartsWith("--", StringComparison.Ordinal) && arg.IndexOf('=', StringComparison.Ordinal) is > 2 and int eq)
+            {
+                name = arg[..eq];
+                inlineValue = arg[(eq + 1)..];
+            }
+
+            string Value()
+            {
+                if (inlineValue is not null)
+                {
+                    return inlineValue;
+                }
+                if (i + 1 >= args.Count)
+                {
+                    throw new UsageException($"option {name} needs a value");
+                }
+                return args[++i];
+            }
+
+            void NoValue()
+            {
+                if (inlineValue is not null)
+                {
+                    throw new UsageException($"option {name} takes no value");
+                }
+            }
+
+            switch (name)
+            {
+                case "--socket-path": options.SocketPath = NonEmpty(name, Value()); break;
+                case "--fd": options.ListenFd = ParseInt(name, Value(), 0, int.MaxValue); break;
+                case "--shared-dir": options.SharedDir = NonEmpty(name, Value()); break;
+                case "--tag": options.Tag = ParseTag(Value()); break;
+                case "--cache": options.Cache = ParseCache(Value()); break;
+                case "--thread-pool-size": options.ThreadPoolSize = ParseInt(name, Value(), 0, 1024); break;
+                case "--request-queues": options.RequestQueues = ParseInt(name, Value(), 1, 64); break;
+                case "--rlimit-nofile": options.RlimitNofile = (ulong)ParseInt(name, Value(), 0, int.MaxValue); break;
+                case "--log-level": options.LogLevel = ParseLogLevel(Value()); break;
+                case "--announce-submounts": NoValue(); options.AnnounceSubmounts = true; break;
+                case "--xattr": NoValue(); options.Xattr = true; break;
+                case "--no-xattr": NoValue(); options.Xattr = false; break;
+                case "--readonly": NoValue(); options.ReadOnly = true; break;
+                case "--writeback": NoValue(); options.Writeback = true; break;
+                case "--no-readdirplus": NoValue(); options.Readdirplus = false; break;
+                case "--syslog": NoValue(); options.Syslog = true; break;
+                case "--print-capabilities": NoValue(); options.PrintCapabilities = true; break;
+                case "-d" or "--debug": NoValue(); options.LogLevel = LogLevel.Debug; break;
+                case "-h" or "--help": NoValue(); options.ShowHelp = true; break;
+                case "-V" or "--version": NoValue(); options.ShowVersion = true; break;
+                case "-o": ApplyLegacy(options, Value()); break;
+                default:
+                    if (arg.StartsWith("-o", StringComparison.Ordinal) && arg.Length > 2 && !arg.StartsWith("--", StringComparison.Ordinal))
+                    {
+                        ApplyLegacy(options, arg[2..]);
+                    }
+                    else if (IgnoredWithValue.Contains(name))
+                    {
+                        _ = Value();
+                    }
+                    else if (IgnoredFlags.Contains(name))
+                    {
+                        NoValue();
+                    }
+                    else
+                    {
+                        throw new UsageException(arg.StartsWith('-') ? $"unknown option {name}" : $"unexpected argument '{arg}'");
+                    }
+                    break;
+            }
+        }
+
+        if (!options.ShowHelp && !options.ShowVersion && !options.PrintCapabilities)
+        {
+            if (options.SharedDir is null)
+            {
+                throw new UsageException("--shared-dir (or -o source=DIR) is required");
+            }
+            if (options.SocketPath is null == options.ListenFd is null)
+            {
+                throw new UsageException("exactly one of --socket-path and --fd is required");
+            }
+        }
+        return options;
+    }
+
+    /// <summary>The C virtiofsd's comma-separated <c>-o</c> options (its <c>fuse_opt</c> table).</summary>
+    private static void ApplyLegacy(DaemonOptions options, string list)
+    {
+        foreach (string raw in list.Split(',', StringSplitOptions.RemoveEmptyEntries))
+        {
+            int eq = raw.IndexOf('=', StringComparison.Ordinal);
+            string key = eq < 0 ? raw : raw[..eq];
+            string? value = eq < 0 ? null : raw[(eq + 1)..];
+            string Need() => value ?? throw new UsageException($"-o {key} needs a value");
+            switch (key)
+            {
+                case "source": options.SharedDir = NonEmpty("-o source", Need()); break;
+                case "cache": options.Cache = ParseCache(Need()); break;
+                case "log_level": options.LogLevel = ParseLogLevel(Need()); break;
+                case "xattr": options.Xattr = true; break;
+                case "no_xattr": options.Xattr = false; break;
+                case "announce_submounts": options.AnnounceSubmounts = true; break;
+                case "readonly" or "ro": options.ReadOnly = true; break;
+                case "writeback": options.Writeback = true; break;
+                case "no_writeback": options.Writeback = false; break;
+                case "readdirplus": options.Readdirplus = true; break;
+                case "no_readdirplus": options.Readdirplus = false; break;
+                case "posix_lock": options.PosixLock = true; break;
+                case "no_posix_lock": options.PosixLock = false; break;
+                case "flock": options.Flock = true; break;
+                case "no_flock": options.Flock = false; break;
+                case "sandbox" or "xattrmap" or "modcaps" or "max_idle_threads" or "timeout" or "killpriv_v2" or "no_killpriv_v2"
+                    or "allow_direct_io" or "no_allow_direct_io" or "posix_acl" or "no_posix_acl" or "security_label"
+                    or "no_security_label" or "rw":
+                    break;
+                default: throw new UsageException($"unknown -o option '{key}'");
+            }
+        }
+    }
+
+    private static string NonEmpty(string name, string value) =>
+        value.Length == 0 ? throw new UsageException($"option {name} needs a non-empty value") : value;
+
+    private static int ParseInt(string name, string value, int min, int max)
+    {
+        if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out int n) || n < min || n > max)
+        {
+            throw new UsageException($"option {name}: '{value}' is not a number from {min} to {max}");
+        }
+        return n;
+    }
+
+    private static string ParseTag(string value)
+    {
+        // virtio spec 1.2, 5.11.4: tag is UTF-8, at most 36 bytes, NUL-padded (not terminated when 36 bytes long).
+        int bytes = System.Text.Encoding.UTF8.GetByteCount(value);
+        if (bytes is 0 or > 36 || value.Contains('\0', StringComparison.Ordinal))
+        {
+            throw new UsageException($"--tag must be 1 to 36 bytes of UTF-8, got {bytes}");
+        }
+        return value;
+    }
+
+    public static CacheMode ParseCache(string value) => value switch
+    {
+        "never" or "none" => CacheMode.Never,
+        "auto" => CacheMode.Auto,
+        "metadata" => CacheMode.Metadata,
+        "always" => CacheMode.Always,
+        _ => throw new UsageException($"cache mode '{value}' is not one of never, auto, metadata, always"),
+    };
+
+    private static LogLevel ParseLogLevel(string value) => value switch
+    {
+        "trace" => LogLevel.Trace,
+        "debug" => LogLevel.Debug,
+        "info" => LogLevel.Information,
+        "warn" or "warning" => LogLevel.Warning,
+        "error" or "err" => LogLevel.Error,
+        "off" => LogLevel.None,
+        _ => throw new UsageException($"log level '{value}' is not one of error, warn, info, debug, trace, off"),
+    };
+}

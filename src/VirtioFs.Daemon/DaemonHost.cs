@@ -1,0 +1,143 @@
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using Microsoft.Extensions.Logging;
+using VirtioFs.Daemon.CommandLine;
+using VirtioFs.Daemon.Device;
+using VirtioFs.Fuse;
+using VirtioFs.Passthrough;
+using VirtioFs.VhostUser;
+
+namespace VirtioFs.Daemon;
+
+/// <summary>
+/// The composition root (virtiofsd's <c>main</c>): builds the filesystem, the FUSE server over it and the virtio-fs
+/// device over that, then serves one vhost-user front-end until it disconnects. Nothing below knows about the
+/// command line.
+/// </summary>
+internal static partial class DaemonHost
+{
+    public static int Run(DaemonOptions options, ILoggerFactory loggerFactory)
+    {
+        ILogger logger = loggerFactory.CreateLogger("vfsd");
+        RaiseFileLimit(options.RlimitNofile, logger);
+
+        string sharedDir = Path.GetFullPath(options.SharedDir!);
+        if (!Directory.Exists(sharedDir))
+        {
+            Log.Fatal(logger, $"shared directory {sharedDir} does not exist");
+            return 1;
+        }
+
+        using var cancel = new CancellationTokenSource();
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => Stop(ctx, cancel, logger));
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => Stop(ctx, cancel, logger));
+
+        Socket listener;
+        try
+        {
+            listener = options.ListenFd is int fd ? VhostUserServer.FromInheritedFd(fd) : VhostUserServer.Listen(options.SocketPath!);
+        }
+        catch (Exception e) when (e is IOException or SocketException or UnauthorizedAccessException)
+        {
+            Log.Fatal(logger, e.Message);
+            return 1;
+        }
+
+        try
+        {
+            using var fs = new PassthroughFileSystem(
+                new PassthroughOptions
+                {
+                    SharedDir = sharedDir,
+                    ReadOnly = options.ReadOnly,
+                    Cache = ToPolicy(options.Cache),
+                    Xattr = options.Xattr,
+                    AnnounceSubmounts = options.AnnounceSubmounts,
+                },
+                loggerFactory.CreateLogger("vfsd.passthrough"));
+            var server = new FuseServer(fs, ServerOptions(options), loggerFactory.CreateLogger("vfsd.fuse"));
+            using var device = new VirtioFsDevice(server, options.Tag, options.RequestQueues, options.ThreadPoolSize,
+                loggerFactory.CreateLogger("vfsd.virtio-fs"));
+            Log.Starting(logger, Program.Version, sharedDir, options.Cache.ToString().ToLowerInvariant(), options.ReadOnly,
+                options.Xattr, options.RequestQueues, options.ThreadPoolSize);
+            VhostUserServer.Serve(listener, device, loggerFactory.CreateLogger("vfsd.vhost-user"), cancel.Token);
+            Log.Disconnected(logger);
+            return 0;
+        }
+        catch (IOException e)
+        {
+            Log.Fatal(logger, e.Message);
+            return 1;
+        }
+        finally
+        {
+            listener.Dispose();
+            if (options.SocketPath is { } path)
+            {
+                // The socket and its pid lock belong to this run; a later daemon must find the path free.
+                File.Delete(path);
+                File.Delete(path + ".pid");
+            }
+        }
+    }
+
+    /// <summary>Cache-mode knobs of the FUSE session (virtiofsd: writeback, readdirplus, locks, submounts).</summary>
+    internal static FuseServerOptions ServerOptions(DaemonOptions options) => new()
+    {
+        WritebackCache = options.Writeback && !options.ReadOnly,
+        // virtiofsd turns READDIRPLUS off with cache=never: entries would expire at once anyway.
+        ReadDirPlus = options.Readdirplus && options.Cache != CacheMode.Never,
+        PosixLocks = options.PosixLock,
+        FlockLocks = options.Flock,
+        AnnounceSubmounts = options.AnnounceSubmounts,
+    };
+
+    private static CachePolicy ToPolicy(CacheMode mode) => mode switch
+    {
+        CacheMode.Never => CachePolicy.Never,
+        CacheMode.Metadata => CachePolicy.Metadata,
+        CacheMode.Always => CachePolicy.Always,
+        _ => CachePolicy.Auto,
+    };
+
+    private static void Stop(PosixSignalContext context, CancellationTokenSource cancel, ILogger logger)
+    {
+        context.Cancel = true;
+        Log.Signalled(logger, context.Signal.ToString());
+        cancel.Cancel();
+    }
+
+    /// <summary>
+    /// Every inode the guest looks up holds an O_PATH fd, so the default 1024 is far too low; virtiofsd raises the
+    /// soft limit to the hard limit (or to --rlimit-nofile).
+    /// </summary>
+    private static void RaiseFileLimit(ulong? requested, ILogger logger)
+    {
+        const int RlimitNofile = 7;
+        Span<ulong> limits = stackalloc ulong[2];
+        if (getrlimit(RlimitNofile, ref limits[0]) != 0)
+        {
+            return;
+        }
+        ulong target = requested ?? limits[1];
+        if (target == limits[0])
+        {
+            return;
+        }
+        limits[0] = target;
+        if (requested is ulong r && r > limits[1])
+        {
+            limits[1] = r;
+        }
+        if (setrlimit(RlimitNofile, ref limits[0]) != 0)
+        {
+            Log.RlimitFailed(logger, target, Marshal.GetLastPInvokeError());
+        }
+    }
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int getrlimit(int resource, ref ulong limits);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int setrlimit(int resource, ref ulong limits);
+}

@@ -1,0 +1,32 @@
+using Microsoft.Extensions.Logging;
+using VirtioFs.Virtio;
+
+namespace VirtioFs.Daemon;
+
+/// <summary>The daemon's log messages; event ids 5000-5999 (transport 1000s, FUSE 2000s, passthrough 3000s).</summary>
+internal static partial class Log
+{
+    [LoggerMessage(5000, LogLevel.Information, "vfsd {Version} serving {SharedDir} (cache={Cache}, readonly={ReadOnly}, xattr={Xattr}, queues={Queues}, pool={Pool})")]
+    public static partial void Starting(ILogger logger, string version, string sharedDir, string cache, bool readOnly, bool xattr, int queues, int pool);
+
+    [LoggerMessage(5001, LogLevel.Information, "front-end disconnected; exiting")]
+    public static partial void Disconnected(ILogger logger);
+
+    [LoggerMessage(5002, LogLevel.Debug, "driver acknowledged features 0x{Features:x}")]
+    public static partial void FeaturesAcknowledged(ILogger logger, ulong features);
+
+    [LoggerMessage(5003, LogLevel.Information, "device reset")]
+    public static partial void DeviceReset(ILogger logger);
+
+    [LoggerMessage(5004, LogLevel.Warning, "malformed descriptor chain (head {Head}): {Error}; returned with length 0")]
+    public static partial void BadChain(ILogger logger, ushort head, ChainError error);
+
+    [LoggerMessage(5005, LogLevel.Error, "vfsd: {Message}")]
+    public static partial void Fatal(ILogger logger, string message);
+
+    [LoggerMessage(5006, LogLevel.Information, "signal {Signal} received; exiting")]
+    public static partial void Signalled(ILogger logger, string signal);
+
+    [LoggerMessage(5007, LogLevel.Warning, "could not raise RLIMIT_NOFILE to {Limit}: errno {Errno}")]
+    public static partial void RlimitFailed(ILogger logger, ulong limit, int errno);
+}

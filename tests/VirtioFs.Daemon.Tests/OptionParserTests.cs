@@ -1,0 +1,98 @@
+using Microsoft.Extensions.Logging;
+using VirtioFs.Daemon.CommandLine;
+using Xunit;
+
+namespace VirtioFs.Daemon.Tests;
+
+public class OptionParserTests
+{
+    [Fact]
+    public void Kata_go_runtime_command_line_is_accepted_unchanged()
+    {
+        // src/runtime/virtcontainers/virtiofsd.go: args, then virtio_fs_extra_args (default below).
+        var o = OptionParser.Parse(["--syslog", "--cache=auto", "--shared-dir=/run/kata/shared", "--fd=3",
+            "--thread-pool-size=1", "--announce-submounts"]);
+        Assert.True(o.Syslog);
+        Assert.Equal(CacheMode.Auto, o.Cache);
+        Assert.Equal("/run/kata/shared", o.SharedDir);
+        Assert.Equal(3, o.ListenFd);
+        Assert.Null(o.SocketPath);
+        Assert.Equal(1, o.ThreadPoolSize);
+        Assert.True(o.AnnounceSubmounts);
+    }
+
+    [Fact]
+    public void Kata_rust_runtime_command_line_is_accepted_unchanged()
+    {
+        // runtime-rs share_virtio_fs_standalone.rs: space-separated values, -o announce_submounts, --xattr.
+        var o = OptionParser.Parse(["--socket-path", "/run/vc/vm/x/vhost-fs.sock", "--shared-dir", "/run/kata/x/shared",
+            "--cache", "never", "--thread-pool-size=1", "-o", "announce_submounts", "--xattr"]);
+        Assert.Equal("/run/vc/vm/x/vhost-fs.sock", o.SocketPath);
+        Assert.Equal(CacheMode.Never, o.Cache);
+        Assert.True(o.AnnounceSubmounts);
+        Assert.True(o.Xattr);
+    }
+
+    [Fact]
+    public void Legacy_o_options_are_accepted()
+    {
+        var o = OptionParser.Parse(["--socket-path=/tmp/s", "-o", "source=/srv,cache=always,xattr,no_posix_lock,flock", "-f"]);
+        Assert.Equal("/srv", o.SharedDir);
+        Assert.Equal(CacheMode.Always, o.Cache);
+        Assert.True(o.Xattr);
+        Assert.False(o.PosixLock);
+        Assert.True(o.Flock);
+    }
+
+    [Theory]
+    [InlineData("none", CacheMode.Never)]
+    [InlineData("never", CacheMode.Never)]
+    [InlineData("metadata", CacheMode.Metadata)]
+    public void Cache_modes_parse(string value, CacheMode expected) =>
+        Assert.Equal(expected, OptionParser.Parse(["--socket-path=/s", "--shared-dir=/d", "--cache=" + value]).Cache);
+
+    [Theory]
+    [InlineData("--bogus")]
+    [InlineData("--cache=sometimes")]
+    [InlineData("--thread-pool-size=-1")]
+    [InlineData("--thread-pool-size=lots")]
+    [InlineData("-o", "cache=auto,frobnicate")]
+    [InlineData("--tag=0123456789012345678901234567890123456")]
+    [InlineData("--xattr=yes")]
+    [InlineData("stray")]
+    public void Bad_arguments_are_one_line_errors(params string[] extra)
+    {
+        var e = Assert.Throws<OptionParser.UsageException>(() => OptionParser.Parse(["--socket-path=/s", "--shared-dir=/d", .. extra]));
+        Assert.DoesNotContain('\n', e.Message);
+    }
+
+    [Fact]
+    public void Socket_and_directory_are_required_unless_only_asking()
+    {
+        Assert.Throws<OptionParser.UsageException>(() => OptionParser.Parse(["--shared-dir=/d"]));
+        Assert.Throws<OptionParser.UsageException>(() => OptionParser.Parse(["--socket-path=/s"]));
+        Assert.Throws<OptionParser.UsageException>(() => OptionParser.Parse(["--socket-path=/s", "--fd=3", "--shared-dir=/d"]));
+        Assert.True(OptionParser.Parse(["--print-capabilities"]).PrintCapabilities);
+        Assert.True(OptionParser.Parse(["--help"]).ShowHelp);
+    }
+
+    [Fact]
+    public void Log_level_and_debug()
+    {
+        Assert.Equal(LogLevel.Warning, OptionParser.Parse(["--socket-path=/s", "--shared-dir=/d", "--log-level", "warn"]).LogLevel);
+        Assert.Equal(LogLevel.Debug, OptionParser.Parse(["--socket-path=/s", "--shared-dir=/d", "-d"]).LogLevel);
+        Assert.Equal(LogLevel.Error, OptionParser.Parse(["--socket-path=/s", "-o", "source=/d,log_level=err"]).LogLevel);
+    }
+
+    [Fact]
+    public void Server_options_follow_virtiofsd_cache_rules()
+    {
+        var never = OptionParser.Parse(["--socket-path=/s", "--shared-dir=/d", "--cache=never"]);
+        Assert.False(DaemonHost.ServerOptions(never).ReadDirPlus);
+        var auto = OptionParser.Parse(["--socket-path=/s", "--shared-dir=/d", "--writeback"]);
+        Assert.True(DaemonHost.ServerOptions(auto).ReadDirPlus);
+        Assert.True(DaemonHost.ServerOptions(auto).WritebackCache);
+        var ro = OptionParser.Parse(["--socket-path=/s", "--shared-dir=/d", "--writeback", "--readonly"]);
+        Assert.False(DaemonHost.ServerOptions(ro).WritebackCache);
+    }
+}
