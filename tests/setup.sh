@@ -23,7 +23,7 @@ command -v dotnet > /dev/null || { echo "setup: the .NET 10 SDK is required (dot
 mkdir -p out
 for p in Daemon:vfsd ImageTool:vfs-image; do
   proj=src/VirtioFs.${p%%:*}
-  dotnet publish "$proj" -c Release -r linux-x64 -p:PublishAot=true -p:IlcInstructionSet=x86-x64-v3 \
+  dotnet publish "$proj" -c Release -r linux-x64 -p:PublishAot=true -p:IlcInstructionSet=x86-64-v3 \
     -o out/.publish-${p##*:} -v quiet -nologo > /tmp/vfs-publish-${p##*:}.log 2>&1 \
     || { tail -n 40 /tmp/vfs-publish-${p##*:}.log; exit 1; }
   cp out/.publish-${p##*:}/${p##*:} out/${p##*:}
