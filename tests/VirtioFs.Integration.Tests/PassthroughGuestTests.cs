@@ -23,7 +23,7 @@ public sealed class PassthroughGuestTests(ITestOutputHelper output)
         var result = Guest.Run(TestTree.GuestManifestScript("/mnt/vfs"), [("vfs", vfsd.SocketPath)], output);
 
         Assert.Equal(0, result.ExitCode);
-        Assert.Equal(tree.ExpectedManifest, result.Lines("M"));
+        AssertSameManifest(tree.ExpectedManifest, result.Lines("M"));
         AssertHardLinksShared(tree, result);
         Assert.Equal(0, vfsd.WaitForExit(DaemonExit));
     }
@@ -128,6 +128,16 @@ public sealed class PassthroughGuestTests(ITestOutputHelper output)
     }
 
     private static string Sha(ReadOnlySpan<byte> data) => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(data));
+
+    /// <summary>Names every line that differs, in full, rather than xunit's truncated collection diff.</summary>
+    internal static void AssertSameManifest(IReadOnlyList<string> expected, IReadOnlyList<string> actual)
+    {
+        var missing = expected.Except(actual).ToList();
+        var unexpected = actual.Except(expected).ToList();
+        Assert.True(missing.Count == 0 && unexpected.Count == 0 && expected.Count == actual.Count,
+            $"guest view differs from the source ({expected.Count} expected, {actual.Count} seen)\n" +
+            $"expected but not seen:\n  {string.Join("\n  ", missing.Take(20))}\nseen but not expected:\n  {string.Join("\n  ", unexpected.Take(20))}");
+    }
 
     private static void AssertHardLinksShared(TestTree tree, GuestResult result)
     {
