@@ -78,7 +78,7 @@ for spec in "${fs[@]}"; do
 done
 out=$work/console
 set +e
-timeout --kill-after=10 "$timeout" qemu-system-x86_64 "${args[@]}" < /dev/null | tee "$out" | tr -d '\r'
+timeout --kill-after=10 "$timeout" qemu-system-x86_64 "${args[@]}" < /dev/null | tee "$out" | sed -u 's/\r$//'
 rc=${PIPESTATUS[0]}
 set -e
 [ "$rc" = 124 ] && { echo "run-guest: guest timed out after ${timeout}s" >&2; exit 124; }
