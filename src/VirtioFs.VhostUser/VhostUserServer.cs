@@ -6,8 +6,6 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Win32.SafeHandles;
 using static Tmds.Linux.LibC;
 
-[assembly: System.Runtime.Versioning.SupportedOSPlatform("linux")]
-
 namespace VirtioFs.VhostUser;
 
 /// <summary>
@@ -27,6 +25,10 @@ public static unsafe class VhostUserServer
     public static Socket Listen(string socketPath)
     {
         ArgumentException.ThrowIfNullOrEmpty(socketPath);
+        if (!OperatingSystem.IsLinux())
+        {
+            throw new PlatformNotSupportedException("vhost-user needs Linux");
+        }
         string full = Path.GetFullPath(socketPath);
         SafeFileHandle pidLock = TakePidLock(full + ".pid");
         try
