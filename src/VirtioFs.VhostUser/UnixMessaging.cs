@@ -12,6 +12,13 @@ public static unsafe class UnixMessaging
     /// <summary>Most fds accepted with one message (rust-vmm caps at 32 too).</summary>
     public const int MaxFds = 32;
 
+    // CMSG_ALIGN / CMSG_LEN / CMSG_SPACE for Linux: alignment is sizeof(size_t).
+    private static readonly nuint CmsgHeaderSize = CmsgAlign((nuint)(sizeof(nuint) + 2 * sizeof(int)));
+
+    private static nuint CmsgAlign(nuint length) => (length + (nuint)sizeof(nuint) - 1) & ~((nuint)sizeof(nuint) - 1);
+
+    private static nuint CmsgSpace(int dataLength) => CmsgHeaderSize + CmsgAlign((nuint)dataLength);
+
     /// <summary>
     /// Receives up to buffer.Length bytes and the fds attached to them (O_CLOEXEC). Returns the byte count, 0 at end of
     /// stream, or -errno. <paramref name="truncated"/> reports MSG_CTRUNC: more fds were sent than fit (the kernel
@@ -21,7 +28,7 @@ public static unsafe class UnixMessaging
     {
         fdCount = 0;
         truncated = false;
-        int controlLength = (int)CMSG_SPACE(sizeof(int) * MaxFds);
+        int controlLength = (int)CmsgSpace(sizeof(int) * MaxFds);
         byte* control = stackalloc byte[controlLength];
         new Span<byte>(control, controlLength).Clear();
         fixed (byte* data = buffer)
@@ -45,26 +52,39 @@ public static unsafe class UnixMessaging
             {
                 return -errno;
             }
-            for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != null; c = CMSG_NXTHDR(&msg, c))
+            // Walk the control messages by hand with the kernel's layout (struct cmsghdr is {size_t len; int level;
+            // int type;} then data, each message padded to sizeof(size_t)); this avoids relying on a managed struct
+            // whose length field width differs between libc flavours.
+            nuint used = (nuint)(uint)msg.msg_controllen;
+            nuint offset = 0;
+            while (offset + CmsgHeaderSize <= used)
             {
-                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                byte* c = control + offset;
+                nuint len = *(nuint*)c;
+                int level = *(int*)(c + sizeof(nuint));
+                int type = *(int*)(c + sizeof(nuint) + sizeof(int));
+                if (len < CmsgHeaderSize || offset + len > used)
                 {
-                    continue;
+                    break;
                 }
-                int count = (int)(((long)(uint)c->cmsg_len - (long)CMSG_LEN(0)) / sizeof(int));
-                int* received = (int*)CMSG_DATA(c);
-                for (int i = 0; i < count; i++)
+                if (level == SOL_SOCKET && type == SCM_RIGHTS)
                 {
-                    if (fdCount < fds.Length)
+                    int count = (int)((len - CmsgHeaderSize) / sizeof(int));
+                    int* received = (int*)(c + CmsgHeaderSize);
+                    for (int i = 0; i < count; i++)
                     {
-                        fds[fdCount++] = received[i];
-                    }
-                    else
-                    {
-                        close(received[i]);
-                        truncated = true;
+                        if (fdCount < fds.Length)
+                        {
+                            fds[fdCount++] = received[i];
+                        }
+                        else
+                        {
+                            close(received[i]);
+                            truncated = true;
+                        }
                     }
                 }
+                offset += CmsgAlign(len);
             }
             if ((msg.msg_flags & MSG_CTRUNC) != 0)
             {
@@ -110,7 +130,7 @@ public static unsafe class UnixMessaging
         {
             return -EINVAL;
         }
-        int controlLength = fds.Length == 0 ? 0 : (int)CMSG_SPACE(sizeof(int) * fds.Length);
+        int controlLength = fds.Length == 0 ? 0 : (int)CmsgSpace(sizeof(int) * fds.Length);
         byte* control = stackalloc byte[Math.Max(controlLength, 1)];
         int sent = 0;
         fixed (byte* bytes = data)
@@ -128,11 +148,10 @@ public static unsafe class UnixMessaging
                     new Span<byte>(control, controlLength).Clear();
                     msg.msg_control = control;
                     msg.msg_controllen = (uint)controlLength;
-                    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-                    c->cmsg_level = SOL_SOCKET;
-                    c->cmsg_type = SCM_RIGHTS;
-                    c->cmsg_len = (uint)(ulong)CMSG_LEN(sizeof(int) * fds.Length);
-                    fds.CopyTo(new Span<int>(CMSG_DATA(c), fds.Length));
+                    *(nuint*)control = CmsgHeaderSize + (nuint)(sizeof(int) * fds.Length);
+                    *(int*)(control + sizeof(nuint)) = SOL_SOCKET;
+                    *(int*)(control + sizeof(nuint) + sizeof(int)) = SCM_RIGHTS;
+                    fds.CopyTo(new Span<int>(control + CmsgHeaderSize, fds.Length));
                 }
                 // SAFETY: msg points at pinned/stack memory that outlives the call.
                 long n = (long)sendmsg(socketFd, &msg, MSG_NOSIGNAL);

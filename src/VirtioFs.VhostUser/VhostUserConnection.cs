@@ -114,6 +114,8 @@ internal sealed unsafe class VhostUserConnection : IDisposable
                     {
                         outcome = Dispatch(header, _payload.AsSpan(0, payloadLength));
                     }
+                    // Release unclaimed fds before answering, so a front-end that saw the reply sees them closed.
+                    UnixMessaging.CloseAll(_fds.AsSpan(0, _fdCount));
                     if (!FinishReply(header, outcome))
                     {
                         reason = "reply failed";

@@ -4,6 +4,7 @@ using System.Text;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Win32.SafeHandles;
+using Tmds.Linux;
 using static Tmds.Linux.LibC;
 
 namespace VirtioFs.VhostUser;
@@ -33,10 +34,7 @@ public static unsafe class VhostUserServer
         SafeFileHandle pidLock = TakePidLock(full + ".pid");
         try
         {
-            if (File.Exists(full))
-            {
-                File.Delete(full);
-            }
+            RemoveStaleSocket(full);
             var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             try
             {
@@ -57,6 +55,22 @@ public static unsafe class VhostUserServer
         {
             pidLock.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>We hold the pid lock, so a socket left at the path belongs to a dead daemon; anything else is not ours
+    /// to delete (bind will then fail with a clear error).</summary>
+    private static void RemoveStaleSocket(string path)
+    {
+        byte[] bytes = Encoding.UTF8.GetBytes(path + "\0");
+        fixed (byte* p = bytes)
+        {
+            stat st;
+            // SAFETY: p is a NUL-terminated path pinned for the call; st is a local.
+            if (lstat(p, &st) == 0 && ((uint)st.st_mode & (uint)S_IFMT) == (uint)S_IFSOCK)
+            {
+                unlink(p);
+            }
         }
     }
 
