@@ -30,6 +30,7 @@ public sealed unsafe class Vring : IDisposable
     private volatile bool _stopRequested;
     private bool _reportedBroken;
     private Thread? _worker;
+    private bool _disposed;
 
     internal Vring(int index, GuestMemory memory, ILogger logger)
     {
@@ -352,6 +353,11 @@ public sealed unsafe class Vring : IDisposable
 
     public void Dispose()
     {
+        if (_disposed)
+        {
+            return;
+        }
+        _disposed = true;
         StopWorker();
         Reset();
         close(_wakeFd);

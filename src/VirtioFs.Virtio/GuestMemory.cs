@@ -303,7 +303,10 @@ public sealed unsafe class GuestMemory : IDisposable
         return true;
     }
 
-    /// <summary>Unmaps everything. Callers must have stopped every user first (end of a connection).</summary>
+    /// <summary>
+    /// Drops every region. Mappings still used (a chain completed late by a device thread pool) are unmapped by the
+    /// last <see cref="ExitUse"/>, never under a user: a leaked mapping is better than a crash.
+    /// </summary>
     public void Dispose()
     {
         lock (_writeLock)
@@ -313,15 +316,7 @@ public sealed unsafe class GuestMemory : IDisposable
                 return;
             }
             _disposed = true;
-            foreach (MappedRegion r in Interlocked.Exchange(ref _table, []))
-            {
-                r.Unmap();
-            }
-            foreach (MappedRegion r in _retired)
-            {
-                r.Unmap();
-            }
-            _retired.Clear();
+            Retire(Interlocked.Exchange(ref _table, []));
         }
     }
 }

@@ -109,3 +109,21 @@ public unsafe class GuestMemoryTests
         memory.ExitUse();
     }
 }
+
+public unsafe class GuestMemoryDisposeTests
+{
+    [Fact]
+    public void Dispose_while_a_chain_is_outstanding_defers_the_unmap()
+    {
+        using var test = TestGuestMemory.Single();
+        var memory = test.CreateBackendView();
+        ulong gpa = test.Regions[0].GuestPhysAddr;
+        test.Span(gpa, 1)[0] = 7;
+        memory.EnterUse();
+        Assert.True(memory.TryTranslate(gpa, 1, out byte* p));
+        memory.Dispose();
+        Assert.Equal(7, *p); // a late completion can still touch its buffer
+        memory.ExitUse();
+        Assert.Equal(0, memory.RegionCount);
+    }
+}
