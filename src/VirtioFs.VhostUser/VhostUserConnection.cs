@@ -102,7 +102,7 @@ internal sealed unsafe class VhostUserConnection : IDisposable
                     Log.MessageReceived(_logger, request, header.flags, header.size, _fdCount);
                     if (refusal is null)
                     {
-                        refusal = CheckFlags(header.flags);
+                        refusal = VhostUserMessage.ValidateFlags(header.flags);
                     }
                     Outcome outcome;
                     if (refusal is not null)
@@ -134,23 +134,6 @@ internal sealed unsafe class VhostUserConnection : IDisposable
             Log.Disconnected(_logger, reason);
             Dispose();
         }
-    }
-
-    private static string? CheckFlags(uint flags)
-    {
-        if ((flags & VhostUserFlags.VersionMask) != VhostUserFlags.Version)
-        {
-            return $"unsupported version {flags & VhostUserFlags.VersionMask}";
-        }
-        if ((flags & VhostUserFlags.Reply) != 0)
-        {
-            return "REPLY flag set on a request";
-        }
-        if ((flags & ~VhostUserFlags.KnownMask) != 0)
-        {
-            return $"unknown flags 0x{flags:x}";
-        }
-        return null;
     }
 
     /// <summary>
@@ -279,35 +262,12 @@ internal sealed unsafe class VhostUserConnection : IDisposable
 
     private Outcome Reply(uint request, ulong value) => SendU64(request, value) ? Outcome.Replied : Outcome.Failed;
 
-    // ---- validation helpers ----
-
-    private Outcome Refuse(VhostUserRequest request, string reason)
-    {
-        Log.MessageRefused(_logger, request, reason);
-        return Outcome.Failed;
-    }
+    // ---- dispatch ----
 
     private Outcome Fail(VhostUserRequest request, string reason)
     {
         Log.RequestFailed(_logger, request, reason);
         return Outcome.Failed;
-    }
-
-    private bool Shape(VhostUserRequest request, ReadOnlySpan<byte> payload, int size, int minFds, int maxFds, out string? error)
-    {
-        if (payload.Length != size)
-        {
-            error = $"payload of {payload.Length} bytes, expected {size}";
-            return false;
-        }
-        if (_fdCount < minFds || _fdCount > maxFds)
-        {
-            error = $"{_fdCount} fds, expected {minFds}..{maxFds}";
-            return false;
-        }
-        _ = request;
-        error = null;
-        return true;
     }
 
     private int TakeFd(int i)
@@ -328,30 +288,33 @@ internal sealed unsafe class VhostUserConnection : IDisposable
         return false;
     }
 
-    // ---- dispatch ----
-
     private Outcome Dispatch(in VhostUserMsgHeader header, ReadOnlySpan<byte> payload)
     {
         var request = (VhostUserRequest)header.request;
         uint id = header.request;
-        string? error;
+        if (!VhostUserMessage.IsKnown(request))
+        {
+            Log.UnknownRequest(_logger, header.request);
+            return Outcome.Failed;
+        }
+        if (VhostUserMessage.Validate(request, payload, _fdCount) is { } invalid)
+        {
+            Log.MessageRefused(_logger, request, invalid);
+            return Outcome.Failed;
+        }
         switch (request)
         {
             case VhostUserRequest.GetFeatures:
-                return !Shape(request, payload, 0, 0, 0, out error) ? Refuse(request, error!) : Reply(id, _offeredFeatures);
+                return Reply(id, _offeredFeatures);
 
             case VhostUserRequest.SetFeatures:
-                return !Shape(request, payload, 8, 0, 0, out error) ? Refuse(request, error!) : SetFeatures(MemoryMarshal.Read<ulong>(payload));
+                return SetFeatures(MemoryMarshal.Read<ulong>(payload));
 
             case VhostUserRequest.GetProtocolFeatures:
-                return !Shape(request, payload, 0, 0, 0, out error) ? Refuse(request, error!) : Reply(id, _offeredProtocolFeatures);
+                return Reply(id, _offeredProtocolFeatures);
 
             case VhostUserRequest.SetProtocolFeatures:
             {
-                if (!Shape(request, payload, 8, 0, 0, out error))
-                {
-                    return Refuse(request, error!);
-                }
                 ulong f = MemoryMarshal.Read<ulong>(payload);
                 if ((f & ~_offeredProtocolFeatures) != 0)
                 {
@@ -362,19 +325,11 @@ internal sealed unsafe class VhostUserConnection : IDisposable
             }
 
             case VhostUserRequest.SetOwner:
-                if (!Shape(request, payload, 0, 0, 0, out error))
-                {
-                    return Refuse(request, error!);
-                }
                 _owned = true;
                 return Outcome.Ok;
 
             case VhostUserRequest.ResetOwner:
             case VhostUserRequest.ResetDevice:
-                if (!Shape(request, payload, 0, 0, 0, out error))
-                {
-                    return Refuse(request, error!);
-                }
                 ResetDevice();
                 if (request == VhostUserRequest.ResetOwner)
                 {
@@ -383,20 +338,16 @@ internal sealed unsafe class VhostUserConnection : IDisposable
                 return Outcome.Ok;
 
             case VhostUserRequest.GetQueueNum:
-                return !Shape(request, payload, 0, 0, 0, out error) ? Refuse(request, error!) : Reply(id, (ulong)_vrings.Length);
+                return Reply(id, (ulong)_vrings.Length);
 
             case VhostUserRequest.GetMaxMemSlots:
-                return !Shape(request, payload, 0, 0, 0, out error) ? Refuse(request, error!) : Reply(id, MaxMemSlots);
+                return Reply(id, MaxMemSlots);
 
             case VhostUserRequest.GetStatus:
-                return !Shape(request, payload, 0, 0, 0, out error) ? Refuse(request, error!) : Reply(id, _status);
+                return Reply(id, _status);
 
             case VhostUserRequest.SetStatus:
             {
-                if (!Shape(request, payload, 8, 0, 0, out error))
-                {
-                    return Refuse(request, error!);
-                }
                 ulong status = MemoryMarshal.Read<ulong>(payload);
                 if (status > 0xff)
                 {
@@ -414,30 +365,17 @@ internal sealed unsafe class VhostUserConnection : IDisposable
                 return AddRemoveMemReg(request, payload);
 
             case VhostUserRequest.SetLogBase:
-            {
-                // SET_LOG_BASE carries VhostUserLog with the log fd when LOG_SHMFD is negotiated. We do not offer
-                // LOG_ALL, so no dirty logging is ever requested; keep the fd so the front-end's state stays coherent.
-                if (!Shape(request, payload, sizeof(VhostUserLog), 0, 1, out error))
-                {
-                    return Refuse(request, error!);
-                }
+                // Carries VhostUserLog and, with LOG_SHMFD, the log fd. We do not offer LOG_ALL, so dirty logging is
+                // never switched on; keeping the fd keeps the front-end's view coherent. QEMU waits for a reply.
                 SetOwnedFd(ref _logFd, _fdCount == 1 ? TakeFd(0) : -1);
                 return HasProtocol(VhostUserProtocolFeatureBits.LogShmfd) ? Reply(id, 0) : Outcome.Ok;
-            }
 
             case VhostUserRequest.SetLogFd:
-                if (payload.Length > 8 || _fdCount != 1)
-                {
-                    return Refuse(request, $"payload {payload.Length} bytes with {_fdCount} fds");
-                }
                 SetOwnedFd(ref _logFd, TakeFd(0));
                 return Outcome.Ok;
 
             case VhostUserRequest.SetBackendReqFd:
-                if (payload.Length > 8 || _fdCount != 1)
-                {
-                    return Refuse(request, $"payload {payload.Length} bytes with {_fdCount} fds");
-                }
+                // Kept for back-end initiated requests (not used yet by virtio-fs without DAX).
                 SetOwnedFd(ref _backendReqFd, TakeFd(0));
                 return Outcome.Ok;
 
@@ -447,10 +385,6 @@ internal sealed unsafe class VhostUserConnection : IDisposable
             case VhostUserRequest.SetVringEnable:
             case VhostUserRequest.VringKick:
             {
-                if (!Shape(request, payload, sizeof(VhostVringState), 0, 0, out error))
-                {
-                    return Refuse(request, error!);
-                }
                 VhostVringState state = MemoryMarshal.Read<VhostVringState>(payload);
                 if (!TryGetVring(state.index, out Vring vring))
                 {
@@ -461,10 +395,6 @@ internal sealed unsafe class VhostUserConnection : IDisposable
 
             case VhostUserRequest.SetVringAddr:
             {
-                if (!Shape(request, payload, sizeof(VhostVringAddr), 0, 0, out error))
-                {
-                    return Refuse(request, error!);
-                }
                 VhostVringAddr addr = MemoryMarshal.Read<VhostVringAddr>(payload);
                 if (!TryGetVring(addr.index, out Vring vring))
                 {
@@ -472,15 +402,16 @@ internal sealed unsafe class VhostUserConnection : IDisposable
                 }
                 bool wasRunning = Pause(vring);
                 vring.Queue.SetAddresses(addr.desc_user_addr, addr.avail_user_addr, addr.used_user_addr);
-                bool ok = TryActivate(vring, out error);
+                bool ok = TryActivate(vring, out string? error);
                 Resume(vring, wasRunning);
+                // Without memory yet the ring activates later (at kick or on the memory table).
                 return ok || _memory.RegionCount == 0 ? Outcome.Ok : Fail(request, error!);
             }
 
             case VhostUserRequest.SetVringKick:
             case VhostUserRequest.SetVringCall:
             case VhostUserRequest.SetVringErr:
-                return VringFile(request, payload);
+                return VringFile(request, MemoryMarshal.Read<ulong>(payload));
 
             case VhostUserRequest.GetConfig:
             case VhostUserRequest.SetConfig:
@@ -570,23 +501,9 @@ internal sealed unsafe class VhostUserConnection : IDisposable
         }
     }
 
-    private Outcome VringFile(VhostUserRequest request, ReadOnlySpan<byte> payload)
+    private Outcome VringFile(VhostUserRequest request, ulong u)
     {
-        if (payload.Length != sizeof(ulong))
-        {
-            return Refuse(request, $"payload of {payload.Length} bytes, expected 8");
-        }
-        ulong u = MemoryMarshal.Read<ulong>(payload);
-        // Bits 0-7: ring index; bit 8: no fd (polling / no notification); the rest must be zero.
         bool noFd = (u & 0x100) != 0;
-        if ((u & ~0x1ffUL) != 0)
-        {
-            return Refuse(request, $"reserved bits set in 0x{u:x}");
-        }
-        if (_fdCount != (noFd ? 0 : 1))
-        {
-            return Refuse(request, $"{_fdCount} fds with no-fd flag {noFd}");
-        }
         if (!TryGetVring((uint)(u & 0xff), out Vring vring))
         {
             return Fail(request, $"ring index {u & 0xff} out of range");
@@ -620,16 +537,7 @@ internal sealed unsafe class VhostUserConnection : IDisposable
 
     private Outcome Config(VhostUserRequest request, ReadOnlySpan<byte> payload)
     {
-        if (payload.Length < VhostUserConfig.HeaderSize || _fdCount != 0)
-        {
-            return Refuse(request, $"payload of {payload.Length} bytes with {_fdCount} fds");
-        }
         VhostUserConfig config = MemoryMarshal.Read<VhostUserConfig>(payload);
-        if (config.size > VhostUserConfig.MaxSize || config.offset > VhostUserConfig.MaxSize - config.size
-            || payload.Length != VhostUserConfig.HeaderSize + (int)config.size)
-        {
-            return Refuse(request, $"config offset {config.offset} size {config.size} in {payload.Length} bytes");
-        }
         if (request == VhostUserRequest.SetConfig)
         {
             // virtio-fs config space is read-only for the driver (virtio spec 1.2 §5.11.4); accept and ignore.
@@ -654,20 +562,6 @@ internal sealed unsafe class VhostUserConnection : IDisposable
 
     private Outcome SetMemTable(VhostUserRequest request, ReadOnlySpan<byte> payload)
     {
-        if (payload.Length < sizeof(VhostUserMemory))
-        {
-            return Refuse(request, $"payload of {payload.Length} bytes");
-        }
-        VhostUserMemory mem = MemoryMarshal.Read<VhostUserMemory>(payload);
-        if (mem.nregions == 0 || mem.nregions > VhostUserMemory.MaxRegions)
-        {
-            return Refuse(request, $"{mem.nregions} regions (1..{VhostUserMemory.MaxRegions})");
-        }
-        int expected = sizeof(VhostUserMemory) + (int)mem.nregions * sizeof(VhostUserMemoryRegion);
-        if (payload.Length != expected || _fdCount != (int)mem.nregions)
-        {
-            return Refuse(request, $"payload of {payload.Length} bytes and {_fdCount} fds for {mem.nregions} regions");
-        }
         ReadOnlySpan<VhostUserMemoryRegion> raw =
             MemoryMarshal.Cast<byte, VhostUserMemoryRegion>(payload[sizeof(VhostUserMemory)..]);
         var regions = new MemoryRegionInfo[raw.Length]; // cold path, at most 8
@@ -685,10 +579,7 @@ internal sealed unsafe class VhostUserConnection : IDisposable
     private Outcome AddRemoveMemReg(VhostUserRequest request, ReadOnlySpan<byte> payload)
     {
         bool add = request == VhostUserRequest.AddMemReg;
-        if (!Shape(request, payload, sizeof(VhostUserSingleMemoryRegion), add ? 1 : 0, 1, out string? error))
-        {
-            return Refuse(request, error!);
-        }
+        string? error = null;
         MemoryRegionInfo info = ToInfo(MemoryMarshal.Read<VhostUserSingleMemoryRegion>(payload).region);
         bool ok = false;
         int fd = _fdCount > 0 ? _fds[0] : -1;
