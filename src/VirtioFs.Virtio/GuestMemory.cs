@@ -253,8 +253,10 @@ public sealed unsafe class GuestMemory : IDisposable
         }
         foreach (MappedRegion r in existing)
         {
-            if (Overlaps(r.Info.GuestPhysAddr, r.Info.MemorySize, region.GuestPhysAddr, region.MemorySize)
-                || Overlaps(r.Info.UserspaceAddr, r.Info.MemorySize, region.UserspaceAddr, region.MemorySize))
+            // Only guest-physical overlap is an error: it would make descriptor translation ambiguous. Front-ends may
+            // legitimately describe one host mapping at two guest addresses, so user ranges may overlap (the first
+            // match then wins, and both name the same bytes).
+            if (Overlaps(r.Info.GuestPhysAddr, r.Info.MemorySize, region.GuestPhysAddr, region.MemorySize))
             {
                 error = $"region at gpa 0x{region.GuestPhysAddr:x} overlaps the one at 0x{r.Info.GuestPhysAddr:x}";
                 return false;

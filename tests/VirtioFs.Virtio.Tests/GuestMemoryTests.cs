@@ -80,6 +80,19 @@ public unsafe class GuestMemoryTests
     }
 
     [Fact]
+    public void Two_guest_ranges_may_alias_one_user_range()
+    {
+        using var test = new TestGuestMemory((Base, Size));
+        using GuestMemory memory = test.CreateBackendView();
+        TestRegion r = test.Regions[0];
+        var alias = new MemoryRegionInfo(0x9000_0000, Size, r.UserspaceAddr, 0);
+        Assert.True(memory.TryAddRegion(alias, r.Fd, out string? error), error);
+        test.Span(Base + 8, 1)[0] = 99;
+        Assert.True(memory.TryTranslate(0x9000_0000 + 8, 1, out byte* p));
+        Assert.Equal(99, *p);
+    }
+
+    [Fact]
     public void Regions_can_be_added_and_removed_one_by_one()
     {
         using var test = new TestGuestMemory((Base, Size));
