@@ -260,7 +260,8 @@ public sealed unsafe class VhostUserFrontEnd : IDisposable
 
     // ---- whole sequences ----
 
-    /// <summary>Starts one queue the way QEMU 7.2 does (vhost_virtqueue_start): NUM, BASE, ADDR, KICK, CALL.</summary>
+    /// <summary>Starts one queue the way QEMU 7.2 does (vhost_virtqueue_start): NUM, BASE, ADDR, KICK, then CALL
+    /// (QEMU sends the call fd again once guest notifiers are set up, after SET_VRING_ENABLE).</summary>
     public void StartQueueLikeQemu(MockSplitQueue queue, ushort baseIndex = 0)
     {
         SetVringNum(queue.Index, queue.Size);

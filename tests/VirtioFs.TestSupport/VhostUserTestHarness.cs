@@ -24,6 +24,9 @@ public sealed unsafe class VhostUserTestHarness : IDisposable
     }
 
     public IVhostUserBackend Backend { get; }
+
+    /// <summary>The error eventfd handed to every ring (QEMU passes one per ring).</summary>
+    public int ErrFd { get; } = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     public VhostUserFrontEnd FrontEnd { get; }
 
     /// <summary>Completes when the server returned (faulted if it threw).</summary>
@@ -33,10 +36,10 @@ public sealed unsafe class VhostUserTestHarness : IDisposable
     public static ulong DriverFeatures(ulong offered) => offered;
 
     /// <summary>
-    /// QEMU 7.2 (vhost_user_backend_init, vhost_dev_init, vhost_dev_start with vrings=true): GET_FEATURES,
-    /// GET/SET_PROTOCOL_FEATURES, GET_QUEUE_NUM, GET_MAX_MEM_SLOTS, SET_BACKEND_REQ_FD, SET_OWNER, GET_FEATURES;
-    /// on start SET_FEATURES, ADD_MEM_REG per region (CONFIGURE_MEM_SLOTS), per queue NUM/BASE/ADDR/KICK/CALL,
-    /// then SET_VRING_ENABLE 1 per queue. NEED_REPLY is set where QEMU sets it (memory and backend fd).
+    /// QEMU 7.2 as recorded against this back-end with a Linux 6.1 guest mounting virtio-fs: GET_FEATURES,
+    /// GET/SET_PROTOCOL_FEATURES, GET_QUEUE_NUM, GET_MAX_MEM_SLOTS, SET_BACKEND_REQ_FD (NEED_REPLY), SET_OWNER,
+    /// GET_FEATURES, per queue SET_VRING_CALL + SET_VRING_ERR; on start SET_FEATURES, ADD_MEM_REG per region
+    /// (NEED_REPLY), per queue NUM/BASE/ADDR/KICK, SET_VRING_ENABLE 1 per queue, then SET_VRING_CALL per queue.
     /// Returns the negotiated virtio features.
     /// </summary>
     public ulong StartLikeQemu72(TestGuestMemory memory, IReadOnlyList<MockSplitQueue> queues, ulong clearFeatures = 0)
@@ -57,6 +60,11 @@ public sealed unsafe class VhostUserTestHarness : IDisposable
         }
         f.SetOwner();
         f.GetFeatures();
+        foreach (MockSplitQueue q in queues)
+        {
+            f.SetVringCall(q.Index, q.CallFd);
+            f.SetVringErr(q.Index, ErrFd);
+        }
         ulong acked = features & ~clearFeatures;
         f.SetFeatures(acked);
         foreach (TestRegion region in memory.Regions)
@@ -65,11 +73,18 @@ public sealed unsafe class VhostUserTestHarness : IDisposable
         }
         foreach (MockSplitQueue q in queues)
         {
-            f.StartQueueLikeQemu(q);
+            f.SetVringNum(q.Index, q.Size);
+            f.SetVringBase(q.Index, 0);
+            f.SetVringAddr(q);
+            f.SetVringKick(q.Index, q.KickFd);
         }
         foreach (MockSplitQueue q in queues)
         {
             f.SetVringEnable(q.Index, true);
+        }
+        foreach (MockSplitQueue q in queues)
+        {
+            f.SetVringCall(q.Index, q.CallFd);
         }
         return acked;
     }
@@ -164,5 +179,6 @@ public sealed unsafe class VhostUserTestHarness : IDisposable
         {
             close(fd);
         }
+        close(ErrFd);
     }
 }
