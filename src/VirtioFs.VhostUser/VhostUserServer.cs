@@ -76,15 +76,32 @@ public static unsafe class VhostUserServer
 
     private static SafeFileHandle TakePidLock(string pidPath)
     {
-        SafeFileHandle handle = File.OpenHandle(pidPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
-        if (Interop.flock((int)handle.DangerousGetHandle(), Interop.LOCK_EX | Interop.LOCK_NB) != 0)
+        // Opened with open(2) directly: .NET's FileStream would add its own advisory lock and report a conflict
+        // with a less helpful message.
+        byte[] path = Encoding.UTF8.GetBytes(pidPath + "\0");
+        int fd;
+        fixed (byte* p = path)
+        {
+            // SAFETY: p is a NUL-terminated path pinned for the call.
+            fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0x1a4 /* 0644 */);
+        }
+        if (fd < 0)
+        {
+            throw new IOException($"cannot open {pidPath}: errno {errno}");
+        }
+        var handle = new SafeFileHandle(fd, ownsHandle: true);
+        if (Interop.flock(fd, Interop.LOCK_EX | Interop.LOCK_NB) != 0)
         {
             handle.Dispose();
             throw new IOException($"{pidPath} is locked: another daemon serves this socket path");
         }
         byte[] pid = Encoding.ASCII.GetBytes($"{Environment.ProcessId}\n");
-        RandomAccess.SetLength(handle, 0);
-        RandomAccess.Write(handle, pid, 0);
+        ftruncate(fd, 0);
+        fixed (byte* b = pid)
+        {
+            // SAFETY: b points at pid.Length pinned bytes.
+            pwrite(fd, b, (size_t)pid.Length, 0);
+        }
         return handle;
     }
 

@@ -49,7 +49,8 @@ public class ServerTests : IDisposable
     {
         string path = Path.Combine(_dir, "busy.sock");
         using Socket first = VhostUserServer.Listen(path);
-        Assert.Throws<IOException>(() => VhostUserServer.Listen(path));
+        IOException refused = Assert.Throws<IOException>(() => VhostUserServer.Listen(path));
+        Assert.Contains("another daemon", refused.Message);
         // The first daemon's socket is untouched.
         using VhostUserFrontEnd front = VhostUserFrontEnd.Connect(path);
     }
