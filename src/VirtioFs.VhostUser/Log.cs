@@ -38,6 +38,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 1010, Level = LogLevel.Information, Message = "vhost-user socket listening at {Path}")]
     public static partial void Listening(ILogger logger, string path);
 
+    [LoggerMessage(EventId = 1012, Level = LogLevel.Error, Message = "vhost-user request {Request} threw; answered as failed")]
+    public static partial void RequestThrew(ILogger logger, VhostUserRequest request, Exception exception);
+
     [LoggerMessage(EventId = 1011, Level = LogLevel.Debug, Message = "queue {Queue}: cannot activate yet: {Reason}")]
     public static partial void QueueNotActive(ILogger logger, int queue, string reason);
 }

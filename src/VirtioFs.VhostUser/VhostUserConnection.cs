@@ -93,6 +93,8 @@ internal sealed unsafe class VhostUserConnection : IDisposable
                 int r = ReceiveMessage(out header, out int payloadLength, out string? refusal);
                 if (r <= 0)
                 {
+                    UnixMessaging.CloseAll(_fds.AsSpan(0, _fdCount));
+                    _fdCount = 0;
                     reason = r == 0 ? "end of stream" : $"socket error {-r}";
                     break;
                 }
@@ -112,7 +114,16 @@ internal sealed unsafe class VhostUserConnection : IDisposable
                     }
                     else
                     {
-                        outcome = Dispatch(header, _payload.AsSpan(0, payloadLength));
+                        try
+                        {
+                            outcome = Dispatch(header, _payload.AsSpan(0, payloadLength));
+                        }
+                        catch (Exception ex) when (ex is not OutOfMemoryException)
+                        {
+                            // A bug or a throwing backend must not take the whole device down: fail this request.
+                            Log.RequestThrew(_logger, request, ex);
+                            outcome = Outcome.Failed;
+                        }
                     }
                     // Release unclaimed fds before answering, so a front-end that saw the reply sees them closed.
                     UnixMessaging.CloseAll(_fds.AsSpan(0, _fdCount));

@@ -49,7 +49,14 @@ public sealed class RecordingBackend : IVhostUserBackend
         src[..Math.Min(src.Length, destination.Length)].CopyTo(destination);
     }
 
-    public void AcknowledgeFeatures(ulong features) => AcknowledgedFeatures = features;
+    /// <summary>Called from SET_FEATURES (e.g. to make the device refuse by throwing).</summary>
+    public Action<ulong>? OnAcknowledgeFeatures { get; set; }
+
+    public void AcknowledgeFeatures(ulong features)
+    {
+        OnAcknowledgeFeatures?.Invoke(features);
+        AcknowledgedFeatures = features;
+    }
 
     public void HandleQueue(int queueIndex, Vring vring)
     {

@@ -43,6 +43,18 @@ public class MalformedMessageTests
     }
 
     [Fact]
+    public void A_throwing_backend_fails_the_request_but_not_the_connection()
+    {
+        var backend = new RecordingBackend { OnAcknowledgeFeatures = _ => throw new InvalidOperationException("no") };
+        using var d = new Device(backend);
+        EnableReplyAck(d.FrontEnd);
+        d.FrontEnd.AlwaysNeedReply = true;
+        Assert.Throws<VhostUserException>(() => d.FrontEnd.SetFeatures(1UL << 32));
+        Assert.Contains(d.Logger.Entries, e => e.Id.Id == 1012);
+        Assert.Equal(2UL, d.FrontEnd.GetQueueNum());
+    }
+
+    [Fact]
     public void Bad_version_and_reply_flag_are_refused()
     {
         using var d = new Device();
