@@ -10,6 +10,19 @@ namespace VirtioFs.TestSupport;
 /// front-end on the other, plus the negotiation sequences QEMU 7.2 and cloud-hypervisor send (REFERENCE.md orders).
 /// Disposing disconnects and waits for the server to return.
 /// </summary>
+/// <example>
+/// <code>
+/// using var memory = TestGuestMemory.Single();                       // 4 MiB memfd guest RAM
+/// var queues = new[] { new MockSplitQueue(memory, 0, 128), new MockSplitQueue(memory, 1, 128) };
+/// using var harness = new VhostUserTestHarness(myBackend);
+/// harness.StartLikeQemu72(memory, queues);                            // negotiate, map memory, start + enable rings
+/// ChainBuffer reply = queues[1].Writable(4096);
+/// queues[1].AddChain(queues[1].Readable(requestBytes), reply);        // or AddIndirectChain(...)
+/// queues[1].Kick();
+/// VringUsedElem used = queues[1].WaitForUsed();                       // id = head, len = bytes written
+/// Span&lt;byte&gt; answer = memory.Span(reply.Addr, (int)used.len);
+/// </code>
+/// </example>
 public sealed unsafe class VhostUserTestHarness : IDisposable
 {
     private readonly Socket _backEnd;

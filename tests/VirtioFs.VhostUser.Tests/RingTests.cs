@@ -180,6 +180,39 @@ public class RingTests
     }
 
     [Fact]
+    public void Concurrent_completions_from_a_thread_pool_all_reach_the_used_ring()
+    {
+        using var d = new Device(queueSize: 16);
+        d.Backend.OnChain = (int queue, Vring vring, ref DescriptorChain chain) =>
+        {
+            ushort head = chain.Head;
+            ThreadPool.UnsafeQueueUserWorkItem(_ => vring.Complete(head, head + 1u), null);
+            return Vring.Deferred;
+        };
+        d.Harness.StartLikeQemu72(d.Memory, d.Queues);
+        MockSplitQueue q = d.Queues[1];
+        int total = 0;
+        for (int round = 0; round < 50; round++)
+        {
+            var heads = new HashSet<uint>();
+            for (int i = 0; i < 8; i++)
+            {
+                heads.Add(q.AddChain(q.Writable(4)));
+            }
+            q.Kick();
+            for (int i = 0; i < 8; i++)
+            {
+                VringUsedElem used = q.WaitForUsed(Device.Timeout);
+                Assert.True(heads.Remove(used.id));
+                Assert.Equal(used.id + 1, used.len);
+                total++;
+            }
+        }
+        Assert.Equal(400, total);
+        Assert.Equal((ushort)400, q.UsedIdx);
+    }
+
+    [Fact]
     public void Handler_exception_completes_the_chain_with_zero()
     {
         using var d = new Device();
