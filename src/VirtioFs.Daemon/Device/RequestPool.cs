@@ -20,6 +20,7 @@ internal sealed class RequestPool : IDisposable
     private readonly FuseServer _server;
     private readonly ILogger _logger;
     private volatile bool _stopping;
+    private int _pending;
 
     public RequestPool(FuseServer server, int threads, ILogger logger)
     {
@@ -35,6 +36,7 @@ internal sealed class RequestPool : IDisposable
 
     public void Enqueue(Vring vring, DescriptorChain chain)
     {
+        Interlocked.Increment(ref _pending);
         _work.Enqueue((vring, chain));
         _available.Release();
     }
@@ -56,7 +58,17 @@ internal sealed class RequestPool : IDisposable
             DescriptorChain chain = item.Chain;
             uint length = VirtioFsDevice.Serve(_server, ref chain, buffers, _logger);
             item.Vring.Complete(chain.Head, length);
+            Interlocked.Decrement(ref _pending);
         }
+    }
+
+    /// <summary>
+    /// Waits until every handed-over chain has been completed. On reset or disconnect the transport unmaps guest memory
+    /// only after the last outstanding chain is done, so the device must not leave any behind.
+    /// </summary>
+    public bool WaitIdle(TimeSpan timeout)
+    {
+        return SpinWait.SpinUntil(() => Volatile.Read(ref _pending) == 0, timeout);
     }
 
     public void Dispose()

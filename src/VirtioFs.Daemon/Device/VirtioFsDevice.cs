@@ -90,7 +90,11 @@ public sealed class VirtioFsDevice : IVhostUserBackend, IDisposable
         vring.Process(handler);
     }
 
-    public void Reset() => Log.DeviceReset(_logger);
+    public void Reset()
+    {
+        Log.DeviceReset(_logger);
+        _pool?.WaitIdle(TimeSpan.FromSeconds(30));
+    }
 
     public void Dispose()
     {
