@@ -170,7 +170,9 @@ public sealed unsafe class PassthroughFileSystem : IFileSystem, IDisposable
     private static int StatFd(int fd, Statx* st)
     {
         // SAFETY: "" with AT_EMPTY_PATH stats the fd itself (O_PATH fds allowed); st points to a 256-byte statx.
-        fixed (byte* empty = ""u8)
+        // The empty path is spelled "\0"u8 on purpose: fixed over an empty span yields NULL, which fchownat/linkat/
+        // readlinkat reject with EFAULT (and utimensat would treat as "operate on the fd", refused for O_PATH).
+        fixed (byte* empty = "\0"u8)
         {
             return statx(fd, empty, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_MNT_ID, st);
         }
@@ -496,7 +498,7 @@ public sealed unsafe class PassthroughFileSystem : IFileSystem, IDisposable
             Span<byte> proc = stackalloc byte[32];
             ProcPath(lease.Fd, proc);
             fixed (byte* pp = proc)
-            fixed (byte* empty = ""u8)
+            fixed (byte* empty = "\0"u8)
             {
                 if ((s.valid & FuseConstants.FATTR_MODE) != 0)
                 {
@@ -579,7 +581,7 @@ public sealed unsafe class PassthroughFileSystem : IFileSystem, IDisposable
             if (inode.Type != S_IFLNK) return Errno.EINVAL;
             nint n;
             fixed (byte* b = buffer)
-            fixed (byte* empty = ""u8)
+            fixed (byte* empty = "\0"u8)
             {
                 // SAFETY: empty path reads the O_PATH symlink itself; b has buffer.Length bytes.
                 n = readlinkat(lease.Fd, empty, b, (nuint)buffer.Length);
@@ -727,7 +729,7 @@ public sealed unsafe class PassthroughFileSystem : IFileSystem, IDisposable
             Span<byte> n = stackalloc byte[NameMax + 1];
             ToCString(newName, n);
             fixed (byte* np = n)
-            fixed (byte* empty = ""u8)
+            fixed (byte* empty = "\0"u8)
             {
                 // SAFETY: AT_EMPTY_PATH links the O_PATH fd's inode itself; the new name is a single component.
                 if (linkat(a.Fd, empty, b.Fd, np, AT_EMPTY_PATH) != 0) return LastErrno;
