@@ -92,7 +92,7 @@ public class MountTests
 
         File.SetUnixFileMode(m.Mnt("dir/moved.txt"), UnixFileMode.UserRead | UnixFileMode.GroupRead);
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.GroupRead, File.GetUnixFileMode(m.Src("dir/moved.txt")));
-        Assert.True(chown(m.Mnt("dir/moved.txt"), 4321, 8765) == 0, $"chown errno {Errno}");
+        Assert.True(chown(m.Mnt("dir/moved.txt"), 4321, 8765) == 0, $"chown errno {LastErrno}");
         Assert.Equal(4321u, LStat(m.Src("dir/moved.txt")).stx_uid);
         Assert.Equal(8765u, LStat(m.Src("dir/moved.txt")).stx_gid);
 
@@ -209,7 +209,7 @@ public class MountTests
         Assert.Contains("user.test", Encoding.ASCII.GetString(list, 0, (int)n).Split('\0'));
         Assert.Equal(0, removexattr(m.Mnt("f"), "user.test"));
         Assert.True(getxattr(m.Src("f"), "user.test", back, (nuint)back.Length) < 0);
-        Assert.Equal(61 /* ENODATA */, Errno);
+        Assert.Equal(61 /* ENODATA */, LastErrno);
     }
 
     [Fact]
@@ -219,7 +219,7 @@ public class MountTests
         File.WriteAllText(m.Src("f"), "");
         byte[] value = [1, 2, 3];
         Assert.True(setxattr(m.Mnt("f"), "user.test", value, 3, 0) < 0);
-        Assert.Equal(95 /* EOPNOTSUPP */, Errno);
+        Assert.Equal(95 /* EOPNOTSUPP */, LastErrno);
         Assert.True(getxattr(m.Src("f"), "user.test", value, 3) < 0);
     }
 
@@ -232,19 +232,19 @@ public class MountTests
         Assert.Equal("content", File.ReadAllText(m.Mnt("f")));
 
         Assert.Equal(-1, mkdir(m.Mnt("newdir"), 0x1ED));
-        Assert.Equal(30, Errno);
+        Assert.Equal(30, LastErrno);
         Assert.Equal(-1, open(m.Mnt("f"), O_WRONLY, 0));
-        Assert.Equal(30, Errno);
+        Assert.Equal(30, LastErrno);
         Assert.Equal(-1, open(m.Mnt("created"), O_WRONLY | O_CREAT, 0x1A4));
-        Assert.Equal(30, Errno);
+        Assert.Equal(30, LastErrno);
         Assert.Equal(-1, unlink(m.Mnt("f")));
-        Assert.Equal(30, Errno);
+        Assert.Equal(30, LastErrno);
         Assert.Equal(-1, chmod(m.Mnt("f"), 0x1FF));
-        Assert.Equal(30, Errno);
+        Assert.Equal(30, LastErrno);
         Assert.Equal(-1, rename(m.Mnt("f"), m.Mnt("g")));
-        Assert.Equal(30, Errno);
+        Assert.Equal(30, LastErrno);
         Assert.Equal(-1, truncate(m.Mnt("f"), 0));
-        Assert.Equal(30, Errno);
+        Assert.Equal(30, LastErrno);
         Assert.Equal("content", File.ReadAllText(m.Src("f")));
         Assert.False(Directory.Exists(m.Src("newdir")));
     }

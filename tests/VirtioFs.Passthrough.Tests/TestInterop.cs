@@ -67,14 +67,14 @@ internal static unsafe partial class TestInterop
     public const int O_RDONLY = 0, O_WRONLY = 1, O_RDWR = 2, O_CREAT = 0x40, O_TRUNC = 0x200;
     public const int MNT_DETACH = 2;
 
-    public static int Errno => Marshal.GetLastPInvokeError();
+    public static int LastErrno => Marshal.GetLastPInvokeError();
 
     public static Statx LStat(string path)
     {
         Statx st;
         if (statx(-100, path, 0x100 /* AT_SYMLINK_NOFOLLOW */, 0x7FF, &st) != 0)
         {
-            throw new IOException($"statx {path}: errno {Errno}");
+            throw new IOException($"statx {path}: errno {LastErrno}");
         }
         return st;
     }
