@@ -35,6 +35,11 @@ public sealed unsafe class PassthroughFileSystem : IFileSystem, IDisposable
         public required uint Type;
         public required ulong MountId;
         public long Refcount;
+        /// <summary>
+        /// POSIX locks: one open file description per guest lock owner, so OFD locks behave like process-owned
+        /// fcntl locks in the guest (same owner never conflicts with itself; FLUSH by the owner drops its locks).
+        /// </summary>
+        public Dictionary<ulong, FdHandle>? LockFds;
     }
 
     private sealed class OpenHandle
@@ -381,6 +386,14 @@ public sealed unsafe class PassthroughFileSystem : IFileSystem, IDisposable
         _byId.Remove(inode.Id);
         _byKey.Remove((inode.Dev, inode.Ino));
         inode.Fd.Dispose();
+        lock (inode)
+        {
+            if (inode.LockFds is not null)
+            {
+                foreach (FdHandle h in inode.LockFds.Values) h.Dispose();
+                inode.LockFds = null;
+            }
+        }
     }
 
     public int Lookup(in FuseContext ctx, ulong parent, ReadOnlySpan<byte> name, out FuseEntry entry)
@@ -956,7 +969,8 @@ public sealed unsafe class PassthroughFileSystem : IFileSystem, IDisposable
         var lease = new FdLease();
         try
         {
-            if (!TryHandle(handle, out _, ref lease)) return Errno.EBADF;
+            if (!TryHandle(handle, out OpenHandle h, ref lease)) return Errno.EBADF;
+            DropLockOwner(h.NodeId, lockOwner);
             // close(2) of a duplicate gives the host filesystem its flush-on-close (NFS, FUSE) like a guest close would.
             int d = dup(lease.Fd);
             if (d < 0) return LastErrno;
@@ -1287,15 +1301,72 @@ public sealed unsafe class PassthroughFileSystem : IFileSystem, IDisposable
         return new Flock { l_type = (short)lk.type, l_whence = 0, l_start = start, l_len = Math.Max(len, 0) };
     }
 
+    private const int NoOwnerFd = int.MinValue;
+
+    private void DropLockOwner(ulong nodeId, ulong owner)
+    {
+        Inode? inode;
+        lock (_inodeLock)
+        {
+            _byId.TryGetValue(nodeId, out inode);
+        }
+        if (inode is null) return;
+        FdHandle? fd = null;
+        lock (inode)
+        {
+            if (inode.LockFds is not null && inode.LockFds.Remove(owner, out fd) && inode.LockFds.Count == 0)
+            {
+                inode.LockFds = null;
+            }
+        }
+        fd?.Dispose(); // closing the owner's open file description releases its locks, as a guest close(2) would
+    }
+
+    /// <summary>The owner's lock fd for a regular file, opened on first use; -errno on failure; NoOwnerFd if none and not <paramref name="create"/>.</summary>
+    private int LockFd(ulong nodeId, ulong owner, bool create, ref FdLease lease)
+    {
+        Inode? inode;
+        lock (_inodeLock)
+        {
+            _byId.TryGetValue(nodeId, out inode);
+        }
+        if (inode is null) return -Errno.EBADF;
+        if (inode.Type != S_IFREG) return -Errno.EINVAL;
+        lock (inode)
+        {
+            if (inode.LockFds is not null && inode.LockFds.TryGetValue(owner, out FdHandle? existing))
+            {
+                return lease.Take(existing) ? lease.Fd : -Errno.EBADF;
+            }
+            if (!create) return NoOwnerFd;
+            var pathLease = new FdLease();
+            try
+            {
+                if (!pathLease.Take(inode.Fd)) return -Errno.EBADF;
+                int fd = ReopenFd(pathLease.Fd, O_RDWR | O_CLOEXEC);
+                if (fd < 0) fd = ReopenFd(pathLease.Fd, O_RDONLY | O_CLOEXEC);
+                if (fd < 0) return -LastErrno;
+                var h = new FdHandle(fd);
+                (inode.LockFds ??= new Dictionary<ulong, FdHandle>())[owner] = h;
+                return lease.Take(h) ? lease.Fd : -Errno.EBADF;
+            }
+            finally
+            {
+                pathLease.Dispose();
+            }
+        }
+    }
+
     public int GetLk(in FuseContext ctx, ulong nodeId, ulong handle, ulong owner, in FuseFileLock lk, uint lkFlags, out FuseFileLock result)
     {
         result = default;
         var lease = new FdLease();
         try
         {
-            if (!TryHandle(handle, out _, ref lease)) return Errno.EBADF;
+            int fd = LockFd(nodeId, owner, create: true, ref lease);
+            if (fd < 0) return -fd;
             Flock fl = ToFlock(lk);
-            if (fcntl(lease.Fd, F_OFD_GETLK, &fl) != 0) return LastErrno; // SAFETY: fl is a struct flock.
+            if (fcntl(fd, F_OFD_GETLK, &fl) != 0) return LastErrno; // SAFETY: fl is a struct flock.
             result = new FuseFileLock
             {
                 type = (uint)fl.l_type,
@@ -1316,16 +1387,21 @@ public sealed unsafe class PassthroughFileSystem : IFileSystem, IDisposable
         var lease = new FdLease();
         try
         {
-            if (!TryHandle(handle, out _, ref lease)) return Errno.EBADF;
             if ((lkFlags & FuseConstants.FUSE_LK_FLOCK) != 0)
             {
+                // BSD locks belong to the open file description: the guest's one is this handle.
+                if (!TryHandle(handle, out _, ref lease)) return Errno.EBADF;
                 int op = lk.type switch { 0 => LOCK_SH, 1 => LOCK_EX, _ => LOCK_UN };
                 if (!sleep) op |= LOCK_NB;
                 return flock(lease.Fd, op) == 0 ? 0 : LastErrno;
             }
+            bool unlock = lk.type == F_UNLCK;
+            int fd = LockFd(nodeId, owner, create: !unlock, ref lease);
+            if (fd == NoOwnerFd) return 0; // unlocking an owner that holds nothing
+            if (fd < 0) return -fd;
             Flock fl = ToFlock(lk);
-            // SAFETY: fl is a struct flock. OFD locks belong to the open file description of this handle.
-            return fcntl(lease.Fd, sleep ? F_OFD_SETLKW : F_OFD_SETLK, &fl) == 0 ? 0 : LastErrno;
+            // SAFETY: fl is a struct flock. A blocking SETLKW holds this worker until the lock is granted.
+            return fcntl(fd, sleep ? F_OFD_SETLKW : F_OFD_SETLK, &fl) == 0 ? 0 : LastErrno;
         }
         finally
         {

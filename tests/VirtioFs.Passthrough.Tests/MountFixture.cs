@@ -6,7 +6,8 @@ namespace VirtioFs.Passthrough.Tests;
 /// <summary>A passthrough of a fresh temp dir mounted through /dev/fuse; always lazily unmounted on dispose.</summary>
 internal sealed class MountFixture : IDisposable
 {
-    public MountFixture(bool readOnly = false, bool xattr = false, CachePolicy cache = CachePolicy.Never, int threads = 2)
+    public MountFixture(bool readOnly = false, bool xattr = false, CachePolicy cache = CachePolicy.Never, int threads = 2,
+        FuseServerOptions? serverOptions = null)
     {
         Root = Directory.CreateTempSubdirectory("vfs-pt-");
         Source = Directory.CreateDirectory(Path.Combine(Root.FullName, "src")).FullName;
@@ -14,7 +15,7 @@ internal sealed class MountFixture : IDisposable
         FileSystem = new PassthroughFileSystem(
             new PassthroughOptions { SharedDir = Source, ReadOnly = readOnly, Xattr = xattr, Cache = cache },
             NullLogger.Instance);
-        Server = new FuseServer(FileSystem, new FuseServerOptions(), NullLogger.Instance);
+        Server = new FuseServer(FileSystem, serverOptions ?? new FuseServerOptions(), NullLogger.Instance);
         try
         {
             Session = FuseDeviceSession.Mount(MountPoint, Server, new FuseDeviceOptions { Threads = threads }, NullLogger.Instance);
