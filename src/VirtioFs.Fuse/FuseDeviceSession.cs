@@ -37,6 +37,7 @@ public sealed unsafe class FuseDeviceSession : IDisposable
     private readonly int _bufferSize;
     private readonly string? _connectionId;
     private int _fd;
+    private int _running;
     private int _disposed;
 
     private FuseDeviceSession(string mountPoint, int fd, FuseServer server, FuseDeviceOptions options, ILogger logger, string? connectionId)
@@ -99,6 +100,7 @@ public sealed unsafe class FuseDeviceSession : IDisposable
         }
 
         var session = new FuseDeviceSession(mountPoint, fd, server, options, logger, FindConnectionId(mountPoint));
+        session._running = session._threads.Length;
         foreach (Thread t2 in session._threads)
         {
             t2.Start();
@@ -129,13 +131,11 @@ public sealed unsafe class FuseDeviceSession : IDisposable
         using var buffers = new FuseRequestBuffers(2);
         try
         {
+            // The fd stays open until the last reader has stopped (see Dispose): a reader never touches a closed,
+            // possibly reused, fd number.
+            int fd = _fd;
             while (true)
             {
-                int fd = Volatile.Read(ref _fd);
-                if (fd < 0)
-                {
-                    return;
-                }
                 // SAFETY: request is a live allocation of _bufferSize bytes owned by this thread.
                 long n = read(fd, request, (size_t)_bufferSize);
                 if (n < 0)
@@ -179,6 +179,20 @@ public sealed unsafe class FuseDeviceSession : IDisposable
         {
             NativeMemory.Free(request);
             NativeMemory.Free(reply);
+            if (Interlocked.Decrement(ref _running) == 0)
+            {
+                CloseDevice();
+            }
+        }
+    }
+
+    private void CloseDevice()
+    {
+        int fd = Interlocked.Exchange(ref _fd, -1);
+        if (fd >= 0)
+        {
+            close(fd);
+            FuseLog.SessionEnded(_logger, MountPoint);
         }
     }
 
@@ -202,6 +216,12 @@ public sealed unsafe class FuseDeviceSession : IDisposable
         return null;
     }
 
+    /// <summary>
+    /// Lazily unmounts and waits for the readers to see ENODEV. If the mount is still busy (open files keep the
+    /// superblock alive), the connection is aborted through fusectl (fs/fuse/control.c), mounting fusectl at
+    /// /sys/fs/fuse/connections when nobody has; pending and later operations on the dead mount then fail with
+    /// ENOTCONN instead of hanging. The device fd is closed by the last reader to stop, never under a running reader.
+    /// </summary>
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
@@ -216,24 +236,32 @@ public sealed unsafe class FuseDeviceSession : IDisposable
         }
         if (!WaitForExit(TimeSpan.FromSeconds(2)) && _connectionId is not null)
         {
-            // Still busy (files open on the detached mount): abort the connection so readers see ENODEV.
-            try
-            {
-                File.WriteAllText($"/sys/fs/fuse/connections/{_connectionId}/abort", "1");
-            }
-            catch (IOException)
-            {
-            }
-            catch (UnauthorizedAccessException)
-            {
-            }
-            WaitForExit(TimeSpan.FromSeconds(2));
+            Abort(_connectionId);
+            WaitForExit(TimeSpan.FromSeconds(5));
         }
-        int fd = Interlocked.Exchange(ref _fd, -1);
-        if (fd >= 0)
+    }
+
+    private static void Abort(string connectionId)
+    {
+        const string Control = "/sys/fs/fuse/connections";
+        string abort = $"{Control}/{connectionId}/abort";
+        if (!File.Exists(abort))
         {
-            close(fd);
+            fixed (byte* src = "fusectl\0"u8, dst = "/sys/fs/fuse/connections\0"u8, type = "fusectl\0"u8)
+            {
+                // SAFETY: NUL-terminated literals. Fails harmlessly if already mounted or not permitted.
+                mount(src, dst, type, 0, null);
+            }
         }
-        FuseLog.SessionEnded(_logger, MountPoint);
+        try
+        {
+            File.WriteAllText(abort, "1");
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
     }
 }

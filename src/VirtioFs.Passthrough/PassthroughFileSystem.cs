@@ -638,8 +638,7 @@ public sealed unsafe class PassthroughFileSystem : IFileSystem, IDisposable
                             rc = mknodat(lease.Fd, n, mode, rdev); // SAFETY: as above.
                             break;
                         default:
-                            byte[]? rented = null;
-                            Span<byte> t = target.Length < 4096 ? stackalloc byte[4097] : (rented = new byte[target.Length + 1]);
+                            Span<byte> t = stackalloc byte[4097]; // target length checked below PATH_MAX by Symlink
                             target.CopyTo(t);
                             t[target.Length] = 0;
                             fixed (byte* tp = t)
