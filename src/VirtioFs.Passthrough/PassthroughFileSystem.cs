@@ -60,6 +60,7 @@ public sealed unsafe class PassthroughFileSystem : IFileSystem, IDisposable
     private long _nextHandle;
     private volatile bool _writeback;
     private volatile bool _killPrivV2;
+    private volatile bool _submounts;
 
     /// <summary>
     /// Opens the shared directory. Sets the process umask to 0 (as virtiofsd does): the kernel already applied the
@@ -126,6 +127,8 @@ public sealed unsafe class PassthroughFileSystem : IFileSystem, IDisposable
     {
         _writeback = (negotiated & FuseInitFlags.WritebackCache) != 0;
         _killPrivV2 = (negotiated & FuseInitFlags.HandleKillprivV2) != 0;
+        // FUSE_ATTR_SUBMOUNT means nothing to a kernel that did not agree to FUSE_SUBMOUNTS.
+        _submounts = _options.AnnounceSubmounts && (negotiated & FuseInitFlags.Submounts) != 0;
         return 0;
     }
 
@@ -374,7 +377,7 @@ public sealed unsafe class PassthroughFileSystem : IFileSystem, IDisposable
             }
         }
         entry = new FuseEntry { NodeId = id, Attr = ToAttr(st), EntryTimeout = _timeout, AttrTimeout = _timeout };
-        if (_options.AnnounceSubmounts && st.stx_mnt_id != parentMountId)
+        if (_submounts && st.stx_mnt_id != parentMountId)
         {
             entry.Attr.flags |= FuseConstants.FUSE_ATTR_SUBMOUNT;
         }

@@ -128,3 +128,41 @@ public sealed class MoreOpsTests : IDisposable
         Assert.Equal(Errno.EISDIR, _fs.SetAttr(Ctx, Root, new FuseSetattrIn { valid = FuseConstants.FATTR_SIZE }, out _, out _));
     }
 }
+
+public sealed class PassthroughAllocationTests : IDisposable
+{
+    private readonly DirectoryInfo _tmp = Directory.CreateTempSubdirectory("vfs-pt-alloc-");
+
+    public void Dispose() => _tmp.Delete(true);
+
+    [Fact]
+    public unsafe void Data_path_does_not_allocate()
+    {
+        File.WriteAllBytes(Path.Combine(_tmp.FullName, "f"), new byte[65536]);
+        using var fs = new PassthroughFileSystem(new PassthroughOptions { SharedDir = _tmp.FullName }, NullLogger.Instance);
+        var ctx = new FuseContext(0, 0, 1, 1);
+        Assert.Equal(0, fs.Lookup(ctx, FuseConstants.RootId, "f"u8, out FuseEntry e));
+        Assert.Equal(0, fs.Open(ctx, e.NodeId, (uint)O_RDWR, 0, out FuseOpenResult h));
+        byte* buf = stackalloc byte[8192];
+        IoSegment[] segs = [new IoSegment(buf, 4096), new IoSegment(buf + 4096, 4096)];
+        int failures = 0;
+        // No Assert inside the measured loop: xunit's Assert.Equal allocates a comparer per call.
+        void Round()
+        {
+            if (fs.GetAttr(ctx, e.NodeId, null, out _, out _) != 0) failures++;
+            if (fs.Lookup(ctx, FuseConstants.RootId, "f"u8, out _) != 0) failures++;
+            fs.Forget(ctx, e.NodeId, 1);
+            if (fs.Read(ctx, e.NodeId, h.Handle, 4096, segs, 0, out int n) != 0 || n != 8192) failures++;
+            if (fs.Write(ctx, e.NodeId, h.Handle, 8192, segs, 0, 0, out n) != 0 || n != 8192) failures++;
+        }
+        Round();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 200; i++)
+        {
+            Round();
+        }
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        Assert.Equal(0, failures);
+        Assert.Equal(0, fs.Release(ctx, e.NodeId, h.Handle, 0, 0, 0));
+    }
+}
