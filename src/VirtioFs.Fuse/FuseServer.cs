@@ -146,6 +146,13 @@ public sealed class FuseServer
         if (_options.ExportSupport) want |= FuseInitFlags.ExportSupport;
         FuseInitFlags negotiated = want & kernel;
 
+        if (_initialized)
+        {
+            // A second INIT without DESTROY: the guest rebooted or its driver was reloaded. Like virtiofsd, drop
+            // everything the old session held so its inodes and handles do not leak.
+            _fs.Destroy();
+            _initialized = false;
+        }
         int err = _fs.Init(negotiated);
         if (err != 0)
         {

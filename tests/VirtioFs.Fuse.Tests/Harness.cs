@@ -119,6 +119,9 @@ internal sealed class FakeFs : IFileSystem
     public ulong LastOffset;
     public int DirEntries = 100;
     public FuseInitFlags Negotiated;
+    public int Destroys;
+
+    public void Destroy() => Destroys++;
 
     public int Init(FuseInitFlags negotiated)
     {

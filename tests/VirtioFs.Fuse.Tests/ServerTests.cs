@@ -79,6 +79,19 @@ public class InitTests
     }
 
     [Fact]
+    public void A_second_init_destroys_the_previous_session_first()
+    {
+        var fs = new FakeFs();
+        using var h = new Harness(fs);
+        h.Init();
+        Assert.Equal(0, fs.Destroys);
+        h.Init();
+        Assert.Equal(0, h.ReplyHeader.error);
+        Assert.Equal(1, fs.Destroys);
+        Assert.True(h.Server.IsInitialized);
+    }
+
+    [Fact]
     public void Requests_before_init_are_refused()
     {
         var fs = new FakeFs();
