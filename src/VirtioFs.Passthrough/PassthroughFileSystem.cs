@@ -281,6 +281,10 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
         return id;
     }
 
+    /// <summary>The daemon's own fsuid/fsgid (setfs*id(-1) only reports), restored after each switch.</summary>
+    private static readonly uint OwnFsUid = unchecked((uint)setfsuid(uint.MaxValue));
+    private static readonly uint OwnFsGid = unchecked((uint)setfsgid(uint.MaxValue));
+
     /// <summary>Creates as the guest's caller: fsuid/fsgid are per-thread on Linux, restored on dispose.</summary>
     private readonly ref struct Credentials
     {
@@ -290,9 +294,10 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
         public Credentials(in FuseContext ctx, ILogger logger)
         {
             _logger = logger;
-            _switched = ctx.Uid != 0 || ctx.Gid != 0;
+            _switched = ctx.Uid != OwnFsUid || ctx.Gid != OwnFsGid;
             if (_switched)
             {
+                // gid first: once fsuid is unprivileged, CAP_SETGID still allows it, but keep the order canonical.
                 setfsgid(ctx.Gid);
                 setfsuid(ctx.Uid);
             }
@@ -302,11 +307,11 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
         {
             if (_switched)
             {
-                setfsuid(0);
-                setfsgid(0);
-                if (setfsuid(unchecked((uint)-1)) != 0 && _logger is not null)
+                setfsuid(OwnFsUid);
+                setfsgid(OwnFsGid);
+                if ((uint)setfsuid(uint.MaxValue) != OwnFsUid || (uint)setfsgid(uint.MaxValue) != OwnFsGid)
                 {
-                    PassthroughLog.CredentialRestoreFailed(_logger);
+                    if (_logger is not null) PassthroughLog.CredentialRestoreFailed(_logger);
                 }
             }
         }
