@@ -419,3 +419,38 @@ public class DispatchTests
         Assert.Equal(-Errno.EIO, h.ReplyHeader.error);
     }
 }
+
+public class ReadOnlyFileSystemTests
+{
+    private sealed class TinyImage : ReadOnlyFileSystem
+    {
+        public override int GetAttr(in FuseContext ctx, ulong nodeId, ulong? handle, out FuseAttr attr, out TimeSpan timeout)
+        {
+            attr = new FuseAttr { ino = nodeId, mode = 0x416D };
+            timeout = TimeSpan.FromHours(1);
+            return 0;
+        }
+    }
+
+    [Theory]
+    [InlineData(FuseOpcode.MkDir, Errno.EROFS)]
+    [InlineData(FuseOpcode.Unlink, Errno.EROFS)]
+    [InlineData(FuseOpcode.SetAttr, Errno.EROFS)]
+    [InlineData(FuseOpcode.Create, Errno.EROFS)]
+    [InlineData(FuseOpcode.Rename2, Errno.EROFS)]
+    [InlineData(FuseOpcode.Lookup, Errno.ENOSYS)]
+    [InlineData(FuseOpcode.Release, 0)]
+    public void Mutations_are_erofs_and_queries_default_to_enosys(FuseOpcode op, int errno)
+    {
+        using var h = new Harness(new TinyImage());
+        h.Init();
+        byte[] args = new byte[200];
+        args.AsSpan(100).Fill((byte)'a');
+        args.AsSpan(120, 3).Clear(); // NULs so any name parse succeeds
+        args.AsSpan(130, 3).Clear();
+        h.Send(Harness.Request(op, 1, args));
+        Assert.Equal(-errno, h.ReplyHeader.error);
+        h.Send(Harness.Request(FuseOpcode.GetAttr, 5, new byte[16]));
+        Assert.Equal(0x416Du, h.ReplyBody<FuseAttrOut>().attr.mode);
+    }
+}
