@@ -40,4 +40,28 @@ public class ToolTests
         Assert.False(Directory.Exists(m.Src("renamed")));
         Assert.EndsWith("append\nfuse-link\n", output, StringComparison.Ordinal);
     }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Fio_random_read_write_verifies(bool writeback)
+    {
+        if (!File.Exists("/usr/bin/fio"))
+        {
+            return; // fio is a Debian package here; nothing to run without it
+        }
+        using var m = new MountFixture(cache: CachePolicy.Auto, threads: 2,
+            serverOptions: new VirtioFs.Fuse.FuseServerOptions { WritebackCache = writeback });
+        var (code, output) = Run($"""
+            fio --name=rwjob --directory='{m.MountPoint}' --rw=randrw --bs=4k --bsrange=512-128k --size=8m --numjobs=2 \
+                --ioengine=psync --verify=crc32c --verify_fatal=1 --do_verify=1 --group_reporting 2>&1
+            echo one > '{m.MountPoint}/append'
+            echo two >> '{m.MountPoint}/append'
+            cat '{m.Source}/append'
+            """);
+        Assert.True(code == 0, output);
+        Assert.Contains("err= 0", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("verify:", output, StringComparison.Ordinal); // fio's "verify: bad header/crc" lines
+        Assert.EndsWith("one\ntwo\n", output, StringComparison.Ordinal);
+    }
 }
