@@ -1,0 +1,253 @@
+using VirtioFs.Fuse;
+using static VirtioFs.Passthrough.Interop;
+
+namespace VirtioFs.Passthrough;
+
+/// <summary>OPEN, CREATE, TMPFILE, READ, WRITE, FLUSH, RELEASE, FSYNC.</summary>
+public sealed unsafe partial class PassthroughFileSystem
+{
+    private int SanitizeOpenFlags(uint guestFlags)
+    {
+        int flags = (int)guestFlags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW | O_DIRECT | O_PATH);
+        if (_writeback)
+        {
+            // With a writeback cache the kernel reads pages of write-only files and does appends itself (virtiofsd).
+            if ((flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
+            flags &= ~O_APPEND;
+        }
+        return flags | O_CLOEXEC;
+    }
+
+    private static bool Writes(uint flags) => ((int)flags & O_ACCMODE) != O_RDONLY || ((int)flags & O_TRUNC) != 0;
+
+    public int Open(in FuseContext ctx, ulong nodeId, uint flags, uint fuseOpenFlags, out FuseOpenResult result)
+    {
+        result = default;
+        if (_options.ReadOnly && Writes(flags)) return Errno.EROFS;
+        var lease = new FdLease();
+        try
+        {
+            if (!TryInode(nodeId, out Inode inode, ref lease)) return Errno.EBADF;
+            if (inode.Type == S_IFDIR) return Errno.EISDIR;
+            if (inode.Type != S_IFREG) return Errno.ENXIO; // fifos, devices, sockets and links are never opened on the host
+            int fd = ReopenFd(lease.Fd, SanitizeOpenFlags(flags));
+            if (fd < 0) return LastErrno;
+            if (_killPrivV2 && (fuseOpenFlags & FuseConstants.FUSE_OPEN_KILL_SUIDGID) != 0 && ((int)flags & O_TRUNC) != 0)
+            {
+                KillSuidGid(lease.Fd);
+            }
+            result = OpenResult(AddHandle(fd, nodeId), false);
+            return 0;
+        }
+        finally
+        {
+            lease.Dispose();
+        }
+    }
+
+    private static int ReopenFd(int pathFd, int flags)
+    {
+        Span<byte> proc = stackalloc byte[32];
+        ProcPath(pathFd, proc);
+        fixed (byte* pp = proc)
+        {
+            // SAFETY: the /proc magic link resolves to the inode itself, not through any path in the shared tree.
+            return openat(AT_FDCWD, pp, flags, 0);
+        }
+    }
+
+    public int Create(in FuseContext ctx, ulong parent, ReadOnlySpan<byte> name, uint mode, uint flags, uint umask, uint fuseOpenFlags,
+        out FuseEntry entry, out FuseOpenResult result)
+    {
+        entry = default;
+        result = default;
+        if (_options.ReadOnly) return Errno.EROFS;
+        int err = CheckName(name);
+        if (err != 0) return err;
+        var lease = new FdLease();
+        try
+        {
+            if (!TryInode(parent, out Inode p, ref lease)) return Errno.EBADF;
+            Span<byte> cname = stackalloc byte[NameMax + 1];
+            ToCString(name, cname);
+            int open = (SanitizeOpenFlags(flags) | O_CREAT | O_NOFOLLOW) | ((int)flags & O_EXCL);
+            int fd;
+            using (new Credentials(ctx, _logger))
+            {
+                fixed (byte* n = cname)
+                {
+                    // SAFETY: single NUL-terminated component; O_NOFOLLOW refuses to create through a symlink.
+                    fd = openat(lease.Fd, n, open, mode & 0xFFF);
+                }
+                if (fd < 0) return LastErrno;
+            }
+            err = DoLookup(p, lease.Fd, name, out entry);
+            if (err != 0)
+            {
+                close(fd);
+                return err;
+            }
+            result = OpenResult(AddHandle(fd, entry.NodeId), false);
+            return 0;
+        }
+        finally
+        {
+            lease.Dispose();
+        }
+    }
+
+    public int TmpFile(in FuseContext ctx, ulong parent, uint mode, uint flags, uint umask, uint fuseOpenFlags, out FuseEntry entry, out FuseOpenResult result)
+    {
+        entry = default;
+        result = default;
+        if (_options.ReadOnly) return Errno.EROFS;
+        var lease = new FdLease();
+        try
+        {
+            if (!TryInode(parent, out Inode p, ref lease)) return Errno.EBADF;
+            int open = (SanitizeOpenFlags(flags) & ~O_ACCMODE & ~O_DIRECTORY) | O_TMPFILE
+                | (((int)flags & O_ACCMODE) == O_RDONLY ? O_RDWR : (int)flags & O_ACCMODE);
+            int fd;
+            using (new Credentials(ctx, _logger))
+            {
+                byte* dot = stackalloc byte[2] { (byte)'.', 0 };
+                fd = openat(lease.Fd, dot, open, mode & 0xFFF); // SAFETY: "." of a directory fd.
+                if (fd < 0) return LastErrno;
+            }
+            int pathFd = ReopenFd(fd, O_PATH | O_CLOEXEC);
+            Statx st;
+            if (pathFd < 0 || StatFd(pathFd, &st) != 0)
+            {
+                int e = LastErrno;
+                if (pathFd >= 0) close(pathFd);
+                close(fd);
+                return e;
+            }
+            Register(pathFd, st, p.MountId, out entry);
+            result = OpenResult(AddHandle(fd, entry.NodeId), false);
+            return 0;
+        }
+        finally
+        {
+            lease.Dispose();
+        }
+    }
+
+    public int Read(in FuseContext ctx, ulong nodeId, ulong handle, ulong offset, ReadOnlySpan<IoSegment> destination, uint flags, out int bytesRead)
+    {
+        bytesRead = 0;
+        if (offset > long.MaxValue) return Errno.EINVAL;
+        var lease = new FdLease();
+        try
+        {
+            if (!TryHandle(handle, out _, ref lease)) return Errno.EBADF;
+            long total = 0;
+            fixed (IoSegment* segs = destination)
+            {
+                for (int i = 0; i < destination.Length; i += IOV_MAX)
+                {
+                    int count = Math.Min(IOV_MAX, destination.Length - i);
+                    long want = 0;
+                    for (int j = i; j < i + count; j++) want += segs[j].Length;
+                    // SAFETY: IoSegment has iovec layout; the segments describe live reply memory for this request.
+                    nint n = preadv(lease.Fd, segs + i, count, (long)offset + total);
+                    if (n < 0)
+                    {
+                        if (total > 0) break;
+                        return LastErrno;
+                    }
+                    total += n;
+                    if (n < want) break; // end of file
+                }
+            }
+            bytesRead = (int)total;
+            return 0;
+        }
+        finally
+        {
+            lease.Dispose();
+        }
+    }
+
+    public int Write(in FuseContext ctx, ulong nodeId, ulong handle, ulong offset, ReadOnlySpan<IoSegment> source, uint writeFlags, uint flags, out int bytesWritten)
+    {
+        bytesWritten = 0;
+        if (_options.ReadOnly) return Errno.EROFS;
+        if (offset > long.MaxValue) return Errno.EINVAL;
+        var lease = new FdLease();
+        var ilease = new FdLease();
+        try
+        {
+            if (!TryHandle(handle, out OpenHandle h, ref lease)) return Errno.EBADF;
+            if (_killPrivV2 && (writeFlags & FuseConstants.FUSE_WRITE_KILL_SUIDGID) != 0 && TryInode(h.NodeId, out _, ref ilease))
+            {
+                KillSuidGid(ilease.Fd);
+            }
+            long total = 0;
+            fixed (IoSegment* segs = source)
+            {
+                for (int i = 0; i < source.Length; i += IOV_MAX)
+                {
+                    int count = Math.Min(IOV_MAX, source.Length - i);
+                    long want = 0;
+                    for (int j = i; j < i + count; j++) want += segs[j].Length;
+                    // SAFETY: IoSegment has iovec layout; the segments describe live request memory.
+                    nint n = pwritev(lease.Fd, segs + i, count, (long)offset + total);
+                    if (n < 0)
+                    {
+                        if (total > 0) break;
+                        return LastErrno;
+                    }
+                    total += n;
+                    if (n < want) break;
+                }
+            }
+            bytesWritten = (int)total;
+            return 0;
+        }
+        finally
+        {
+            ilease.Dispose();
+            lease.Dispose();
+        }
+    }
+
+    public int Flush(in FuseContext ctx, ulong nodeId, ulong handle, ulong lockOwner)
+    {
+        var lease = new FdLease();
+        try
+        {
+            if (!TryHandle(handle, out OpenHandle h, ref lease)) return Errno.EBADF;
+            DropLockOwner(h.NodeId, lockOwner);
+            // close(2) of a duplicate gives the host filesystem its flush-on-close (NFS, FUSE) like a guest close would.
+            int d = dup(lease.Fd);
+            if (d < 0) return LastErrno;
+            return close(d) == 0 ? 0 : LastErrno;
+        }
+        finally
+        {
+            lease.Dispose();
+        }
+    }
+
+    public int Release(in FuseContext ctx, ulong nodeId, ulong handle, uint flags, uint releaseFlags, ulong lockOwner)
+    {
+        if (!_handles.TryRemove(handle, out OpenHandle? h)) return Errno.EBADF;
+        h.Fd.Dispose();
+        return 0;
+    }
+
+    public int Fsync(in FuseContext ctx, ulong nodeId, ulong handle, bool dataSync)
+    {
+        var lease = new FdLease();
+        try
+        {
+            if (!TryHandle(handle, out _, ref lease)) return Errno.EBADF;
+            return (dataSync ? fdatasync(lease.Fd) : fsync(lease.Fd)) == 0 ? 0 : LastErrno;
+        }
+        finally
+        {
+            lease.Dispose();
+        }
+    }
+}

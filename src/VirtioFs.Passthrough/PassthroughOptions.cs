@@ -1,0 +1,27 @@
+namespace VirtioFs.Passthrough;
+
+/// <summary>virtiofsd cache modes: how long the guest may trust attributes, names and page cache.</summary>
+public enum CachePolicy
+{
+    /// <summary>No caching: timeouts 0 and FOPEN_DIRECT_IO.</summary>
+    Never,
+    /// <summary>1 s timeouts; page cache dropped on open.</summary>
+    Auto,
+    /// <summary>86400 s metadata timeouts; page cache dropped on open.</summary>
+    Metadata,
+    /// <summary>86400 s timeouts; FOPEN_KEEP_CACHE and FOPEN_CACHE_DIR.</summary>
+    Always,
+}
+
+public sealed class PassthroughOptions
+{
+    /// <summary>The host directory served as the root.</summary>
+    public required string SharedDir { get; init; }
+    /// <summary>Refuse every mutation with EROFS.</summary>
+    public bool ReadOnly { get; init; }
+    public CachePolicy Cache { get; init; } = CachePolicy.Auto;
+    /// <summary>Serve extended attributes (virtiofsd --xattr); otherwise the xattr ops answer ENOSYS.</summary>
+    public bool Xattr { get; init; }
+    /// <summary>Mark mount points inside the shared dir with FUSE_ATTR_SUBMOUNT (needs FUSE_SUBMOUNTS negotiated).</summary>
+    public bool AnnounceSubmounts { get; init; }
+}
