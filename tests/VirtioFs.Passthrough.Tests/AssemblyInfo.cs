@@ -1,2 +1,1 @@
-[assembly: System.Runtime.Versioning.SupportedOSPlatform("linux")]
 [assembly: CollectionBehavior(DisableTestParallelization = true)] // fd counts in /proc/self/fd and the umask are process-wide
