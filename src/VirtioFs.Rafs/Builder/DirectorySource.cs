@@ -166,9 +166,12 @@ public static unsafe class DirectorySource
         return buf.AsSpan(0, (int)n).ToArray();
     }
 
+    [ThreadStatic] private static byte[]? t_list;
+    [ThreadStatic] private static byte[]? t_value;
+
     private static void ReadXattrs(byte[] cpath, BuildInode n)
     {
-        var list = new byte[MaxXattrList];
+        var list = t_list ??= new byte[MaxXattrList];
         nint len;
         fixed (byte* p = cpath)
         fixed (byte* l = list)
@@ -177,7 +180,7 @@ public static unsafe class DirectorySource
             len = Interop.llistxattr(p, l, (nuint)list.Length);
         }
         if (len <= 0) return;
-        var value = new byte[MaxXattrValue];
+        var value = t_value ??= new byte[MaxXattrValue];
         int start = 0;
         for (int i = 0; i < len; i++)
         {

@@ -9,6 +9,8 @@ public sealed class BlobStore : IDisposable
     private readonly string _dir;
     private readonly RafsImage _image;
     private readonly Dictionary<uint, SafeFileHandle> _open = new();
+    private readonly List<RafsChunk> _chunks = new();
+    private byte[]? _buffer;
 
     public BlobStore(RafsImage image, string blobDir)
     {
@@ -68,10 +70,12 @@ public sealed class BlobStore : IDisposable
     /// <summary>Copies a whole file's data to <paramref name="output"/>; holes are skipped when output is seekable.</summary>
     public string? CopyFile(ulong ino, Stream output, bool verify)
     {
-        var chunks = new List<RafsChunk>();
+        var chunks = _chunks;
+        chunks.Clear();
         int rc = _image.GetChunks(ino, chunks);
         if (rc != 0) return $"chunk list unreadable (errno {rc})";
-        var buf = new byte[_image.ChunkSize];
+        if (chunks.Count == 0) return null;
+        var buf = _buffer ??= new byte[_image.ChunkSize];
         foreach (var c in chunks)
         {
             var dst = buf.AsSpan(0, (int)Math.Min(c.UncompressedSize, (uint)buf.Length));

@@ -91,6 +91,12 @@ public static unsafe class Unpacker
 
     private static void ApplyMeta(RafsImage image, ulong ino, RafsAttr a, byte[] c, byte[] p)
     {
+        // Order matters: chown clears setuid bits and file capabilities, so owners first, then xattrs and mode.
+        fixed (byte* d = c)
+        {
+            // SAFETY: NUL-terminated pinned path.
+            Check(lchown(d, (uid_t)a.Uid, (gid_t)a.Gid), p, "lchown");
+        }
         var names = new List<byte[]>();
         image.ListXattr(ino, names);
         foreach (var n in names)
@@ -106,7 +112,6 @@ public static unsafe class Unpacker
         fixed (byte* d = c)
         {
             // SAFETY: NUL-terminated pinned path; ts is a local array of two timespecs.
-            Check(lchown(d, (uid_t)a.Uid, (gid_t)a.Gid), p, "lchown");
             if (a.FileType != 0xA000) Check(chmod(d, (mode_t)(a.Mode & 0xFFF)), p, "chmod");
             var ts = stackalloc timespec[2];
             ts[0].tv_sec = (time_t)a.MtimeSec;
