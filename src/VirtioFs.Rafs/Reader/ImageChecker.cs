@@ -64,6 +64,17 @@ public static class ImageChecker
                     break;
             }
         }
+        if (blobDir is not null)
+        {
+            // nydus names a blob by the sha256 of its bytes; this also covers bytes no chunk digest covers.
+            foreach (var b in image.Blobs)
+            {
+                if (!IsSha256Name(b.BlobId)) continue;
+                using var fs = new FileStream(Path.Combine(blobDir, b.BlobId), FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+                var h = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(fs));
+                if (h != b.BlobId) return $"blob {b.BlobId}: its sha256 is {h}";
+            }
+        }
         if (!image.HasMerkle) return null;
         // Directories bottom-up (reverse breadth-first order).
         for (int i = all.Count - 1; i >= 0; i--)
@@ -83,6 +94,8 @@ public static class ImageChecker
         if (!digests[image.RootIno].AsSpan().SequenceEqual(image.RootDigest)) return "root digest in the superblock does not match the root directory";
         return null;
     }
+
+    private static bool IsSha256Name(string id) => id.Length == 64 && id.All(char.IsAsciiHexDigitLower);
 
     private static ulong FindIno(List<(byte[] Path, ulong Ino, RafsAttr Attr)> all, byte[] path)
     {
