@@ -74,7 +74,7 @@ public static class Program
         var rest = args.Skip(1);
         switch (args[0])
         {
-            case "create": return Create(Args.Parse(rest, ["--fs-version", "--chunk-size", "--compressor", "--digester", "--chunk-dict", "--prefetch-files", "--blob-dir", "--bootstrap", "--sign"], ["--json"]), o);
+            case "create": return Create(Args.Parse(rest, ["--fs-version", "--chunk-size", "--compressor", "--digester", "--chunk-dict", "--prefetch-files", "--blob-dir", "--bootstrap", "--sign", "--type"], ["--json"]), o);
             case "check": return Check(Args.Parse(rest, ["--blob-dir", "--trust-key"], ["--json"]), o);
             case "inspect": return Inspect(Args.Parse(rest, [], ["--json"]), o);
             case "ls": return Ls(Args.Parse(rest, [], ["--json"]), o);
@@ -90,8 +90,7 @@ public static class Program
 
     private static int Create(Args a, TextWriter o)
     {
-        var source = Need(a, 0, "SOURCE directory");
-        if (a.Positional.Count > 1) throw new UsageException("create takes one SOURCE");
+        var source = Need(a, 0, "SOURCE (directory, OCI layout directory, or layer tar files)");
         var blobDir = a.Get("--blob-dir") ?? throw new UsageException("create needs --blob-dir DIR");
         var bootstrap = a.Get("--bootstrap") ?? throw new UsageException("create needs --bootstrap FILE");
         ulong buildTime = 0;
@@ -113,8 +112,24 @@ public static class Program
         if (a.Get("--prefetch-files") is { } pf) opts.PrefetchFiles = File.ReadAllLines(pf).Select(l => l.Trim()).Where(l => l.Length > 0).ToList();
         try { opts.Validate(); } catch (RafsFormatException e) { throw new UsageException(e.Message); }
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        var root = DirectorySource.Load(source);
-        var r = ImageBuilder.Build(root, opts);
+        var type = a.Get("--type") ?? DetectType(a.Positional);
+        BuildResult r;
+        switch (type)
+        {
+            case "dir":
+                if (a.Positional.Count > 1) throw new UsageException("--type dir takes one SOURCE");
+                r = ImageBuilder.Build(DirectorySource.Load(source), opts);
+                break;
+            case "oci-layout":
+                if (a.Positional.Count > 1) throw new UsageException("--type oci-layout takes one SOURCE");
+                using (var oci = OciSource.FromLayout(source)) r = ImageBuilder.Build(oci.Root, opts);
+                break;
+            case "oci-layers":
+                using (var oci = OciSource.FromLayers(a.Positional)) r = ImageBuilder.Build(oci.Root, opts);
+                break;
+            default:
+                throw new UsageException($"--type {type}: expected dir, oci-layout or oci-layers");
+        }
         var s = r.Stats;
         if (a.Flags.Contains("--json"))
         {
@@ -139,6 +154,13 @@ public static class Program
             o.WriteLine($"root digest   {Convert.ToHexStringLower(r.RootDigest)}");
         }
         return 0;
+    }
+
+    private static string DetectType(List<string> sources)
+    {
+        if (sources.Count == 1 && Directory.Exists(sources[0]))
+            return File.Exists(Path.Combine(sources[0], "index.json")) && File.Exists(Path.Combine(sources[0], "oci-layout")) ? "oci-layout" : "dir";
+        return "oci-layers";
     }
 
     private static T Wrap<T>(Func<T> f)
