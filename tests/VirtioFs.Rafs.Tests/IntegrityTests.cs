@@ -44,7 +44,9 @@ public sealed class IntegrityTests
         var r = RoundTripTests.Build(src, outDir, Compressor.None, chunk: 64 * 1024);
         Assert.Equal(40, r.Stats.Chunks);
         Assert.Equal(1, r.Stats.UniqueChunks);
-        Assert.Equal(64 * 1024, new FileInfo(r.Blob!.Path).Length);
+        Assert.Equal(64UL * 1024, r.Blob!.CompressedSize);
+        // Data, then nydus blob metadata: one 16-byte chunk information entry and the 4 KiB header.
+        Assert.Equal(64 * 1024 + 16 + 4096, new FileInfo(r.Blob.Path).Length);
         Assert.Equal(40.0, r.DedupRatio);
     }
 
@@ -119,10 +121,52 @@ public sealed class IntegrityTests
     public void Check_names_a_blob_whose_padding_changed_by_its_id()
     {
         var (_, outDir, r) = Fresh(Compressor.None);
+        var chunks = new List<RafsChunk>();
+        using (var img = RafsImage.Open(r.Bootstrap))
+        {
+            Assert.Equal(0, ImageWalker.Resolve(img, "/small.txt", out var ino));
+            Assert.Equal(0, img.GetChunks(ino, chunks));
+        }
         var blob = File.ReadAllBytes(r.Blob!.Path);
-        blob[^1] ^= 0x55;                                       // alignment padding: no chunk covers it
+        blob[(int)(chunks[0].CompressedOffset + chunks[0].CompressedSize) + 5] ^= 0x55;   // alignment padding: no chunk covers it
         File.WriteAllBytes(r.Blob.Path, blob);
         Assert.Contains("sha256", CheckFile(r.Bootstrap, outDir));
+    }
+
+    [Fact]
+    public void Check_names_a_damaged_blob_metadata_header()
+    {
+        var (_, outDir, r) = Fresh(Compressor.Zstd);
+        var blob = File.ReadAllBytes(r.Blob!.Path);
+        blob[^1] ^= 0x55;                                       // the header's trailing magic
+        File.WriteAllBytes(r.Blob.Path, blob);
+        Assert.Contains("metadata header", CheckFile(r.Bootstrap, outDir));
+    }
+
+    [Fact]
+    public void Blob_metadata_agrees_with_the_chunk_table()
+    {
+        var (_, outDir, r) = Fresh(Compressor.Lz4Block);
+        using var img = RafsImage.Open(r.Bootstrap);
+        var b = Assert.Single(img.Blobs);
+        Assert.Equal((ulong)b.ChunkCount * 16, b.CiUncompressedSize);
+        Assert.Equal(BlobFeatures.Aligned, b.Features);
+        Assert.True(b.CiOffset >= b.CompressedSize);
+        Assert.Equal((ulong)new FileInfo(r.Blob!.Path).Length, b.CiOffset + b.CiCompressedSize + 4096);
+        Assert.Null(ImageChecker.Check(img, outDir, null));
+    }
+
+    [Theory]
+    [InlineData(0UL, 1u, 0UL, 1u)]
+    [InlineData(0xFF_FFFF_FFFFUL, 1u << 24, 0xFFF_FFFF_F000UL, 1u << 24)]
+    [InlineData(12345UL, 0x12345u, 0x7000UL, 0xABCDEu)]
+    public void Chunk_information_entries_round_trip(ulong co, uint cs, ulong uo, uint us)
+    {
+        var e = BlobChunkInfoV1Ondisk.Encode(co, cs, uo, us);
+        Assert.Equal(co, e.CompressedOffset);
+        Assert.Equal(cs, e.CompressedSize);
+        Assert.Equal(uo, e.UncompressedOffset);
+        Assert.Equal(us, e.UncompressedSize);
     }
 
     [Fact]

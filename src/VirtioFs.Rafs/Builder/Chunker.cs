@@ -24,7 +24,8 @@ public sealed class BuildStats
 }
 
 /// <summary>The data blob a build wrote.</summary>
-public sealed record BlobOutput(string BlobId, string Path, ulong CompressedSize, ulong UncompressedSize, uint ChunkCount);
+public sealed record BlobOutput(string BlobId, string Path, ulong CompressedSize, ulong UncompressedSize, uint ChunkCount,
+    Compressor CiCompressor, ulong CiOffset, ulong CiCompressedSize, ulong CiUncompressedSize);
 
 /// <summary>
 /// Splits files into fixed-size chunks, hashes and compresses them on all cores, and stores each distinct digest
@@ -79,6 +80,7 @@ public sealed class Chunker
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         ulong compOff = 0, uncompOff = 0;
         uint count = 0;
+        var stored = new List<ChunkRecord>();
         var producer = Task.Run(async () =>
         {
             try
@@ -166,6 +168,7 @@ public sealed class Chunker
                             }
                             uncompOff = AlignUp(uncompOff + (ulong)w.Length, V6Pad);
                             _known[key] = rec;
+                            stored.Add(rec);
                             Stats.UniqueChunks++;
                         }
                         w.File.Chunks[w.Index] = rec;
@@ -174,6 +177,35 @@ public sealed class Chunker
                     }
                 }
                 producer.GetAwaiter().GetResult();
+                if (count > 0)
+                {
+                    // nydus blob metadata: chunk information array, then its 4 KiB header.
+                    var ci = new byte[(long)count * Layout.BlobChunkInfoV1Ondisk.Size];
+                    for (int i = 0; i < stored.Count; i++)
+                    {
+                        var r = stored[i];
+                        var e = Layout.BlobChunkInfoV1Ondisk.Encode(r.CompressedOffset, r.CompressedSize, r.UncompressedOffset, r.UncompressedSize);
+                        System.Runtime.InteropServices.MemoryMarshal.Write(ci.AsSpan(i * Layout.BlobChunkInfoV1Ondisk.Size), in e);
+                    }
+                    var ciComp = _compressor;
+                    byte[] ciBytes = ci;
+                    if (ciComp != Compressor.None)
+                    {
+                        var dst = new byte[Codec.MaxCompressedSize(ciComp, ci.Length)];
+                        using var z = ciComp == Compressor.Zstd ? new ZstdSharp.Compressor(3) : null;
+                        int n = Codec.Compress(ciComp, ci, dst, z);
+                        if (n > 0) ciBytes = dst.AsSpan(0, n).ToArray(); else ciComp = Compressor.None;
+                    }
+                    _ciOffset = compOff;
+                    blob.Write(ciBytes);
+                    sha.AppendData(ciBytes);
+                    var header = Layout.BlobCompressionContextHeader.Build(BlobFeatures.Aligned, ciComp, count, compOff, (ulong)ciBytes.Length, (ulong)ci.Length);
+                    blob.Write(header);
+                    sha.AppendData(header);
+                    _ciCompressor = ciComp;
+                    _ciCompressedSize = (ulong)ciBytes.Length;
+                    _ciUncompressedSize = (ulong)ci.Length;
+                }
             }
             catch
             {
@@ -191,10 +223,12 @@ public sealed class Chunker
         string id = Convert.ToHexStringLower(sha.GetHashAndReset());
         string final = Path.Combine(blobDir, id);
         File.Move(tmp, final, overwrite: true);
-        return new BlobOutput(id, final, compOff, uncompOff, count);
+        return new BlobOutput(id, final, compOff, uncompOff, count, _ciCompressor, _ciOffset, _ciCompressedSize, _ciUncompressedSize);
     }
 
     private const int V6Pad = 4096;
+    private Compressor _ciCompressor;
+    private ulong _ciOffset, _ciCompressedSize, _ciUncompressedSize;
 
     private static ulong AlignUp(ulong v, ulong a) => checked((v + a - 1) & ~(a - 1));
 

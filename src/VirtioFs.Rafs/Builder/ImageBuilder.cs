@@ -48,12 +48,14 @@ public static class ImageBuilder
             if (d.ChunkSize != o.ChunkSize) throw new RafsFormatException($"--chunk-dict uses chunk size {d.ChunkSize}, this build {o.ChunkSize}");
             dict = ChunkDictionary.Load(d);
             foreach (var b in d.Blobs)
-                blobs.Add(new BlobDesc(b.BlobId, b.CompressedSize, b.UncompressedSize, b.ChunkCount, b.Compressor, b.Digester, b.ChunkSize));
+                blobs.Add(new BlobDesc(b.BlobId, b.CompressedSize, b.UncompressedSize, b.ChunkCount, b.Compressor, b.Digester, b.ChunkSize,
+                    b.CiCompressor, b.CiOffset, b.CiCompressedSize, b.CiUncompressedSize, b.Features));
         }
         var files = order.Where(n => n.IsReg).ToList();
         var chunker = new Chunker(o.ChunkSize, o.Compressor, o.Digester, (uint)blobs.Count, dict);
         var blob = chunker.Run(files, o.BlobDir);
-        if (blob is not null) blobs.Add(new BlobDesc(blob.BlobId, blob.CompressedSize, blob.UncompressedSize, blob.ChunkCount, o.Compressor, o.Digester, o.ChunkSize));
+        if (blob is not null) blobs.Add(new BlobDesc(blob.BlobId, blob.CompressedSize, blob.UncompressedSize, blob.ChunkCount, o.Compressor, o.Digester, o.ChunkSize,
+            blob.CiCompressor, blob.CiOffset, blob.CiCompressedSize, blob.CiUncompressedSize));
 
         // Drop dictionary blobs nothing references, renumbering the rest (nydus keeps only used blobs).
         var used = new SortedSet<uint>(files.SelectMany(f => f.Chunks).Select(c => c.BlobIndex));

@@ -6,7 +6,8 @@ using VirtioFs.Rafs.Layout;
 namespace VirtioFs.Rafs.Builder;
 
 /// <summary>Blob table entry input for the writers.</summary>
-public sealed record BlobDesc(string BlobId, ulong CompressedSize, ulong UncompressedSize, uint ChunkCount, Compressor Compressor, Digester Digester, uint ChunkSize);
+public sealed record BlobDesc(string BlobId, ulong CompressedSize, ulong UncompressedSize, uint ChunkCount, Compressor Compressor, Digester Digester, uint ChunkSize,
+    Compressor CiCompressor = Compressor.None, ulong CiOffset = 0, ulong CiCompressedSize = 0, ulong CiUncompressedSize = 0, BlobFeatures Features = BlobFeatures.Aligned);
 
 /// <summary>Everything a writer needs besides the tree.</summary>
 public sealed class LayoutInput
@@ -234,9 +235,13 @@ public static class V6Writer
                 chunk_count = b.ChunkCount,
                 compression_algo = (uint)b.Compressor,
                 digest_algo = (uint)b.Digester,
-                features = (uint)BlobFeatures.Aligned,
+                features = (uint)b.Features,
                 compressed_size = b.CompressedSize,
                 uncompressed_size = b.UncompressedSize,
+                ci_compressor = (uint)b.CiCompressor,
+                ci_offset = b.CiOffset,
+                ci_compressed_size = b.CiCompressedSize,
+                ci_uncompressed_size = b.CiUncompressedSize,
             };
             WriteId(bt.blob_id, b.BlobId);
             MemoryMarshal.Write(span[(int)(blobTableOff + i * RafsV6Blob.Size)..], in bt);

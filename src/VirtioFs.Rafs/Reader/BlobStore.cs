@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using Microsoft.Win32.SafeHandles;
 
 namespace VirtioFs.Rafs.Reader;
@@ -86,6 +87,38 @@ public sealed class BlobStore : IDisposable
             else output.Write(dst);
         }
         if (output.CanSeek) output.SetLength(output.Position);
+        return null;
+    }
+
+    /// <summary>Checks a blob's nydus metadata (CI array + header) against the chunks the bootstrap names.</summary>
+    public string? CheckBlobMeta(uint blob, IReadOnlyDictionary<uint, RafsChunk> chunksByIndex)
+    {
+        var b = _image.Blobs[(int)blob];
+        if (b.CiUncompressedSize == 0) return null; // blob without metadata (e.g. a chunk-dict blob from another tool)
+        var h = Handle(blob);
+        long len = RandomAccess.GetLength(h);
+        if (b.ChunkCount > (1 << 24) || b.CiUncompressedSize != (ulong)b.ChunkCount * Layout.BlobChunkInfoV1Ondisk.Size)
+            return $"blob {b.BlobId}: chunk information array size {b.CiUncompressedSize} does not match {b.ChunkCount} chunks";
+        if (b.CiOffset > (ulong)len || b.CiCompressedSize > (ulong)len - b.CiOffset || (ulong)len - b.CiOffset - b.CiCompressedSize < Layout.BlobCompressionContextHeader.Size)
+            return $"blob {b.BlobId}: chunk information array lies past the end of the blob";
+        var header = new byte[Layout.BlobCompressionContextHeader.Size];
+        RandomAccess.Read(h, header, (long)(b.CiOffset + b.CiCompressedSize));
+        if (BinaryPrimitives.ReadUInt32LittleEndian(header) != Layout.BlobCompressionContextHeader.Magic
+            || BinaryPrimitives.ReadUInt32LittleEndian(header.AsSpan(header.Length - 4)) != Layout.BlobCompressionContextHeader.Magic)
+            return $"blob {b.BlobId}: bad blob metadata header magic";
+        if (BinaryPrimitives.ReadUInt32LittleEndian(header.AsSpan(12)) != b.ChunkCount)
+            return $"blob {b.BlobId}: blob metadata header counts {BinaryPrimitives.ReadUInt32LittleEndian(header.AsSpan(12))} chunks, blob table {b.ChunkCount}";
+        var comp = new byte[b.CiCompressedSize];
+        RandomAccess.Read(h, comp, (long)b.CiOffset);
+        var ci = new byte[b.CiUncompressedSize];
+        if (!Codec.Decompress(b.CiCompressor, comp, ci)) return $"blob {b.BlobId}: chunk information array does not decompress";
+        foreach (var (index, c) in chunksByIndex)
+        {
+            if (index >= b.ChunkCount) return $"blob {b.BlobId}: chunk index {index} beyond its {b.ChunkCount} chunks";
+            var e = System.Runtime.InteropServices.MemoryMarshal.Read<Layout.BlobChunkInfoV1Ondisk>(ci.AsSpan((int)index * Layout.BlobChunkInfoV1Ondisk.Size));
+            if (e.CompressedOffset != c.CompressedOffset || e.CompressedSize != c.CompressedSize || e.UncompressedOffset != c.UncompressedOffset || e.UncompressedSize != c.UncompressedSize)
+                return $"blob {b.BlobId}: chunk {index} in the blob metadata disagrees with the bootstrap's chunk table";
+        }
         return null;
     }
 

@@ -19,6 +19,7 @@ public static class ImageChecker
         using var store = blobDir is null ? null : new BlobStore(image, blobDir);
         var buf = new byte[image.ChunkSize];
         var verifiedChunks = new HashSet<(uint, uint)>();
+        var perBlob = new Dictionary<uint, Dictionary<uint, RafsChunk>>();
         foreach (var (path, ino, attr) in all)
         {
             if (path.Length > 0)
@@ -44,6 +45,8 @@ public static class ImageChecker
                         covered += c.UncompressedSize;
                         if (store is not null && !c.IsHole && verifiedChunks.Add((c.BlobIndex, c.ChunkIndex)))
                         {
+                            if (!perBlob.TryGetValue(c.BlobIndex, out var m)) perBlob[c.BlobIndex] = m = new();
+                            m[c.ChunkIndex] = c;
                             if (c.UncompressedSize > buf.Length) return $"'/{ImageWalker.Show(path)}': chunk larger than the chunk size";
                             var err = store.ReadChunk(c, buf.AsSpan(0, (int)c.UncompressedSize), verify: true);
                             if (err is not null) return $"'/{ImageWalker.Show(path)}': {err}";
@@ -62,6 +65,14 @@ public static class ImageChecker
                 default:
                     digests[ino] = Merkle.Leaf(image.Digester, ReadOnlySpan<byte>.Empty);
                     break;
+            }
+        }
+        if (store is not null)
+        {
+            foreach (var (blob, map) in perBlob)
+            {
+                var err = store.CheckBlobMeta(blob, map);
+                if (err is not null) return err;
             }
         }
         if (blobDir is not null)

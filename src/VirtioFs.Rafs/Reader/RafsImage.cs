@@ -9,7 +9,8 @@ public enum RafsVersion { V5 = 5, V6 = 6 }
 
 /// <summary>A data blob named by the bootstrap's blob table.</summary>
 public sealed record RafsBlobInfo(int Index, string BlobId, uint ChunkSize, uint ChunkCount, Compressor Compressor, Digester Digester,
-    BlobFeatures Features, ulong CompressedSize, ulong UncompressedSize);
+    BlobFeatures Features, ulong CompressedSize, ulong UncompressedSize,
+    Compressor CiCompressor = Compressor.None, ulong CiOffset = 0, ulong CiCompressedSize = 0, ulong CiUncompressedSize = 0);
 
 /// <summary>Attributes of one inode, as stat reports them.</summary>
 public readonly record struct RafsAttr(ulong Ino, uint Mode, uint Nlink, uint Uid, uint Gid, ulong Size, ulong Rdev,
@@ -131,7 +132,8 @@ public sealed unsafe partial class RafsImage : IDisposable
                 if (ch < 0x21 || ch > 0x7E || ch == '/') throw new RafsFormatException($"blob {i} id is not printable ASCII");
             if (e.compression_algo > 3 || e.digest_algo > 1) throw new RafsFormatException($"blob {i} has unknown compressor {e.compression_algo} or digester {e.digest_algo}");
             blobs.Add(new RafsBlobInfo(i, System.Text.Encoding.ASCII.GetString(idSpan[..idLen]), e.chunk_size, e.chunk_count,
-                (Compressor)e.compression_algo, (Digester)e.digest_algo, (BlobFeatures)e.features, e.compressed_size, e.uncompressed_size));
+                (Compressor)e.compression_algo, (Digester)e.digest_algo, (BlobFeatures)e.features, e.compressed_size, e.uncompressed_size,
+                (Compressor)Math.Min(e.ci_compressor, 3u), e.ci_offset, e.ci_compressed_size, e.ci_uncompressed_size));
         }
         Blobs = blobs;
 
