@@ -8,30 +8,37 @@ namespace VirtioFs.Rafs.Tests;
 public sealed class RoundTripTests
 {
     internal static BuildResult Build(string src, string outDir, Compressor c = Compressor.Zstd, Digester d = Digester.Blake3,
-        uint chunk = 1 << 20, string? dict = null, byte[]? key = null, IReadOnlyList<string>? prefetch = null, string name = "bootstrap")
+        uint chunk = 1 << 20, string? dict = null, byte[]? key = null, IReadOnlyList<string>? prefetch = null, string name = "bootstrap", int fsVersion = 6)
     {
         var root = DirectorySource.Load(src);
         return ImageBuilder.Build(root, new BuildOptions
         {
             BlobDir = outDir, Bootstrap = Path.Combine(outDir, name), Compressor = c, Digester = d, ChunkSize = chunk,
-            ChunkDict = dict, SigningKey = key, BuildTime = 1_700_000_000, PrefetchFiles = prefetch ?? [],
+            ChunkDict = dict, SigningKey = key, BuildTime = 1_700_000_000, PrefetchFiles = prefetch ?? [], FsVersion = fsVersion,
         });
     }
 
     [Theory]
-    [InlineData(Compressor.None, Digester.Blake3)]
-    [InlineData(Compressor.None, Digester.Sha256)]
-    [InlineData(Compressor.Lz4Block, Digester.Blake3)]
-    [InlineData(Compressor.Lz4Block, Digester.Sha256)]
-    [InlineData(Compressor.Zstd, Digester.Blake3)]
-    [InlineData(Compressor.Zstd, Digester.Sha256)]
-    public void Create_then_unpack_gives_identical_tree(Compressor c, Digester d)
+    [InlineData(6, Compressor.None, Digester.Blake3)]
+    [InlineData(6, Compressor.None, Digester.Sha256)]
+    [InlineData(6, Compressor.Lz4Block, Digester.Blake3)]
+    [InlineData(6, Compressor.Lz4Block, Digester.Sha256)]
+    [InlineData(6, Compressor.Zstd, Digester.Blake3)]
+    [InlineData(6, Compressor.Zstd, Digester.Sha256)]
+    [InlineData(5, Compressor.None, Digester.Blake3)]
+    [InlineData(5, Compressor.None, Digester.Sha256)]
+    [InlineData(5, Compressor.Lz4Block, Digester.Blake3)]
+    [InlineData(5, Compressor.Lz4Block, Digester.Sha256)]
+    [InlineData(5, Compressor.Zstd, Digester.Blake3)]
+    [InlineData(5, Compressor.Zstd, Digester.Sha256)]
+    public void Create_then_unpack_gives_identical_tree(int fsVersion, Compressor c, Digester d)
     {
         var src = TreeFixture.CreateFullTree();
         var outDir = TreeFixture.TempDir("out");
         var dst = Path.Combine(TreeFixture.TempDir("unpack"), "tree");
-        var r = Build(src, outDir, c, d, chunk: 64 * 1024);
+        var r = Build(src, outDir, c, d, chunk: 64 * 1024, fsVersion: fsVersion);
         using var img = RafsImage.Open(r.Bootstrap);
+        Assert.Equal(fsVersion, (int)img.Version);
         Assert.Equal(c, img.Compressor);
         Assert.Equal(d, img.Digester);
         Assert.Null(ImageChecker.Check(img, outDir, null));

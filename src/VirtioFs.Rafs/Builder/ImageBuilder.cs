@@ -19,7 +19,7 @@ public sealed class BuildOptions
 
     public void Validate()
     {
-        if (FsVersion != 6) throw new RafsFormatException($"--fs-version {FsVersion} is not supported by this build (6)");
+        if (FsVersion is not (5 or 6)) throw new RafsFormatException($"--fs-version {FsVersion}: expected 5 or 6");
         if (ChunkSize < 4096 || ChunkSize > 16u << 20 || (ChunkSize & (ChunkSize - 1)) != 0)
             throw new RafsFormatException($"--chunk-size {ChunkSize} must be a power of two from 4 KiB to 16 MiB");
         if (Compressor == Compressor.Gzip) throw new RafsFormatException("--compressor gzip is not supported for building");
@@ -78,7 +78,7 @@ public static class ImageBuilder
             }
         }
 
-        var rootDigest = Merkle.Compute(order, o.Digester, withNames: true);
+        var rootDigest = Merkle.Compute(order, o.Digester, withNames: o.FsVersion == 6);
         var prefetch = new List<BuildInode>();
         foreach (var p in o.PrefetchFiles)
         {
@@ -86,7 +86,7 @@ public static class ImageBuilder
             prefetch.Add(n);
         }
         V6Writer.SetParents(order);
-        var bytes = V6Writer.Write(new LayoutInput
+        var layout = new LayoutInput
         {
             Order = order,
             Blobs = kept,
@@ -97,7 +97,8 @@ public static class ImageBuilder
             Prefetch = prefetch,
             RootDigest = rootDigest,
             Signature = o.SigningKey is null ? [] : Signing.Sign(o.SigningKey, rootDigest),
-        });
+        };
+        var bytes = o.FsVersion == 5 ? V5Writer.Write(layout, root) : V6Writer.Write(layout);
         var dir = Path.GetDirectoryName(Path.GetFullPath(o.Bootstrap))!;
         Directory.CreateDirectory(dir);
         File.WriteAllBytes(o.Bootstrap, bytes);

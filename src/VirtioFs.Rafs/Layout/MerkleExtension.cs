@@ -23,8 +23,11 @@ public static class MerkleExtension
     public const uint FlagSigned = 1;
 
     public static void Write(Span<byte> bootstrap, ulong tableOffset, ulong tableSize, ReadOnlySpan<byte> root, ReadOnlySpan<byte> signature)
+        => WriteAt(bootstrap, Offset, tableOffset, tableSize, root, signature);
+
+    public static void WriteAt(Span<byte> bootstrap, int offset, ulong tableOffset, ulong tableSize, ReadOnlySpan<byte> root, ReadOnlySpan<byte> signature)
     {
-        var h = bootstrap.Slice(Offset, Size);
+        var h = bootstrap.Slice(offset, Size);
         BinaryPrimitives.WriteUInt32LittleEndian(h, Magic);
         BinaryPrimitives.WriteUInt32LittleEndian(h[4..], Version);
         BinaryPrimitives.WriteUInt64LittleEndian(h[8..], tableOffset);

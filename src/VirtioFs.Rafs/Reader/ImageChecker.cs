@@ -53,7 +53,7 @@ public static class ImageChecker
                         }
                     }
                     if (covered != attr.Size) return $"'/{ImageWalker.Show(path)}': chunks cover {covered} bytes, size is {attr.Size}";
-                    digests[ino] = Merkle.File(image.Digester, chunks.Select(c => { var d = c.Digest; return (ReadOnlyMemory<byte>)((ReadOnlySpan<byte>)d).ToArray(); }).ToList());
+                    digests[ino] = Merkle.File(image.Digester, chunks.Where(c => !c.IsHole).Select(c => { var d = c.Digest; return (ReadOnlyMemory<byte>)((ReadOnlySpan<byte>)d).ToArray(); }).ToList());
                     break;
                 case 0xA000:
                     rc = image.ReadLink(ino, out var target);
@@ -94,7 +94,7 @@ public static class ImageChecker
             if (attr.FileType != 0x4000 || digests.ContainsKey(ino)) continue;
             var kids = children.GetValueOrDefault(ino) ?? new();
             kids.Sort((a, b) => a.Name.AsSpan().SequenceCompareTo(b.Name));
-            digests[ino] = Merkle.Directory(image.Digester, true, kids.Select(k => ((ReadOnlyMemory<byte>)k.Name, (ReadOnlyMemory<byte>)digests[k.Ino])).ToList());
+            digests[ino] = Merkle.Directory(image.Digester, image.Version == RafsVersion.V6, kids.Select(k => ((ReadOnlyMemory<byte>)k.Name, (ReadOnlyMemory<byte>)digests[k.Ino])).ToList());
         }
         foreach (var (path, ino, attr) in all)
         {

@@ -56,14 +56,14 @@ public sealed unsafe partial class RafsImage : IDisposable
     private readonly long _merkleSize;
 
     public string Path { get; }
-    public RafsVersion Version => RafsVersion.V6;
+    public RafsVersion Version { get; }
     public ulong RootIno { get; }
-    public ulong InodeCount => _sb.s_inos;
-    public uint ChunkSize => _ext.s_chunk_size;
+    public ulong InodeCount { get; }
+    public uint ChunkSize { get; }
     public Compressor Compressor { get; }
     public Digester Digester { get; }
-    public RafsSuperFlags Flags => (RafsSuperFlags)_ext.s_flags;
-    public ulong BuildTime => _sb.s_build_time;
+    public RafsSuperFlags Flags { get; }
+    public ulong BuildTime { get; }
     public IReadOnlyList<RafsBlobInfo> Blobs { get; }
     public IReadOnlyList<ulong> PrefetchInodes { get; }
     public long BootstrapSize => _size;
@@ -80,13 +80,28 @@ public sealed unsafe partial class RafsImage : IDisposable
         _base = b;
         _size = size;
         if (size < B) throw new RafsFormatException($"bootstrap is {size} bytes, smaller than one 4096-byte block (truncated?)");
+        if (BinaryPrimitives.ReadUInt32LittleEndian(Span(0, 4)) == V5.Magic)
+        {
+            Version = RafsVersion.V5;
+            var (blobs5, pf5, c5, d5, root5, sig5) = InitV5();
+            Blobs = blobs5;
+            PrefetchInodes = pf5;
+            Compressor = c5;
+            Digester = d5;
+            RootDigest = root5;
+            Signature = sig5;
+            RootIno = 1;
+            InodeCount = _sb5.s_inodes_count;
+            ChunkSize = _sb5.s_block_size;
+            Flags = (RafsSuperFlags)_sb5.s_flags;
+            return;
+        }
+        Version = RafsVersion.V6;
         _sb = MemoryMarshal.Read<RafsV6SuperBlock>(Span(V6.SuperOffset, RafsV6SuperBlock.Size));
         if (_sb.s_magic != V6.ErofsSuperMagicV1)
-        {
-            uint v5 = BinaryPrimitives.ReadUInt32LittleEndian(Span(0, 4));
-            if (v5 == 0x52414653) throw new RafsFormatException("RAFS v5 bootstrap: this reader build supports RAFS v6 only");
-            throw new RafsFormatException($"bad magic 0x{_sb.s_magic:x8} at offset 1024 (expected EROFS 0xe0f5e1e2)");
-        }
+            throw new RafsFormatException($"bad magic 0x{_sb.s_magic:x8} at offset 1024 (expected EROFS 0xe0f5e1e2) and no RAFS v5 magic at 0");
+        InodeCount = _sb.s_inos;
+        BuildTime = _sb.s_build_time;
         if ((_sb.s_feature_compat & V6.FeatureCompatRafsV6) == 0) throw new RafsFormatException("EROFS image without the RAFS v6 feature bit (0x40000000)");
         if (_sb.s_blkszbits != V6.BlockBits) throw new RafsFormatException($"unsupported block size bits {_sb.s_blkszbits} (expected 12)");
         uint incompat = _sb.s_feature_incompat & ~(V6.FeatureIncompatChunkedFile | V6.FeatureIncompatDeviceTable);
@@ -97,6 +112,8 @@ public sealed unsafe partial class RafsImage : IDisposable
         if (_metaBase >= size) throw new RafsFormatException($"meta block address {_sb.s_meta_blkaddr} beyond the end of the bootstrap");
         _ext = MemoryMarshal.Read<RafsV6SuperBlockExt>(Span(V6.ExtSuperOffset, RafsV6SuperBlockExt.Size));
         uint cs = _ext.s_chunk_size;
+        ChunkSize = cs;
+        Flags = (RafsSuperFlags)_ext.s_flags;
         if (!BitOperationsIsPow2(cs) || cs < B || cs > 16u << 20) throw new RafsFormatException($"invalid chunk size {cs} in extended superblock");
         var f = (RafsSuperFlags)_ext.s_flags;
         Compressor = (f & (RafsSuperFlags.CompressionNone | RafsSuperFlags.CompressionLz4 | RafsSuperFlags.CompressionGzip | RafsSuperFlags.CompressionZstd)) switch
@@ -298,6 +315,7 @@ public sealed unsafe partial class RafsImage : IDisposable
 
     public int GetAttr(ulong ino, out RafsAttr attr)
     {
+        if (Version == RafsVersion.V5) return V5GetAttr(ino, out attr);
         attr = default;
         int rc = TryInode(ino, out var n);
         if (rc != 0) return rc;
@@ -335,6 +353,7 @@ public sealed unsafe partial class RafsImage : IDisposable
 
     public int ReadLink(ulong ino, out byte[] target)
     {
+        if (Version == RafsVersion.V5) return V5ReadLink(ino, out target);
         target = [];
         int rc = TryInode(ino, out var n);
         if (rc != 0) return rc;
@@ -394,6 +413,7 @@ public sealed unsafe partial class RafsImage : IDisposable
 
     public int Lookup(ulong parent, ReadOnlySpan<byte> name, out ulong ino)
     {
+        if (Version == RafsVersion.V5) return V5Lookup(parent, name, out ino);
         ino = 0;
         int rc = TryInode(parent, out var dir);
         if (rc != 0) return rc;
@@ -431,6 +451,7 @@ public sealed unsafe partial class RafsImage : IDisposable
     /// got as nextOffset). Offsets encode (block &lt;&lt; 16 | entry), so resuming is O(1).</summary>
     public int ReadDir(ulong dirIno, ulong offset, ReadDirCallback callback)
     {
+        if (Version == RafsVersion.V5) return V5ReadDir(dirIno, offset, callback);
         int rc = TryInode(dirIno, out var dir);
         if (rc != 0) return rc;
         if ((dir.Mode & 0xF000) != 0x4000) return ENOTDIR;
@@ -452,10 +473,11 @@ public sealed unsafe partial class RafsImage : IDisposable
 
     // ---------------- xattrs ----------------
 
-    private delegate bool XattrVisitor(byte index, ReadOnlySpan<byte> suffix, ReadOnlySpan<byte> value);
+    internal delegate bool XattrVisitor(byte index, ReadOnlySpan<byte> suffix, ReadOnlySpan<byte> value);
 
     private int WalkXattrs(ulong ino, XattrVisitor visit)
     {
+        if (Version == RafsVersion.V5) return V5WalkXattrs(ino, visit);
         int rc = TryInode(ino, out var n);
         if (rc != 0) return rc;
         if (n.XattrSize == 0) return 0;
@@ -477,8 +499,8 @@ public sealed unsafe partial class RafsImage : IDisposable
     {
         return WalkXattrs(ino, (idx, suffix, _) =>
         {
-            var prefix = Builder.V6Writer.XattrPrefix(idx);
-            if (prefix.IsEmpty) return true;
+            var prefix = idx == 0 ? default : Builder.V6Writer.XattrPrefix(idx);
+            if (prefix.IsEmpty && idx != 0) return true;
             var full = new byte[prefix.Length + suffix.Length];
             prefix.CopyTo(full);
             suffix.CopyTo(full.AsSpan(prefix.Length));
@@ -493,8 +515,8 @@ public sealed unsafe partial class RafsImage : IDisposable
         var want = name.ToArray();
         int rc = WalkXattrs(ino, (idx, suffix, v) =>
         {
-            var prefix = Builder.V6Writer.XattrPrefix(idx);
-            if (prefix.IsEmpty || want.Length != prefix.Length + suffix.Length) return true;
+            var prefix = idx == 0 ? default : Builder.V6Writer.XattrPrefix(idx);
+            if ((prefix.IsEmpty && idx != 0) || want.Length != prefix.Length + suffix.Length) return true;
             if (!want.AsSpan().StartsWith(prefix) || !want.AsSpan(prefix.Length).SequenceEqual(suffix)) return true;
             found = v.ToArray();
             return false;
@@ -541,6 +563,7 @@ public sealed unsafe partial class RafsImage : IDisposable
     /// <summary>Appends the chunks of a regular file, in file order, to <paramref name="chunks"/>.</summary>
     public int GetChunks(ulong ino, List<RafsChunk> chunks)
     {
+        if (Version == RafsVersion.V5) return V5GetChunks(ino, chunks);
         int rc = TryInode(ino, out var n);
         if (rc != 0) return rc;
         if ((n.Mode & 0xF000) != 0x8000) return (n.Mode & 0xF000) == 0x4000 ? EISDIR : EINVAL;
@@ -590,6 +613,7 @@ public sealed unsafe partial class RafsImage : IDisposable
     /// <summary>Digest of an inode from the merkle extension (by its i_ino), or empty when the image has none.</summary>
     public ReadOnlySpan<byte> GetInodeDigest(uint iIno)
     {
+        if (Version == RafsVersion.V5) return V5Digest(iIno);
         if (!HasMerkle || iIno == 0 || iIno > InodeCount) return default;
         return Span(_merkleOff + (iIno - 1L) * Codec.DigestSize, Codec.DigestSize);
     }
