@@ -621,26 +621,38 @@ public sealed class BlobCacheManager : IDisposable
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         if (!_cached) return;
-        var list = files as IReadOnlyList<IReadOnlyList<RafsChunk>> ?? files.ToList();
-        Interlocked.Add(ref _pfTotal, list.Count);
+        // Files are pulled one at a time, so a lazy plan (every file of a large image) never sits in memory whole.
+        if (files is IReadOnlyCollection<IReadOnlyList<RafsChunk>> known) Interlocked.Add(ref _pfTotal, known.Count);
+        bool countAsPulled = files is not IReadOnlyCollection<IReadOnlyList<RafsChunk>>;
         var limiter = options.BandwidthBytesPerSecond > 0 ? new RateLimiter(options.BandwidthBytesPerSecond, options.TimeProvider) : null;
-        int next = -1;
         long before = Volatile.Read(ref _pfChunks), beforeBytes = Volatile.Read(ref _pfBytes), beforeErrors = Volatile.Read(ref _pfErrors);
-        var workers = new Task[Math.Min(options.MaxConcurrency, Math.Max(1, list.Count))];
+        long done = 0;
+        using var source = files.GetEnumerator();
+        var pull = new Lock();
+        IReadOnlyList<RafsChunk>? Next()
+        {
+            lock (pull)
+            {
+                if (!source.MoveNext()) return null;
+                if (countAsPulled) Interlocked.Increment(ref _pfTotal);
+                return source.Current;
+            }
+        }
+        var workers = new Task[options.MaxConcurrency];
         for (int w = 0; w < workers.Length; w++)
         {
             workers[w] = Task.Run(async () =>
             {
-                int i;
-                while ((i = Interlocked.Increment(ref next)) < list.Count)
+                while (Next() is { } file)
                 {
-                    await PrefetchFileAsync(list[i], limiter, ct).ConfigureAwait(false);
+                    await PrefetchFileAsync(file, limiter, ct).ConfigureAwait(false);
                     Interlocked.Increment(ref _pfDone);
+                    Interlocked.Increment(ref done);
                 }
             }, ct);
         }
         await Task.WhenAll(workers).ConfigureAwait(false);
-        StorageLog.PrefetchDone(_logger, list.Count, Volatile.Read(ref _pfChunks) - before, Volatile.Read(ref _pfBytes) - beforeBytes,
+        StorageLog.PrefetchDone(_logger, done, Volatile.Read(ref _pfChunks) - before, Volatile.Read(ref _pfBytes) - beforeBytes,
             Volatile.Read(ref _pfErrors) - beforeErrors);
     }
 
