@@ -428,6 +428,25 @@ public sealed class CacheTests : IDisposable
         Assert.False(Directory.Exists(_fx.CacheDir));
     }
 
+    [Theory]
+    [InlineData(VerifyMode.Fetch)]
+    [InlineData(VerifyMode.Always)]
+    public void A_cached_read_allocates_nothing(VerifyMode verify)
+    {
+        using var m = Open(verify);
+        var chunks = _fx.Chunks("big.bin");
+        var buf = new byte[128 * 1024];
+        ulong size = _fx.Size("big.bin");
+        Assert.Equal(buf.Length, m.ReadFile(chunks, size, 100, buf));
+        int total = 0;
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 10; i++) total += m.ReadFile(chunks, size, 100, buf);
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.Equal(10 * buf.Length, total);
+        Assert.Equal(0, allocated);
+        Assert.Equal(_fx.Content["big.bin"].AsSpan(100, buf.Length).ToArray(), buf);
+    }
+
     [Fact]
     public void Iovec_has_the_struct_iovec_layout()
     {
