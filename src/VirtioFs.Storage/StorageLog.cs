@@ -23,15 +23,12 @@ internal static partial class StorageLog
     [LoggerMessage(4005, LogLevel.Warning, "chunk map {Path} is unusable ({Reason}); starting with an empty cache for this blob")]
     public static partial void ChunkMapReset(ILogger logger, string path, string reason);
 
-    [LoggerMessage(4006, LogLevel.Error, "cache file {Path}: {Operation} failed with errno {Errno}")]
-    public static partial void CacheIoFailed(ILogger logger, string path, string operation, int errno);
+    [LoggerMessage(4006, LogLevel.Error, "cache file {Path}: {Operation} failed: {Error}")]
+    public static partial void CacheIoFailed(ILogger logger, string path, string operation, string error);
 
     [LoggerMessage(4007, LogLevel.Information, "blob {BlobId}: cache {Path} has {Ready} of {Count} chunks ready")]
     public static partial void CacheOpened(ILogger logger, string blobId, string path, int ready, uint count);
 
     [LoggerMessage(4008, LogLevel.Information, "prefetch of {Files} files finished: {Chunks} chunks, {Bytes} bytes fetched, {Errors} errors")]
     public static partial void PrefetchDone(ILogger logger, long files, long chunks, long bytes, long errors);
-
-    [LoggerMessage(4009, LogLevel.Warning, "prefetch: chunk {Chunk} of blob {BlobId} failed with errno {Errno}; skipped")]
-    public static partial void PrefetchChunkFailed(ILogger logger, string blobId, uint chunk, int errno);
 }

@@ -10,9 +10,10 @@ namespace VirtioFs.Storage.Backend;
 /// </summary>
 public sealed class LocalDirectoryBackend : IBlobBackend
 {
-    private const int ENOENT = 2, EIO = 5, EINVAL = 22, EBADF = 9;
+    private const int ENOENT = 2, EIO = 5, EBADF = 9, EACCES = 13, EINVAL = 22;
     private readonly string _dir;
     private readonly ConcurrentDictionary<string, SafeFileHandle> _open = new(StringComparer.Ordinal);
+    private readonly Lock _openLock = new();
     private readonly BackendCounters _counters = new();
     private volatile bool _disposed;
 
@@ -47,15 +48,11 @@ public sealed class LocalDirectoryBackend : IBlobBackend
         if (_disposed) return EBADF;
         if (!IsValidBlobId(blobId)) return EINVAL;
         if (offset > long.MaxValue || (ulong)destination.Length > long.MaxValue - offset) return EINVAL;
-        SafeFileHandle h;
-        try
+        if (!_open.TryGetValue(blobId, out var h))
         {
-            h = _open.GetOrAdd(blobId, static (id, dir) => File.OpenHandle(Path.Combine(dir, id), FileMode.Open, FileAccess.Read, FileShare.Read), _dir);
+            int rc = Open(blobId, out h);
+            if (rc != 0) return rc;
         }
-        catch (FileNotFoundException) { return ENOENT; }
-        catch (DirectoryNotFoundException) { return ENOENT; }
-        catch (UnauthorizedAccessException) { return 13; }
-        catch (IOException) { return EIO; }
         int done = 0;
         try
         {
@@ -71,10 +68,34 @@ public sealed class LocalDirectoryBackend : IBlobBackend
         return 0;
     }
 
+    /// <summary>Opens a blob once; the lock keeps two racing readers (or a racing Dispose) from leaking a descriptor.</summary>
+    private int Open(string blobId, out SafeFileHandle h)
+    {
+        lock (_openLock)
+        {
+            h = null!;
+            if (_disposed) return EBADF;
+            if (_open.TryGetValue(blobId, out h!)) return 0;
+            try
+            {
+                h = File.OpenHandle(Path.Combine(_dir, blobId), FileMode.Open, FileAccess.Read, FileShare.Read);
+            }
+            catch (FileNotFoundException) { return ENOENT; }
+            catch (DirectoryNotFoundException) { return ENOENT; }
+            catch (UnauthorizedAccessException) { return EACCES; }
+            catch (IOException) { return EIO; }
+            _open[blobId] = h;
+            return 0;
+        }
+    }
+
     public void Dispose()
     {
-        _disposed = true;
-        foreach (var h in _open.Values) h.Dispose();
-        _open.Clear();
+        lock (_openLock)
+        {
+            _disposed = true;
+            foreach (var h in _open.Values) h.Dispose();
+            _open.Clear();
+        }
     }
 }

@@ -391,7 +391,7 @@ public sealed class BlobCacheManager : IDisposable
             {
                 int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
                 if (errno == EINTR) continue;
-                StorageLog.CacheIoFailed(_logger, b.DataPath, "preadv", errno);
+                StorageLog.CacheIoFailed(_logger, b.DataPath, "preadv", $"errno {errno}");
                 return EIO;
             }
             if (r == 0) return Corrupt(c, b, "cache file shorter than the chunk");
@@ -423,7 +423,7 @@ public sealed class BlobCacheManager : IDisposable
         }
         catch (IOException e)
         {
-            StorageLog.CacheIoFailed(_logger, b.DataPath, "pread", e.HResult & 0xFFFF);
+            StorageLog.CacheIoFailed(_logger, b.DataPath, "pread", e.Message);
             return EIO;
         }
         return 0;
@@ -560,7 +560,7 @@ public sealed class BlobCacheManager : IDisposable
                 }
                 catch (IOException e)
                 {
-                    StorageLog.CacheIoFailed(_logger, b.DataPath, "pwrite", e.HResult & 0xFFFF);
+                    StorageLog.CacheIoFailed(_logger, b.DataPath, "pwrite", e.Message);
                     continue;
                 }
                 results[k - start] = 0;
@@ -571,7 +571,7 @@ public sealed class BlobCacheManager : IDisposable
             // Data first, durably; only then the ready bits (so a crash never leaves a bit without its data).
             if (fdatasync((int)b.Data!.DangerousGetHandle()) != 0)
             {
-                StorageLog.CacheIoFailed(_logger, b.DataPath, "fdatasync", System.Runtime.InteropServices.Marshal.GetLastPInvokeError());
+                StorageLog.CacheIoFailed(_logger, b.DataPath, "fdatasync", $"errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()}");
                 Array.Fill(results, EIO);
                 return ErrorOfNeeded(claimed, start, results, lastNeeded);
             }

@@ -212,7 +212,7 @@ internal sealed class ChunkMap : IDisposable
             catch (IOException e)
             {
                 // The bit stays set in memory (the data is durable); only a restart loses it.
-                StorageLog.CacheIoFailed(_logger, _path!, "chunk map write", e.HResult & 0xFFFF);
+                StorageLog.CacheIoFailed(_logger, _path!, "chunk map write", e.Message);
             }
         }
     }
