@@ -207,6 +207,48 @@ public sealed class CacheTests : IDisposable
         }
     }
 
+    [Fact]
+    public void A_RAFS_v5_image_reads_through_the_cache()
+    {
+        using var fx = new ImageFixture(fsVersion: 5);
+        using var backend = new LocalDirectoryBackend(fx.BlobDir);
+        using var m = new BlobCacheManager(fx.Image.Blobs, backend, new CacheOptions { CacheDir = fx.CacheDir, Verify = VerifyMode.Always });
+        Assert.Equal(RafsVersion.V5, fx.Image.Version);
+        foreach (var name in fx.Content.Keys)
+        {
+            var buf = new byte[fx.Size(name)];
+            Assert.Equal(buf.Length, m.ReadFile(fx.Chunks(name), fx.Size(name), 0, buf));
+            Assert.Equal(fx.Content[name], buf);
+        }
+    }
+
+    [Fact]
+    public void An_image_over_two_blobs_reads_chunks_from_each()
+    {
+        // v2 is built against v1 as a chunk dictionary: unchanged chunks stay in v1's blob, new ones go to a second blob.
+        var src = Path.Combine(_fx.Root, "v2src");
+        Directory.CreateDirectory(src);
+        var changed = _fx.Content["big.bin"].ToArray();
+        changed[5] ^= 0x55;
+        File.WriteAllBytes(Path.Combine(src, "big.bin"), changed);
+        var r = VirtioFs.Rafs.Builder.ImageBuilder.Build(VirtioFs.Rafs.Builder.DirectorySource.Load(src), new VirtioFs.Rafs.Builder.BuildOptions
+        {
+            BlobDir = _fx.BlobDir, Bootstrap = Path.Combine(_fx.Root, "v2"), Compressor = Compressor.Zstd, ChunkSize = ImageFixture.ChunkSize,
+            ChunkDict = Path.Combine(_fx.Root, "bootstrap"), BuildTime = 1_700_000_000,
+        });
+        using var img = RafsImage.Open(r.Bootstrap);
+        Assert.Equal(2, img.Blobs.Count);
+        Assert.Equal(0, img.Lookup(img.RootIno, "big.bin"u8, out ulong ino));
+        var chunks = new List<RafsChunk>();
+        Assert.Equal(0, img.GetChunks(ino, chunks));
+        Assert.Equal(2, chunks.Select(c => c.BlobIndex).Distinct().Count());
+        using var m = new BlobCacheManager(img.Blobs, _backend, new CacheOptions { CacheDir = _fx.CacheDir, AmplificationBytes = 1 << 20 });
+        var buf = new byte[changed.Length];
+        Assert.Equal(buf.Length, m.ReadFile(chunks, (ulong)changed.Length, 0, buf));
+        Assert.Equal(changed, buf);
+        Assert.Equal(2, _backend.Reads.Select(x => x.Blob).Distinct().Count());
+    }
+
     private void TamperCache(RafsChunk c)
     {
         var path = Path.Combine(_fx.CacheDir, _fx.Blob.BlobId + ".blob.data");

@@ -22,7 +22,7 @@ public sealed class ImageFixture : IDisposable
     public RafsBlobInfo Blob => Image.Blobs[0];
     public string BlobPath => Path.Combine(BlobDir, Blob.BlobId);
 
-    public ImageFixture(Compressor compressor = Compressor.Zstd, IReadOnlyList<string>? prefetch = null)
+    public ImageFixture(Compressor compressor = Compressor.Zstd, IReadOnlyList<string>? prefetch = null, int fsVersion = 6)
     {
         Root = Path.Combine(Path.GetTempPath(), $"vfs-storage-{Guid.NewGuid():N}");
         var src = Path.Combine(Root, "src");
@@ -51,7 +51,7 @@ public sealed class ImageFixture : IDisposable
         var r = ImageBuilder.Build(root, new BuildOptions
         {
             BlobDir = BlobDir, Bootstrap = Path.Combine(Root, "bootstrap"), Compressor = compressor, Digester = Digester.Blake3,
-            ChunkSize = ChunkSize, BuildTime = 1_700_000_000, PrefetchFiles = prefetch ?? [],
+            ChunkSize = ChunkSize, BuildTime = 1_700_000_000, PrefetchFiles = prefetch ?? [], FsVersion = fsVersion,
         });
         Image = RafsImage.Open(r.Bootstrap);
     }

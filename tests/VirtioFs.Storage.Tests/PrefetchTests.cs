@@ -171,6 +171,37 @@ public sealed class PrefetchTests : IDisposable
     }
 
     [Fact]
+    public async Task A_guest_read_retries_a_chunk_whose_prefetch_failed()
+    {
+        using var m = Open(amplification: 0);
+        var small = _fx.Chunks("small.txt");
+        using var stuck = new ManualResetEventSlim();
+        using var entered = new SemaphoreSlim(0);
+        int calls = 0;
+        _backend.BeforeRead = (_, _) =>
+        {
+            if (Interlocked.Increment(ref calls) > 1) return 0;
+            entered.Release();
+            stuck.Wait(TimeSpan.FromSeconds(30));
+            return 110; // the prefetch's read times out
+        };
+        var prefetch = m.PrefetchAsync([small], new PrefetchOptions());
+        Assert.True(await entered.WaitAsync(TimeSpan.FromSeconds(30)));
+        var read = Task.Run(() =>
+        {
+            var buf = new byte[_fx.Size("small.txt")];
+            return (m.ReadFile(small, _fx.Size("small.txt"), 0, buf), buf);
+        });
+        Assert.True(SpinWait.SpinUntil(() => m.Metrics.PendingWaits == 1, TimeSpan.FromSeconds(30)));
+        stuck.Set();
+        var (rc, data) = await read.WaitAsync(TimeSpan.FromSeconds(30));
+        await prefetch.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(_fx.Content["small.txt"], data[..rc]);
+        Assert.Equal(2, _backend.Count);
+        Assert.Equal(1, m.Metrics.PrefetchErrors);
+    }
+
+    [Fact]
     public async Task Foreground_gate_releases_prefetch_only_when_the_last_guest_read_ends()
     {
         var gate = new ForegroundGate();

@@ -443,12 +443,13 @@ public sealed class BlobCacheManager : IDisposable
     /// Makes every chunk of <paramref name="chunks"/> from index <paramref name="first"/> that starts before
     /// <paramref name="end"/> ready: claims the missing ones, extends the last claim with following missing chunks
     /// (amplification), fetches them in merged backend reads, then waits for chunks other readers are fetching.
-    /// Returns 0 or the errno of the first needed chunk that failed.
+    /// Returns 0 or the errno of the first needed chunk that failed; a chunk another reader failed to fetch is tried
+    /// once more here.
     /// </summary>
-    private int EnsureReady(IReadOnlyList<RafsChunk> chunks, int first, ulong end)
+    private int EnsureReady(IReadOnlyList<RafsChunk> chunks, int first, ulong end, bool retryFailedWaits = true)
     {
         List<(int Index, Inflight Flight)>? claimed = null;
-        List<Inflight>? waits = null;
+        List<(int Index, Inflight Flight)>? waits = null;
         int rc = 0, lastNeeded = -1;
         for (int i = first; i < chunks.Count && chunks[i].FileOffset < end; i++)
         {
@@ -463,7 +464,7 @@ public sealed class BlobCacheManager : IDisposable
                     break;
                 case ClaimResult.Pending:
                     Interlocked.Increment(ref _pendingWaits);
-                    (waits ??= new()).Add(f!);
+                    (waits ??= new()).Add((i, f!));
                     break;
                 default:
                     Interlocked.Increment(ref _misses);
@@ -480,9 +481,12 @@ public sealed class BlobCacheManager : IDisposable
         }
         if (waits is not null)
         {
-            foreach (var w in waits)
+            foreach (var (index, flight) in waits)
             {
-                int r = w.Wait();
+                int r = flight.Wait();
+                // The other fetcher (often a background prefetch) failed: try once ourselves before failing the read,
+                // so a transient backend error there does not become a guest EIO here.
+                if (r != 0 && retryFailedWaits) r = EnsureReady(chunks, index, chunks[index].FileOffset + 1, retryFailedWaits: false);
                 if (rc == 0 && r != 0) rc = r;
             }
         }
