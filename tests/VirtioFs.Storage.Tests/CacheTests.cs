@@ -283,17 +283,20 @@ public sealed class CacheTests : IDisposable
         Assert.Equal((byte)(_fx.Content["other.bin"][at] ^ 0xFF), got[at]);
     }
 
-    [Fact]
-    public void A_truncated_cache_file_is_refetched_even_with_verify_fetch()
+    [Theory]
+    [InlineData(VerifyMode.Fetch)]
+    [InlineData(VerifyMode.Always)]
+    public void A_truncated_cache_file_is_refetched(VerifyMode verify)
     {
         using (var m = Open()) AssertReads(m, "big.bin");
         var path = Path.Combine(_fx.CacheDir, _fx.Blob.BlobId + ".blob.data");
         var chunks = _fx.Chunks("big.bin");
         using (var fs = new FileStream(path, FileMode.Open)) fs.SetLength((long)chunks[^1].UncompressedOffset + 5);
         int before = _backend.Count;
-        using var m2 = Open();
+        using var m2 = Open(verify);
         AssertReads(m2, "big.bin");
         Assert.Equal(before + 1, _backend.Count);
+        Assert.Equal(1, m2.Metrics.CacheRepairs);
     }
 
     [Theory]

@@ -348,6 +348,7 @@ public sealed class BlobCacheManager : IDisposable
             {
                 var whole = buf.AsSpan(0, (int)c.UncompressedSize);
                 int rc = PreadFull(b, whole, fileOff);
+                if (rc == Stale) return Corrupt(c, b, "cache file shorter than the chunk");
                 if (rc != 0) return rc;
                 if (!DigestMatches(c, b, whole, out var actual)) return Corrupt(c, b, $"digest {actual}");
                 cursor.Write(whole.Slice(inOff, len));
@@ -368,6 +369,7 @@ public sealed class BlobCacheManager : IDisposable
             try
             {
                 int rc = PreadFull(b, buf.AsSpan(0, len), fileOff + inOff);
+                if (rc == Stale) return Corrupt(c, b, "cache file shorter than the chunk");
                 if (rc != 0) return rc;
                 cursor.Write(buf.AsSpan(0, len));
                 return 0;
@@ -417,7 +419,7 @@ public sealed class BlobCacheManager : IDisposable
             while (done < dst.Length)
             {
                 int r = RandomAccess.Read(b.Data!, dst[done..], fileOff + done);
-                if (r == 0) return Stale; // short file: the caller treats it as a missing chunk
+                if (r == 0) return Stale; // short file: the caller forgets the chunk and fetches it again
                 done += r;
             }
         }
