@@ -435,6 +435,7 @@ public sealed class CacheTests : IDisposable
             good with { CompressedSize = uint.MaxValue, Flags = ChunkFlags.Compressed },
             good with { CompressedOffset = ulong.MaxValue - 10 },
             good with { UncompressedOffset = ulong.MaxValue - 10 },
+            good with { UncompressedOffset = (_fx.Blob.UncompressedSize + 8191) / 4096 * 4096 },
             good with { ChunkIndex = _fx.Blob.ChunkCount },
             good with { Flags = good.Flags | ChunkFlags.Encrypted },
             good with { CompressedSize = good.UncompressedSize + 1, Flags = ChunkFlags.None },

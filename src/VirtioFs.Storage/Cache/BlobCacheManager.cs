@@ -254,9 +254,14 @@ public sealed class BlobCacheManager : IDisposable
         if ((c.Flags & (ChunkFlags.Encrypted | ChunkFlags.Batch)) != 0) return $"unsupported chunk flags {c.Flags}";
         if (c.CompressedOffset > (ulong)long.MaxValue - c.CompressedSize) return "compressed offset out of range";
         if (c.UncompressedOffset > (ulong)long.MaxValue - c.UncompressedSize) return "uncompressed offset out of range";
+        // The cache file is sparse, but an offset far past the blob's own size would still grow it absurdly.
+        if (b.Info.UncompressedSize != 0 && c.UncompressedOffset + c.UncompressedSize > AlignUp(b.Info.UncompressedSize))
+            return $"uncompressed range beyond the blob's {b.Info.UncompressedSize} bytes";
         if (_cached && c.ChunkIndex >= b.Info.ChunkCount) return $"chunk index beyond the blob's {b.Info.ChunkCount} chunks";
         return null;
     }
+
+    private static ulong AlignUp(ulong v) => v > ulong.MaxValue - 4095 ? ulong.MaxValue : (v + 4095) & ~4095UL;
 
     /// <summary>Backend read with the cache's own accounting; returns 0 or a positive errno (logged).</summary>
     private int ReadBackend(BlobState b, ulong offset, Span<byte> dst)
