@@ -94,6 +94,24 @@ public sealed class CacheTests : IDisposable
     }
 
     [Fact]
+    public void Two_caches_over_one_directory_share_a_blob()
+    {
+        // Images on a common base share blobs; their caches must share the blob's chunk map too.
+        using var a = Open();
+        using var b = Open();
+        AssertReads(a, "other.bin");
+        int after = _backend.Count;
+        AssertReads(b, "other.bin");
+        Assert.Equal(after, _backend.Count);
+        a.Dispose();
+        a.Dispose();
+        AssertReads(b, "big.bin");
+        b.Dispose();
+        using var c = Open();
+        Assert.Equal(20, c.Metrics.ReadyChunks);
+    }
+
+    [Fact]
     public async Task Concurrent_readers_of_one_chunk_cause_one_backend_read()
     {
         using var m = Open();

@@ -36,9 +36,10 @@ public sealed class BlobCacheManager : IDisposable
         public RafsBlobInfo Info { get; } = info;
         /// <summary>Why the blob cannot be read at all (bad chunk size or count in the image), or null.</summary>
         public string? Unusable { get; set; }
-        public ChunkMap? Map { get; set; }
-        public SafeFileHandle? Data { get; set; }
-        public string DataPath { get; set; } = "";
+        public BlobCacheFiles? Files { get; set; }
+        public ChunkMap? Map => Files?.Map;
+        public SafeFileHandle? Data => Files?.Data;
+        public string DataPath => Files?.DataPath ?? "";
         public uint MaxCompressed { get; set; }
     }
 
@@ -49,6 +50,7 @@ public sealed class BlobCacheManager : IDisposable
     private readonly bool _cached;
     private readonly int _mergeCap;
     private readonly ForegroundGate _gate = new();
+    private int _disposed;
     private long _reads, _readErrors, _hits, _misses, _pendingWaits, _fetched, _backendReads, _backendBytes, _digestErrors, _repairs;
     private long _pfTotal, _pfDone, _pfChunks, _pfBytes, _pfErrors;
 
@@ -87,14 +89,8 @@ public sealed class BlobCacheManager : IDisposable
         b.MaxCompressed = (uint)Math.Max((long)cs, Codec.MaxCompressedSize(info.Compressor, (int)Math.Min(cs, CacheOptions.MaxChunkSize))) + cs / 256 + 4096;
         if (!_cached || b.Unusable is not null) return b;
 
-        b.DataPath = Path.Combine(_options.CacheDir!, info.BlobId + ".blob.data");
-        string mapPath = Path.Combine(_options.CacheDir!, info.BlobId + ".chunk_map");
-        // Ready bits without the data file they describe would be lies: start that blob over.
-        if (!File.Exists(b.DataPath)) File.Delete(mapPath);
-        b.Data = File.OpenHandle(b.DataPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
-        b.Map = ChunkMap.Open(mapPath, info.ChunkCount, cs, info.UncompressedSize, _logger);
-        if (b.Map.WasReset) RandomAccess.SetLength(b.Data, 0); // stale data is never read, but give the space back
-        StorageLog.CacheOpened(_logger, info.BlobId, b.DataPath, b.Map.ReadyCount, info.ChunkCount);
+        b.Files = BlobCacheFiles.Acquire(_options.CacheDir!, info, _logger, out var refusal);
+        b.Unusable = refusal;
         return b;
     }
 
@@ -720,11 +716,7 @@ public sealed class BlobCacheManager : IDisposable
 
     public void Dispose()
     {
-        foreach (var b in _blobs)
-        {
-            if (b is null) continue;
-            b.Map?.Dispose();
-            b.Data?.Dispose();
-        }
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        foreach (var b in _blobs) b?.Files?.Release();
     }
 }
