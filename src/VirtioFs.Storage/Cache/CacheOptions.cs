@@ -26,9 +26,9 @@ public sealed class CacheOptions
     public VerifyMode Verify { get; init; } = VerifyMode.Fetch;
 
     /// <summary>A backend read that fetches a missing chunk is extended to the following missing chunks of the same
-    /// file while they are contiguous in the blob, up to this many compressed bytes (nydus <c>amplify_io</c>, 1 MiB
-    /// by default). 0 disables amplification; the chunks one request needs are still merged.</summary>
-    public int AmplificationBytes { get; init; } = 1 << 20;
+    /// file while they are contiguous in the blob, up to this many compressed bytes (nydus <c>amplify_io</c>, whose
+    /// default is 128 KiB in api/src/config.rs). 0 disables amplification; the chunks one request needs are still merged.</summary>
+    public int AmplificationBytes { get; init; } = 128 * 1024;
 
     internal void Validate()
     {
