@@ -34,7 +34,8 @@ public sealed class BlobCacheManager : IDisposable
     private sealed class BlobState(RafsBlobInfo info)
     {
         public RafsBlobInfo Info { get; } = info;
-        /// <summary>Why the blob cannot be read at all (bad chunk size or count in the image), or null.</summary>
+        /// <summary>Why the blob cannot be read at all (impossible chunk size, count or id in the image; or another image
+        /// in this process uses the same blob id with a different layout), or null.</summary>
         public string? Unusable { get; set; }
         public BlobCacheFiles? Files { get; set; }
         public ChunkMap? Map => Files?.Map;
