@@ -1,0 +1,121 @@
+namespace VirtioFs.Rafs.Reader;
+
+/// <summary>Verifies an image: structure, signature, every inode digest of the merkle extension, and (with blobs)
+/// every chunk's data against its digest. Returns the first mismatch, named.</summary>
+public static class ImageChecker
+{
+    public static string? Check(RafsImage image, string? blobDir, byte[]? trustedKey)
+    {
+        if (trustedKey is not null)
+        {
+            if (image.RootDigest is null) return "image has no merkle root to verify a signature over";
+            if (image.Signature is null) return "image is not signed";
+            if (!Signing.Verify(trustedKey, image.RootDigest, image.Signature)) return "signature over the root digest does not verify with the trusted key";
+        }
+        var digests = new Dictionary<ulong, byte[]>();
+        var children = new Dictionary<ulong, List<(byte[] Name, ulong Ino)>>();
+        var all = ImageWalker.Walk(image).ToList();
+        var chunks = new List<RafsChunk>();
+        using var store = blobDir is null ? null : new BlobStore(image, blobDir);
+        var buf = new byte[image.ChunkSize];
+        var verifiedChunks = new HashSet<(uint, uint)>();
+        var perBlob = new Dictionary<uint, Dictionary<uint, RafsChunk>>();
+        foreach (var (path, ino, attr) in all)
+        {
+            if (path.Length > 0)
+            {
+                int slash = Array.LastIndexOf(path, (byte)'/');
+                var parentPath = slash < 0 ? [] : path[..slash];
+                var name = slash < 0 ? path : path[(slash + 1)..];
+                var parentIno = FindIno(all, parentPath);
+                if (!children.TryGetValue(parentIno, out var list)) children[parentIno] = list = new();
+                list.Add((name, ino));
+            }
+            if (digests.ContainsKey(ino)) continue;
+            switch (attr.FileType)
+            {
+                case 0x8000:
+                    chunks.Clear();
+                    int rc = image.GetChunks(ino, chunks);
+                    if (rc != 0) return $"'/{ImageWalker.Show(path)}': chunk list is corrupt (errno {rc})";
+                    ulong covered = 0;
+                    foreach (var c in chunks)
+                    {
+                        if (c.FileOffset != covered) return $"'/{ImageWalker.Show(path)}': chunk at offset {c.FileOffset} leaves a gap";
+                        covered += c.UncompressedSize;
+                        if (store is not null && !c.IsHole && verifiedChunks.Add((c.BlobIndex, c.ChunkIndex)))
+                        {
+                            if (!perBlob.TryGetValue(c.BlobIndex, out var m)) perBlob[c.BlobIndex] = m = new();
+                            m[c.ChunkIndex] = c;
+                            if (c.UncompressedSize > buf.Length) return $"'/{ImageWalker.Show(path)}': chunk larger than the chunk size";
+                            var err = store.ReadChunk(c, buf.AsSpan(0, (int)c.UncompressedSize), verify: true);
+                            if (err is not null) return $"'/{ImageWalker.Show(path)}': {err}";
+                        }
+                    }
+                    if (covered != attr.Size) return $"'/{ImageWalker.Show(path)}': chunks cover {covered} bytes, size is {attr.Size}";
+                    digests[ino] = Merkle.File(image.Digester, chunks.Where(c => !c.IsHole).Select(c => { var d = c.Digest; return (ReadOnlyMemory<byte>)((ReadOnlySpan<byte>)d).ToArray(); }).ToList());
+                    break;
+                case 0xA000:
+                    rc = image.ReadLink(ino, out var target);
+                    if (rc != 0) return $"'/{ImageWalker.Show(path)}': symlink target unreadable (errno {rc})";
+                    digests[ino] = Merkle.Leaf(image.Digester, target);
+                    break;
+                case 0x4000:
+                    break;
+                default:
+                    digests[ino] = Merkle.Leaf(image.Digester, ReadOnlySpan<byte>.Empty);
+                    break;
+            }
+        }
+        if (store is not null)
+        {
+            foreach (var (blob, map) in perBlob)
+            {
+                var err = store.CheckBlobMeta(blob, map);
+                if (err is not null) return err;
+            }
+        }
+        if (blobDir is not null)
+        {
+            // nydus names a blob by the sha256 of its bytes; this also covers bytes no chunk digest covers.
+            foreach (var b in image.Blobs)
+            {
+                if (!IsSha256Name(b.BlobId)) continue;
+                using var fs = new FileStream(Path.Combine(blobDir, b.BlobId), FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+                var h = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(fs));
+                if (h != b.BlobId) return $"blob {b.BlobId}: its sha256 is {h}";
+            }
+        }
+        if (!image.HasMerkle) return null;
+        // Directories bottom-up (reverse breadth-first order).
+        for (int i = all.Count - 1; i >= 0; i--)
+        {
+            var (path, ino, attr) = all[i];
+            if (attr.FileType != 0x4000 || digests.ContainsKey(ino)) continue;
+            var kids = children.GetValueOrDefault(ino) ?? new();
+            kids.Sort((a, b) => a.Name.AsSpan().SequenceCompareTo(b.Name));
+            digests[ino] = Merkle.Directory(image.Digester, image.Version == RafsVersion.V6, kids.Select(k => ((ReadOnlyMemory<byte>)k.Name, (ReadOnlyMemory<byte>)digests[k.Ino])).ToList());
+        }
+        foreach (var (path, ino, attr) in all)
+        {
+            var stored = image.GetInodeDigest((uint)attr.Ino);
+            if (stored.IsEmpty) return $"'/{ImageWalker.Show(path)}': inode number {attr.Ino} has no merkle entry";
+            if (!stored.SequenceEqual(digests[ino])) return $"'/{ImageWalker.Show(path)}': inode digest {Convert.ToHexStringLower(stored)} does not match the content ({Convert.ToHexStringLower(digests[ino])})";
+        }
+        if (!digests[image.RootIno].AsSpan().SequenceEqual(image.RootDigest)) return "root digest in the superblock does not match the root directory";
+        return null;
+    }
+
+    private static bool IsSha256Name(string id) => id.Length == 64 && id.All(char.IsAsciiHexDigitLower);
+
+    private static ulong FindIno(List<(byte[] Path, ulong Ino, RafsAttr Attr)> all, byte[] path)
+    {
+        // Parents precede children in breadth-first order; a dictionary keeps this linear.
+        s_index ??= new();
+        if (s_last != all) { s_index.Clear(); s_last = all; foreach (var e in all) if (e.Attr.FileType == 0x4000) s_index[Convert.ToBase64String(e.Path)] = e.Ino; }
+        return s_index[Convert.ToBase64String(path)];
+    }
+
+    [ThreadStatic] private static Dictionary<string, ulong>? s_index;
+    [ThreadStatic] private static object? s_last;
+}

@@ -1,0 +1,215 @@
+using VirtioFs.Rafs.Reader;
+using VirtioFs.Storage.Backend;
+using VirtioFs.Storage.Cache;
+using VirtioFs.Storage.Prefetch;
+
+namespace VirtioFs.Storage.Tests;
+
+public sealed class PrefetchTests : IDisposable
+{
+    private readonly ImageFixture _fx = new(prefetch: ["/other.bin", "/dir"]);
+    private readonly CountingBackend _backend;
+
+    public PrefetchTests()
+    {
+        _backend = new CountingBackend(new LocalDirectoryBackend(_fx.BlobDir));
+    }
+
+    public void Dispose()
+    {
+        _backend.Dispose();
+        _fx.Dispose();
+    }
+
+    private BlobCacheManager Open(int amplification = 1 << 20) =>
+        new(_fx.Image.Blobs, _backend, new CacheOptions { CacheDir = _fx.CacheDir, AmplificationBytes = amplification });
+
+    private void AssertReadsWithoutBackend(BlobCacheManager m, string path)
+    {
+        int before = _backend.Count;
+        var buf = new byte[_fx.Size(path)];
+        Assert.Equal(buf.Length, m.ReadFile(_fx.Chunks(path), _fx.Size(path), 0, buf));
+        Assert.Equal(_fx.Content[path], buf);
+        Assert.Equal(before, _backend.Count);
+    }
+
+    [Fact]
+    public async Task Prefetch_fills_the_cache_so_reads_need_no_backend()
+    {
+        using var m = Open();
+        await m.PrefetchAsync([_fx.Chunks("big.bin"), _fx.Chunks("small.txt")], new PrefetchOptions());
+        var metrics = m.Metrics;
+        Assert.Equal(2, metrics.PrefetchFilesTotal);
+        Assert.Equal(2, metrics.PrefetchFilesDone);
+        Assert.Equal(17, metrics.PrefetchChunks);
+        Assert.Equal(0, metrics.PrefetchErrors);
+        // 1 MiB amplification merges big.bin's 16 compressed chunks into few reads.
+        Assert.True(_backend.Count < 17, $"{_backend.Count} backend reads");
+        AssertReadsWithoutBackend(m, "big.bin");
+        AssertReadsWithoutBackend(m, "small.txt");
+        Assert.False(m.IsCached(_fx.Chunks("other.bin")[0]));
+    }
+
+    [Fact]
+    public async Task The_image_prefetch_table_and_named_paths_resolve_to_files()
+    {
+        using var m = Open();
+        await m.PrefetchAsync(PrefetchPlan.FromPrefetchTable(_fx.Image), new PrefetchOptions());
+        AssertReadsWithoutBackend(m, "other.bin");
+        AssertReadsWithoutBackend(m, "dir/nested.bin");
+        Assert.False(m.IsCached(_fx.Chunks("big.bin")[0]));
+
+        var missing = new List<string>();
+        var files = PrefetchPlan.FromPaths(_fx.Image, ["/small.txt", "/nope", "/small.txt"], missing).ToList();
+        Assert.Single(files);
+        Assert.Equal(["/nope"], missing);
+        Assert.Equal(5, PrefetchPlan.All(_fx.Image).Count());
+    }
+
+    [Fact]
+    public async Task Prefetch_all_then_restart_serves_everything_from_the_cache()
+    {
+        using (var m = Open()) await m.PrefetchAsync(PrefetchPlan.All(_fx.Image), new PrefetchOptions { MaxConcurrency = 3 });
+        using var m2 = Open();
+        foreach (var name in _fx.Content.Keys) AssertReadsWithoutBackend(m2, name);
+    }
+
+    [Fact]
+    public async Task Prefetch_skips_a_corrupt_chunk_and_carries_on()
+    {
+        var bad = _fx.Chunks("big.bin")[2];
+        using (var fs = new FileStream(_fx.BlobPath, FileMode.Open, FileAccess.ReadWrite))
+        {
+            fs.Position = (long)bad.CompressedOffset + 3;
+            int b = fs.ReadByte();
+            fs.Position--;
+            fs.WriteByte((byte)~b);
+        }
+        using var m = Open(amplification: 0);
+        await m.PrefetchAsync([_fx.Chunks("big.bin"), _fx.Chunks("small.txt")], new PrefetchOptions { MaxConcurrency = 1 });
+        Assert.Equal(1, m.Metrics.PrefetchErrors);
+        Assert.Equal(16, m.Metrics.PrefetchChunks);
+        Assert.False(m.IsCached(bad));
+        AssertReadsWithoutBackend(m, "small.txt");
+    }
+
+    [Fact]
+    public async Task Bandwidth_limit_holds_each_next_read_until_the_clock_allows_it()
+    {
+        var clock = new ManualTimeProvider();
+        using var m = Open(amplification: 0);
+        var chunks = _fx.Chunks("other.bin");
+        long rate = chunks.Max(c => c.CompressedSize); // about one chunk per second
+        var task = m.PrefetchAsync([chunks], new PrefetchOptions { MaxConcurrency = 1, BandwidthBytesPerSecond = rate, TimeProvider = clock });
+        for (int expected = 1; expected <= chunks.Count - 1; expected++)
+        {
+            // The next read waits for a timer; until the clock moves, no more backend reads happen.
+            Assert.True(await clock.TimerArmed.WaitAsync(TimeSpan.FromSeconds(30)));
+            Assert.Equal(expected, _backend.Count);
+            Assert.False(task.IsCompleted);
+            clock.Advance(TimeSpan.FromSeconds(1));
+        }
+        await task.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(chunks.Count, _backend.Count);
+        Assert.All(chunks, c => Assert.True(m.IsCached(c)));
+    }
+
+    [Fact]
+    public async Task A_guest_read_completes_while_prefetch_is_stuck_on_the_backend()
+    {
+        using var m = Open(amplification: 0);
+        var big = _fx.Chunks("big.bin");
+        using var stuck = new ManualResetEventSlim();
+        using var entered = new SemaphoreSlim(0);
+        ulong bigStart = big[0].CompressedOffset, bigEnd = big[^1].CompressedOffset + big[^1].CompressedSize;
+        _backend.BeforeRead = (off, _) =>
+        {
+            if (off >= bigStart && off < bigEnd)
+            {
+                entered.Release();
+                stuck.Wait(TimeSpan.FromSeconds(30));
+            }
+            return 0;
+        };
+        var prefetch = m.PrefetchAsync([big], new PrefetchOptions { MaxConcurrency = 1 });
+        Assert.True(await entered.WaitAsync(TimeSpan.FromSeconds(30)));
+        var read = Task.Run(() =>
+        {
+            var buf = new byte[_fx.Size("other.bin")];
+            return (m.ReadFile(_fx.Chunks("other.bin"), _fx.Size("other.bin"), 0, buf), buf);
+        });
+        var (rc, data) = await read.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(_fx.Content["other.bin"].Length, rc);
+        Assert.Equal(_fx.Content["other.bin"], data);
+        Assert.False(prefetch.IsCompleted);
+        stuck.Set();
+        await prefetch.WaitAsync(TimeSpan.FromSeconds(30));
+        AssertReadsWithoutBackend(m, "big.bin");
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_guest_read_of_a_chunk_prefetch_is_fetching_waits_for_it(bool prefetchFails)
+    {
+        using var m = Open(amplification: 0);
+        var small = _fx.Chunks("small.txt");
+        using var stuck = new ManualResetEventSlim();
+        using var entered = new SemaphoreSlim(0);
+        int calls = 0;
+        _backend.BeforeRead = (_, _) =>
+        {
+            if (Interlocked.Increment(ref calls) > 1) return 0;
+            entered.Release();
+            stuck.Wait(TimeSpan.FromSeconds(30));
+            return prefetchFails ? 110 : 0; // ETIMEDOUT
+        };
+        var prefetch = m.PrefetchAsync([small], new PrefetchOptions());
+        Assert.True(await entered.WaitAsync(TimeSpan.FromSeconds(30)));
+        var read = Task.Run(() =>
+        {
+            var buf = new byte[_fx.Size("small.txt")];
+            return (m.ReadFile(small, _fx.Size("small.txt"), 0, buf), buf);
+        });
+        Assert.True(SpinWait.SpinUntil(() => m.Metrics.PendingWaits == 1, TimeSpan.FromSeconds(30)));
+        stuck.Set();
+        var (rc, data) = await read.WaitAsync(TimeSpan.FromSeconds(30));
+        await prefetch.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(_fx.Content["small.txt"], data[..rc]);
+        // Shared when the prefetch succeeds; when it fails, the guest read tries once itself rather than fail.
+        Assert.Equal(prefetchFails ? 2 : 1, _backend.Count);
+        Assert.Equal(prefetchFails ? 1 : 0, m.Metrics.PrefetchErrors);
+    }
+
+    [Fact]
+    public async Task Foreground_gate_releases_prefetch_only_when_the_last_guest_read_ends()
+    {
+        var gate = new ForegroundGate();
+        gate.Enter();
+        gate.Enter();
+        var waiting = gate.WaitIdleAsync(CancellationToken.None).AsTask();
+        gate.Exit();
+        Assert.False(waiting.IsCompleted);
+        gate.Exit();
+        await waiting.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(gate.WaitIdleAsync(CancellationToken.None).IsCompleted);
+    }
+
+    [Fact]
+    public async Task Cancelling_prefetch_stops_it_and_releases_every_claim()
+    {
+        var clock = new ManualTimeProvider();
+        using var m = Open(amplification: 0);
+        using var cts = new CancellationTokenSource();
+        var chunks = _fx.Chunks("big.bin");
+        var task = m.PrefetchAsync([chunks], new PrefetchOptions { BandwidthBytesPerSecond = 1, TimeProvider = clock, MaxConcurrency = 1 }, cts.Token);
+        Assert.True(await clock.TimerArmed.WaitAsync(TimeSpan.FromSeconds(30)));
+        cts.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => task);
+        Assert.Equal(1, _backend.Count);
+        // Nothing is left claimed: a guest read of every chunk completes.
+        var buf = new byte[_fx.Size("big.bin")];
+        Assert.Equal(buf.Length, m.ReadFile(chunks, _fx.Size("big.bin"), 0, buf));
+        Assert.Equal(_fx.Content["big.bin"], buf);
+    }
+}
