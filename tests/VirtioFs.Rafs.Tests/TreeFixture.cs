@@ -108,8 +108,8 @@ public static unsafe partial class TreeFixture
             fs.Seek((5L << 30) + 17, SeekOrigin.Begin);
             fs.Write("beyond 4 GiB"u8);
         }
-        Chmod(Path.Combine(root, "small.txt"), 0x9ED); // setuid + sticky bits survive
         Own(Path.Combine(root, "small.txt"), 1234, 5678);
+        Chmod(Path.Combine(root, "small.txt"), 0x9ED); // 04755: the setuid bit must survive (chown would clear them: owner first)
         Own(Path.Combine(root, "link"), 42, 43);
         Own(Path.Combine(root, "dir/sub"), 100000, 100001);
         Times(Path.Combine(root, "small.txt"), 1_600_000_000, 123_456_789);
@@ -134,19 +134,21 @@ public static unsafe partial class TreeFixture
 
     /// <summary>Asserts two host trees are identical: names, types, modes, owners, mtimes (ns), sizes, device
     /// numbers, symlink targets, xattrs, content, and hard-link structure.</summary>
-    public static void AssertSameTree(string expected, string actual, bool compareRootTimes = true, bool compareXattrs = true, bool compareLinks = true)
+    public static void AssertSameTree(string expected, string actual, bool compareRootTimes = true, bool compareXattrs = true, bool compareLinks = true, bool compareSuid = true)
     {
         var a = DirectorySource.Load(expected);
         var b = DirectorySource.Load(actual);
         var linksA = new Dictionary<BuildInode, string>(ReferenceEqualityComparer.Instance);
         var linksB = new Dictionary<BuildInode, string>(ReferenceEqualityComparer.Instance);
         s_links = compareLinks;
+        s_suid = compareSuid;
         Compare(a, b, "/", linksA, linksB, compareRootTimes, compareXattrs);
     }
 
     private static void Compare(BuildInode a, BuildInode b, string path, Dictionary<BuildInode, string> la, Dictionary<BuildInode, string> lb, bool times, bool xattrs)
     {
-        Assert.True(a.Mode == b.Mode, $"{path}: mode {Convert.ToString(a.Mode, 8)} != {Convert.ToString(b.Mode, 8)}");
+        uint mask = s_suid ? 0xFFFFu : ~0xC00u;
+        Assert.True((a.Mode & mask) == (b.Mode & mask), $"{path}: mode {Convert.ToString(a.Mode, 8)} != {Convert.ToString(b.Mode, 8)}");
         Assert.True(a.Uid == b.Uid && a.Gid == b.Gid, $"{path}: owner {a.Uid}:{a.Gid} != {b.Uid}:{b.Gid}");
         if (times || path != "/") Assert.True(a.MtimeSec == b.MtimeSec && a.MtimeNsec == b.MtimeNsec, $"{path}: mtime {a.MtimeSec}.{a.MtimeNsec} != {b.MtimeSec}.{b.MtimeNsec}");
         Assert.True(a.Rdev == b.Rdev, $"{path}: rdev {a.Rdev} != {b.Rdev}");
@@ -184,6 +186,7 @@ public static unsafe partial class TreeFixture
     }
 
     [ThreadStatic] private static bool s_links;
+    [ThreadStatic] private static bool s_suid;
 
     private static void AssertSameContent(string pa, string pb, long size, string path)
     {

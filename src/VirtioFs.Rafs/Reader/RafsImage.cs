@@ -398,7 +398,8 @@ public sealed unsafe partial class RafsImage : IDisposable
             int z = name.IndexOf((byte)0);
             if (z >= 0) name = name[..z];
         }
-        if (name.Length == 0 || name.Length > 255) return EIO;
+        // A name with '/' or NUL would let a hostile image alias paths.
+        if (name.Length == 0 || name.Length > 255 || name.IndexOfAny((byte)'/', (byte)0) >= 0) return EIO;
         return 0;
     }
 
