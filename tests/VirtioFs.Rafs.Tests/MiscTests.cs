@@ -86,3 +86,28 @@ public sealed class MiscTests
         Assert.Equal(RafsImage.EISDIR, img.GetChunks(img.RootIno, new List<RafsChunk>()));
     }
 }
+
+public sealed class RangeTests
+{
+    [Theory]
+    [InlineData(5)]
+    [InlineData(6)]
+    public void Chunk_range_queries_return_exactly_the_overlapping_chunks(int fsVersion)
+    {
+        var src = TreeFixture.CreateFullTree();
+        var outDir = TreeFixture.TempDir("range");
+        var r = RoundTripTests.Build(src, outDir, chunk: 64 * 1024, fsVersion: fsVersion);
+        using var img = RafsImage.Open(r.Bootstrap);
+        Assert.Equal(0, ImageWalker.Resolve(img, "/random.bin", out var ino));
+        var all = new List<RafsChunk>();
+        Assert.Equal(0, img.GetChunks(ino, all));
+        Assert.Equal(49, all.Count);                                   // 3 MiB + 123 bytes in 64 KiB chunks
+        foreach (var (off, len) in new (ulong, ulong)[] { (0, 1), (65535, 2), (65536, 65536), (3 * 1024 * 1024, 1000), (100, 10_000_000), (5_000_000, 10) })
+        {
+            var part = new List<RafsChunk>();
+            Assert.Equal(0, img.GetChunks(ino, off, len, part));
+            var expect = all.Where(c => c.FileOffset + c.UncompressedSize > off && c.FileOffset < off + len).ToList();
+            Assert.Equal(expect, part);
+        }
+    }
+}

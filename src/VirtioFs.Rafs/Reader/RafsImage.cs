@@ -562,9 +562,23 @@ public sealed unsafe partial class RafsImage : IDisposable
     }
 
     /// <summary>Appends the chunks of a regular file, in file order, to <paramref name="chunks"/>.</summary>
-    public int GetChunks(ulong ino, List<RafsChunk> chunks)
+    public int GetChunks(ulong ino, List<RafsChunk> chunks) => GetChunks(ino, 0, ulong.MaxValue, chunks);
+
+    /// <summary>Appends, in file order, the chunks that overlap [offset, offset + length) of a regular file (what a
+    /// FUSE READ needs); for v6 this decodes only those chunk indexes.</summary>
+    public int GetChunks(ulong ino, ulong offset, ulong length, List<RafsChunk> chunks)
     {
-        if (Version == RafsVersion.V5) return V5GetChunks(ino, chunks);
+        if (Version == RafsVersion.V5)
+        {
+            if (offset == 0 && length == ulong.MaxValue) return V5GetChunks(ino, chunks);
+            var all = new List<RafsChunk>();
+            int rc5 = V5GetChunks(ino, all);
+            if (rc5 != 0) return rc5;
+            ulong end5 = length > ulong.MaxValue - offset ? ulong.MaxValue : offset + length;
+            foreach (var c in all)
+                if (c.FileOffset + c.UncompressedSize > offset && c.FileOffset < end5) chunks.Add(c);
+            return 0;
+        }
         int rc = TryInode(ino, out var n);
         if (rc != 0) return rc;
         if ((n.Mode & 0xF000) != 0x8000) return (n.Mode & 0xF000) == 0x4000 ? EISDIR : EINVAL;
@@ -579,7 +593,9 @@ public sealed unsafe partial class RafsImage : IDisposable
         long idxOff = (n.Offset + n.InodeSize + n.XattrSize + 7) & ~7L;
         if (!TrySpan(idxOff, (long)count * V6.ChunkAddrSize, out var idx)) return EIO;
         ulong cs = ChunkSize;
-        for (ulong i = 0; i < count; i++)
+        if (length == 0 || offset >= n.Size) return 0;
+        ulong last = length > n.Size - offset ? count : Math.Min(count, (offset + length + ics - 1) / ics);
+        for (ulong i = offset / ics; i < last; i++)
         {
             var a = MemoryMarshal.Read<RafsV6InodeChunkAddr>(idx[(int)(i * V6.ChunkAddrSize)..]);
             ulong fileOff = i * ics;
