@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using VirtioFs.Rafs.Builder;
 using VirtioFs.Rafs.Reader;
 using Xunit;
@@ -69,23 +68,16 @@ public sealed class RoundTripTests
         var outDir = TreeFixture.TempDir("out");
         var dst = Path.Combine(TreeFixture.TempDir("fsck"), "tree");
         var r = Build(src, outDir, Compressor.None, chunk: 64 * 1024);
-        var psi = new ProcessStartInfo("fsck.erofs", [$"--device={r.Blob!.Path}", $"--extract={dst}", r.Bootstrap])
-        { RedirectStandardError = true, RedirectStandardOutput = true };
-        using var p = Process.Start(psi)!;
-        string err = p.StandardError.ReadToEnd() + p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        Assert.True(p.ExitCode == 0, $"fsck.erofs failed: {err}");
+        var (code, err) = TreeFixture.RunTool("fsck.erofs", $"--device={r.Blob!.Path}", $"--extract={dst}", r.Bootstrap);
+        Assert.True(code == 0, $"fsck.erofs failed: {err}");
         // fsck.erofs 1.5 checks xattr bodies but does not restore xattrs, hard links (it writes each name as its
         // own file), setuid/setgid (it chowns after chmod) or the root directory's own times; everything else must
         // match. Our own unpacker covers those.
         TreeFixture.AssertSameTree(src, dst, compareRootTimes: false, compareXattrs: false, compareLinks: false, compareSuid: false);
 
         // dump.erofs reads the superblock and device table the same way.
-        var dump = new ProcessStartInfo("dump.erofs", ["-s", $"--device={r.Blob!.Path}", r.Bootstrap]) { RedirectStandardOutput = true, RedirectStandardError = true };
-        using var d = Process.Start(dump)!;
-        string text = d.StandardOutput.ReadToEnd() + d.StandardError.ReadToEnd();
-        d.WaitForExit();
-        Assert.Equal(0, d.ExitCode);
+        var (dcode, text) = TreeFixture.RunTool("dump.erofs", "-s", $"--device={r.Blob!.Path}", r.Bootstrap);
+        Assert.Equal(0, dcode);
         Assert.Contains($"Filesystem inode count:                       {r.Inodes}", text);
         Assert.Contains("chunked_file device_table", text);
     }

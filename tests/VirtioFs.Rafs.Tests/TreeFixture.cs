@@ -14,6 +14,18 @@ public static unsafe partial class TreeFixture
     [LibraryImport("libc", SetLastError = true)]
     private static partial int lsetxattr(byte* path, byte* name, byte* value, nuint size, int flags);
 
+    /// <summary>Runs a host tool and returns its exit code and combined output; both pipes are drained at once
+    /// so a chatty tool cannot block on a full pipe.</summary>
+    public static (int Code, string Output) RunTool(string file, params string[] args)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo(file, args) { RedirectStandardError = true, RedirectStandardOutput = true };
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        string err = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, stdout.GetAwaiter().GetResult() + err);
+    }
+
     public static string TempDir(string tag)
     {
         var d = Path.Combine(Path.GetTempPath(), $"vfs-{tag}-{Guid.NewGuid():N}");
