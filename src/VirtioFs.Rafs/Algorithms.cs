@@ -1,6 +1,9 @@
 using System.Security.Cryptography;
 using K4os.Compression.LZ4;
 
+// VirtioFs.Rafs: nydus-compatible RAFS images (v6 = EROFS-based, v5), as dragonflyoss/nydus lays them out:
+// Layout (on-disk structs), Builder (source tree -> parallel chunking with dedup -> blob + bootstrap, merkle tree,
+// signatures), Reader (mmap reader, checker, unpacker). This file holds the chunk codecs and digesters.
 namespace VirtioFs.Rafs;
 
 /// <summary>Chunk compressors with nydus's numeric ids (nydus utils/src/compress: none=0, lz4_block=1, gzip=2, zstd=3).</summary>

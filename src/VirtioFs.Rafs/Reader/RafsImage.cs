@@ -3,6 +3,12 @@ using System.IO.MemoryMappedFiles;
 using System.Runtime.InteropServices;
 using VirtioFs.Rafs.Layout;
 
+// Reading RAFS bootstraps. A RAFS image is nydus's container image format: a bootstrap with the whole file tree's
+// metadata (v6: an EROFS filesystem image with nydus's extended superblock and tables; v5: nydus's own layout)
+// and data blobs holding the files' chunks, each optionally compressed and addressed by digest. This namespace maps
+// a bootstrap read-only and answers what a FUSE server asks (lookup by name bytes, getattr, readdir from an offset,
+// readlink, xattrs, the chunk list of a byte range), checks images (ImageChecker), reads blobs (BlobStore) and
+// writes trees back out (Unpacker). Everything read from an image is bounds-checked; failures are errno values.
 namespace VirtioFs.Rafs.Reader;
 
 public enum RafsVersion { V5 = 5, V6 = 6 }
