@@ -59,6 +59,7 @@ public sealed class RoundTripTests
         Assert.Equal((5UL << 30) + 17 + 12, a.Size);
         Unpacker.Unpack(img, outDir, dst);
         TreeFixture.AssertSameTree(src, dst);
+        TreeFixture.Remove(src, outDir, Path.GetDirectoryName(dst)!);
     }
 
     [Fact]
@@ -126,5 +127,6 @@ public sealed class RoundTripTests
         var dst = Path.Combine(TreeFixture.TempDir("unpack"), "tree");
         Unpacker.Unpack(img, outDir, dst);
         Assert.Equal(100_000, Directory.GetFiles(Path.Combine(dst, "wide")).Length);
+        TreeFixture.Remove(src, outDir, Path.GetDirectoryName(dst)!);
     }
 }

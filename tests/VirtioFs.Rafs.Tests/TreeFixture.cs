@@ -26,10 +26,47 @@ public static unsafe partial class TreeFixture
         return (p.ExitCode, stdout.GetAwaiter().GetResult() + err);
     }
 
+    private static readonly List<string> s_temps = new();
+
+    static TreeFixture()
+    {
+        // Leftovers of earlier runs (the test host may be killed before ProcessExit) older than two hours.
+        foreach (var d in Directory.EnumerateDirectories(Path.GetTempPath(), "vfs-*"))
+        {
+            try
+            {
+                if (Directory.GetCreationTimeUtc(d) < DateTime.UtcNow.AddHours(-2)) Directory.Delete(d, recursive: true);
+            }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+        }
+        // Test trees (some with 100,000 files or 5 GiB sparse files) are removed when the test run ends.
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            lock (s_temps)
+            {
+                foreach (var d in s_temps)
+                {
+                    try { Directory.Delete(d, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+                }
+            }
+        };
+    }
+
+    /// <summary>Deletes a temp tree now (for the large ones).</summary>
+    public static void Remove(params string[] dirs)
+    {
+        foreach (var d in dirs)
+        {
+            try { Directory.Delete(d, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+    }
+
     public static string TempDir(string tag)
     {
         var d = Path.Combine(Path.GetTempPath(), $"vfs-{tag}-{Guid.NewGuid():N}");
         Directory.CreateDirectory(d);
+        lock (s_temps) s_temps.Add(d);
         return d;
     }
 

@@ -91,7 +91,6 @@ public static class ImageBuilder
             var n = Resolve(root, p) ?? throw new RafsFormatException($"--prefetch-files: '{p}' is not in the image");
             prefetch.Add(n);
         }
-        V6Writer.SetParents(order);
         var layout = new LayoutInput
         {
             Order = order,
