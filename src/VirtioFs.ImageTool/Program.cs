@@ -68,7 +68,10 @@ public static class Program
         public string? Get(string n) => Options.GetValueOrDefault(n);
     }
 
-    public static int Run(string[] args, TextWriter o)
+    public static int Run(string[] args, TextWriter o) => Run(args, o, null);
+
+    /// <summary>Runs a command; <paramref name="binaryOut"/> receives `cat` output (stdout when null).</summary>
+    public static int Run(string[] args, TextWriter o, Stream? binaryOut)
     {
         if (args.Length == 0) throw new UsageException("usage: vfs-image create|check|inspect|ls|cat|stat|unpack ... (see USAGE.md)");
         var rest = args.Skip(1);
@@ -79,7 +82,7 @@ public static class Program
             case "inspect": return Inspect(Args.Parse(rest, [], ["--json"]), o);
             case "ls": return Ls(Args.Parse(rest, [], ["--json"]), o);
             case "stat": return Stat(Args.Parse(rest, [], ["--json"]), o);
-            case "cat": return Cat(Args.Parse(rest, ["--blob-dir"], ["--json"]), o);
+            case "cat": return Cat(Args.Parse(rest, ["--blob-dir"], []), o, binaryOut);
             case "unpack": return Unpack(Args.Parse(rest, ["--blob-dir"], []), o);
             case "keygen": return KeyGen(Args.Parse(rest, [], []), o);
             default: throw new UsageException($"unknown command '{args[0]}'");
@@ -294,7 +297,7 @@ public static class Program
         return 0;
     }
 
-    private static int Cat(Args a, TextWriter o)
+    private static int Cat(Args a, TextWriter o, Stream? binaryOut)
     {
         var (img, ino) = Open(a);
         using (img)
@@ -302,8 +305,8 @@ public static class Program
             var blobDir = a.Get("--blob-dir") ?? Path.GetDirectoryName(Path.GetFullPath(a.Positional[0]))!;
             using var store = new BlobStore(img, blobDir);
             o.Flush();
-            using var stdout = Console.OpenStandardOutput();
-            var err = store.CopyFile(ino, stdout, verify: true);
+            using var stdout = binaryOut is null ? Console.OpenStandardOutput() : null;
+            var err = store.CopyFile(ino, new NonSeekable(binaryOut ?? stdout!), verify: true);
             if (err is not null) throw new RafsFormatException(err);
         }
         return 0;
@@ -316,6 +319,22 @@ public static class Program
         var blobDir = a.Get("--blob-dir") ?? Path.GetDirectoryName(Path.GetFullPath(a.Positional[0]))!;
         Unpacker.Unpack(img, blobDir, dir);
         return 0;
+    }
+
+    /// <summary>Forces zero runs to be written (cat must not seek over holes on a pipe or a file).</summary>
+    private sealed class NonSeekable(Stream inner) : Stream
+    {
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() => inner.Flush();
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => inner.Write(buffer, offset, count);
+        public override void Write(ReadOnlySpan<byte> buffer) => inner.Write(buffer);
     }
 
     private static int KeyGen(Args a, TextWriter o)

@@ -1,6 +1,9 @@
 using System.Security.Cryptography;
 using K4os.Compression.LZ4;
 
+// VirtioFs.Rafs: nydus-compatible RAFS images (v6 = EROFS-based, v5), as dragonflyoss/nydus lays them out:
+// Layout (on-disk structs), Builder (source tree -> parallel chunking with dedup -> blob + bootstrap, merkle tree,
+// signatures), Reader (mmap reader, checker, unpacker). This file holds the chunk codecs and digesters.
 namespace VirtioFs.Rafs;
 
 /// <summary>Chunk compressors with nydus's numeric ids (nydus utils/src/compress: none=0, lz4_block=1, gzip=2, zstd=3).</summary>
@@ -166,7 +169,7 @@ public static class Codec
         switch (c)
         {
             case Compressor.Lz4Block:
-                n = LZ4Codec.Encode(src, dst, LZ4Level.L00_FAST);
+                n = NativeLz4 ? NativeLz4Encode(src, dst) : LZ4Codec.Encode(src, dst, LZ4Level.L00_FAST);
                 break;
             case Compressor.Zstd:
                 if (zstd is null) throw new ArgumentNullException(nameof(zstd));
@@ -176,6 +179,37 @@ public static class Codec
                 return -1;
         }
         return n > 0 && n < src.Length ? n : -1;
+    }
+
+    /// <summary>Whether the system liblz4 is used for lz4_block compression (falls back to K4os when absent).</summary>
+    public static bool NativeLz4 { get; set; } = ProbeNativeLz4();
+
+    private static unsafe bool ProbeNativeLz4()
+    {
+        try
+        {
+            byte x = 0;
+            byte* d = stackalloc byte[16];
+            // SAFETY: one input byte, 16 output bytes (LZ4 bound for 1 byte is 17; 16 suffices for a 1-byte literal run).
+            return Interop.LZ4_compress_default(&x, d, 1, 16) > 0;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>K4os's managed LZ4 encoder (reference output for tests).</summary>
+    public static int ManagedLz4(ReadOnlySpan<byte> src, Span<byte> dst) => LZ4Codec.Encode(src, dst, LZ4Level.L00_FAST);
+
+    private static unsafe int NativeLz4Encode(ReadOnlySpan<byte> src, Span<byte> dst)
+    {
+        fixed (byte* s = src)
+        fixed (byte* d = dst)
+        {
+            // SAFETY: both spans are pinned; liblz4 writes at most dst.Length bytes and reads src.Length bytes.
+            return Interop.LZ4_compress_default(s, d, src.Length, dst.Length);
+        }
     }
 
     /// <summary>Decompresses exactly dst.Length bytes; false if the input is corrupt.</summary>

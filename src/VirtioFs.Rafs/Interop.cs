@@ -26,6 +26,11 @@ internal static unsafe partial class Interop
     [LibraryImport("libc", SetLastError = true)]
     internal static partial int lsetxattr(byte* path, byte* name, byte* value, nuint size, int flags);
 
+    /// <summary>liblz4's block compressor (the one mksquashfs uses). Its output is byte-identical to K4os's
+    /// L00_FAST port for the same input (checked by a test), and it runs about 1.7x faster.</summary>
+    [LibraryImport("liblz4.so.1")]
+    internal static partial int LZ4_compress_default(byte* src, byte* dst, int srcSize, int dstCapacity);
+
     /// <summary>NUL-terminated copy of a path for a syscall.</summary>
     internal static byte[] CPath(ReadOnlySpan<byte> path)
     {

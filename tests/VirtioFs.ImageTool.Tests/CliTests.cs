@@ -97,6 +97,56 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void Cat_prints_file_content_including_holes()
+    {
+        var (src, o, boot) = Sample();
+        var ms = new MemoryStream();
+        Assert.Equal(0, Program.Run(["cat", boot, "/d/twice1", "--blob-dir", o], new StringWriter(), ms));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(src, "d/twice1")), ms.ToArray());
+        ms = new MemoryStream();
+        Assert.Equal(0, Program.Run(["cat", boot, "/d/hello.txt"], new StringWriter(), ms));   // blob dir defaults to the bootstrap's
+        Assert.Equal("hello world\n"u8.ToArray(), ms.ToArray());
+    }
+
+    [Fact]
+    public void Fs_version_5_builds_and_checks()
+    {
+        var (_, o, boot) = Sample("--fs-version", "5", "--compressor", "none");
+        var (code, text) = Run("inspect", boot, "--json");
+        Assert.Equal(0, code);
+        using var j = JsonDocument.Parse(text);
+        Assert.Equal(5, j.RootElement.GetProperty("version").GetInt32());
+        Assert.Equal(0, Run("check", boot, "--blob-dir", o).Code);
+    }
+
+    [Fact]
+    public void Oci_layer_files_are_flattened_by_create()
+    {
+        var dir = Temp("layers");
+        string Layer(string name, params (string Path, string Content)[] files)
+        {
+            var p = Path.Combine(dir, name);
+            using var fs = File.Create(p);
+            using var w = new System.Formats.Tar.TarWriter(fs);
+            foreach (var (path, content) in files)
+            {
+                var e = new System.Formats.Tar.PaxTarEntry(System.Formats.Tar.TarEntryType.RegularFile, path) { DataStream = new MemoryStream(System.Text.Encoding.UTF8.GetBytes(content)) };
+                w.WriteEntry(e);
+            }
+            return p;
+        }
+        var l1 = Layer("l1.tar", ("a", "1"), ("b", "2"));
+        var l2 = Layer("l2.tar", (".wh.a", ""), ("c", "3"));
+        var o = Temp("out");
+        var boot = Path.Combine(o, "b");
+        Assert.Equal(0, Run("create", l1, l2, "--blob-dir", o, "--bootstrap", boot).Code);
+        var (code, text) = Run("ls", boot, "/", "--json");
+        Assert.Equal(0, code);
+        using var j = JsonDocument.Parse(text);
+        Assert.Equal(new[] { "b", "c" }, j.RootElement.EnumerateArray().Select(e => e.GetProperty("name").GetString()));
+    }
+
+    [Fact]
     public void Unpack_writes_the_tree_back()
     {
         var (src, o, boot) = Sample();

@@ -55,3 +55,42 @@ public sealed class LayoutTests
         Assert.Contains("os2.foo", e.Message);
     }
 }
+
+public sealed class CodecTests
+{
+    [Fact]
+    public void Native_and_managed_lz4_produce_identical_blocks()
+    {
+        // Reproducible images must not depend on whether the system liblz4 is present.
+        Assert.True(Codec.NativeLz4, "system liblz4.so.1 not found; the fast path is not exercised");
+        var rnd = new Random(3);
+        var text = System.Text.Encoding.ASCII.GetBytes(string.Concat(Enumerable.Range(0, 40000).Select(i => $"line {i % 97} of text {i % 13}\n")));
+        foreach (var input in new[] { text, text.AsSpan(0, 100).ToArray(), Enumerable.Range(0, 70000).Select(_ => (byte)rnd.Next(4)).ToArray() })
+        {
+            var a = new byte[Codec.MaxCompressedSize(Compressor.Lz4Block, input.Length)];
+            var b = new byte[a.Length];
+            int na = Codec.Compress(Compressor.Lz4Block, input, a, null);
+            int nb = Codec.ManagedLz4(input, b);
+            Assert.Equal(nb, na);
+            Assert.Equal(b.AsSpan(0, nb).ToArray(), a.AsSpan(0, na).ToArray());
+            var back = new byte[input.Length];
+            Assert.True(Codec.Decompress(Compressor.Lz4Block, a.AsSpan(0, na), back));
+            Assert.Equal(input, back);
+        }
+    }
+
+    [Theory]
+    [InlineData(Compressor.Lz4Block)]
+    [InlineData(Compressor.Zstd)]
+    public void Corrupt_compressed_data_fails_cleanly(Compressor c)
+    {
+        var input = System.Text.Encoding.ASCII.GetBytes(new string('a', 5000) + "tail");
+        var buf = new byte[Codec.MaxCompressedSize(c, input.Length)];
+        using var z = new ZstdSharp.Compressor(3);
+        int n = Codec.Compress(c, input, buf, z);
+        Assert.True(n > 0);
+        var dst = new byte[input.Length];
+        Assert.False(Codec.Decompress(c, buf.AsSpan(0, n / 2), dst));
+        Assert.False(Codec.Decompress(c, buf.AsSpan(0, n), new byte[input.Length + 1]));
+    }
+}

@@ -14,10 +14,59 @@ public static unsafe partial class TreeFixture
     [LibraryImport("libc", SetLastError = true)]
     private static partial int lsetxattr(byte* path, byte* name, byte* value, nuint size, int flags);
 
+    /// <summary>Runs a host tool and returns its exit code and combined output; both pipes are drained at once
+    /// so a chatty tool cannot block on a full pipe.</summary>
+    public static (int Code, string Output) RunTool(string file, params string[] args)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo(file, args) { RedirectStandardError = true, RedirectStandardOutput = true };
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        string err = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, stdout.GetAwaiter().GetResult() + err);
+    }
+
+    private static readonly List<string> s_temps = new();
+
+    static TreeFixture()
+    {
+        // Leftovers of earlier runs (the test host may be killed before ProcessExit) older than two hours.
+        foreach (var d in Directory.EnumerateDirectories(Path.GetTempPath(), "vfs-*"))
+        {
+            try
+            {
+                if (Directory.GetCreationTimeUtc(d) < DateTime.UtcNow.AddHours(-2)) Directory.Delete(d, recursive: true);
+            }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+        }
+        // Test trees (some with 100,000 files or 5 GiB sparse files) are removed when the test run ends.
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            lock (s_temps)
+            {
+                foreach (var d in s_temps)
+                {
+                    try { Directory.Delete(d, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+                }
+            }
+        };
+    }
+
+    /// <summary>Deletes a temp tree now (for the large ones).</summary>
+    public static void Remove(params string[] dirs)
+    {
+        foreach (var d in dirs)
+        {
+            try { Directory.Delete(d, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+    }
+
     public static string TempDir(string tag)
     {
         var d = Path.Combine(Path.GetTempPath(), $"vfs-{tag}-{Guid.NewGuid():N}");
         Directory.CreateDirectory(d);
+        lock (s_temps) s_temps.Add(d);
         return d;
     }
 
@@ -108,8 +157,8 @@ public static unsafe partial class TreeFixture
             fs.Seek((5L << 30) + 17, SeekOrigin.Begin);
             fs.Write("beyond 4 GiB"u8);
         }
-        Chmod(Path.Combine(root, "small.txt"), 0x9ED); // setuid + sticky bits survive
         Own(Path.Combine(root, "small.txt"), 1234, 5678);
+        Chmod(Path.Combine(root, "small.txt"), 0x9ED); // 04755: the setuid bit must survive (chown would clear them: owner first)
         Own(Path.Combine(root, "link"), 42, 43);
         Own(Path.Combine(root, "dir/sub"), 100000, 100001);
         Times(Path.Combine(root, "small.txt"), 1_600_000_000, 123_456_789);
@@ -134,19 +183,21 @@ public static unsafe partial class TreeFixture
 
     /// <summary>Asserts two host trees are identical: names, types, modes, owners, mtimes (ns), sizes, device
     /// numbers, symlink targets, xattrs, content, and hard-link structure.</summary>
-    public static void AssertSameTree(string expected, string actual, bool compareRootTimes = true, bool compareXattrs = true, bool compareLinks = true)
+    public static void AssertSameTree(string expected, string actual, bool compareRootTimes = true, bool compareXattrs = true, bool compareLinks = true, bool compareSuid = true)
     {
         var a = DirectorySource.Load(expected);
         var b = DirectorySource.Load(actual);
         var linksA = new Dictionary<BuildInode, string>(ReferenceEqualityComparer.Instance);
         var linksB = new Dictionary<BuildInode, string>(ReferenceEqualityComparer.Instance);
         s_links = compareLinks;
+        s_suid = compareSuid;
         Compare(a, b, "/", linksA, linksB, compareRootTimes, compareXattrs);
     }
 
     private static void Compare(BuildInode a, BuildInode b, string path, Dictionary<BuildInode, string> la, Dictionary<BuildInode, string> lb, bool times, bool xattrs)
     {
-        Assert.True(a.Mode == b.Mode, $"{path}: mode {Convert.ToString(a.Mode, 8)} != {Convert.ToString(b.Mode, 8)}");
+        uint mask = s_suid ? 0xFFFFu : ~0xC00u;
+        Assert.True((a.Mode & mask) == (b.Mode & mask), $"{path}: mode {Convert.ToString(a.Mode, 8)} != {Convert.ToString(b.Mode, 8)}");
         Assert.True(a.Uid == b.Uid && a.Gid == b.Gid, $"{path}: owner {a.Uid}:{a.Gid} != {b.Uid}:{b.Gid}");
         if (times || path != "/") Assert.True(a.MtimeSec == b.MtimeSec && a.MtimeNsec == b.MtimeNsec, $"{path}: mtime {a.MtimeSec}.{a.MtimeNsec} != {b.MtimeSec}.{b.MtimeNsec}");
         Assert.True(a.Rdev == b.Rdev, $"{path}: rdev {a.Rdev} != {b.Rdev}");
@@ -184,6 +235,7 @@ public static unsafe partial class TreeFixture
     }
 
     [ThreadStatic] private static bool s_links;
+    [ThreadStatic] private static bool s_suid;
 
     private static void AssertSameContent(string pa, string pb, long size, string path)
     {

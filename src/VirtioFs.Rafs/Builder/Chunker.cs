@@ -65,6 +65,9 @@ public sealed class Chunker
         public required int Index;
         public required byte[] Data;
         public required int Length;
+        public required FileHandleRef Handle;
+        public required long Offset;
+        public required string Path;
         public byte[] Digest = new byte[Codec.DigestSize];
         public byte[]? Compressed;
         public int CompressedLength;
@@ -76,7 +79,7 @@ public sealed class Chunker
     {
         Directory.CreateDirectory(blobDir);
         string tmp = Path.Combine(blobDir, $".blob-{Environment.ProcessId}-{Guid.NewGuid():N}.tmp");
-        var channel = Channel.CreateBounded<Task<Work>>(new BoundedChannelOptions(Environment.ProcessorCount * 4) { SingleReader = true, SingleWriter = true });
+        var channel = Channel.CreateBounded<Task<Work>>(new BoundedChannelOptions(Environment.ProcessorCount * 8) { SingleReader = true, SingleWriter = true });
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         ulong compOff = 0, uncompOff = 0;
         uint count = 0;
@@ -91,20 +94,14 @@ public sealed class Chunker
                     if (f.Data is not { } data || data.Length == 0) continue;
                     int n = checked((int)(((ulong)data.Length + _chunkSize - 1) / _chunkSize));
                     f.Chunks = new ChunkRecord[n];
-                    using var h = DirectorySource.OpenData(data.Path);
+                    // One handle per file, shared by its chunk tasks (reads run in the workers, in parallel);
+                    // the writer closes it after the file's last chunk.
+                    var h = new FileHandleRef(DirectorySource.OpenData(data.Path), n);
                     for (int i = 0; i < n; i++)
                     {
                         long off = (long)i * _chunkSize;
                         int len = (int)Math.Min(_chunkSize, data.Length - off);
-                        var buf = ArrayPool<byte>.Shared.Rent(len);
-                        int got = 0;
-                        while (got < len)
-                        {
-                            int r = RandomAccess.Read(h, buf.AsSpan(got, len - got), data.Offset + off + got);
-                            if (r <= 0) throw new IOException($"file '{data.Path}' shrank while it was read");
-                            got += r;
-                        }
-                        var w = new Work { File = f, Index = i, Data = buf, Length = len };
+                        var w = new Work { File = f, Index = i, Data = ArrayPool<byte>.Shared.Rent(len), Length = len, Handle = h, Offset = data.Offset + off, Path = data.Path };
                         await channel.Writer.WriteAsync(Task.Run(() => Process(w))).ConfigureAwait(false);
                     }
                 }
@@ -232,8 +229,34 @@ public sealed class Chunker
 
     private static ulong AlignUp(ulong v, ulong a) => checked((v + a - 1) & ~(a - 1));
 
+    /// <summary>A file handle shared by the chunk tasks of one file; closed when every chunk is done.</summary>
+    private sealed class FileHandleRef(Microsoft.Win32.SafeHandles.SafeFileHandle handle, int chunks)
+    {
+        public readonly Microsoft.Win32.SafeHandles.SafeFileHandle Handle = handle;
+        private int _left = chunks;
+
+        public void Release()
+        {
+            if (Interlocked.Decrement(ref _left) == 0) Handle.Dispose();
+        }
+    }
+
     private Work Process(Work w)
     {
+        try
+        {
+            int got = 0;
+            while (got < w.Length)
+            {
+                int r = RandomAccess.Read(w.Handle.Handle, w.Data.AsSpan(got, w.Length - got), w.Offset + got);
+                if (r <= 0) throw new IOException($"file '{w.Path}' shrank while it was read");
+                got += r;
+            }
+        }
+        finally
+        {
+            w.Handle.Release();
+        }
         var data = w.Data.AsSpan(0, w.Length);
         if (data.IndexOfAnyExcept((byte)0) < 0)
         {

@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using VirtioFs.Rafs.Reader;
 
 namespace VirtioFs.Rafs.Builder;
@@ -35,9 +37,11 @@ public sealed record BuildResult(string Bootstrap, BlobOutput? Blob, BuildStats 
 /// <summary>The build pipeline: tree -> chunk/hash/compress (parallel) -> dedup -> blob -> merkle -> bootstrap.</summary>
 public static class ImageBuilder
 {
-    public static BuildResult Build(BuildInode root, BuildOptions o)
+    public static BuildResult Build(BuildInode root, BuildOptions o, ILogger? logger = null)
     {
+        logger ??= NullLogger.Instance;
         o.Validate();
+        Log.BuildStarted(logger, o.FsVersion, o.Bootstrap, Codec.Name(o.Compressor), Codec.Name(o.Digester), o.ChunkSize);
         var order = BuildTree.Finalize(root);
         var blobs = new List<BlobDesc>();
         List<ChunkRecord>? dict = null;
@@ -47,6 +51,7 @@ public static class ImageBuilder
             if (d.Digester != o.Digester) throw new RafsFormatException($"--chunk-dict uses digester {Codec.Name(d.Digester)}, this build {Codec.Name(o.Digester)}");
             if (d.ChunkSize != o.ChunkSize) throw new RafsFormatException($"--chunk-dict uses chunk size {d.ChunkSize}, this build {o.ChunkSize}");
             dict = ChunkDictionary.Load(d);
+            Log.ChunkDictLoaded(logger, o.ChunkDict, dict.Count, d.Blobs.Count);
             foreach (var b in d.Blobs)
                 blobs.Add(new BlobDesc(b.BlobId, b.CompressedSize, b.UncompressedSize, b.ChunkCount, b.Compressor, b.Digester, b.ChunkSize,
                     b.CiCompressor, b.CiOffset, b.CiCompressedSize, b.CiUncompressedSize, b.Features));
@@ -54,6 +59,7 @@ public static class ImageBuilder
         var files = order.Where(n => n.IsReg).ToList();
         var chunker = new Chunker(o.ChunkSize, o.Compressor, o.Digester, (uint)blobs.Count, dict);
         var blob = chunker.Run(files, o.BlobDir);
+        if (blob is not null) Log.BlobWritten(logger, blob.BlobId, blob.ChunkCount, blob.CompressedSize);
         if (blob is not null) blobs.Add(new BlobDesc(blob.BlobId, blob.CompressedSize, blob.UncompressedSize, blob.ChunkCount, o.Compressor, o.Digester, o.ChunkSize,
             blob.CiCompressor, blob.CiOffset, blob.CiCompressedSize, blob.CiUncompressedSize));
 
@@ -85,7 +91,6 @@ public static class ImageBuilder
             var n = Resolve(root, p) ?? throw new RafsFormatException($"--prefetch-files: '{p}' is not in the image");
             prefetch.Add(n);
         }
-        V6Writer.SetParents(order);
         var layout = new LayoutInput
         {
             Order = order,
@@ -102,7 +107,9 @@ public static class ImageBuilder
         var dir = Path.GetDirectoryName(Path.GetFullPath(o.Bootstrap))!;
         Directory.CreateDirectory(dir);
         File.WriteAllBytes(o.Bootstrap, bytes);
-        return new BuildResult(o.Bootstrap, blob, chunker.Stats, rootDigest, order.Count);
+        var result = new BuildResult(o.Bootstrap, blob, chunker.Stats, rootDigest, order.Count);
+        Log.BuildFinished(logger, o.Bootstrap, order.Count, chunker.Stats.Chunks, chunker.Stats.UniqueChunks, result.DedupRatio, Convert.ToHexStringLower(rootDigest));
+        return result;
     }
 
     public static BuildInode? Resolve(BuildInode root, string path)

@@ -48,6 +48,14 @@ public static class V6Writer
         if (inodeStart == 0) inodeStart = B;
         if (inodeStart >> V6.InodeSlotBits > ushort.MaxValue) throw new RafsFormatException("prefetch table too large: root nid must fit 16 bits");
 
+        // Parents, for ".." entries.
+        var parents = new Dictionary<BuildInode, BuildInode>(ReferenceEqualityComparer.Instance);
+        foreach (var n in order)
+        {
+            if (n.Children is null) continue;
+            foreach (var e in n.Children) if (e.Inode.IsDir) parents[e.Inode] = n;
+        }
+
         // Pass 1: sizes and placement of every inode record.
         var dirBlocks = new Dictionary<BuildInode, List<List<(byte[] Name, BuildInode? Target, byte Ft)>>>(ReferenceEqualityComparer.Instance);
         var inlineTail = new Dictionary<BuildInode, int>(ReferenceEqualityComparer.Instance);
@@ -170,7 +178,7 @@ public static class V6Writer
             }
             else if (n.IsDir)
             {
-                var data = RenderDir(dirBlocks[n], n);
+                var data = RenderDir(dirBlocks[n], n, parents.GetValueOrDefault(n) ?? n);
                 int t = inlineTail.GetValueOrDefault(n);
                 int full = data.Length - t;
                 data.AsSpan(0, full).CopyTo(span[(int)dataAddr[n]..]);
@@ -407,7 +415,7 @@ public static class V6Writer
         return (long)(blocks.Count - 1) * B + last;
     }
 
-    private static byte[] RenderDir(List<List<(byte[] Name, BuildInode? Target, byte Ft)>> blocks, BuildInode dir)
+    private static byte[] RenderDir(List<List<(byte[] Name, BuildInode? Target, byte Ft)>> blocks, BuildInode dir, BuildInode parent)
     {
         long size = DirSize(blocks);
         var data = new byte[size];
@@ -419,7 +427,7 @@ public static class V6Writer
             for (int i = 0; i < blk.Count; i++)
             {
                 var (name, target, ft) = blk[i];
-                long nid = target is null ? (ParentOf(dir)?.MetaOffset ?? dir.MetaOffset) : target.MetaOffset;
+                long nid = target is null ? parent.MetaOffset : target.MetaOffset;
                 var d = new RafsV6Dirent { e_nid = (ulong)(nid >> V6.InodeSlotBits), e_nameoff = (ushort)nameOff, e_file_type = ft };
                 MemoryMarshal.Write(s[(i * V6.DirentSize)..], in d);
                 name.CopyTo(s[nameOff..]);
@@ -427,21 +435,5 @@ public static class V6Writer
             }
         }
         return data;
-    }
-
-    [ThreadStatic] private static Dictionary<BuildInode, BuildInode>? t_parents;
-
-    private static BuildInode? ParentOf(BuildInode dir) => t_parents?.GetValueOrDefault(dir);
-
-    /// <summary>Records each directory's parent (needed for ".." entries) before <see cref="Write"/>.</summary>
-    public static void SetParents(List<BuildInode> order)
-    {
-        var map = new Dictionary<BuildInode, BuildInode>(ReferenceEqualityComparer.Instance);
-        foreach (var n in order)
-        {
-            if (n.Children is null) continue;
-            foreach (var e in n.Children) if (e.Inode.IsDir) map[e.Inode] = n;
-        }
-        t_parents = map;
     }
 }

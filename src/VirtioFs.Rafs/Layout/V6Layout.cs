@@ -254,8 +254,25 @@ public struct ErofsXattrEntry
 [System.Runtime.CompilerServices.InlineArray(16)]
 public struct Bytes16 { private byte _e; }
 
+/// <summary>32 inline bytes (a digest); compares and hashes by content, prints as hex.</summary>
 [System.Runtime.CompilerServices.InlineArray(32)]
-public struct Bytes32 { private byte _e; }
+public struct Bytes32 : IEquatable<Bytes32>
+{
+    private byte _e;
+
+    public readonly bool Equals(Bytes32 other) =>
+        MemoryMarshal.CreateReadOnlySpan(in _e, 32).SequenceEqual(MemoryMarshal.CreateReadOnlySpan(in other._e, 32));
+
+    public override readonly bool Equals(object? obj) => obj is Bytes32 b && Equals(b);
+
+    public override readonly int GetHashCode() => BitConverter.ToInt32(MemoryMarshal.CreateReadOnlySpan(in _e, 4));
+
+    public override readonly string ToString() => Convert.ToHexStringLower(MemoryMarshal.CreateReadOnlySpan(in _e, 32));
+
+    public static bool operator ==(Bytes32 a, Bytes32 b) => a.Equals(b);
+
+    public static bool operator !=(Bytes32 a, Bytes32 b) => !a.Equals(b);
+}
 
 [System.Runtime.CompilerServices.InlineArray(64)]
 public struct Bytes64 { private byte _e; }

@@ -4,7 +4,18 @@ namespace VirtioFs.Rafs.Reader;
 /// every chunk's data against its digest. Returns the first mismatch, named.</summary>
 public static class ImageChecker
 {
-    public static string? Check(RafsImage image, string? blobDir, byte[]? trustedKey)
+    public static string? Check(RafsImage image, string? blobDir, byte[]? trustedKey, Microsoft.Extensions.Logging.ILogger? logger = null)
+    {
+        var err = CheckCore(image, blobDir, trustedKey);
+        if (logger is not null)
+        {
+            if (err is null) Log.CheckPassed(logger, image.InodeCount, image.Blobs.Count);
+            else Log.CheckFailed(logger, err);
+        }
+        return err;
+    }
+
+    private static string? CheckCore(RafsImage image, string? blobDir, byte[]? trustedKey)
     {
         if (trustedKey is not null)
         {
@@ -20,6 +31,8 @@ public static class ImageChecker
         var buf = new byte[image.ChunkSize];
         var verifiedChunks = new HashSet<(uint, uint)>();
         var perBlob = new Dictionary<uint, Dictionary<uint, RafsChunk>>();
+        var dirIndex = new Dictionary<string, ulong>();
+        foreach (var e in all) if (e.Attr.FileType == 0x4000) dirIndex.TryAdd(Convert.ToBase64String(e.Path), e.Ino);
         foreach (var (path, ino, attr) in all)
         {
             if (path.Length > 0)
@@ -27,7 +40,7 @@ public static class ImageChecker
                 int slash = Array.LastIndexOf(path, (byte)'/');
                 var parentPath = slash < 0 ? [] : path[..slash];
                 var name = slash < 0 ? path : path[(slash + 1)..];
-                var parentIno = FindIno(all, parentPath);
+                if (!dirIndex.TryGetValue(Convert.ToBase64String(parentPath), out var parentIno)) return $"'/{ImageWalker.Show(path)}': parent directory not found (corrupt names)";
                 if (!children.TryGetValue(parentIno, out var list)) children[parentIno] = list = new();
                 list.Add((name, ino));
             }
@@ -107,15 +120,4 @@ public static class ImageChecker
     }
 
     private static bool IsSha256Name(string id) => id.Length == 64 && id.All(char.IsAsciiHexDigitLower);
-
-    private static ulong FindIno(List<(byte[] Path, ulong Ino, RafsAttr Attr)> all, byte[] path)
-    {
-        // Parents precede children in breadth-first order; a dictionary keeps this linear.
-        s_index ??= new();
-        if (s_last != all) { s_index.Clear(); s_last = all; foreach (var e in all) if (e.Attr.FileType == 0x4000) s_index[Convert.ToBase64String(e.Path)] = e.Ino; }
-        return s_index[Convert.ToBase64String(path)];
-    }
-
-    [ThreadStatic] private static Dictionary<string, ulong>? s_index;
-    [ThreadStatic] private static object? s_last;
 }

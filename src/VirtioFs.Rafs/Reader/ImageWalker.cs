@@ -13,7 +13,9 @@ public static class ImageWalker
         yield return ([], image.RootIno, rootAttr);
         queue.Enqueue(([], image.RootIno));
         seenDirs.Add(image.RootIno);
-        ulong budget = checked(image.InodeCount * 4 + 16);
+        // Every directory entry occupies at least 8 bytes of the bootstrap (v5 inode table slot / v6 dirent),
+        // so more entries than that means a cycle or corruption; this bounds work by the file, not by a field.
+        ulong budget = (ulong)image.BootstrapSize / 4 + 16;
         var entries = new List<(byte[] Name, ulong Ino)>();
         while (queue.Count > 0)
         {

@@ -3,6 +3,12 @@ using System.IO.MemoryMappedFiles;
 using System.Runtime.InteropServices;
 using VirtioFs.Rafs.Layout;
 
+// Reading RAFS bootstraps. A RAFS image is nydus's container image format: a bootstrap with the whole file tree's
+// metadata (v6: an EROFS filesystem image with nydus's extended superblock and tables; v5: nydus's own layout)
+// and data blobs holding the files' chunks, each optionally compressed and addressed by digest. This namespace maps
+// a bootstrap read-only and answers what a FUSE server asks (lookup by name bytes, getattr, readdir from an offset,
+// readlink, xattrs, the chunk list of a byte range), checks images (ImageChecker), reads blobs (BlobStore) and
+// writes trees back out (Unpacker). Everything read from an image is bounds-checked; failures are errno values.
 namespace VirtioFs.Rafs.Reader;
 
 public enum RafsVersion { V5 = 5, V6 = 6 }
@@ -72,7 +78,7 @@ public sealed unsafe partial class RafsImage : IDisposable
     public byte[]? Signature { get; }
     public bool HasMerkle => RootDigest is not null;
 
-    private RafsImage(string path, MemoryMappedFile mmf, MemoryMappedViewAccessor view, byte* b, long size)
+    private RafsImage(string path, MemoryMappedFile mmf, MemoryMappedViewAccessor view, byte* b, long size, bool plainErofs)
     {
         Path = path;
         _mmf = mmf;
@@ -102,7 +108,8 @@ public sealed unsafe partial class RafsImage : IDisposable
             throw new RafsFormatException($"bad magic 0x{_sb.s_magic:x8} at offset 1024 (expected EROFS 0xe0f5e1e2) and no RAFS v5 magic at 0");
         InodeCount = _sb.s_inos;
         BuildTime = _sb.s_build_time;
-        if ((_sb.s_feature_compat & V6.FeatureCompatRafsV6) == 0) throw new RafsFormatException("EROFS image without the RAFS v6 feature bit (0x40000000)");
+        bool rafs = (_sb.s_feature_compat & V6.FeatureCompatRafsV6) != 0;
+        if (!rafs && !plainErofs) throw new RafsFormatException("EROFS image without the RAFS v6 feature bit (0x40000000)");
         if (_sb.s_blkszbits != V6.BlockBits) throw new RafsFormatException($"unsupported block size bits {_sb.s_blkszbits} (expected 12)");
         uint incompat = _sb.s_feature_incompat & ~(V6.FeatureIncompatChunkedFile | V6.FeatureIncompatDeviceTable);
         if (incompat != 0) throw new RafsFormatException($"unsupported EROFS incompat features 0x{incompat:x}");
@@ -110,6 +117,18 @@ public sealed unsafe partial class RafsImage : IDisposable
         if (_sb.s_inos == 0) throw new RafsFormatException("superblock says zero inodes");
         _metaBase = (long)_sb.s_meta_blkaddr * B;
         if (_metaBase >= size) throw new RafsFormatException($"meta block address {_sb.s_meta_blkaddr} beyond the end of the bootstrap");
+        if (!rafs)
+        {
+            // Plain EROFS (e.g. from mkfs.erofs): metadata only, no RAFS blob/chunk tables.
+            ChunkSize = B;
+            Compressor = Compressor.None;
+            Digester = Digester.Blake3;
+            Blobs = [];
+            PrefetchInodes = [];
+            RootIno = _sb.s_root_nid;
+            if (TryInode(RootIno, out var r0) != 0 || (r0.Mode & 0xF000) != 0x4000) throw new RafsFormatException("root inode is out of range, corrupt or not a directory");
+            return;
+        }
         _ext = MemoryMarshal.Read<RafsV6SuperBlockExt>(Span(V6.ExtSuperOffset, RafsV6SuperBlockExt.Size));
         uint cs = _ext.s_chunk_size;
         ChunkSize = cs;
@@ -199,7 +218,11 @@ public sealed unsafe partial class RafsImage : IDisposable
     private static bool BitOperationsIsPow2(uint v) => v != 0 && (v & (v - 1)) == 0;
 
     /// <summary>Maps and validates a bootstrap; throws <see cref="RafsFormatException"/> naming what is wrong.</summary>
-    public static RafsImage Open(string path)
+    public static RafsImage Open(string path) => Open(path, plainErofs: false);
+
+    /// <summary>Like <see cref="Open(string)"/>; with <paramref name="plainErofs"/> also maps EROFS images without the
+    /// RAFS extension (metadata only: lookup, readdir, attributes, symlinks, xattrs).</summary>
+    public static RafsImage Open(string path, bool plainErofs)
     {
         if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("RAFS is little-endian; this reader maps it directly");
         long size = new FileInfo(path).Length;
@@ -215,7 +238,7 @@ public sealed unsafe partial class RafsImage : IDisposable
             p += view.PointerOffset;
             try
             {
-                return new RafsImage(path, mmf, view, p, size);
+                return new RafsImage(path, mmf, view, p, size, plainErofs);
             }
             catch
             {
@@ -398,7 +421,8 @@ public sealed unsafe partial class RafsImage : IDisposable
             int z = name.IndexOf((byte)0);
             if (z >= 0) name = name[..z];
         }
-        if (name.Length == 0 || name.Length > 255) return EIO;
+        // A name with '/' or NUL would let a hostile image alias paths.
+        if (name.Length == 0 || name.Length > 255 || name.IndexOfAny((byte)'/', (byte)0) >= 0) return EIO;
         return 0;
     }
 
@@ -484,7 +508,16 @@ public sealed unsafe partial class RafsImage : IDisposable
         if (!TrySpan(n.Offset + n.InodeSize, n.XattrSize, out var x)) return EIO;
         int shared = x[4];
         int p = ErofsXattrIbodyHeader.Size + shared * 4;
-        if (shared != 0) return ENOTSUP; // shared xattrs are not produced by nydus (s_xattr_blkaddr must be 0)
+        if (p > x.Length) return EIO;
+        // Shared xattrs (mkfs.erofs; nydus does not emit them): u32 ids into the shared area at s_xattr_blkaddr.
+        for (int i = 0; i < shared; i++)
+        {
+            long at = (long)_sb.s_xattr_blkaddr * B + (long)BinaryPrimitives.ReadUInt32LittleEndian(x[(ErofsXattrIbodyHeader.Size + i * 4)..]) * 4;
+            if (!TrySpan(at, ErofsXattrEntry.Size, out var eh)) return EIO;
+            int snlen = eh[0], sidx = eh[1], svlen = BinaryPrimitives.ReadUInt16LittleEndian(eh[2..]);
+            if (!TrySpan(at + 4, snlen + svlen, out var body)) return EIO;
+            if (!visit((byte)sidx, body[..snlen], body[snlen..])) return 0;
+        }
         while (p + ErofsXattrEntry.Size <= x.Length)
         {
             int nlen = x[p], idx = x[p + 1], vlen = BinaryPrimitives.ReadUInt16LittleEndian(x[(p + 2)..]);
@@ -561,9 +594,23 @@ public sealed unsafe partial class RafsImage : IDisposable
     }
 
     /// <summary>Appends the chunks of a regular file, in file order, to <paramref name="chunks"/>.</summary>
-    public int GetChunks(ulong ino, List<RafsChunk> chunks)
+    public int GetChunks(ulong ino, List<RafsChunk> chunks) => GetChunks(ino, 0, ulong.MaxValue, chunks);
+
+    /// <summary>Appends, in file order, the chunks that overlap [offset, offset + length) of a regular file (what a
+    /// FUSE READ needs); for v6 this decodes only those chunk indexes.</summary>
+    public int GetChunks(ulong ino, ulong offset, ulong length, List<RafsChunk> chunks)
     {
-        if (Version == RafsVersion.V5) return V5GetChunks(ino, chunks);
+        if (Version == RafsVersion.V5)
+        {
+            if (offset == 0 && length == ulong.MaxValue) return V5GetChunks(ino, chunks);
+            var all = new List<RafsChunk>();
+            int rc5 = V5GetChunks(ino, all);
+            if (rc5 != 0) return rc5;
+            ulong end5 = length > ulong.MaxValue - offset ? ulong.MaxValue : offset + length;
+            foreach (var c in all)
+                if (c.FileOffset + c.UncompressedSize > offset && c.FileOffset < end5) chunks.Add(c);
+            return 0;
+        }
         int rc = TryInode(ino, out var n);
         if (rc != 0) return rc;
         if ((n.Mode & 0xF000) != 0x8000) return (n.Mode & 0xF000) == 0x4000 ? EISDIR : EINVAL;
@@ -578,7 +625,9 @@ public sealed unsafe partial class RafsImage : IDisposable
         long idxOff = (n.Offset + n.InodeSize + n.XattrSize + 7) & ~7L;
         if (!TrySpan(idxOff, (long)count * V6.ChunkAddrSize, out var idx)) return EIO;
         ulong cs = ChunkSize;
-        for (ulong i = 0; i < count; i++)
+        if (length == 0 || offset >= n.Size) return 0;
+        ulong last = length > n.Size - offset ? count : Math.Min(count, (offset + length + ics - 1) / ics);
+        for (ulong i = offset / ics; i < last; i++)
         {
             var a = MemoryMarshal.Read<RafsV6InodeChunkAddr>(idx[(int)(i * V6.ChunkAddrSize)..]);
             ulong fileOff = i * ics;

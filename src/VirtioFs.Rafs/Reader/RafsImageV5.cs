@@ -112,6 +112,7 @@ public sealed unsafe partial class RafsImage
         var ino = MemoryMarshal.Read<RafsV5Inode>(s);
         long p = off + RafsV5Inode.Size;
         if (ino.i_name_size == 0 || ino.i_name_size > 255 || !TrySpan(p, ino.i_name_size, out var name)) return EIO;
+        if (index != 1 && name.IndexOfAny((byte)'/', (byte)0) >= 0) return EIO; // names must not alias paths
         p += (ino.i_name_size + 7) & ~7;
         ReadOnlySpan<byte> link = default;
         if ((ino.i_flags & V5.FlagSymlink) != 0)
