@@ -22,7 +22,7 @@ fi
 
 echo "== building the image (vfs-image create)"
 mkdir -p "$work/blobs"
-out/vfs-image create --blob-dir "$work/blobs" --output "$work/image.boot" "$src"
+out/vfs-image create "$src" --bootstrap "$work/image.boot" --blob-dir "$work/blobs"
 echo "== vfs-image check"
 out/vfs-image check --blob-dir "$work/blobs" "$work/image.boot"
 

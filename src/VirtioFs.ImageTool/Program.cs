@@ -1,5 +1,4 @@
 using System.Text;
-using System.Text.Json;
 using VirtioFs.Rafs;
 using VirtioFs.Rafs.Builder;
 using VirtioFs.Rafs.Reader;
@@ -28,6 +27,24 @@ public static class Program
     }
 
     public sealed class UsageException(string message) : Exception(message);
+
+    private const string Usage = """
+        usage: vfs-image COMMAND ...   build, check and read nydus-compatible RAFS images (v6 and v5)
+
+          create SOURCE... --bootstrap FILE --blob-dir DIR [--type dir|oci-layout|oci-layers] [--fs-version 6|5]
+                 [--chunk-size N] [--compressor none|lz4_block|zstd] [--digester blake3|sha256]
+                 [--chunk-dict BOOTSTRAP] [--prefetch-files LIST] [--sign KEY] [--json]
+          check BOOTSTRAP [--blob-dir DIR] [--trust-key PUB] [--json]
+          inspect BOOTSTRAP [--json]
+          ls BOOTSTRAP PATH [--json]
+          stat BOOTSTRAP PATH [--json]
+          cat BOOTSTRAP PATH [--blob-dir DIR]
+          unpack BOOTSTRAP DIR [--blob-dir DIR]
+          keygen KEY                      writes KEY (Ed25519 seed) and KEY.pub
+
+        Usage errors exit 2, bad input exits 1; see src/VirtioFs.ImageTool/USAGE.md for details.
+
+        """;
 
     private sealed class Args
     {
@@ -73,10 +90,11 @@ public static class Program
     /// <summary>Runs a command; <paramref name="binaryOut"/> receives `cat` output (stdout when null).</summary>
     public static int Run(string[] args, TextWriter o, Stream? binaryOut)
     {
-        if (args.Length == 0) throw new UsageException("usage: vfs-image create|check|inspect|ls|cat|stat|unpack ... (see USAGE.md)");
+        if (args.Length == 0) throw new UsageException("usage: vfs-image create|check|inspect|ls|cat|stat|unpack|keygen ... (vfs-image --help)");
         var rest = args.Skip(1);
         switch (args[0])
         {
+            case "--help" or "-h" or "help": o.Write(Usage); return 0;
             case "create": return Create(Args.Parse(rest, ["--fs-version", "--chunk-size", "--compressor", "--digester", "--chunk-dict", "--prefetch-files", "--blob-dir", "--bootstrap", "--sign", "--type"], ["--json"]), o);
             case "check": return Check(Args.Parse(rest, ["--blob-dir", "--trust-key"], ["--json"]), o);
             case "inspect": return Inspect(Args.Parse(rest, [], ["--json"]), o);
@@ -136,7 +154,7 @@ public static class Program
         var s = r.Stats;
         if (a.Flags.Contains("--json"))
         {
-            o.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object?>
+            o.WriteLine(JsonText.Serialize(new Dictionary<string, object?>
             {
                 ["bootstrap"] = r.Bootstrap, ["blob_id"] = r.Blob?.BlobId, ["inodes"] = r.Inodes, ["files"] = s.Files, ["chunks"] = s.Chunks,
                 ["unique_chunks"] = s.UniqueChunks, ["dict_chunks"] = s.DictChunks, ["bytes_in"] = s.BytesIn, ["bytes_out"] = s.BytesOut,
@@ -198,7 +216,7 @@ public static class Program
         {
             err = e.Message;
         }
-        if (a.Flags.Contains("--json")) o.WriteLine(JsonSerializer.Serialize(new { ok = err is null, error = err }));
+        if (a.Flags.Contains("--json")) o.WriteLine(JsonText.Serialize(new Dictionary<string, object?> { ["ok"] = err is null, ["error"] = err }));
         else if (err is null) o.WriteLine("OK");
         else Console.Error.WriteLine($"vfs-image: check failed: {err}");
         return err is null ? 0 : 1;
@@ -225,7 +243,7 @@ public static class Program
                 ["compressed_size"] = b.CompressedSize, ["uncompressed_size"] = b.UncompressedSize, ["features"] = $"0x{(uint)b.Features:x}",
             }).ToList(),
         };
-        if (a.Flags.Contains("--json")) o.WriteLine(JsonSerializer.Serialize(info));
+        if (a.Flags.Contains("--json")) o.WriteLine(JsonText.Serialize(info));
         else
         {
             foreach (var (k, v) in info)
@@ -272,7 +290,7 @@ public static class Program
                     rows.Add(AttrJson(Encoding.UTF8.GetString(n), at));
                 }
             }
-            if (a.Flags.Contains("--json")) o.WriteLine(JsonSerializer.Serialize(rows));
+            if (a.Flags.Contains("--json")) o.WriteLine(JsonText.Serialize(rows));
             else foreach (var r in rows) o.WriteLine($"{r["mode"],8} {r["nlink"],3} {r["uid"],5} {r["gid"],5} {r["size"],12} {r["name"]}");
         }
         return 0;
@@ -291,7 +309,7 @@ public static class Program
             if (at.FileType == 0xA000 && img.ReadLink(ino, out var t) == 0) j["target"] = Encoding.UTF8.GetString(t);
             var d = img.GetInodeDigest((uint)at.Ino);
             if (!d.IsEmpty) j["digest"] = Convert.ToHexStringLower(d);
-            if (a.Flags.Contains("--json")) o.WriteLine(JsonSerializer.Serialize(j));
+            if (a.Flags.Contains("--json")) o.WriteLine(JsonText.Serialize(j));
             else foreach (var (k, v) in j) o.WriteLine($"{k,-10} {(v is Dictionary<string, string> dd ? string.Join(", ", dd.Keys) : v)}");
         }
         return 0;
