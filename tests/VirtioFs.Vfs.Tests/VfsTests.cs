@@ -292,3 +292,25 @@ public sealed class VfsTests : IDisposable
         Assert.Empty(_vfs.Metrics.InFlight());
     }
 }
+
+public sealed class VfsMetricsJsonTests
+{
+    [Fact]
+    public void Global_metrics_document_counts_what_was_served()
+    {
+        using var vfs = new Vfs(new VfsOptions(), NullLogger.Instance);
+        vfs.Mount("/a", new FakeFs("AAAA"));
+        using var h = new Harness(vfs);
+        h.Init();
+        ulong a = h.LookupOk(1, "a");
+        ulong f = h.LookupOk(a, "file");
+        Assert.Equal(0, h.Open(f, out ulong fh));
+        Assert.Equal(0, h.Read(f, fh, out _));
+        System.Text.Json.Nodes.JsonObject doc = VfsMetricsJson.Global(vfs.Metrics);
+        Assert.Equal(4L, (long)doc["data_read"]!);
+        Assert.Equal(2L, (long)doc["fops"]!["lookup"]!["count"]!);
+        Assert.Equal(1L, (long)doc["fops"]!["read"]!["count"]!);
+        Assert.Equal(4L, (long)doc["fop_hits_total"]!);
+        Assert.Empty(VfsMetricsJson.InFlight(vfs.Metrics));
+    }
+}
