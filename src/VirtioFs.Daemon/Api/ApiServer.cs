@@ -1,0 +1,208 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.Extensions.Logging;
+
+namespace VirtioFs.Daemon.Api;
+
+public sealed class ApiServerOptions
+{
+    public HttpLimits Limits { get; init; } = new();
+    /// <summary>Connections served at once; more are accepted and closed at once.</summary>
+    public int MaxConnections { get; init; } = 32;
+    /// <summary>A connection that sends no complete request for this long is closed (keep-alive idle and slow clients).</summary>
+    public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromSeconds(60);
+}
+
+/// <summary>
+/// HTTP/1.1 over a Unix socket (nydusd --apisock): one task per connection reading through a <see cref="PipeReader"/>,
+/// so a slow or idle client never blocks another; keep-alive; every limit enforced by <see cref="HttpParser"/>.
+/// </summary>
+public sealed class ApiServer : IAsyncDisposable
+{
+    private readonly string _path;
+    private readonly ApiRouter _router;
+    private readonly ApiServerOptions _options;
+    private readonly ILogger _logger;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Lock _lock = new();
+    private readonly HashSet<Socket> _connections = [];
+    private Socket? _listener;
+    private Task _acceptLoop = Task.CompletedTask;
+
+    public ApiServer(string socketPath, IDaemonControl control, ILogger logger, ApiServerOptions? options = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(socketPath);
+        ArgumentNullException.ThrowIfNull(control);
+        ArgumentNullException.ThrowIfNull(logger);
+        _path = socketPath;
+        _router = new ApiRouter(control);
+        _options = options ?? new ApiServerOptions();
+        _logger = logger;
+    }
+
+    public string SocketPath => _path;
+
+    /// <summary>Binds the socket (replacing a stale socket file, as nydusd does) and starts accepting.</summary>
+    public void Start()
+    {
+        // A socket file left by a previous run would make bind fail with EADDRINUSE.
+        if (File.Exists(_path))
+        {
+            File.Delete(_path);
+        }
+        var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            listener.Bind(new UnixDomainSocketEndPoint(_path));
+            listener.Listen(16);
+        }
+        catch
+        {
+            listener.Dispose();
+            throw;
+        }
+        _listener = listener;
+        ApiLog.Listening(_logger, _path);
+        _acceptLoop = AcceptLoopAsync(listener);
+    }
+
+    private async Task AcceptLoopAsync(Socket listener)
+    {
+        while (!_stop.IsCancellationRequested)
+        {
+            Socket client;
+            try
+            {
+                client = await listener.AcceptAsync(_stop.Token).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException or SocketException)
+            {
+                if (_stop.IsCancellationRequested) return;
+                ApiLog.AcceptFailed(_logger, ex.Message);
+                await Task.Delay(100).ConfigureAwait(false);
+                continue;
+            }
+            lock (_lock)
+            {
+                if (_connections.Count >= _options.MaxConnections)
+                {
+                    ApiLog.TooManyConnections(_logger, _options.MaxConnections);
+                    client.Dispose();
+                    continue;
+                }
+                _connections.Add(client);
+            }
+            // Off the accept loop: a request already buffered would otherwise run (and a slow mount block) inline here.
+            _ = Task.Run(() => ServeAsync(client));
+        }
+    }
+
+    private async Task ServeAsync(Socket socket)
+    {
+        await using var stream = new NetworkStream(socket, ownsSocket: true);
+        PipeReader reader = PipeReader.Create(stream, new StreamPipeReaderOptions(leaveOpen: true));
+        PipeWriter writer = PipeWriter.Create(stream, new StreamPipeWriterOptions(leaveOpen: true));
+        try
+        {
+            bool open = true;
+            while (open && !_stop.IsCancellationRequested)
+            {
+                ReadResult read;
+                using (var idle = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token))
+                {
+                    idle.CancelAfter(_options.IdleTimeout);
+                    read = await reader.ReadAsync(idle.Token).ConfigureAwait(false);
+                }
+                ReadOnlySequence<byte> buffer = read.Buffer;
+                // Serve every complete request already buffered (pipelining), then wait for more.
+                while (open)
+                {
+                    HttpParseStatus status = HttpParser.TryParse(buffer, _options.Limits, out HttpRequest? request,
+                        out SequencePosition consumed, out HttpParseError error);
+                    if (status == HttpParseStatus.Incomplete) break;
+                    if (status == HttpParseStatus.Error)
+                    {
+                        ApiLog.BadRequest(_logger, error.StatusCode, error.Reason);
+                        await WriteAsync(writer, ApiRouter.Error(error.StatusCode, error.Reason), keepAlive: false).ConfigureAwait(false);
+                        open = false;
+                        break;
+                    }
+                    buffer = buffer.Slice(consumed);
+                    HttpResponse response = _router.Handle(request!);
+                    ApiLog.Request(_logger, request!.Method, request.Path, response.StatusCode);
+                    await WriteAsync(writer, response, request.KeepAlive).ConfigureAwait(false);
+                    response.AfterSent?.Invoke();
+                    open = request.KeepAlive;
+                }
+                reader.AdvanceTo(buffer.Start, buffer.End);
+                if (read.IsCompleted) break;
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or SocketException or ObjectDisposedException)
+        {
+            // Idle timeout, shutdown or the client went away: just close.
+        }
+        finally
+        {
+            await reader.CompleteAsync().ConfigureAwait(false);
+            await writer.CompleteAsync().ConfigureAwait(false);
+            lock (_lock)
+            {
+                _connections.Remove(socket);
+            }
+        }
+    }
+
+    private static async ValueTask WriteAsync(PipeWriter writer, HttpResponse r, bool keepAlive)
+    {
+        var head = new StringBuilder(160);
+        head.Append("HTTP/1.1 ").Append(r.StatusCode).Append(' ').Append(HttpResponse.ReasonPhrase(r.StatusCode)).Append("\r\n");
+        head.Append("Server: Nydus API\r\nContent-Type: application/json\r\n");
+        if (r.StatusCode != 204) head.Append("Content-Length: ").Append(r.Body.Length).Append("\r\n");
+        if (!keepAlive) head.Append("Connection: close\r\n");
+        head.Append("\r\n");
+        writer.Write(Encoding.ASCII.GetBytes(head.ToString()));
+        if (r.StatusCode != 204) writer.Write(r.Body);
+        await writer.FlushAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>Stops accepting, closes every connection and removes the socket file.</summary>
+    public async Task StopAsync()
+    {
+        if (_stop.IsCancellationRequested) return;
+        await _stop.CancelAsync().ConfigureAwait(false);
+        _listener?.Dispose();
+        lock (_lock)
+        {
+            foreach (Socket s in _connections)
+            {
+                try
+                {
+                    s.Shutdown(SocketShutdown.Both);
+                }
+                catch (SocketException)
+                {
+                }
+                catch (ObjectDisposedException)
+                {
+                }
+            }
+        }
+        await _acceptLoop.ConfigureAwait(false);
+        try
+        {
+            File.Delete(_path);
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync().ConfigureAwait(false);
+        _stop.Dispose();
+    }
+}
