@@ -59,7 +59,7 @@ public sealed class RegistryOptions
 
     internal string EffectiveScheme => Scheme is { Length: > 0 } s ? s : IsLoopbackHost(Host) ? "http" : "https";
 
-    internal void Validate()
+    public void Validate()
     {
         if (!OciReference.IsValidRepository(Repository)) throw new ArgumentException($"bad repository name '{Repository}'");
         if (string.IsNullOrEmpty(Host) || Host.Contains('/', StringComparison.Ordinal)) throw new ArgumentException($"bad registry host '{Host}'");
@@ -100,7 +100,7 @@ public sealed class RegistryProxyOptions
     public bool Fallback { get; init; } = true;
     public TimeSpan CheckInterval { get; init; } = TimeSpan.FromSeconds(5);
 
-    internal void Validate()
+    public void Validate()
     {
         if (!Uri.TryCreate(Url, UriKind.Absolute, out var u) || u.Scheme is not ("http" or "https"))
             throw new ArgumentException($"proxy url '{Url}' is not an http(s) URL");
