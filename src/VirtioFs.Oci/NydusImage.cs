@@ -70,7 +70,7 @@ public static class NydusImage
                 return;
             }
         }
-        catch (FormatException ex) { throw new InvalidDataException($"bootstrap layer is not a tar: {ex.Message}"); }
+        catch (Exception ex) when (ex is FormatException or EndOfStreamException) { throw new InvalidDataException($"bootstrap layer is not a tar: {ex.Message}"); }
         throw new InvalidDataException($"bootstrap layer has no {OciMediaTypes.BootstrapTarPath}");
     }
 
