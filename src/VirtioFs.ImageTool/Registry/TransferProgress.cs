@@ -16,7 +16,7 @@ internal sealed class TransferProgress : IProgress<long>
     private readonly bool _tty;
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private readonly Lock _lock = new();
-    private TimeSpan _last = TimeSpan.MinValue;
+    private TimeSpan? _last;
     private long _done;
 
     public TransferProgress(TextWriter w, string name, long total, bool terminal)
@@ -33,7 +33,7 @@ internal sealed class TransferProgress : IProgress<long>
         {
             _done = value;
             var now = _clock.Elapsed;
-            if (now - _last < (_tty ? TimeSpan.FromMilliseconds(100) : PlainInterval)) return;
+            if (_last is { } last && now - last < (_tty ? TimeSpan.FromMilliseconds(100) : PlainInterval)) return;
             _last = now;
             Write(final: false);
         }
