@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(qemu-system-x86 linux-image-amd64 busybox-static cpio fuse3 attr erofs-utils squashfs-tools squashfuse fio
-          gcc libc6-dev linux-libc-dev)
+          gcc libc6-dev linux-libc-dev docker-registry)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

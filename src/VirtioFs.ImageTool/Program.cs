@@ -103,6 +103,8 @@ public static class Program
             case "cat": return Cat(Args.Parse(rest, ["--blob-dir"], []), o, binaryOut);
             case "unpack": return Unpack(Args.Parse(rest, ["--blob-dir"], []), o);
             case "keygen": return KeyGen(Args.Parse(rest, [], []), o);
+            case "push": return Registry.RegistryCommands.Push(rest, o, ReferenceEquals(o, Console.Out) && !Console.IsOutputRedirected);
+            case "pull": return Registry.RegistryCommands.Pull(rest, o, ReferenceEquals(o, Console.Out) && !Console.IsOutputRedirected);
             default: throw new UsageException($"unknown command '{args[0]}'");
         }
     }

@@ -1,0 +1,293 @@
+using System.Text.Json;
+using VirtioFs.Oci;
+using VirtioFs.Rafs.Reader;
+
+namespace VirtioFs.ImageTool.Registry;
+
+/// <summary>
+/// <c>vfs-image push</c> and <c>pull</c>: move a built RAFS image (bootstrap + blobs) to and from an OCI registry in
+/// the layout nydusify writes (see <see cref="NydusImage"/>): blobs as nydus blob layers, the bootstrap as a tar+gzip
+/// layer, a manifest, and an index whose platform carries os.features nydus.remoteimage.v1.
+/// </summary>
+public static class RegistryCommands
+{
+    public const string PushUsage = "push BOOTSTRAP --blob-dir DIR --target HOST/REPO:TAG [--platform OS/ARCH] [--chunk-size N] [--mount-from REPO] [REGISTRY OPTIONS] [--json]";
+    public const string PullUsage = "pull HOST/REPO:TAG --bootstrap FILE [--blob-dir DIR] [--platform OS/ARCH] [REGISTRY OPTIONS] [--json]";
+    public const string RegistryOptionsUsage = "registry options: --plain-http --skip-verify --ca-file PEM --docker-config FILE --timeout SECONDS --retry-limit N";
+
+    private static readonly string[] CommonValued = ["--platform", "--ca-file", "--docker-config", "--timeout", "--retry-limit"];
+    private static readonly string[] CommonFlags = ["--plain-http", "--skip-verify", "--json"];
+
+    public static int Push(IEnumerable<string> rest, TextWriter o, bool terminal = false)
+    {
+        var a = Parse(rest, [.. CommonValued, "--blob-dir", "--target", "--chunk-size", "--mount-from"], CommonFlags);
+        if (a.Positional.Count != 1) throw new Program.UsageException("usage: vfs-image " + PushUsage);
+        string bootstrap = a.Positional[0];
+        string blobDir = a.Get("--blob-dir") ?? throw new Program.UsageException("push needs --blob-dir DIR");
+        var target = Ref(a.Get("--target") ?? throw new Program.UsageException("push needs --target HOST/REPO:TAG"));
+        if (target.Digest is not null) throw new Program.UsageException("push --target takes a tag, not a digest");
+        var platform = Platform(a);
+        long chunk = a.Get("--chunk-size") is { } cs ? ParseSize(cs) : 0;
+        string? mountFrom = a.Get("--mount-from");
+        if (mountFrom is not null && !OciReference.IsValidRepository(mountFrom)) throw new Program.UsageException($"bad --mount-from repository '{mountFrom}'");
+        bool json = a.Flags.Contains("--json");
+        var log = json ? TextWriter.Null : o;
+
+        // Everything the image references must be here before anything is sent.
+        int fsVersion;
+        var blobs = new List<(string Id, string Path, long Size)>();
+        using (var img = RafsImage.Open(bootstrap))
+        {
+            fsVersion = (int)img.Version;
+            foreach (var b in img.Blobs)
+            {
+                if (b.BlobId.Length != 64 || !OciDigest.IsLowerHex(b.BlobId)) throw new InvalidDataException($"blob id '{b.BlobId}' is not a sha256 hex digest");
+                var path = Path.Combine(blobDir, b.BlobId);
+                if (!File.Exists(path)) throw new IOException($"blob {b.BlobId} is not in {blobDir}");
+                blobs.Add((b.BlobId, path, new FileInfo(path).Length));
+            }
+        }
+        using var client = new RegistryClient(Options(a, target));
+        var layers = new List<OciDescriptor>();
+        var diffIds = new List<string>();
+        var results = new List<(string Digest, long Size, string Outcome)>();
+        foreach (var (id, path, size) in blobs)
+        {
+            var progress = new TransferProgress(log, "blob " + id[..12], size, terminal);
+            var outcome = Run(client.PushBlobAsync("sha256:" + id, size, () => File.OpenRead(path), mountFrom, chunk, progress));
+            progress.Done(Describe(outcome));
+            layers.Add(NydusImage.BlobLayer(id, size));
+            diffIds.Add("sha256:" + id); // a nydus blob is stored as is: its diff id is its digest
+            results.Add(("sha256:" + id, size, Describe(outcome)));
+        }
+        var boot = NydusImage.CreateBootstrapLayer(bootstrap);
+        var bootOutcome = Run(client.PushBlobAsync(boot.Digest, boot.Compressed.Length, () => new MemoryStream(boot.Compressed, writable: false)));
+        log.WriteLine($"bootstrap {boot.Digest[7..19]}: {Describe(bootOutcome)} {TransferProgress.Size(boot.Compressed.Length)}");
+        layers.Add(NydusImage.BootstrapDescriptor(boot, fsVersion));
+        diffIds.Add(boot.DiffId);
+        results.Add((boot.Digest, boot.Compressed.Length, Describe(bootOutcome)));
+
+        var config = OciJson.WriteConfig(platform, diffIds);
+        string configDigest = OciDigest.Sha256(config);
+        Run(client.PushBlobAsync(configDigest, config.Length, () => new MemoryStream(config, writable: false)));
+        var manifest = OciJson.WriteManifest(new OciManifest(OciMediaTypes.ImageManifest,
+            new OciDescriptor(OciMediaTypes.ImageConfig, configDigest, config.Length), layers));
+        string manifestDigest = Run(client.PutManifestAsync(OciDigest.Sha256(manifest), OciMediaTypes.ImageManifest, manifest));
+        var index = OciJson.WriteIndex(new OciIndex(OciMediaTypes.ImageIndex,
+            [new OciDescriptor(OciMediaTypes.ImageManifest, manifestDigest, manifest.Length, Platform: NydusImage.NydusPlatform(platform))]));
+        string indexDigest = Run(client.PutManifestAsync(target.Reference, OciMediaTypes.ImageIndex, index));
+        if (json)
+        {
+            WriteJson(o, w =>
+            {
+                w.WriteString("reference", target.ToString());
+                w.WriteString("index", indexDigest);
+                w.WriteString("manifest", manifestDigest);
+                w.WriteStartArray("layers");
+                foreach (var (d, s, outcome) in results)
+                {
+                    w.WriteStartObject();
+                    w.WriteString("digest", d);
+                    w.WriteNumber("size", s);
+                    w.WriteString("outcome", outcome);
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
+            });
+        }
+        else o.WriteLine($"pushed {target} ({platform}) index {indexDigest} manifest {manifestDigest}");
+        return 0;
+    }
+
+    public static int Pull(IEnumerable<string> rest, TextWriter o, bool terminal = false)
+    {
+        var a = Parse(rest, [.. CommonValued, "--bootstrap", "--blob-dir"], CommonFlags);
+        if (a.Positional.Count != 1) throw new Program.UsageException("usage: vfs-image " + PullUsage);
+        var source = Ref(a.Positional[0]);
+        string bootstrap = a.Get("--bootstrap") ?? throw new Program.UsageException("pull needs --bootstrap FILE");
+        string? blobDir = a.Get("--blob-dir");
+        var platform = Platform(a);
+        bool json = a.Flags.Contains("--json");
+        var log = json ? TextWriter.Null : o;
+        using var client = new RegistryClient(Options(a, source));
+
+        var fetched = Run(client.GetManifestAsync(source.Reference));
+        string manifestDigest = fetched.Digest;
+        if (OciJson.IsIndex(fetched.MediaType))
+        {
+            var idx = OciJson.ParseIndex(fetched.Body);
+            var pick = OciJson.SelectPlatform(idx, platform)
+                ?? throw new InvalidDataException($"{source} has no manifest for {platform}");
+            fetched = Run(client.GetManifestAsync(pick.Digest));
+            manifestDigest = fetched.Digest;
+        }
+        if (!OciJson.IsManifest(fetched.MediaType)) throw new InvalidDataException($"{source}: unexpected media type {fetched.MediaType}");
+        var manifest = OciJson.ParseManifest(fetched.Body);
+        var bootLayer = NydusImage.FindBootstrap(manifest)
+            ?? throw new InvalidDataException($"{source} is not a nydus image: no layer is annotated {OciMediaTypes.AnnotationNydusBootstrap}");
+
+        // Download to a temp file next to the target, then rename: a failed pull leaves no half-written bootstrap.
+        var dir = Path.GetDirectoryName(Path.GetFullPath(bootstrap))!;
+        Directory.CreateDirectory(dir);
+        string tmpLayer = Path.Combine(dir, $".{Path.GetFileName(bootstrap)}.layer.{Environment.ProcessId}");
+        string tmpBoot = Path.Combine(dir, $".{Path.GetFileName(bootstrap)}.tmp.{Environment.ProcessId}");
+        try
+        {
+            using (var f = new FileStream(tmpLayer, FileMode.Create, FileAccess.ReadWrite))
+            {
+                Run(client.DownloadBlobAsync(bootLayer.Digest, f));
+                f.Position = 0;
+                using var outf = File.Create(tmpBoot);
+                NydusImage.ExtractBootstrap(f, outf);
+            }
+            using (RafsImage.Open(tmpBoot)) { } // refuse to install something that is not a RAFS bootstrap
+            File.Move(tmpBoot, bootstrap, overwrite: true);
+        }
+        finally
+        {
+            File.Delete(tmpLayer);
+            File.Delete(tmpBoot);
+        }
+        log.WriteLine($"bootstrap {bootLayer.Digest[7..19]} -> {bootstrap}");
+
+        var blobs = NydusImage.FindBlobs(manifest).ToList();
+        long blobBytes = 0;
+        if (blobDir is not null)
+        {
+            Directory.CreateDirectory(blobDir);
+            foreach (var b in blobs)
+            {
+                var path = Path.Combine(blobDir, b.Digest[7..]);
+                if (File.Exists(path) && new FileInfo(path).Length == b.Size) { log.WriteLine($"blob {b.Digest[7..19]}: present"); continue; }
+                var tmp = path + ".partial";
+                var progress = new TransferProgress(log, "blob " + b.Digest[7..19], b.Size, terminal);
+                using (var f = new FileStream(tmp, FileMode.Create, FileAccess.ReadWrite))
+                    Run(client.DownloadBlobAsync(b.Digest, f, progress));
+                File.Move(tmp, path, overwrite: true);
+                progress.Done("downloaded");
+                blobBytes += b.Size;
+            }
+        }
+        if (json)
+        {
+            WriteJson(o, w =>
+            {
+                w.WriteString("reference", source.ToString());
+                w.WriteString("manifest", manifestDigest);
+                w.WriteString("bootstrap", bootstrap);
+                w.WriteStartArray("blobs");
+                foreach (var b in blobs) w.WriteStringValue(b.Digest);
+                w.WriteEndArray();
+                w.WriteNumber("downloaded_bytes", blobBytes);
+            });
+        }
+        else o.WriteLine($"pulled {source} manifest {manifestDigest}: bootstrap {bootstrap}, {blobs.Count} blobs" + (blobDir is null ? " (left in the registry)" : " in " + blobDir));
+        return 0;
+    }
+
+    private static string Describe(RegistryClient.PushOutcome o) => o switch
+    {
+        RegistryClient.PushOutcome.AlreadyPresent => "already present",
+        RegistryClient.PushOutcome.Mounted => "mounted",
+        _ => "uploaded",
+    };
+
+    /// <summary>Waits for a registry task; registry failures become IOException so Program reports them with exit 1.</summary>
+    private static T Run<T>(Task<T> t)
+    {
+        try { return t.GetAwaiter().GetResult(); }
+        catch (RegistryException e) { throw new IOException(e.Message, e); }
+    }
+
+    private static void Run(Task t)
+    {
+        try { t.GetAwaiter().GetResult(); }
+        catch (RegistryException e) { throw new IOException(e.Message, e); }
+    }
+
+    private static OciReference Ref(string s) =>
+        OciReference.TryParse(s, out var r, out var err) ? r : throw new Program.UsageException($"bad image reference '{s}': {err}");
+
+    private static OciPlatform Platform(Args a)
+    {
+        try { return OciPlatform.Parse(a.Get("--platform") ?? "linux/amd64"); }
+        catch (FormatException e) { throw new Program.UsageException(e.Message); }
+    }
+
+    private static RegistryOptions Options(Args a, OciReference r)
+    {
+        RegistryCredentials? creds;
+        try { creds = DockerConfig.Find(r.Host, a.Get("--docker-config")); }
+        catch (Exception e) when (e is FormatException or JsonException) { throw new InvalidDataException($"docker config: {e.Message}"); }
+        var o = new RegistryOptions
+        {
+            Host = r.Host,
+            Repository = r.Repository,
+            Scheme = a.Flags.Contains("--plain-http") ? "http" : null,
+            Credentials = creds,
+            SkipVerify = a.Flags.Contains("--skip-verify"),
+            CaFile = a.Get("--ca-file"),
+            Timeout = a.Get("--timeout") is { } t ? (double.TryParse(t, System.Globalization.CultureInfo.InvariantCulture, out double s) && s > 0 && s <= 3600 ? TimeSpan.FromSeconds(s) : throw new Program.UsageException("--timeout takes seconds (0, 3600]")) : TimeSpan.FromSeconds(30),
+            RetryLimit = a.Get("--retry-limit") is { } rl ? (int.TryParse(rl, out int n) && n is >= 0 and <= 100 ? n : throw new Program.UsageException("--retry-limit takes 0..100")) : 3,
+        };
+        try { o.Validate(); }
+        catch (ArgumentException e) { throw new Program.UsageException(e.Message); }
+        return o;
+    }
+
+    private static long ParseSize(string s)
+    {
+        long mul = 1;
+        if (s.EndsWith('K') || s.EndsWith('k')) { mul = 1024; s = s[..^1]; }
+        else if (s.EndsWith('M') || s.EndsWith('m')) { mul = 1 << 20; s = s[..^1]; }
+        if (!long.TryParse(s, out long v) || v <= 0 || v > (1L << 30) / mul) throw new Program.UsageException("--chunk-size takes a size up to 1G (e.g. 4M)");
+        return v * mul;
+    }
+
+    private static void WriteJson(TextWriter o, Action<Utf8JsonWriter> body)
+    {
+        using var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
+        {
+            w.WriteStartObject();
+            body(w);
+            w.WriteEndObject();
+        }
+        o.WriteLine(System.Text.Encoding.UTF8.GetString(ms.ToArray()));
+    }
+
+    private sealed class Args
+    {
+        public readonly List<string> Positional = new();
+        public readonly Dictionary<string, string> Options = new(StringComparer.Ordinal);
+        public readonly HashSet<string> Flags = new(StringComparer.Ordinal);
+        public string? Get(string n) => Options.GetValueOrDefault(n);
+    }
+
+    private static Args Parse(IEnumerable<string> raw, string[] valued, string[] flags)
+    {
+        var a = new Args();
+        using var it = raw.GetEnumerator();
+        while (it.MoveNext())
+        {
+            var s = it.Current;
+            if (!s.StartsWith("--", StringComparison.Ordinal)) { a.Positional.Add(s); continue; }
+            string name = s;
+            string? val = null;
+            int eq = s.IndexOf('=', StringComparison.Ordinal);
+            if (eq > 0) { name = s[..eq]; val = s[(eq + 1)..]; }
+            if (valued.Contains(name))
+            {
+                if (val is null)
+                {
+                    if (!it.MoveNext()) throw new Program.UsageException($"option {name} needs a value");
+                    val = it.Current;
+                }
+                a.Options[name] = val;
+            }
+            else if (flags.Contains(name) && val is null) a.Flags.Add(name);
+            else throw new Program.UsageException($"unknown option {name}");
+        }
+        return a;
+    }
+}

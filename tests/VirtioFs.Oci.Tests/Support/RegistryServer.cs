@@ -1,0 +1,117 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+
+namespace VirtioFs.Oci.Tests.Support;
+
+/// <summary>
+/// A real CNCF distribution registry (Debian docker-registry, 2.8) on 127.0.0.1 with its own config and storage in a
+/// temp directory: anonymous, htpasswd basic auth, or token auth against a <see cref="TokenServer"/>. Shared by the
+/// Oci, Storage and ImageTool tests (linked into those projects).
+/// </summary>
+public sealed class RegistryServer : IDisposable
+{
+    public const string Binary = "/usr/bin/docker-registry";
+    private readonly Process _process;
+
+    public int Port { get; }
+    public string Host => $"127.0.0.1:{Port}";
+    public string Root { get; }
+
+    private RegistryServer(string root, int port, Process p)
+    {
+        Root = root;
+        Port = port;
+        _process = p;
+    }
+
+    public static bool Available => File.Exists(Binary);
+
+    /// <summary>Starts a registry; <paramref name="htpasswdLine"/> turns on basic auth, <paramref name="token"/> token auth.</summary>
+    public static RegistryServer Start(string? htpasswdLine = null, TokenServer? token = null)
+    {
+        if (!Available) throw new InvalidOperationException($"{Binary} is missing: run tests/setup.sh (package docker-registry)");
+        var root = Path.Combine(Path.GetTempPath(), $"vfs-registry-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(Path.Combine(root, "data"));
+        int port = FreePort();
+        string auth = "";
+        if (htpasswdLine is not null)
+        {
+            File.WriteAllText(Path.Combine(root, "htpasswd"), htpasswdLine + "\n");
+            auth = $"auth:\n  htpasswd:\n    realm: vfs-basic\n    path: {root}/htpasswd\n";
+        }
+        else if (token is not null)
+        {
+            auth = $"auth:\n  token:\n    realm: {token.Realm}\n    service: {token.Service}\n    issuer: {token.Issuer}\n    rootcertbundle: {token.CertificatePath}\n";
+        }
+        var config = $"""
+            version: 0.1
+            log:
+              level: error
+              accesslog:
+                disabled: true
+            storage:
+              filesystem:
+                rootdirectory: {root}/data
+              delete:
+                enabled: true
+            http:
+              addr: 127.0.0.1:{port}
+              secret: vfs-test-secret
+            {auth}
+            """;
+        File.WriteAllText(Path.Combine(root, "config.yml"), config);
+        var psi = new ProcessStartInfo(Binary) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add("serve");
+        psi.ArgumentList.Add(Path.Combine(root, "config.yml"));
+        var p = Process.Start(psi)!;
+        var log = new System.Text.StringBuilder();
+        p.OutputDataReceived += (_, e) => { lock (log) log.AppendLine(e.Data); };
+        p.ErrorDataReceived += (_, e) => { lock (log) log.AppendLine(e.Data); };
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        var server = new RegistryServer(root, port, p);
+        var deadline = Stopwatch.StartNew();
+        while (true)
+        {
+            if (p.HasExited) { string l; lock (log) l = log.ToString(); server.Dispose(); throw new InvalidOperationException($"registry exited: {l}"); }
+            try
+            {
+                using var c = new TcpClient();
+                c.Connect(IPAddress.Loopback, port);
+                break;
+            }
+            catch (SocketException) { }
+            if (deadline.Elapsed > TimeSpan.FromSeconds(60)) { server.Dispose(); throw new TimeoutException("registry did not start within 60 s"); }
+            Thread.Sleep(50);
+        }
+        return server;
+    }
+
+    public static int FreePort()
+    {
+        var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        int port = ((IPEndPoint)l.LocalEndpoint).Port;
+        l.Stop();
+        return port;
+    }
+
+    public RegistryOptions Options(string repo, RegistryCredentials? creds = null, int retries = 3, TimeSpan? timeout = null, string? host = null) => new()
+    {
+        Host = host ?? Host,
+        Repository = repo,
+        Credentials = creds,
+        RetryLimit = retries,
+        Timeout = timeout ?? TimeSpan.FromSeconds(10),
+        RetryDelay = TimeSpan.FromMilliseconds(20),
+        MaxRetryDelay = TimeSpan.FromMilliseconds(200),
+    };
+
+    public void Dispose()
+    {
+        try { if (!_process.HasExited) _process.Kill(entireProcessTree: true); _process.WaitForExit(5000); } catch (InvalidOperationException) { }
+        _process.Dispose();
+        try { Directory.Delete(Root, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+}
