@@ -41,6 +41,9 @@ public static class Program
           cat BOOTSTRAP PATH [--blob-dir DIR]
           unpack BOOTSTRAP DIR [--blob-dir DIR]
           keygen KEY                      writes KEY (Ed25519 seed) and KEY.pub
+          push BOOTSTRAP --blob-dir DIR --target HOST/REPO:TAG [--platform OS/ARCH] [--mount-from REPO] [--json]
+          pull HOST/REPO:TAG --bootstrap FILE [--blob-dir DIR] [--platform OS/ARCH] [--json]
+                 registry options: --plain-http --skip-verify --ca-file PEM --docker-config FILE --timeout S --retry-limit N
 
         Usage errors exit 2, bad input exits 1; see src/VirtioFs.ImageTool/USAGE.md for details.
 
@@ -90,7 +93,7 @@ public static class Program
     /// <summary>Runs a command; <paramref name="binaryOut"/> receives `cat` output (stdout when null).</summary>
     public static int Run(string[] args, TextWriter o, Stream? binaryOut)
     {
-        if (args.Length == 0) throw new UsageException("usage: vfs-image create|check|inspect|ls|cat|stat|unpack|keygen ... (vfs-image --help)");
+        if (args.Length == 0) throw new UsageException("usage: vfs-image create|check|inspect|ls|cat|stat|unpack|keygen|push|pull ... (vfs-image --help)");
         var rest = args.Skip(1);
         switch (args[0])
         {
