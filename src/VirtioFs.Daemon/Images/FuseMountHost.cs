@@ -58,14 +58,15 @@ internal static class FuseMountHost
                     options.CacheDir ?? "(none)", options.Verify?.ToString().ToLowerInvariant() ?? "fetch");
                 ImageLog.Mounted(logger, mountPoint);
                 bool unmounted = false;
+                // Joins the readers in short slices so SIGTERM is noticed too (WaitForExit(0) reports false even when
+                // they have all stopped, so a zero poll would never see the unmount).
                 while (!cancel.IsCancellationRequested)
                 {
-                    if (session.WaitForExit(TimeSpan.Zero))
+                    if (session.WaitForExit(TimeSpan.FromMilliseconds(200)))
                     {
                         unmounted = true;
                         break;
                     }
-                    cancel.Token.WaitHandle.WaitOne(TimeSpan.FromMilliseconds(200));
                 }
                 if (unmounted) ImageLog.Unmounted(logger, mountPoint);
                 else ImageLog.Unmounting(logger, mountPoint);
