@@ -39,7 +39,7 @@ public sealed class RafsFileSystem : ReadOnlyFileSystem
     private const int ENXIO = Errno.ENXIO, EBADF = Errno.EBADF, EIO = Errno.EIO, EISDIR = Errno.EISDIR, ENFILE = Errno.ENFILE;
     private const int EACCES = Errno.EACCES, EINVAL = Errno.EINVAL, ERANGE = Errno.ERANGE, ENOTDIR = Errno.ENOTDIR;
     private const uint S_IFMT = 0xF000, S_IFDIR = 0x4000, S_IFREG = 0x8000, S_IFLNK = 0xA000;
-    private const uint O_ACCMODE = 3, O_RDONLY = 0;
+    private const uint O_ACCMODE = 3, O_RDONLY = 0, O_TRUNC = 0x200;
     private const uint SEEK_DATA = 3, SEEK_HOLE = 4;
 
     private readonly RafsImage _image;
@@ -280,7 +280,7 @@ public sealed class RafsFileSystem : ReadOnlyFileSystem
     public override int Open(in FuseContext ctx, ulong nodeId, uint flags, uint fuseOpenFlags, out FuseOpenResult result)
     {
         result = default;
-        if ((flags & O_ACCMODE) != O_RDONLY) return EROFS;
+        if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) != 0) return EROFS;
         ulong ino = ToIno(nodeId);
         int rc = _image.GetAttr(ino, out RafsAttr a);
         if (rc != 0) return rc;

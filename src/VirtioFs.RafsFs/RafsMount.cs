@@ -157,7 +157,8 @@ public sealed class RafsMount : IDisposable
                 break;
             case PrefetchSource.Files:
                 var missing = new List<string>();
-                files = PrefetchPlan.FromPaths(Image, options.PrefetchFiles, missing).ToList();
+                // Paths are resolved now (missing ones reported at once); chunk lists are still produced one file at a time.
+                files = PrefetchPlan.FromPaths(Image, options.PrefetchFiles, missing);
                 if (missing.Count > 0) RafsFsLog.PrefetchMissing(_logger, missing.Count, missing[0]);
                 what = $"{options.PrefetchFiles.Count} listed path(s)";
                 break;
