@@ -24,6 +24,10 @@ public sealed class RafsFsOptions
     /// (the caller has established that the root digest is trusted).</summary>
     public bool VerifyMerkle { get; init; }
 
+    /// <summary>The cache reads through to the backend (no cache directory): keep recently decoded chunks so reads
+    /// smaller than a chunk do not decode it again each time (<see cref="RecentChunks"/>).</summary>
+    public bool ReadThrough { get; init; }
+
     /// <summary>Most files open at once; further opens fail with ENFILE rather than growing without bound.</summary>
     public int MaxOpenFiles { get; init; } = 1 << 20;
 }
@@ -34,7 +38,7 @@ public sealed class RafsFsOptions
 /// straight into the reply segments; the file's chunk list is decoded once per OPEN and kept with the handle.
 /// Neither the image nor the cache is owned.
 /// </summary>
-public sealed class RafsFileSystem : ReadOnlyFileSystem
+public sealed class RafsFileSystem : ReadOnlyFileSystem, IDisposable
 {
     private const int ENXIO = Errno.ENXIO, EBADF = Errno.EBADF, EIO = Errno.EIO, EISDIR = Errno.EISDIR, ENFILE = Errno.ENFILE;
     private const int EACCES = Errno.EACCES, EINVAL = Errno.EINVAL, ERANGE = Errno.ERANGE, ENOTDIR = Errno.ENOTDIR;
@@ -47,6 +51,7 @@ public sealed class RafsFileSystem : ReadOnlyFileSystem
     private readonly RafsFsOptions _options;
     private readonly ILogger _logger;
     private readonly MerkleVerifier? _merkle;
+    private readonly RecentChunks? _recent;
     private readonly ConcurrentDictionary<ulong, OpenFile> _open = new();
     private readonly ulong _rootIno;
     private readonly FuseKstatfs _statfs;
@@ -70,6 +75,10 @@ public sealed class RafsFileSystem : ReadOnlyFileSystem
         _options = options ?? new RafsFsOptions();
         _logger = logger ?? NullLogger.Instance;
         _rootIno = image.RootIno;
+        if (_options.ReadThrough)
+        {
+            _recent = new RecentChunks(image.ChunkSize);
+        }
         if (_options.VerifyMerkle)
         {
             _merkle = new MerkleVerifier(image, _logger);
@@ -316,9 +325,18 @@ public sealed class RafsFileSystem : ReadOnlyFileSystem
         long total = 0;
         foreach (ref readonly IoSegment s in destination) total += s.Length;
         int length = (int)Math.Min(total, int.MaxValue);
-        // IoSegment is laid out as struct iovec (pointer, 64-bit length), the same as Storage's Iovec.
-        ReadOnlySpan<Iovec> iov = MemoryMarshal.Cast<IoSegment, Iovec>(destination);
-        int n = _cache.ReadFile(f.Chunks, f.Size, offset, length, iov);
+        int n;
+        if (_recent is not null)
+        {
+            n = _recent.Read(_cache, f.Chunks, f.Size, offset, length, destination);
+        }
+        else
+        {
+            // IoSegment is laid out as struct iovec (pointer, 64-bit length), the same as Storage's Iovec: the cache
+            // preadv()s cached chunks straight into the reply (guest memory for virtio-fs).
+            ReadOnlySpan<Iovec> iov = MemoryMarshal.Cast<IoSegment, Iovec>(destination);
+            n = _cache.ReadFile(f.Chunks, f.Size, offset, length, iov);
+        }
         if (n < 0) return -n;
         bytesRead = n;
         return 0;
@@ -354,4 +372,6 @@ public sealed class RafsFileSystem : ReadOnlyFileSystem
         result = f.Size;
         return 0;
     }
+
+    public void Dispose() => _recent?.Dispose();
 }

@@ -196,4 +196,45 @@ public sealed class FileSystemTests : IClassFixture<FileSystemTests.Built>
         Assert.True(Cached("size-" + (3 * ImageFixture.ChunkSize + 5) + ".bin"));
         Assert.False(Cached("size-" + ((1 << 20) + 7) + ".bin"));
     }
+
+    [Fact]
+    public unsafe void Read_through_decodes_each_chunk_once_for_small_sequential_reads_and_reads_right_anywhere()
+    {
+        using var m = _b.Fx.Open(); // no cache directory
+        var fs = m.FileSystem;
+        string name = "a/size-" + ((1 << 20) + 7) + ".bin";
+        byte[] expected = File.ReadAllBytes(_b.Fx.S(name));
+        Assert.Equal(0, fs.Lookup(Root, FuseConstants.RootId, "a"u8, out var a));
+        Assert.Equal(0, fs.Lookup(Root, a.NodeId, System.Text.Encoding.UTF8.GetBytes(Path.GetFileName(name)), out var f));
+        Assert.Equal(0, fs.Open(Root, f.NodeId, 0, 0, out var h));
+        var buf = new byte[3 * ImageFixture.ChunkSize];
+        fixed (byte* p = buf)
+        {
+            // 4 KiB reads front to back: each 64 KiB chunk comes from the blob once.
+            IoSegment[] page = [new IoSegment(p, 4096)];
+            for (int off = 0; off < expected.Length; off += 4096)
+            {
+                Assert.Equal(0, fs.Read(Root, f.NodeId, h.Handle, (ulong)off, page, 0, out int n));
+                Assert.Equal(Math.Min(4096, expected.Length - off), n);
+                Assert.True(buf.AsSpan(0, n).SequenceEqual(expected.AsSpan(off, n)), $"bytes at {off}");
+            }
+            long chunks = (expected.Length + ImageFixture.ChunkSize - 1) / ImageFixture.ChunkSize;
+            Assert.Equal(chunks, m.Backend.Metrics.Requests);
+            // Random ranges across chunk and segment boundaries.
+            var rnd = new Random(4);
+            for (int i = 0; i < 200; i++)
+            {
+                int off = rnd.Next(0, expected.Length);
+                int first = rnd.Next(1, 100_000), second = rnd.Next(1, 100_000);
+                IoSegment[] two = [new IoSegment(p, first), new IoSegment(p + first, second)];
+                Assert.Equal(0, fs.Read(Root, f.NodeId, h.Handle, (ulong)off, two, 0, out int n));
+                Assert.Equal(Math.Min(first + second, expected.Length - off), n);
+                Assert.True(buf.AsSpan(0, n).SequenceEqual(expected.AsSpan(off, n)), $"{n} bytes at {off}");
+            }
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 50; i++) fs.Read(Root, f.NodeId, h.Handle, (ulong)(i * 9000), page, 0, out _);
+            Assert.Equal(before, GC.GetAllocatedBytesForCurrentThread());
+        }
+        fs.Release(Root, f.NodeId, h.Handle, 0, 0, 0);
+    }
 }
