@@ -8,14 +8,16 @@
 #   guest: a QEMU guest reads the image served by `vfsd --bootstrap` and the same tree served by the C virtiofsd
 #         (-o cache=auto), each cold on the host.
 #
-#   benchmarks/image-read.sh [--size-mb 400] [--no-guest]
+#   benchmarks/image-read.sh [--size-mb 400] [--no-guest] [--no-host] [--thread-pool-size N (vfsd's, default 4, the C virtiofsd runs a pool too)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-size_mb=400 guest=1
+size_mb=400 guest=1 host=1 pool=4
 while [ $# -gt 0 ]; do
   case "$1" in
     --size-mb) size_mb=$2; shift 2;;
     --no-guest) guest=0; shift;;
+    --no-host) host=0; shift;;
+    --thread-pool-size) pool=$2; shift 2;;
     *) echo "unknown argument $1" >&2; exit 2;;
   esac
 done
@@ -76,27 +78,31 @@ measure() { # name mountpoint
   printf '%-22s cold %6.2fs  warm %6.2fs\n' "$1" "${T[$1.cold]}" "${T[$1.warm]}"
 }
 
+ratio() { echo "scale=2; $1 / $2" | bc; }
+if [ "$host" = 1 ]; then
 echo "== host: read every file (2 parallel readers), cold then warm"
 mkdir -p "$work/mnt-sq" "$work/mnt-v1" "$work/mnt-v2"
 squashfuse "$work/tree.sqfs" "$work/mnt-sq"; waitmount "$work/mnt-sq"
 measure squashfuse "$work/mnt-sq"
 umount "$work/mnt-sq"
 
-out/vfsd mount --bootstrap "$work/bootstrap" --blob-dir "$work/blobs" --log-level warn "$work/mnt-v1" &
+out/vfsd mount --bootstrap "$work/bootstrap" --blob-dir "$work/blobs" --log-level warn --thread-pool-size "$pool" "$work/mnt-v1" &
 waitmount "$work/mnt-v1"
 measure "vfsd (no cache)" "$work/mnt-v1"
 umount "$work/mnt-v1"; wait
 
-out/vfsd mount --bootstrap "$work/bootstrap" --blob-dir "$work/blobs" --cache-dir "$work/cache" --no-prefetch --log-level warn "$work/mnt-v2" &
+out/vfsd mount --bootstrap "$work/bootstrap" --blob-dir "$work/blobs" --cache-dir "$work/cache" --no-prefetch --log-level warn \
+  --thread-pool-size "$pool" "$work/mnt-v2" &
 waitmount "$work/mnt-v2"
 measure "vfsd (--cache-dir)" "$work/mnt-v2"
 umount "$work/mnt-v2"; wait
 
-ratio() { echo "scale=2; $1 / $2" | bc; }
 echo "== host ratios (vfsd / squashfuse; bar 1.25, goal < 1.00)"
 for v in "vfsd (no cache)" "vfsd (--cache-dir)"; do
   printf '%-22s cold %sx  warm %sx\n' "$v" "$(ratio "${T[$v.cold]}" "${T[squashfuse.cold]}")" "$(ratio "${T[$v.warm]}" "${T[squashfuse.warm]}")"
 done
+
+fi
 
 [ "$guest" = 1 ] || exit 0
 [ -x "$peer" ] || { echo "$peer missing: guest comparison skipped" >&2; exit 0; }
@@ -110,7 +116,8 @@ for tag in vfs peer; do
 done
 GUEST
 drop
-out/vfsd --socket-path "$work/vfsd.sock" --bootstrap "$work/bootstrap" --blob-dir "$work/blobs" --tag vfs --log-level warn &
+out/vfsd --socket-path "$work/vfsd.sock" --bootstrap "$work/bootstrap" --blob-dir "$work/blobs" --tag vfs --log-level warn \
+  --thread-pool-size "$pool" &
 "$peer" --socket-path="$work/peer.sock" -o source="$src" -o cache=auto > /dev/null 2>&1 &
 for _ in $(seq 1 100); do [ -S "$work/vfsd.sock" ] && [ -S "$work/peer.sock" ] && break; sleep 0.05; done
 tests/guest/run-guest.sh --script "$work/guest.sh" --fs vfs="$work/vfsd.sock" --fs peer="$work/peer.sock" --timeout 1800 \
