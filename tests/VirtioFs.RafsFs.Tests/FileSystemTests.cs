@@ -237,4 +237,27 @@ public sealed class FileSystemTests : IClassFixture<FileSystemTests.Built>
         }
         fs.Release(Root, f.NodeId, h.Handle, 0, 0, 0);
     }
+
+    [Fact]
+    public async Task The_image_prefetch_table_is_pulled_by_default_when_there_is_a_cache()
+    {
+        using var fx = new ImageFixture();
+        var rnd = new Random(8);
+        fx.File("boot/early.bin", ImageFixture.Random(rnd, 200_000));
+        fx.File("late/later.bin", ImageFixture.Random(rnd, 200_000));
+        fx.BuildImage(prefetch: ["/boot"]);
+        using var m = RafsMount.Open(new RafsMountOptions { Bootstrap = fx.Bootstrap, BlobDir = fx.BlobDir, CacheDir = fx.CacheDir });
+        Assert.NotEmpty(m.Image.PrefetchInodes);
+        await m.Prefetch.WaitAsync(TimeSpan.FromSeconds(30));
+        bool Cached(string dir, string file)
+        {
+            Assert.Equal(0, m.Image.Lookup(m.Image.RootIno, System.Text.Encoding.UTF8.GetBytes(dir), out ulong d));
+            Assert.Equal(0, m.Image.Lookup(d, System.Text.Encoding.UTF8.GetBytes(file), out ulong ino));
+            var chunks = new List<RafsChunk>();
+            Assert.Equal(0, m.Image.GetChunks(ino, chunks));
+            return chunks.All(c => m.Cache.IsCached(c));
+        }
+        Assert.True(Cached("boot", "early.bin"));
+        Assert.False(Cached("late", "later.bin"));
+    }
 }
