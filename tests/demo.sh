@@ -22,7 +22,7 @@ fi
 
 echo "== building the image (vfs-image create)"
 mkdir -p "$work/blobs"
-out/vfs-image create "$src" --bootstrap "$work/image.boot" --blob-dir "$work/blobs"
+out/vfs-image create --blob-dir "$work/blobs" --bootstrap "$work/image.boot" --compressor lz4_block "$src"
 echo "== vfs-image check"
 out/vfs-image check --blob-dir "$work/blobs" "$work/image.boot"
 
@@ -31,18 +31,18 @@ echo "== the guest sees (mounted at /mnt/image):"
 cd /mnt/image
 find . | sort | while read -r f; do ls -ld "$f"; done
 echo "== cat etc/motd:"; cat etc/motd
-echo "== sha256 of data files:"; sha256sum data/*.bin
+echo "== sha256 of data files:"; find . -type f -name '*.bin' | sort | xargs sha256sum
+echo "== writing is refused:"; touch new-file 2>&1 || true
 echo "== mount:"; grep virtiofs /proc/mounts
 GUEST
 
-echo "== serving it to a QEMU guest with vfsd"
-if out/vfsd --help | grep -q -- '--bootstrap'; then
-  serve=(--bootstrap "$work/image.boot" --blob-dir "$work/blobs")
-else
-  # Until vfsd serves images (issue 4), the demo serves the same directory through passthrough.
-  serve=(--shared-dir "$src" --readonly)
-fi
-out/vfsd --socket-path "$work/vfsd.sock" "${serve[@]}" --tag image --log-level warn &
+echo "== on the host, the source's data files hash to:"
+(cd "$src" && find . -type f -name '*.bin' | sort | xargs -r sha256sum)
+
+echo "== serving the image to a QEMU guest: vfsd --bootstrap ... --blob-dir ..."
+out/vfsd --socket-path "$work/vfsd.sock" --bootstrap "$work/image.boot" --blob-dir "$work/blobs" \
+  --cache-dir "$work/cache" --tag image --log-level warn &
 for _ in $(seq 1 100); do [ -S "$work/vfsd.sock" ] && break; sleep 0.05; done
+[ -S "$work/vfsd.sock" ] || { echo "demo: vfsd did not start" >&2; exit 1; }
 tests/guest/run-guest.sh --script "$work/guest.sh" --fs image="$work/vfsd.sock" | grep -v '^\[' | sed -n '/@@GUEST-READY/,/@@EXIT/p' | grep -v '^@@'
 wait

@@ -3,8 +3,10 @@ using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using VirtioFs.Daemon.CommandLine;
 using VirtioFs.Daemon.Device;
+using VirtioFs.Daemon.Images;
 using VirtioFs.Fuse;
 using VirtioFs.Passthrough;
+using VirtioFs.RafsFs;
 using VirtioFs.VhostUser;
 
 namespace VirtioFs.Daemon;
@@ -12,7 +14,8 @@ namespace VirtioFs.Daemon;
 /// <summary>
 /// The composition root (virtiofsd's <c>main</c>): builds the filesystem, the FUSE server over it and the virtio-fs
 /// device over that, then serves one vhost-user front-end until it disconnects. Nothing below knows about the
-/// command line.
+/// command line. The filesystem is a passthrough of <c>--shared-dir</c> or a RAFS image (<c>--bootstrap</c>);
+/// <c>vfsd mount</c> serves an image through /dev/fuse instead (<see cref="FuseMountHost"/>).
 /// </summary>
 internal static partial class DaemonHost
 {
@@ -20,6 +23,14 @@ internal static partial class DaemonHost
     {
         ILogger logger = loggerFactory.CreateLogger("vfsd");
         RaiseFileLimit(options.RlimitNofile, logger);
+        if (options.Mode == DaemonMode.FuseMount)
+        {
+            return FuseMountHost.Run(options, loggerFactory);
+        }
+        if (options.ServesImage)
+        {
+            return RunImage(options, loggerFactory, logger);
+        }
 
         string sharedDir = Path.GetFullPath(options.SharedDir!);
         if (!Directory.Exists(sharedDir))
@@ -80,6 +91,75 @@ internal static partial class DaemonHost
             }
         }
     }
+
+    /// <summary>
+    /// <c>--bootstrap</c>: the image is opened and checked (root digest, signature) before the socket exists, so a
+    /// refused image never reaches a front-end; then it is served like a passthrough until the front-end leaves.
+    /// </summary>
+    private static int RunImage(DaemonOptions options, ILoggerFactory loggerFactory, ILogger logger)
+    {
+        RafsMount image;
+        try
+        {
+            image = RafsMount.Open(ImageOptions.From(options), loggerFactory);
+        }
+        catch (RafsMountException e)
+        {
+            Log.Fatal(logger, e.Message);
+            return 1;
+        }
+
+        using var cancel = new CancellationTokenSource();
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => Stop(ctx, cancel, logger));
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => Stop(ctx, cancel, logger));
+        using (image)
+        {
+            Socket listener;
+            try
+            {
+                listener = options.ListenFd is int fd ? VhostUserServer.FromInheritedFd(fd) : VhostUserServer.Listen(options.SocketPath!);
+            }
+            catch (Exception e) when (e is IOException or SocketException or UnauthorizedAccessException)
+            {
+                Log.Fatal(logger, e.Message);
+                return 1;
+            }
+            try
+            {
+                var server = new FuseServer(image.FileSystem, ImageServerOptions(options), loggerFactory.CreateLogger("vfsd.fuse"));
+                using var device = new VirtioFsDevice(server, options.Tag, options.RequestQueues, options.ThreadPoolSize,
+                    loggerFactory.CreateLogger("vfsd.virtio-fs"));
+                ImageLog.Serving(logger, Program.Version, options.Bootstrap!, "virtio-fs", options.BlobDir ?? "(config)",
+                    options.CacheDir ?? "(none)", options.Verify?.ToString().ToLowerInvariant() ?? "fetch");
+                VhostUserServer.Serve(listener, device, loggerFactory.CreateLogger("vfsd.vhost-user"), cancel.Token);
+                Log.Disconnected(logger);
+                image.LogMetrics();
+                return 0;
+            }
+            catch (IOException e)
+            {
+                Log.Fatal(logger, e.Message);
+                return 1;
+            }
+            finally
+            {
+                listener.Dispose();
+                if (options.SocketPath is { } path)
+                {
+                    File.Delete(path);
+                    File.Delete(path + ".pid");
+                }
+            }
+        }
+    }
+
+    /// <summary>FUSE session knobs for an image: read-only, so no writeback cache and no locks to serve (the kernel
+    /// keeps POSIX locks locally when the filesystem does not offer them).</summary>
+    internal static FuseServerOptions ImageServerOptions(DaemonOptions options) => new()
+    {
+        ReadDirPlus = options.Readdirplus,
+        AnnounceSubmounts = false,
+    };
 
     /// <summary>Cache-mode knobs of the FUSE session (virtiofsd: writeback, readdirplus, locks, submounts).</summary>
     internal static FuseServerOptions ServerOptions(DaemonOptions options) => new()

@@ -95,4 +95,60 @@ public class OptionParserTests
         var ro = OptionParser.Parse(["--socket-path=/s", "--shared-dir=/d", "--writeback", "--readonly"]);
         Assert.False(DaemonHost.ServerOptions(ro).WritebackCache);
     }
+
+    [Fact]
+    public void Image_over_virtio_fs_takes_bootstrap_blob_dir_and_storage_flags()
+    {
+        var o = OptionParser.Parse(["--bootstrap", "/img/bootstrap", "--blob-dir=/img/blobs", "--socket-path", "/s",
+            "--cache-dir", "/c", "--verify=always", "--prefetch-files", "/list", "--root-digest", new string('a', 64), "--trust-key", "/k.pub"]);
+        Assert.Equal(DaemonMode.VhostUser, o.Mode);
+        Assert.True(o.ServesImage);
+        Assert.Equal("/img/bootstrap", o.Bootstrap);
+        Assert.Equal("/img/blobs", o.BlobDir);
+        Assert.Equal("/c", o.CacheDir);
+        Assert.Equal(VerifyOption.Always, o.Verify);
+        Assert.Equal("/list", o.PrefetchFilesList);
+        Assert.Equal(Enumerable.Repeat((byte)0xAA, 32), o.RootDigest);
+        Assert.Equal("/k.pub", o.TrustKeyFile);
+        Assert.Null(o.SharedDir);
+    }
+
+    [Fact]
+    public void Mount_subcommand_takes_a_mount_point()
+    {
+        var o = OptionParser.Parse(["mount", "--bootstrap", "/b", "--blob-dir", "/d", "--prefetch-all", "/mnt/x"]);
+        Assert.Equal(DaemonMode.FuseMount, o.Mode);
+        Assert.Equal("/mnt/x", o.MountPoint);
+        Assert.True(o.PrefetchAll);
+        var c = OptionParser.Parse(["mount", "--bootstrap", "/b", "--config", "/nydusd.json", "/mnt/x"]);
+        Assert.Equal("/nydusd.json", c.ConfigFile);
+        Assert.Null(c.BlobDir);
+    }
+
+    [Theory]
+    [InlineData("mount", "--bootstrap", "/b", "--blob-dir", "/d")]                                   // no mount point
+    [InlineData("mount", "--blob-dir", "/d", "/mnt")]                                                // no bootstrap
+    [InlineData("mount", "--bootstrap", "/b", "--blob-dir", "/d", "/mnt", "/other")]                // two mount points
+    [InlineData("mount", "--bootstrap", "/b", "--blob-dir", "/d", "--socket-path", "/s", "/mnt")]   // socket in mount mode
+    [InlineData("--bootstrap", "/b", "--blob-dir", "/d", "--shared-dir", "/x", "--socket-path", "/s")]
+    [InlineData("--bootstrap", "/b", "--socket-path", "/s")]                                         // no blobs
+    [InlineData("--shared-dir", "/x", "--socket-path", "/s", "--cache-dir", "/c")]                   // image flag without image
+    [InlineData("--bootstrap", "/b", "--blob-dir", "/d", "--socket-path", "/s", "--verify", "sometimes")]
+    [InlineData("--bootstrap", "/b", "--blob-dir", "/d", "--socket-path", "/s", "--root-digest", "abc")]
+    [InlineData("--bootstrap", "/b", "--blob-dir", "/d", "--socket-path", "/s", "--prefetch-all", "--no-prefetch")]
+    public void Bad_image_command_lines_are_one_line_errors(params string[] args)
+    {
+        var e = Assert.Throws<OptionParser.UsageException>(() => OptionParser.Parse(args));
+        Assert.DoesNotContain('\n', e.Message);
+    }
+
+    [Fact]
+    public void Image_server_offers_no_writeback_or_locks()
+    {
+        var o = OptionParser.Parse(["--bootstrap", "/b", "--blob-dir", "/d", "--socket-path", "/s", "--writeback"]);
+        var s = DaemonHost.ImageServerOptions(o);
+        Assert.False(s.WritebackCache);
+        Assert.False(s.PosixLocks);
+        Assert.True(s.ReadDirPlus);
+    }
 }

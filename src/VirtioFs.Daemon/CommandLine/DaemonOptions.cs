@@ -15,9 +15,48 @@ public enum CacheMode
     Always,
 }
 
+/// <summary>How vfsd serves: as a vhost-user virtio-fs back-end (the default), or on the host through /dev/fuse
+/// (<c>vfsd mount ... MOUNTPOINT</c>).</summary>
+public enum DaemonMode
+{
+    VhostUser,
+    FuseMount,
+}
+
+/// <summary>Where cached chunks are checked against their digests (<c>--verify</c>).</summary>
+public enum VerifyOption
+{
+    /// <summary>When a chunk is fetched from the backend; the cache is trusted afterwards.</summary>
+    Fetch,
+    /// <summary>On every read from the cache too; a bad cached chunk is fetched again.</summary>
+    Always,
+}
+
 /// <summary>What the daemon was asked to do, after parsing; no I/O happens while these are built.</summary>
 public sealed class DaemonOptions
 {
+    public DaemonMode Mode { get; set; } = DaemonMode.VhostUser;
+    /// <summary>The host directory <c>vfsd mount</c> mounts the image on.</summary>
+    public string? MountPoint { get; set; }
+
+    // ---- image serving (nydusd-style): a RAFS bootstrap instead of --shared-dir ----
+    public string? Bootstrap { get; set; }
+    public string? BlobDir { get; set; }
+    public string? CacheDir { get; set; }
+    public VerifyOption? Verify { get; set; }
+    /// <summary>A file listing image paths to prefetch, one per line.</summary>
+    public string? PrefetchFilesList { get; set; }
+    public bool PrefetchAll { get; set; }
+    public bool NoPrefetch { get; set; }
+    /// <summary>A nydusd JSON config (device.backend, device.cache, digest_validate, fs_prefetch).</summary>
+    public string? ConfigFile { get; set; }
+    /// <summary>The image's trusted merkle root, 32 bytes.</summary>
+    public byte[]? RootDigest { get; set; }
+    /// <summary>File holding the Ed25519 public key the image's root must be signed with.</summary>
+    public string? TrustKeyFile { get; set; }
+
+    public bool ServesImage => Bootstrap is not null;
+
     public string? SocketPath { get; set; }
     /// <summary>An inherited, already listening vhost-user socket (Kata's Go runtime passes <c>--fd=3</c>).</summary>
     public int? ListenFd { get; set; }

@@ -16,7 +16,11 @@ public static class OptionParser
 
     public const string Usage = """
         usage: vfsd [options]
-        Serves a host directory to a virtual machine as a vhost-user virtio-fs device (a virtiofsd drop-in).
+               vfsd --bootstrap IMAGE --blob-dir DIR (--socket-path PATH | --fd N) [image options]
+               vfsd mount --bootstrap IMAGE --blob-dir DIR [image options] MOUNTPOINT
+        Serves a host directory, or a RAFS (nydus) image, to a virtual machine as a vhost-user virtio-fs device
+        (a virtiofsd drop-in); `vfsd mount` serves an image on the host through /dev/fuse until it is unmounted
+        or the daemon gets SIGTERM.
 
           --socket-path PATH        listen on a new vhost-user Unix socket at PATH (mode 0700, pid lock at PATH.pid)
           --fd N                    serve on an inherited, already listening socket N (as Kata passes --fd=3)
@@ -32,6 +36,18 @@ public static class OptionParser
           --request-queues N        number of request queues offered (default 1)
           --rlimit-nofile N         raise the open-file limit to N
           --syslog                  log to syslog instead of stderr
+        Image options (instead of --shared-dir):
+          --bootstrap IMAGE         the RAFS v5/v6 bootstrap to serve read-only
+          --blob-dir DIR            directory of its data blobs, named by blob id
+          --cache-dir DIR           keep fetched chunks in a persistent cache here (default: no cache)
+          --verify fetch|always     check chunk digests when fetched (default) or on every cached read too
+          --prefetch-files LIST     after mounting, fetch the image paths listed in file LIST (one per line)
+          --prefetch-all            after mounting, fetch every file
+          --no-prefetch             do not prefetch the image's own prefetch table (done by default with --cache-dir)
+          --config FILE             nydusd JSON config (device.backend localfs dir/blob_file, device.cache
+                                    blobcache work_dir, digest_validate, amplify_io, fs_prefetch) instead of the flags
+          --root-digest HEX         refuse the image unless its merkle root is HEX; check digests as it is read
+          --trust-key FILE          refuse the image unless its root is signed by this Ed25519 public key
           --log-level LEVEL         error | warn | info | debug | trace | off (default info)
           --print-capabilities      print the vhost-user backend capabilities as JSON and exit
           -o OPT[,OPT...]           legacy options: source=DIR, cache=MODE, xattr, no_xattr, announce_submounts,
@@ -62,7 +78,13 @@ public static class OptionParser
     public static DaemonOptions Parse(IReadOnlyList<string> args)
     {
         var options = new DaemonOptions();
-        for (int i = 0; i < args.Count; i++)
+        int first = 0;
+        if (args.Count > 0 && args[0] == "mount")
+        {
+            options.Mode = DaemonMode.FuseMount;
+            first = 1;
+        }
+        for (int i = first; i < args.Count; i++)
         {
             string arg = args[i];
             string name = arg;
@@ -117,7 +139,22 @@ public static class OptionParser
                 case "-h" or "--help": NoValue(); options.ShowHelp = true; break;
                 case "-V" or "--version": NoValue(); options.ShowVersion = true; break;
                 case "-o": ApplyLegacy(options, Value()); break;
+                case "--bootstrap": options.Bootstrap = NonEmpty(name, Value()); break;
+                case "--blob-dir": options.BlobDir = NonEmpty(name, Value()); break;
+                case "--cache-dir": options.CacheDir = NonEmpty(name, Value()); break;
+                case "--verify": options.Verify = ParseVerify(Value()); break;
+                case "--prefetch-files": options.PrefetchFilesList = NonEmpty(name, Value()); break;
+                case "--prefetch-all": NoValue(); options.PrefetchAll = true; break;
+                case "--no-prefetch": NoValue(); options.NoPrefetch = true; break;
+                case "--config": options.ConfigFile = NonEmpty(name, Value()); break;
+                case "--root-digest": options.RootDigest = ParseDigest(Value()); break;
+                case "--trust-key": options.TrustKeyFile = NonEmpty(name, Value()); break;
                 default:
+                    if (options.Mode == DaemonMode.FuseMount && !arg.StartsWith('-') && options.MountPoint is null)
+                    {
+                        options.MountPoint = arg;
+                        break;
+                    }
                     if (arg.StartsWith("-o", StringComparison.Ordinal) && arg.Length > 2 && !arg.StartsWith("--", StringComparison.Ordinal))
                     {
                         ApplyLegacy(options, arg[2..]);
@@ -140,16 +177,64 @@ public static class OptionParser
 
         if (!options.ShowHelp && !options.ShowVersion && !options.PrintCapabilities)
         {
-            if (options.SharedDir is null)
+            Validate(options);
+        }
+        return options;
+    }
+
+    private static void Validate(DaemonOptions options)
+    {
+        bool imageFlags = options.BlobDir is not null || options.CacheDir is not null || options.Verify is not null
+            || options.PrefetchFilesList is not null || options.PrefetchAll || options.NoPrefetch || options.ConfigFile is not null
+            || options.RootDigest is not null || options.TrustKeyFile is not null;
+        if (options.Mode == DaemonMode.FuseMount)
+        {
+            if (options.Bootstrap is null) throw new UsageException("vfsd mount needs --bootstrap IMAGE");
+            if (options.MountPoint is null) throw new UsageException("vfsd mount needs a MOUNTPOINT");
+            if (options.SocketPath is not null || options.ListenFd is not null || options.SharedDir is not null)
+                throw new UsageException("vfsd mount serves through /dev/fuse: --socket-path, --fd and --shared-dir do not apply");
+        }
+        else
+        {
+            if (options.SharedDir is null == options.Bootstrap is null)
             {
-                throw new UsageException("--shared-dir (or -o source=DIR) is required");
+                throw new UsageException(options.SharedDir is null
+                    ? "--shared-dir (or -o source=DIR) or --bootstrap IMAGE is required"
+                    : "--shared-dir and --bootstrap cannot be used together");
             }
             if (options.SocketPath is null == options.ListenFd is null)
             {
                 throw new UsageException("exactly one of --socket-path and --fd is required");
             }
         }
-        return options;
+        if (options.Bootstrap is null && imageFlags)
+        {
+            throw new UsageException("--blob-dir, --cache-dir, --verify, --prefetch-*, --config, --root-digest and --trust-key need --bootstrap");
+        }
+        if (options.PrefetchAll && (options.PrefetchFilesList is not null || options.NoPrefetch))
+        {
+            throw new UsageException("--prefetch-all cannot be combined with --prefetch-files or --no-prefetch");
+        }
+        if (options.Bootstrap is not null && options.BlobDir is null && options.ConfigFile is null)
+        {
+            throw new UsageException("--bootstrap needs --blob-dir DIR (or a --config naming the blob directory)");
+        }
+    }
+
+    private static VerifyOption ParseVerify(string value) => value switch
+    {
+        "fetch" => VerifyOption.Fetch,
+        "always" => VerifyOption.Always,
+        _ => throw new UsageException($"--verify '{value}' is not one of fetch, always"),
+    };
+
+    private static byte[] ParseDigest(string value)
+    {
+        if (value.Length != 64 || !value.All(char.IsAsciiHexDigit))
+        {
+            throw new UsageException("--root-digest must be 64 hex digits (a 32-byte merkle root)");
+        }
+        return Convert.FromHexString(value);
     }
 
     /// <summary>The C virtiofsd's comma-separated <c>-o</c> options (its <c>fuse_opt</c> table).</summary>

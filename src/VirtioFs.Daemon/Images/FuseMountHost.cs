@@ -1,0 +1,85 @@
+using System.Runtime.InteropServices;
+using Microsoft.Extensions.Logging;
+using VirtioFs.Daemon.CommandLine;
+using VirtioFs.Fuse;
+using VirtioFs.RafsFs;
+
+namespace VirtioFs.Daemon.Images;
+
+/// <summary>
+/// <c>vfsd mount</c>: serves an image on the host through /dev/fuse with the same FUSE server the virtio-fs device
+/// uses (as nydusd's fusedev mode). Runs until the mount point is unmounted, or SIGTERM/SIGINT arrives, then unmounts
+/// and logs the cache counters.
+/// </summary>
+internal static class FuseMountHost
+{
+    public static int Run(DaemonOptions options, ILoggerFactory loggerFactory)
+    {
+        ILogger logger = loggerFactory.CreateLogger("vfsd");
+        string mountPoint = Path.GetFullPath(options.MountPoint!);
+        if (!Directory.Exists(mountPoint))
+        {
+            Log.Fatal(logger, $"mount point {mountPoint} is not a directory");
+            return 1;
+        }
+
+        using var cancel = new CancellationTokenSource();
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => Stop(ctx, cancel, logger));
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => Stop(ctx, cancel, logger));
+
+        RafsMount image;
+        try
+        {
+            image = RafsMount.Open(ImageOptions.From(options), loggerFactory);
+        }
+        catch (RafsMountException e)
+        {
+            Log.Fatal(logger, e.Message);
+            return 1;
+        }
+        using (image)
+        {
+            var server = new FuseServer(image.FileSystem, DaemonHost.ImageServerOptions(options), loggerFactory.CreateLogger("vfsd.fuse"));
+            FuseDeviceSession session;
+            try
+            {
+                session = FuseDeviceSession.Mount(mountPoint, server,
+                    new FuseDeviceOptions { Source = options.Bootstrap!, Subtype = "vfsd", Threads = Math.Max(2, options.ThreadPoolSize) },
+                    loggerFactory.CreateLogger("vfsd.fusedev"));
+            }
+            catch (IOException e)
+            {
+                Log.Fatal(logger, e.Message);
+                return 1;
+            }
+            using (session)
+            {
+                ImageLog.Serving(logger, Program.Version, options.Bootstrap!, "/dev/fuse", options.BlobDir ?? "(config)",
+                    options.CacheDir ?? "(none)", options.Verify?.ToString().ToLowerInvariant() ?? "fetch");
+                ImageLog.Mounted(logger, mountPoint);
+                bool unmounted = false;
+                // Joins the readers in short slices so SIGTERM is noticed too (WaitForExit(0) reports false even when
+                // they have all stopped, so a zero poll would never see the unmount).
+                while (!cancel.IsCancellationRequested)
+                {
+                    if (session.WaitForExit(TimeSpan.FromMilliseconds(200)))
+                    {
+                        unmounted = true;
+                        break;
+                    }
+                }
+                if (unmounted) ImageLog.Unmounted(logger, mountPoint);
+                else ImageLog.Unmounting(logger, mountPoint);
+            }
+            image.LogMetrics();
+        }
+        return 0;
+    }
+
+    private static void Stop(PosixSignalContext context, CancellationTokenSource cancel, ILogger logger)
+    {
+        context.Cancel = true;
+        Log.Signalled(logger, context.Signal.ToString());
+        cancel.Cancel();
+    }
+}

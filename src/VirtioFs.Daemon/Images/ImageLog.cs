@@ -1,0 +1,19 @@
+using Microsoft.Extensions.Logging;
+
+namespace VirtioFs.Daemon.Images;
+
+/// <summary>Image serving messages of the daemon; event ids 5100-5199 (the daemon's band is 5000-5999).</summary>
+internal static partial class ImageLog
+{
+    [LoggerMessage(5100, LogLevel.Information, "vfsd {Version} serving image {Bootstrap} over {Transport} (blobs {BlobDir}, cache {CacheDir}, verify {Verify})")]
+    public static partial void Serving(ILogger logger, string version, string bootstrap, string transport, string blobDir, string cacheDir, string verify);
+
+    [LoggerMessage(5101, LogLevel.Information, "mounted image at {MountPoint}; waiting for unmount or SIGTERM")]
+    public static partial void Mounted(ILogger logger, string mountPoint);
+
+    [LoggerMessage(5102, LogLevel.Information, "{MountPoint} was unmounted; exiting")]
+    public static partial void Unmounted(ILogger logger, string mountPoint);
+
+    [LoggerMessage(5103, LogLevel.Information, "unmounting {MountPoint}")]
+    public static partial void Unmounting(ILogger logger, string mountPoint);
+}

@@ -1,0 +1,90 @@
+using VirtioFs.Daemon.CommandLine;
+using VirtioFs.Rafs;
+using VirtioFs.RafsFs;
+using VirtioFs.Storage.Cache;
+
+// Image serving in the daemon: the command line (or a nydusd JSON config) becomes RafsMountOptions, RafsMount opens
+// and checks the image, and the same FUSE server that fronts a passthrough fronts it, over virtio-fs or /dev/fuse.
+namespace VirtioFs.Daemon.Images;
+
+/// <summary>Turns the parsed command line into <see cref="RafsMountOptions"/>: reads the JSON config, the prefetch
+/// list and the trust key. Flags given on the command line win over the config file.</summary>
+internal static class ImageOptions
+{
+    /// <summary>Most paths a --prefetch-files list may name (the list is read whole).</summary>
+    private const int MaxPrefetchList = 1 << 20;
+
+    /// <summary>Throws <see cref="RafsMountException"/> naming the file or value that is wrong.</summary>
+    public static RafsMountOptions From(DaemonOptions o)
+    {
+        var m = new RafsMountOptions { Bootstrap = o.Bootstrap ?? throw new RafsMountException("no --bootstrap") };
+        if (o.ConfigFile is { } config)
+        {
+            string json;
+            try
+            {
+                if (new FileInfo(config).Length > NydusConfig.MaxSize) throw new RafsMountException($"config {config} is larger than {NydusConfig.MaxSize} bytes");
+                json = File.ReadAllText(config);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new RafsMountException($"cannot read config {config}: {e.Message}", e);
+            }
+            try
+            {
+                NydusConfig.Apply(json, m);
+            }
+            catch (NydusConfig.ConfigException e)
+            {
+                throw new RafsMountException($"config {config}: {e.Message}", e);
+            }
+        }
+        if (o.BlobDir is not null)
+        {
+            m.BlobDir = o.BlobDir;
+            m.BlobFile = null;
+        }
+        if (o.CacheDir is not null) m.CacheDir = o.CacheDir;
+        if (o.Verify is { } v) m.Verify = v == VerifyOption.Always ? VerifyMode.Always : VerifyMode.Fetch;
+        if (o.NoPrefetch) m.Prefetch = PrefetchSource.None;
+        if (o.PrefetchAll) m.Prefetch = PrefetchSource.All;
+        if (o.PrefetchFilesList is { } list)
+        {
+            m.Prefetch = PrefetchSource.Files;
+            m.PrefetchFiles = ReadList(list);
+        }
+        m.RootDigest = o.RootDigest;
+        if (o.TrustKeyFile is { } keyFile)
+        {
+            try
+            {
+                m.TrustKey = Signing.LoadKey(keyFile);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or RafsFormatException)
+            {
+                throw new RafsMountException($"cannot load trust key {keyFile}: {e.Message}", e);
+            }
+        }
+        return m;
+    }
+
+    private static List<string> ReadList(string path)
+    {
+        var result = new List<string>();
+        try
+        {
+            foreach (string line in File.ReadLines(path))
+            {
+                string p = line.Trim();
+                if (p.Length == 0 || p.StartsWith('#')) continue;
+                if (result.Count == MaxPrefetchList) throw new RafsMountException($"prefetch list {path} names more than {MaxPrefetchList} paths");
+                result.Add(p);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new RafsMountException($"cannot read prefetch list {path}: {e.Message}", e);
+        }
+        return result;
+    }
+}

@@ -1,0 +1,377 @@
+using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using VirtioFs.Fuse;
+using VirtioFs.Rafs.Reader;
+using VirtioFs.Storage;
+using VirtioFs.Storage.Cache;
+
+// The image filesystem: FUSE's read-only operations answered from a RAFS bootstrap (metadata: names, attributes,
+// symlink targets, xattrs, chunk lists) and a blob cache (file data). A RAFS image is immutable, so the kernel may
+// cache everything for as long as it likes: entries and attributes get long timeouts, opens FOPEN_KEEP_CACHE and
+// directories FOPEN_CACHE_DIR, and the FUSE node id is a pure function of the image inode, so FORGET needs no
+// bookkeeping. Every inode number a guest sends is range-checked by the reader; a corrupt image yields EIO.
+namespace VirtioFs.RafsFs;
+
+/// <summary>Knobs of a <see cref="RafsFileSystem"/>.</summary>
+public sealed class RafsFsOptions
+{
+    /// <summary>Entry and attribute timeout. The image never changes, so a day (virtiofsd cache=always uses the same).</summary>
+    public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(86400);
+
+    /// <summary>Check directory, file and symlink digests against the image's merkle tree as they are first used
+    /// (the caller has established that the root digest is trusted).</summary>
+    public bool VerifyMerkle { get; init; }
+
+    /// <summary>The cache reads through to the backend (no cache directory): keep recently decoded chunks so reads
+    /// smaller than a chunk do not decode it again each time (<see cref="RecentChunks"/>).</summary>
+    public bool ReadThrough { get; init; }
+
+    /// <summary>Most files open at once; further opens fail with ENFILE rather than growing without bound.</summary>
+    public int MaxOpenFiles { get; init; } = 1 << 20;
+}
+
+/// <summary>
+/// Serves one RAFS image (v5 or v6) read-only through the <see cref="IFileSystem"/> seam. Mutations answer EROFS (from
+/// <see cref="ReadOnlyFileSystem"/>). READ goes through <see cref="BlobCacheManager.ReadFile(IReadOnlyList{RafsChunk}, ulong, ulong, int, ReadOnlySpan{Iovec})"/>
+/// straight into the reply segments; the file's chunk list is decoded once per OPEN and kept with the handle.
+/// Neither the image nor the cache is owned.
+/// </summary>
+public sealed class RafsFileSystem : ReadOnlyFileSystem, IDisposable
+{
+    private const int ENXIO = Errno.ENXIO, EBADF = Errno.EBADF, EIO = Errno.EIO, EISDIR = Errno.EISDIR, ENFILE = Errno.ENFILE;
+    private const int EACCES = Errno.EACCES, EINVAL = Errno.EINVAL, ERANGE = Errno.ERANGE, ENOTDIR = Errno.ENOTDIR;
+    private const uint S_IFMT = 0xF000, S_IFDIR = 0x4000, S_IFREG = 0x8000, S_IFLNK = 0xA000;
+    private const uint O_ACCMODE = 3, O_RDONLY = 0, O_TRUNC = 0x200;
+    private const uint SEEK_DATA = 3, SEEK_HOLE = 4;
+
+    private readonly RafsImage _image;
+    private readonly BlobCacheManager _cache;
+    private readonly RafsFsOptions _options;
+    private readonly ILogger _logger;
+    private readonly MerkleVerifier? _merkle;
+    private readonly RecentChunks? _recent;
+    private readonly ConcurrentDictionary<ulong, OpenFile> _open = new();
+    private readonly ulong _rootIno;
+    private readonly FuseKstatfs _statfs;
+    private long _nextHandle;
+    private int _openCount;
+
+    /// <summary>What an OPEN decoded once: the file's size and chunk list, used by every READ and LSEEK on the handle.</summary>
+    private sealed class OpenFile(ulong ino, ulong size, RafsChunk[] chunks)
+    {
+        public readonly ulong Ino = ino;
+        public readonly ulong Size = size;
+        public readonly RafsChunk[] Chunks = chunks;
+    }
+
+    public RafsFileSystem(RafsImage image, BlobCacheManager cache, RafsFsOptions? options = null, ILogger? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(image);
+        ArgumentNullException.ThrowIfNull(cache);
+        _image = image;
+        _cache = cache;
+        _options = options ?? new RafsFsOptions();
+        _logger = logger ?? NullLogger.Instance;
+        _rootIno = image.RootIno;
+        if (_options.ReadThrough)
+        {
+            _recent = new RecentChunks(image.ChunkSize);
+        }
+        if (_options.VerifyMerkle)
+        {
+            _merkle = new MerkleVerifier(image, _logger);
+        }
+        ulong bytes = 0;
+        foreach (var b in image.Blobs)
+        {
+            bytes = bytes > ulong.MaxValue - b.UncompressedSize ? ulong.MaxValue : bytes + b.UncompressedSize;
+        }
+        _statfs = new FuseKstatfs
+        {
+            blocks = bytes / 4096 + (ulong)image.BootstrapSize / 4096,
+            files = image.InodeCount,
+            bsize = 4096,
+            frsize = 4096,
+            namelen = 255,
+        };
+    }
+
+    public RafsImage Image => _image;
+
+    /// <summary>Files open right now (for metrics and tests).</summary>
+    public int OpenFiles => Volatile.Read(ref _openCount);
+
+    /// <summary>FUSE node id 1 is the root (fuse.h FUSE_ROOT_ID); other image inodes are shifted past it so that inode
+    /// numbers 0 and 1 (EROFS nids may be either) never collide with the reserved ids.</summary>
+    /// <summary>With merkle checking on: binds the root inode to <paramref name="trustedRoot"/> and checks the root
+    /// directory. Returns null, or why the image must not be served.</summary>
+    public string? VerifyRoot(ReadOnlySpan<byte> trustedRoot) => _merkle?.VerifyRoot(trustedRoot);
+
+    internal ulong ToNode(ulong ino) => ino == _rootIno ? FuseConstants.RootId : ino + 2;
+
+    internal ulong ToIno(ulong nodeId) => nodeId == FuseConstants.RootId ? _rootIno : nodeId < 2 ? ulong.MaxValue : nodeId - 2;
+
+    // ---- metadata ---------------------------------------------------------------------------------------------------
+
+    public override int Lookup(in FuseContext ctx, ulong parent, ReadOnlySpan<byte> name, out FuseEntry entry)
+    {
+        entry = default;
+        ulong dir = ToIno(parent);
+        int rc = CheckDirectory(dir);
+        if (rc != 0) return rc;
+        rc = _image.Lookup(dir, name, out ulong child);
+        if (rc != 0) return rc;
+        return FillEntry(child, out entry);
+    }
+
+    private int FillEntry(ulong ino, out FuseEntry entry)
+    {
+        entry = default;
+        int rc = _image.GetAttr(ino, out RafsAttr a);
+        if (rc != 0)
+        {
+            RafsFsLog.CorruptInode(_logger, ino, rc, "lookup");
+            return EIO;
+        }
+        entry.NodeId = ToNode(ino);
+        entry.Attr = ToFuseAttr(a);
+        entry.EntryTimeout = _options.Timeout;
+        entry.AttrTimeout = _options.Timeout;
+        return 0;
+    }
+
+    public override int GetAttr(in FuseContext ctx, ulong nodeId, ulong? handle, out FuseAttr attr, out TimeSpan timeout)
+    {
+        attr = default;
+        timeout = _options.Timeout;
+        int rc = _image.GetAttr(ToIno(nodeId), out RafsAttr a);
+        if (rc != 0) return rc == Errno.ENOENT ? rc : EIO;
+        attr = ToFuseAttr(a);
+        return 0;
+    }
+
+    internal static FuseAttr ToFuseAttr(in RafsAttr a) => new()
+    {
+        ino = a.Ino,
+        size = a.Size,
+        blocks = a.Size / 512 + (a.Size % 512 == 0 ? 0UL : 1UL),
+        atime = (ulong)a.MtimeSec,
+        mtime = (ulong)a.MtimeSec,
+        ctime = (ulong)a.MtimeSec,
+        atimensec = a.MtimeNsec,
+        mtimensec = a.MtimeNsec,
+        ctimensec = a.MtimeNsec,
+        mode = a.Mode,
+        nlink = a.Nlink,
+        uid = a.Uid,
+        gid = a.Gid,
+        // fuse_attr.rdev is the kernel's new_encode_dev() form (fs/fuse/inode.c decodes it with new_decode_dev).
+        rdev = Rafs.Builder.V6Writer.EncodeDev(a.Rdev),
+        blksize = 4096,
+    };
+
+    public override int ReadLink(in FuseContext ctx, ulong nodeId, Span<byte> buffer, out int length)
+    {
+        length = 0;
+        ulong ino = ToIno(nodeId);
+        int rc = _image.ReadLink(ino, out byte[] target);
+        if (rc != 0) return rc;
+        if (target.Length > buffer.Length) return EIO;
+        if (_merkle is not null && (rc = _merkle.CheckSymlink(ino, target)) != 0) return rc;
+        target.CopyTo(buffer);
+        length = target.Length;
+        return 0;
+    }
+
+    public override int Access(in FuseContext ctx, ulong nodeId, uint mask)
+    {
+        int rc = _image.GetAttr(ToIno(nodeId), out RafsAttr a);
+        if (rc != 0) return rc;
+        const uint R = 4, W = 2, X = 1;
+        if ((mask & W) != 0) return EROFS;
+        if ((mask & (R | X)) == 0) return 0; // F_OK
+        if (ctx.Uid == 0)
+        {
+            // root passes read checks; execute needs some x bit unless it is a directory (generic_permission).
+            return (mask & X) != 0 && (a.Mode & S_IFMT) != S_IFDIR && (a.Mode & 0x49) == 0 ? EACCES : 0;
+        }
+        uint bits = ctx.Uid == a.Uid ? (a.Mode >> 6) & 7 : ctx.Gid == a.Gid ? (a.Mode >> 3) & 7 : a.Mode & 7;
+        return (bits & mask) == (mask & 7) ? 0 : EACCES;
+    }
+
+    public override int StatFs(in FuseContext ctx, ulong nodeId, out FuseKstatfs stat)
+    {
+        stat = _statfs;
+        return 0;
+    }
+
+    public override int GetXattr(in FuseContext ctx, ulong nodeId, ReadOnlySpan<byte> name, Span<byte> value, out int length)
+    {
+        length = 0;
+        int rc = _image.GetXattr(ToIno(nodeId), name, out byte[] v);
+        if (rc != 0) return rc == Errno.EOPNOTSUPP ? Errno.ENODATA : rc;
+        length = v.Length;
+        if (value.IsEmpty) return 0;
+        if (v.Length > value.Length) return ERANGE;
+        v.CopyTo(value);
+        return 0;
+    }
+
+    public override int ListXattr(in FuseContext ctx, ulong nodeId, Span<byte> list, out int length)
+    {
+        length = 0;
+        var names = new List<byte[]>();
+        int rc = _image.ListXattr(ToIno(nodeId), names);
+        if (rc != 0) return rc == Errno.EOPNOTSUPP ? 0 : rc;
+        int total = 0;
+        foreach (var n in names) total = checked(total + n.Length + 1);
+        length = total;
+        if (list.IsEmpty) return 0;
+        if (total > list.Length) return ERANGE;
+        int p = 0;
+        foreach (var n in names)
+        {
+            n.CopyTo(list[p..]);
+            list[p + n.Length] = 0;
+            p += n.Length + 1;
+        }
+        return 0;
+    }
+
+    // ---- directories ------------------------------------------------------------------------------------------------
+
+    private int CheckDirectory(ulong ino) => _merkle?.EnsureDirectory(ino) ?? 0;
+
+    public override int OpenDir(in FuseContext ctx, ulong nodeId, uint flags, out FuseOpenResult result)
+    {
+        result = default;
+        ulong ino = ToIno(nodeId);
+        int rc = _image.GetAttr(ino, out RafsAttr a);
+        if (rc != 0) return rc;
+        if ((a.Mode & S_IFMT) != S_IFDIR) return ENOTDIR;
+        if ((rc = CheckDirectory(ino)) != 0) return rc;
+        // The listing never changes: let the kernel keep it in its readdir cache across opens (FUSE 7.28).
+        result.OpenFlags = FuseConstants.FOPEN_KEEP_CACHE | FuseConstants.FOPEN_CACHE_DIR;
+        return 0;
+    }
+
+    public override int ReadDir(in FuseContext ctx, ulong nodeId, ulong handle, ulong offset, DirectoryWriter writer)
+    {
+        ulong dir = ToIno(nodeId);
+        int rc = CheckDirectory(dir);
+        if (rc != 0) return rc;
+        int inner = 0;
+        bool plus = writer.IsPlus;
+        rc = _image.ReadDir(dir, offset, (name, ino, fileType, next) =>
+        {
+            if (!writer.Fits(name.Length)) return false;
+            uint type = fileType >> 12;
+            bool dots = name.SequenceEqual("."u8) || name.SequenceEqual(".."u8);
+            if (plus && !dots)
+            {
+                // READDIRPLUS: a full entry per name, as LOOKUP would answer it, so `ls -l` needs no further requests.
+                if ((inner = FillEntry(ino, out FuseEntry e)) != 0) return false;
+                return writer.TryAddPlus(e, next, type, name);
+            }
+            // d_ino as stat reports it; "." and ".." are left to the kernel (no dentry from a plus reply for them).
+            ulong dIno = _image.GetAttr(ino, out RafsAttr a) == 0 ? a.Ino : ino;
+            return writer.TryAdd(dIno, next, type, name);
+        });
+        if (rc == 0) rc = inner;
+        // Entries already emitted are worth more than the error: the next READDIR reports it.
+        return rc != 0 && writer.BytesWritten == 0 ? rc : 0;
+    }
+
+    // ---- files ------------------------------------------------------------------------------------------------------
+
+    public override int Open(in FuseContext ctx, ulong nodeId, uint flags, uint fuseOpenFlags, out FuseOpenResult result)
+    {
+        result = default;
+        if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) != 0) return EROFS;
+        ulong ino = ToIno(nodeId);
+        int rc = _image.GetAttr(ino, out RafsAttr a);
+        if (rc != 0) return rc;
+        if ((a.Mode & S_IFMT) == S_IFDIR) return EISDIR;
+        if ((a.Mode & S_IFMT) != S_IFREG) return EINVAL;
+        var list = new List<RafsChunk>();
+        rc = _image.GetChunks(ino, list);
+        if (rc != 0)
+        {
+            RafsFsLog.CorruptInode(_logger, ino, rc, "open");
+            return EIO;
+        }
+        var chunks = list.ToArray();
+        if (_merkle is not null && (rc = _merkle.CheckFile(a.Ino, chunks)) != 0) return rc;
+        if (Interlocked.Increment(ref _openCount) > _options.MaxOpenFiles)
+        {
+            Interlocked.Decrement(ref _openCount);
+            RafsFsLog.TooManyOpen(_logger, _options.MaxOpenFiles);
+            return ENFILE;
+        }
+        ulong handle = (ulong)Interlocked.Increment(ref _nextHandle);
+        _open[handle] = new OpenFile(ino, a.Size, chunks);
+        result.Handle = handle;
+        // Data never changes under a handle: keep the guest's page cache across opens.
+        result.OpenFlags = FuseConstants.FOPEN_KEEP_CACHE;
+        return 0;
+    }
+
+    public override int Read(in FuseContext ctx, ulong nodeId, ulong handle, ulong offset, ReadOnlySpan<IoSegment> destination, uint flags, out int bytesRead)
+    {
+        bytesRead = 0;
+        if (!_open.TryGetValue(handle, out OpenFile? f) || f.Ino != ToIno(nodeId)) return EBADF;
+        long total = 0;
+        foreach (ref readonly IoSegment s in destination) total += s.Length;
+        int length = (int)Math.Min(total, int.MaxValue);
+        int n;
+        if (_recent is not null)
+        {
+            n = _recent.Read(_cache, f.Chunks, f.Size, offset, length, destination);
+        }
+        else
+        {
+            // IoSegment is laid out as struct iovec (pointer, 64-bit length), the same as Storage's Iovec: the cache
+            // preadv()s cached chunks straight into the reply (guest memory for virtio-fs).
+            ReadOnlySpan<Iovec> iov = MemoryMarshal.Cast<IoSegment, Iovec>(destination);
+            n = _cache.ReadFile(f.Chunks, f.Size, offset, length, iov);
+        }
+        if (n < 0) return -n;
+        bytesRead = n;
+        return 0;
+    }
+
+    public override int Release(in FuseContext ctx, ulong nodeId, ulong handle, uint flags, uint releaseFlags, ulong lockOwner)
+    {
+        if (_open.TryRemove(handle, out _)) Interlocked.Decrement(ref _openCount);
+        return 0;
+    }
+
+    /// <summary>
+    /// SEEK_DATA / SEEK_HOLE (lseek(2)); the kernel handles the other whences itself. Holes are the chunks the image
+    /// records as holes (no blob data); everything else is data, and the end of the file is a hole.
+    /// </summary>
+    public override int Lseek(in FuseContext ctx, ulong nodeId, ulong handle, ulong offset, uint whence, out ulong result)
+    {
+        result = 0;
+        if (whence is not (SEEK_DATA or SEEK_HOLE)) return EINVAL;
+        if (!_open.TryGetValue(handle, out OpenFile? f) || f.Ino != ToIno(nodeId)) return EBADF;
+        if (offset >= f.Size) return ENXIO;
+        foreach (ref readonly RafsChunk c in f.Chunks.AsSpan())
+        {
+            ulong end = c.FileOffset + c.UncompressedSize;
+            if (end <= offset) continue;
+            if (c.IsHole == (whence == SEEK_HOLE))
+            {
+                result = Math.Max(offset, c.FileOffset);
+                return 0;
+            }
+        }
+        if (whence == SEEK_DATA) return ENXIO;
+        result = f.Size;
+        return 0;
+    }
+
+    public void Dispose() => _recent?.Dispose();
+}

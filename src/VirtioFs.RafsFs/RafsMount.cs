@@ -1,0 +1,217 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using VirtioFs.Rafs;
+using VirtioFs.Rafs.Reader;
+using VirtioFs.Storage.Backend;
+using VirtioFs.Storage.Cache;
+using VirtioFs.Storage.Prefetch;
+
+namespace VirtioFs.RafsFs;
+
+/// <summary>Why an image cannot be served: a missing file, a bad bootstrap, or a root digest or signature that does
+/// not match what the caller trusts. The message names the cause.</summary>
+public sealed class RafsMountException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// One served image, composed from its parts and owning them: the mapped bootstrap, the blob backend, the chunk cache,
+/// the <see cref="RafsFileSystem"/> over them and the background prefetch. <see cref="Open"/> checks trust before
+/// anything is served; <see cref="Dispose"/> stops the prefetch and releases everything in reverse order.
+/// </summary>
+public sealed class RafsMount : IDisposable
+{
+    private readonly ILogger _logger;
+    private readonly CancellationTokenSource _prefetchCancel = new();
+    private int _disposed;
+
+    private RafsMount(RafsImage image, IBlobBackend backend, BlobCacheManager cache, RafsFileSystem fs, ILogger logger)
+    {
+        Image = image;
+        Backend = backend;
+        Cache = cache;
+        FileSystem = fs;
+        _logger = logger;
+    }
+
+    public RafsImage Image { get; }
+    public IBlobBackend Backend { get; }
+    public BlobCacheManager Cache { get; }
+    public RafsFileSystem FileSystem { get; }
+
+    /// <summary>The background prefetch (completed when there is none).</summary>
+    public Task Prefetch { get; private set; } = Task.CompletedTask;
+
+    /// <summary>Opens, checks and composes an image; starts its prefetch. Throws <see cref="RafsMountException"/>.</summary>
+    public static RafsMount Open(RafsMountOptions options, ILoggerFactory? loggers = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        loggers ??= NullLoggerFactory.Instance;
+        ILogger logger = loggers.CreateLogger("vfsd.rafs");
+        RafsImage image;
+        try
+        {
+            image = RafsImage.Open(options.Bootstrap);
+        }
+        catch (Exception e) when (e is RafsFormatException or IOException or UnauthorizedAccessException)
+        {
+            throw new RafsMountException($"cannot open bootstrap {options.Bootstrap}: {e.Message}", e);
+        }
+
+        IBlobBackend? backend = null;
+        BlobCacheManager? cache = null;
+        try
+        {
+            byte[]? root = CheckTrust(image, options, logger);
+            backend = OpenBackend(image, options);
+            var cacheOptions = new CacheOptions
+            {
+                CacheDir = options.CacheDir,
+                Verify = options.Verify,
+                AmplificationBytes = options.AmplificationBytes ?? new CacheOptions().AmplificationBytes,
+            };
+            cache = new BlobCacheManager(image.Blobs, backend, cacheOptions, loggers.CreateLogger("vfsd.storage"));
+            var fs = new RafsFileSystem(image, cache, new RafsFsOptions { Timeout = options.Timeout, VerifyMerkle = options.VerifiesMerkle, ReadThrough = options.CacheDir is null },
+                loggers.CreateLogger("vfsd.rafs"));
+            if (root is not null && fs.VerifyRoot(root) is { } why) throw new RafsMountException($"image {options.Bootstrap} refused: {why}");
+            RafsFsLog.Serving(logger, (int)image.Version, options.Bootstrap, image.InodeCount, image.Blobs.Count, image.ChunkSize, options.VerifiesMerkle);
+            var mount = new RafsMount(image, backend, cache, fs, logger);
+            mount.StartPrefetch(options);
+            return mount;
+        }
+        catch (Exception e)
+        {
+            cache?.Dispose();
+            backend?.Dispose();
+            image.Dispose();
+            if (e is RafsMountException) throw;
+            if (e is IOException or UnauthorizedAccessException or ArgumentException or RafsFormatException)
+                throw new RafsMountException($"cannot serve {options.Bootstrap}: {e.Message}", e);
+            throw;
+        }
+    }
+
+    /// <summary>Refuses an image whose root digest or signature is not the trusted one; returns the trusted root, or
+    /// null when nothing pins it.</summary>
+    private static byte[]? CheckTrust(RafsImage image, RafsMountOptions options, ILogger logger)
+    {
+        if (!options.VerifiesMerkle) return null;
+        if (image.RootDigest is not { Length: Codec.DigestSize } root)
+            throw new RafsMountException($"image {options.Bootstrap} refused: it has no merkle root digest to check");
+        string hex = Convert.ToHexStringLower(root);
+        var how = new List<string>();
+        if (options.RootDigest is { } want)
+        {
+            if (!root.AsSpan().SequenceEqual(want))
+                throw new RafsMountException($"image {options.Bootstrap} refused: root digest {hex} is not the trusted {Convert.ToHexStringLower(want)}");
+            how.Add("matches --root-digest");
+        }
+        if (options.TrustKey is { } key)
+        {
+            if (image.Signature is not { Length: 64 } sig)
+                throw new RafsMountException($"image {options.Bootstrap} refused: it is not signed");
+            bool ok;
+            try
+            {
+                ok = Signing.Verify(key, root, sig);
+            }
+            catch (ArgumentException e)
+            {
+                throw new RafsMountException($"trust key is not an Ed25519 public key: {e.Message}", e);
+            }
+            if (!ok) throw new RafsMountException($"image {options.Bootstrap} refused: its signature does not verify with the trusted key");
+            how.Add("signature verified");
+        }
+        RafsFsLog.Trusted(logger, hex, string.Join(", ", how));
+        return root;
+    }
+
+    private static IBlobBackend OpenBackend(RafsImage image, RafsMountOptions options)
+    {
+        if (options.BlobFile is { } file)
+        {
+            // localfs blob_file: one blob. LocalDirectoryBackend finds blobs by id in a directory, so the file must
+            // carry its blob id as its name (the image tool writes blobs that way).
+            if (image.Blobs.Count != 1)
+                throw new RafsMountException($"blob_file names one blob but the image has {image.Blobs.Count}; use a blob directory");
+            if (Path.GetFileName(file) != image.Blobs[0].BlobId)
+                throw new RafsMountException($"blob_file {file} must be named by the image's blob id {image.Blobs[0].BlobId}");
+            return new LocalDirectoryBackend(Path.GetDirectoryName(Path.GetFullPath(file))!);
+        }
+        if (options.BlobDir is null)
+        {
+            if (image.Blobs.Count == 0) return new LocalDirectoryBackend(Path.GetDirectoryName(Path.GetFullPath(options.Bootstrap))!);
+            throw new RafsMountException("a blob directory is required (--blob-dir, or device.backend.config.dir)");
+        }
+        return new LocalDirectoryBackend(options.BlobDir);
+    }
+
+    private void StartPrefetch(RafsMountOptions options)
+    {
+        if (options.CacheDir is null || options.Prefetch == PrefetchSource.None) return;
+        IEnumerable<IReadOnlyList<RafsChunk>> files;
+        string what;
+        switch (options.Prefetch)
+        {
+            case PrefetchSource.All:
+                files = PrefetchPlan.All(Image);
+                what = "every file";
+                break;
+            case PrefetchSource.Files:
+                var missing = new List<string>();
+                // Paths are resolved now (missing ones reported at once); chunk lists are still produced one file at a time.
+                files = PrefetchPlan.FromPaths(Image, options.PrefetchFiles, missing);
+                if (missing.Count > 0) RafsFsLog.PrefetchMissing(_logger, missing.Count, missing[0]);
+                what = $"{options.PrefetchFiles.Count} listed path(s)";
+                break;
+            default:
+                if (Image.PrefetchInodes.Count == 0) return;
+                files = PrefetchPlan.FromPrefetchTable(Image);
+                what = $"the image's prefetch table ({Image.PrefetchInodes.Count} entries)";
+                break;
+        }
+        var po = new PrefetchOptions { MaxConcurrency = Math.Clamp(options.PrefetchThreads, 1, 64), BandwidthBytesPerSecond = Math.Max(0, options.PrefetchBandwidth) };
+        RafsFsLog.PrefetchStarted(_logger, what, po.MaxConcurrency, po.BandwidthBytesPerSecond);
+        var token = _prefetchCancel.Token;
+        Prefetch = Task.Run(async () =>
+        {
+            try
+            {
+                await Cache.PrefetchAsync(files, po, token).ConfigureAwait(false);
+                var m = Cache.Metrics;
+                RafsFsLog.PrefetchFinished(_logger, m.PrefetchFilesDone, m.PrefetchChunks, m.PrefetchBytes, m.PrefetchErrors);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            catch (Exception e) when (e is IOException or RafsFormatException or InvalidOperationException)
+            {
+                RafsFsLog.PrefetchFailed(_logger, e.Message);
+            }
+        }, CancellationToken.None);
+    }
+
+    /// <summary>Logs the cache's counters (reads, hits, backend traffic); the daemon calls it at exit.</summary>
+    public void LogMetrics()
+    {
+        var m = Cache.Metrics;
+        RafsFsLog.Metrics(_logger, m.Reads, m.ReadErrors, m.CacheHits, m.CacheMisses, m.ChunksFetched, m.BackendReads, m.BackendBytes,
+            m.DigestErrors, m.CacheRepairs, m.ReadyChunks, m.TotalChunks);
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _prefetchCancel.Cancel();
+        try
+        {
+            Prefetch.Wait(TimeSpan.FromSeconds(10));
+        }
+        catch (AggregateException)
+        {
+        }
+        FileSystem.Dispose();
+        Cache.Dispose();
+        Backend.Dispose();
+        Image.Dispose();
+        _prefetchCancel.Dispose();
+    }
+}

@@ -1,0 +1,59 @@
+using VirtioFs.Storage.Cache;
+
+namespace VirtioFs.RafsFs;
+
+/// <summary>Which files to warm the cache with after mounting.</summary>
+public enum PrefetchSource
+{
+    /// <summary>The bootstrap's prefetch table when it has one, otherwise nothing (nydus's default with fs_prefetch on).</summary>
+    ImageTable,
+    /// <summary>No prefetch.</summary>
+    None,
+    /// <summary>The paths of <see cref="RafsMountOptions.PrefetchFiles"/>.</summary>
+    Files,
+    /// <summary>Every regular file of the image.</summary>
+    All,
+}
+
+/// <summary>Everything needed to serve one image: the flags of <c>vfsd --bootstrap</c> or a nydusd JSON config.</summary>
+public sealed class RafsMountOptions
+{
+    /// <summary>The RAFS bootstrap (metadata) file.</summary>
+    public required string Bootstrap { get; set; }
+
+    /// <summary>Directory of the data blobs, each named by its blob id (nydus localfs <c>dir</c>).</summary>
+    public string? BlobDir { get; set; }
+
+    /// <summary>One data blob file (nydus localfs <c>blob_file</c>): the image must have exactly one blob.</summary>
+    public string? BlobFile { get; set; }
+
+    /// <summary>Persistent chunk cache directory (nydus blobcache <c>work_dir</c>); null reads through without caching.</summary>
+    public string? CacheDir { get; set; }
+
+    public VerifyMode Verify { get; set; } = VerifyMode.Fetch;
+
+    /// <summary>nydus <c>amplify_io</c>: a cache miss fetches this many following bytes of the same file too.</summary>
+    public int? AmplificationBytes { get; set; }
+
+    public PrefetchSource Prefetch { get; set; } = PrefetchSource.ImageTable;
+
+    /// <summary>Absolute image paths for <see cref="PrefetchSource.Files"/>.</summary>
+    public IReadOnlyList<string> PrefetchFiles { get; set; } = [];
+
+    public int PrefetchThreads { get; set; } = 2;
+
+    /// <summary>Backend bytes per second prefetch may use; 0 = unlimited.</summary>
+    public long PrefetchBandwidth { get; set; }
+
+    /// <summary>Refuse the image unless its root digest is this (32 bytes).</summary>
+    public byte[]? RootDigest { get; set; }
+
+    /// <summary>Refuse the image unless its root digest carries a valid Ed25519 signature by this public key (32 bytes).</summary>
+    public byte[]? TrustKey { get; set; }
+
+    /// <summary>Entry/attribute timeout handed to the filesystem.</summary>
+    public TimeSpan Timeout { get; set; } = TimeSpan.FromSeconds(86400);
+
+    /// <summary>Digests are checked lazily whenever the root is pinned by a digest or a key.</summary>
+    public bool VerifiesMerkle => RootDigest is not null || TrustKey is not null;
+}

@@ -1,0 +1,64 @@
+using VirtioFs.Storage.Cache;
+using Xunit;
+
+namespace VirtioFs.RafsFs.Tests;
+
+public sealed class ConfigTests
+{
+    [Fact]
+    public void The_nydusd_localfs_sample_config_is_understood()
+    {
+        // The shape nydus docs/nydusd.md shows for a localfs backend with a blob cache.
+        const string json = """
+            {
+              "device": {
+                "backend": { "type": "localfs", "config": { "dir": "/var/lib/nydus/blobs" } },
+                "cache": { "type": "blobcache", "config": { "work_dir": "/var/lib/nydus/cache" } }
+              },
+              "mode": "direct",
+              "digest_validate": true,
+              "iostats_files": false,
+              "enable_xattr": true,
+              "amplify_io": 1048576,
+              "fs_prefetch": { "enable": true, "threads_count": 4, "bandwidth_rate": 10485760, "merging_size": 131072 }
+            }
+            """;
+        var o = new RafsMountOptions { Bootstrap = "/b" };
+        NydusConfig.Apply(json, o);
+        Assert.Equal("/var/lib/nydus/blobs", o.BlobDir);
+        Assert.Equal("/var/lib/nydus/cache", o.CacheDir);
+        Assert.Equal(VerifyMode.Always, o.Verify);
+        Assert.Equal(1 << 20, o.AmplificationBytes);
+        Assert.Equal(PrefetchSource.ImageTable, o.Prefetch);
+        Assert.Equal(4, o.PrefetchThreads);
+        Assert.Equal(10485760, o.PrefetchBandwidth);
+    }
+
+    [Fact]
+    public void Prefetch_all_blob_file_and_no_cache()
+    {
+        var o = new RafsMountOptions { Bootstrap = "/b" };
+        NydusConfig.Apply("""{"device":{"backend":{"type":"localfs","config":{"blob_file":"/x/abc"}},"cache":{"type":""}},"fs_prefetch":{"enable":true,"prefetch_all":true}}""", o);
+        Assert.Equal("/x/abc", o.BlobFile);
+        Assert.Null(o.CacheDir);
+        Assert.Equal(PrefetchSource.All, o.Prefetch);
+        NydusConfig.Apply("""{"fs_prefetch":{"enable":false}}""", o);
+        Assert.Equal(PrefetchSource.None, o.Prefetch);
+    }
+
+    [Theory]
+    [InlineData("[]")]
+    [InlineData("{")]
+    [InlineData("""{"device":{"backend":{"type":"registry"}}}""")]
+    [InlineData("""{"device":{"backend":{"type":"localfs","config":{"dir":7}}}}""")]
+    [InlineData("""{"device":{"cache":{"type":"blobcache"}}}""")]
+    [InlineData("""{"device":{"cache":{"type":"fscache"}}}""")]
+    [InlineData("""{"digest_validate":"yes"}""")]
+    [InlineData("""{"fs_prefetch":{"enable":true,"threads_count":0}}""")]
+    [InlineData("""{"amplify_io":-1}""")]
+    public void Bad_configs_are_errors_that_name_the_problem(string json)
+    {
+        var e = Assert.Throws<NydusConfig.ConfigException>(() => NydusConfig.Apply(json, new RafsMountOptions { Bootstrap = "/b" }));
+        Assert.False(string.IsNullOrWhiteSpace(e.Message));
+    }
+}
