@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
+using VirtioFs.Daemon.Api;
 using VirtioFs.Daemon.CommandLine;
 using VirtioFs.Daemon.Device;
 using VirtioFs.Daemon.Images;
@@ -8,6 +9,7 @@ using VirtioFs.Fuse;
 using VirtioFs.Passthrough;
 using VirtioFs.RafsFs;
 using VirtioFs.VhostUser;
+using VirtioFs.Vfs;
 
 namespace VirtioFs.Daemon;
 
@@ -27,9 +29,17 @@ internal static partial class DaemonHost
         {
             return FuseMountHost.Run(options, loggerFactory);
         }
+
+        using var cancel = new CancellationTokenSource();
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => Stop(ctx, cancel, logger));
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => Stop(ctx, cancel, logger));
+        if (options.ApiSocket is not null)
+        {
+            return RunApi(options, loggerFactory, logger, cancel);
+        }
         if (options.ServesImage)
         {
-            return RunImage(options, loggerFactory, logger);
+            return RunImage(options, loggerFactory, logger, cancel);
         }
 
         string sharedDir = Path.GetFullPath(options.SharedDir!);
@@ -38,11 +48,84 @@ internal static partial class DaemonHost
             Log.Fatal(logger, $"shared directory {sharedDir} does not exist");
             return 1;
         }
+        using var fs = new PassthroughFileSystem(
+            new PassthroughOptions
+            {
+                SharedDir = sharedDir,
+                ReadOnly = options.ReadOnly,
+                Cache = ToPolicy(options.Cache),
+                Xattr = options.Xattr,
+                AnnounceSubmounts = options.AnnounceSubmounts,
+            },
+            loggerFactory.CreateLogger("vfsd.passthrough"));
+        return ServeVhostUser(options, fs, ServerOptions(options), loggerFactory, logger, cancel,
+            () => Log.Starting(logger, Program.Version, sharedDir, options.Cache.ToString().ToLowerInvariant(), options.ReadOnly,
+                options.Xattr, options.RequestQueues, options.ThreadPoolSize));
+    }
 
-        using var cancel = new CancellationTokenSource();
-        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => Stop(ctx, cancel, logger));
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => Stop(ctx, cancel, logger));
+    /// <summary>
+    /// <c>--bootstrap</c>: the image is opened and checked (root digest, signature) before the socket exists, so a
+    /// refused image never reaches a front-end; then it is served like a passthrough until the front-end leaves.
+    /// </summary>
+    private static int RunImage(DaemonOptions options, ILoggerFactory loggerFactory, ILogger logger, CancellationTokenSource cancel)
+    {
+        RafsMount image;
+        try
+        {
+            image = RafsMount.Open(ImageOptions.From(options), loggerFactory);
+        }
+        catch (RafsMountException e)
+        {
+            Log.Fatal(logger, e.Message);
+            return 1;
+        }
+        using (image)
+        {
+            int rc = ServeVhostUser(options, image.FileSystem, ImageServerOptions(options), loggerFactory, logger, cancel,
+                () => ImageLog.Serving(logger, Program.Version, options.Bootstrap!, "virtio-fs", options.BlobDir ?? "(config)",
+                    options.CacheDir ?? "(none)", options.Verify?.ToString().ToLowerInvariant() ?? "fetch"));
+            image.LogMetrics();
+            return rc;
+        }
+    }
 
+    /// <summary>
+    /// <c>--apisock</c>, the arrangement Kata's <c>virtio-fs-nydus</c> mode drives: one virtio-fs device over a
+    /// <see cref="Vfs.Vfs"/> pseudo tree, with a passthrough and each container's image mounted and unmounted at run
+    /// time through the nydusd HTTP API (<c>POST/DELETE /api/v1/mount?mountpoint=...</c>).
+    /// </summary>
+    private static int RunApi(DaemonOptions options, ILoggerFactory loggerFactory, ILogger logger, CancellationTokenSource cancel)
+    {
+        var vfs = new Vfs.Vfs(new VfsOptions(), loggerFactory.CreateLogger("vfsd.vfs"));
+        using var control = new DaemonControl(vfs, options, loggerFactory, () => cancel.Cancel());
+        var api = new ApiServer(options.ApiSocket!, control, loggerFactory.CreateLogger("vfsd.api"));
+        try
+        {
+            api.Start();
+        }
+        catch (Exception e) when (e is IOException or SocketException or UnauthorizedAccessException)
+        {
+            Log.Fatal(logger, $"API socket {options.ApiSocket}: {e.Message}");
+            return 1;
+        }
+        try
+        {
+            return ServeVhostUser(options, vfs, ServerOptions(options), loggerFactory, logger, cancel,
+                () => Log.ApiServing(logger, Program.Version, options.ApiSocket!));
+        }
+        finally
+        {
+            api.StopAsync().GetAwaiter().GetResult();
+        }
+    }
+
+    /// <summary>
+    /// Serves <paramref name="fs"/> to one vhost-user front-end until it disconnects (or a signal or the API asks to
+    /// exit), then removes the socket and its pid lock so a later daemon finds the path free.
+    /// </summary>
+    private static int ServeVhostUser(DaemonOptions options, IFileSystem fs, FuseServerOptions serverOptions,
+        ILoggerFactory loggerFactory, ILogger logger, CancellationTokenSource cancel, Action logStarting)
+    {
         Socket listener;
         try
         {
@@ -53,24 +136,12 @@ internal static partial class DaemonHost
             Log.Fatal(logger, e.Message);
             return 1;
         }
-
         try
         {
-            using var fs = new PassthroughFileSystem(
-                new PassthroughOptions
-                {
-                    SharedDir = sharedDir,
-                    ReadOnly = options.ReadOnly,
-                    Cache = ToPolicy(options.Cache),
-                    Xattr = options.Xattr,
-                    AnnounceSubmounts = options.AnnounceSubmounts,
-                },
-                loggerFactory.CreateLogger("vfsd.passthrough"));
-            var server = new FuseServer(fs, ServerOptions(options), loggerFactory.CreateLogger("vfsd.fuse"));
+            var server = new FuseServer(fs, serverOptions, loggerFactory.CreateLogger("vfsd.fuse"));
             using var device = new VirtioFsDevice(server, options.Tag, options.RequestQueues, options.ThreadPoolSize,
                 loggerFactory.CreateLogger("vfsd.virtio-fs"));
-            Log.Starting(logger, Program.Version, sharedDir, options.Cache.ToString().ToLowerInvariant(), options.ReadOnly,
-                options.Xattr, options.RequestQueues, options.ThreadPoolSize);
+            logStarting();
             VhostUserServer.Serve(listener, device, loggerFactory.CreateLogger("vfsd.vhost-user"), cancel.Token);
             Log.Disconnected(logger);
             return 0;
@@ -85,70 +156,8 @@ internal static partial class DaemonHost
             listener.Dispose();
             if (options.SocketPath is { } path)
             {
-                // The socket and its pid lock belong to this run; a later daemon must find the path free.
                 File.Delete(path);
                 File.Delete(path + ".pid");
-            }
-        }
-    }
-
-    /// <summary>
-    /// <c>--bootstrap</c>: the image is opened and checked (root digest, signature) before the socket exists, so a
-    /// refused image never reaches a front-end; then it is served like a passthrough until the front-end leaves.
-    /// </summary>
-    private static int RunImage(DaemonOptions options, ILoggerFactory loggerFactory, ILogger logger)
-    {
-        RafsMount image;
-        try
-        {
-            image = RafsMount.Open(ImageOptions.From(options), loggerFactory);
-        }
-        catch (RafsMountException e)
-        {
-            Log.Fatal(logger, e.Message);
-            return 1;
-        }
-
-        using var cancel = new CancellationTokenSource();
-        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => Stop(ctx, cancel, logger));
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => Stop(ctx, cancel, logger));
-        using (image)
-        {
-            Socket listener;
-            try
-            {
-                listener = options.ListenFd is int fd ? VhostUserServer.FromInheritedFd(fd) : VhostUserServer.Listen(options.SocketPath!);
-            }
-            catch (Exception e) when (e is IOException or SocketException or UnauthorizedAccessException)
-            {
-                Log.Fatal(logger, e.Message);
-                return 1;
-            }
-            try
-            {
-                var server = new FuseServer(image.FileSystem, ImageServerOptions(options), loggerFactory.CreateLogger("vfsd.fuse"));
-                using var device = new VirtioFsDevice(server, options.Tag, options.RequestQueues, options.ThreadPoolSize,
-                    loggerFactory.CreateLogger("vfsd.virtio-fs"));
-                ImageLog.Serving(logger, Program.Version, options.Bootstrap!, "virtio-fs", options.BlobDir ?? "(config)",
-                    options.CacheDir ?? "(none)", options.Verify?.ToString().ToLowerInvariant() ?? "fetch");
-                VhostUserServer.Serve(listener, device, loggerFactory.CreateLogger("vfsd.vhost-user"), cancel.Token);
-                Log.Disconnected(logger);
-                image.LogMetrics();
-                return 0;
-            }
-            catch (IOException e)
-            {
-                Log.Fatal(logger, e.Message);
-                return 1;
-            }
-            finally
-            {
-                listener.Dispose();
-                if (options.SocketPath is { } path)
-                {
-                    File.Delete(path);
-                    File.Delete(path + ".pid");
-                }
             }
         }
     }

@@ -27,6 +27,9 @@ internal static partial class Log
     [LoggerMessage(5006, LogLevel.Information, "signal {Signal} received; exiting")]
     public static partial void Signalled(ILogger logger, string signal);
 
+    [LoggerMessage(5008, LogLevel.Information, "vfsd {Version} serving a nydusd-style mount tree; API on {ApiSocket}")]
+    public static partial void ApiServing(ILogger logger, string version, string apiSocket);
+
     [LoggerMessage(5007, LogLevel.Warning, "could not raise RLIMIT_NOFILE to {Limit}: errno {Errno}")]
     public static partial void RlimitFailed(ILogger logger, ulong limit, int errno);
 }

@@ -152,3 +152,21 @@ public class OptionParserTests
         Assert.True(s.ReadDirPlus);
     }
 }
+
+public class ApiSocketOptionTests
+{
+    [Fact]
+    public void Nydusd_style_command_line_needs_no_directory()
+    {
+        var o = OptionParser.Parse(["--apisock", "/run/nydusd/api.sock", "--sock", "/run/vhost-fs.sock"]);
+        Assert.Equal("/run/nydusd/api.sock", o.ApiSocket);
+        Assert.Equal("/run/vhost-fs.sock", o.SocketPath);
+    }
+
+    [Fact]
+    public void Api_mode_refuses_a_fixed_directory_or_image()
+    {
+        Assert.Throws<OptionParser.UsageException>(() => OptionParser.Parse(["--apisock=/a", "--sock=/s", "--shared-dir=/d"]));
+        Assert.Throws<OptionParser.UsageException>(() => OptionParser.Parse(["--apisock=/a"]));
+    }
+}

@@ -58,6 +58,8 @@ public sealed class DaemonOptions
     public bool ServesImage => Bootstrap is not null;
 
     public string? SocketPath { get; set; }
+    /// <summary>The nydusd-compatible HTTP API socket: filesystems are mounted and unmounted at run time through it.</summary>
+    public string? ApiSocket { get; set; }
     /// <summary>An inherited, already listening vhost-user socket (Kata's Go runtime passes <c>--fd=3</c>).</summary>
     public int? ListenFd { get; set; }
     public string? SharedDir { get; set; }

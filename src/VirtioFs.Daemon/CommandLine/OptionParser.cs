@@ -26,6 +26,8 @@ public static class OptionParser
           --fd N                    serve on an inherited, already listening socket N (as Kata passes --fd=3)
           --shared-dir DIR          the host directory the guest sees
           --tag TAG                 virtio-fs tag reported in the device config space (GET_CONFIG)
+          --apisock PATH            nydusd-style HTTP API: filesystems are mounted at run time (POST /api/v1/mount);
+                                    then neither --shared-dir nor --bootstrap is given. --sock is --socket-path
           --cache MODE              never | auto | metadata | always (default auto); 'none' means never
           --readonly                refuse every change with EROFS
           --xattr / --no-xattr      enable or disable extended attributes (default off)
@@ -118,7 +120,9 @@ public static class OptionParser
 
             switch (name)
             {
-                case "--socket-path": options.SocketPath = NonEmpty(name, Value()); break;
+                // nydusd names the vhost-user socket --sock; accepted so a nydusd command line works unchanged.
+                case "--socket-path" or "--sock": options.SocketPath = NonEmpty(name, Value()); break;
+                case "--apisock": options.ApiSocket = NonEmpty(name, Value()); break;
                 case "--fd": options.ListenFd = ParseInt(name, Value(), 0, int.MaxValue); break;
                 case "--shared-dir": options.SharedDir = NonEmpty(name, Value()); break;
                 case "--tag": options.Tag = ParseTag(Value()); break;
@@ -193,6 +197,18 @@ public static class OptionParser
             if (options.MountPoint is null) throw new UsageException("vfsd mount needs a MOUNTPOINT");
             if (options.SocketPath is not null || options.ListenFd is not null || options.SharedDir is not null)
                 throw new UsageException("vfsd mount serves through /dev/fuse: --socket-path, --fd and --shared-dir do not apply");
+        }
+        else if (options.ApiSocket is not null)
+        {
+            // nydusd-style: filesystems arrive at run time through POST /api/v1/mount.
+            if (options.SharedDir is not null || options.Bootstrap is not null)
+            {
+                throw new UsageException("with --apisock, mount --shared-dir directories and images through POST /api/v1/mount");
+            }
+            if (options.SocketPath is null == options.ListenFd is null)
+            {
+                throw new UsageException("exactly one of --socket-path and --fd is required");
+            }
         }
         else
         {

@@ -1,0 +1,234 @@
+using System.Collections.Concurrent;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.Logging;
+using VirtioFs.Daemon.CommandLine;
+using VirtioFs.Fuse;
+using VirtioFs.Passthrough;
+using VirtioFs.RafsFs;
+using VirtioFs.Vfs;
+
+namespace VirtioFs.Daemon.Api;
+
+/// <summary>
+/// The daemon behind the nydusd API: mount requests become a passthrough or a <see cref="RafsMount"/> mounted into the
+/// <see cref="Vfs.Vfs"/> that the one virtio-fs device serves, so Kata can add each container's image while the guest
+/// keeps using the others. Whatever a mount owns (the image, its cache and backend, the passthrough's fds) is disposed
+/// once the Vfs has drained the requests in flight on it.
+/// </summary>
+internal sealed class DaemonControl(Vfs.Vfs vfs, DaemonOptions defaults, ILoggerFactory loggers, Action exit) : IDaemonControl, IDisposable
+{
+    private sealed record Owned(IDisposable Owner, RafsMount? Image, string Type, string MountPoint, string Config, DateTimeOffset MountedAt);
+
+    private readonly ConcurrentDictionary<IFileSystem, Owned> _owned = new(ReferenceEqualityComparer.Instance);
+
+    public DaemonInfo GetInfo()
+    {
+        var collection = new Dictionary<string, FsBackendDescriptor>(StringComparer.Ordinal);
+        foreach (Owned o in _owned.Values)
+        {
+            collection[o.MountPoint] = new FsBackendDescriptor(o.Type, o.MountPoint, o.MountedAt, ParseOrNull(o.Config));
+        }
+        return new DaemonInfo(
+            new BuildInfo(Program.Version, "", "", "release", $".NET {Environment.Version}"),
+            Id: null, Supervisor: null, State: "RUNNING", collection);
+    }
+
+    public ApiResult Mount(MountRequest request)
+    {
+        ApiResult opened = Open(request, out IFileSystem? fs, out Owned? owned);
+        if (!opened.Ok)
+        {
+            return opened;
+        }
+        VfsMountError error = vfs.TryMount(request.MountPoint, fs!);
+        if (error != VfsMountError.None)
+        {
+            owned!.Owner.Dispose();
+            return ApiResult.Fail(ApiErrorKind.BadRequest, $"cannot mount at {request.MountPoint}: {error}");
+        }
+        _owned[fs!] = owned!;
+        return ApiResult.Success;
+    }
+
+    public ApiResult Remount(MountRequest request)
+    {
+        ApiResult opened = Open(request, out IFileSystem? fs, out Owned? owned);
+        if (!opened.Ok)
+        {
+            return opened;
+        }
+        VfsMountError error = vfs.TryRemount(request.MountPoint, fs!, out IFileSystem? old);
+        if (error != VfsMountError.None)
+        {
+            owned!.Owner.Dispose();
+            return ApiResult.Fail(ApiErrorKind.BadRequest, $"cannot remount {request.MountPoint}: {error}");
+        }
+        _owned[fs!] = owned!;
+        Release(old);
+        return ApiResult.Success;
+    }
+
+    public ApiResult Umount(string mountPoint)
+    {
+        VfsMountError error = vfs.TryUmount(mountPoint, out IFileSystem? fs);
+        if (error != VfsMountError.None)
+        {
+            return ApiResult.Fail(ApiErrorKind.BadRequest, $"nothing to unmount at {mountPoint}: {error}");
+        }
+        Release(fs);
+        return ApiResult.Success;
+    }
+
+    public JsonNode? GetMetrics(MetricsKind kind, string? id)
+    {
+        switch (kind)
+        {
+            case MetricsKind.Global:
+                return VfsMetricsJson.Global(vfs.Metrics, id ?? "/");
+            case MetricsKind.InFlight:
+                return VfsMetricsJson.InFlight(vfs.Metrics);
+            case MetricsKind.Backend or MetricsKind.BlobCache:
+                var images = _owned.Values.Where(o => o.Image is not null && (id is null || o.MountPoint == id)).ToList();
+                if (id is not null && images.Count == 0)
+                {
+                    return null;
+                }
+                var result = new JsonObject();
+                foreach (Owned o in images)
+                {
+                    result[o.MountPoint] = kind == MetricsKind.Backend ? BackendJson(o.Image!) : CacheJson(o.Image!);
+                }
+                return id is null ? result : result[id]!.DeepClone();
+            default:
+                return null;
+        }
+    }
+
+    public void Exit() => exit();
+
+    public void Dispose()
+    {
+        foreach (Owned o in _owned.Values)
+        {
+            o.Owner.Dispose();
+        }
+        _owned.Clear();
+    }
+
+    private ApiResult Open(MountRequest request, out IFileSystem? fs, out Owned? owned)
+    {
+        fs = null;
+        owned = null;
+        var now = DateTimeOffset.UtcNow;
+        if (request.FsType == FsBackendType.PassthroughFs)
+        {
+            if (!Directory.Exists(request.Source))
+            {
+                return ApiResult.Fail(ApiErrorKind.BadRequest, $"passthrough source {request.Source} is not a directory");
+            }
+            var passthrough = new PassthroughFileSystem(new PassthroughOptions
+            {
+                SharedDir = Path.GetFullPath(request.Source),
+                ReadOnly = defaults.ReadOnly,
+                Xattr = defaults.Xattr,
+                AnnounceSubmounts = defaults.AnnounceSubmounts,
+                Cache = defaults.Cache switch
+                {
+                    CacheMode.Never => CachePolicy.Never,
+                    CacheMode.Metadata => CachePolicy.Metadata,
+                    CacheMode.Always => CachePolicy.Always,
+                    _ => CachePolicy.Auto,
+                },
+            }, loggers.CreateLogger("vfsd.passthrough"));
+            fs = passthrough;
+            owned = new Owned(passthrough, null, "passthroughfs", request.MountPoint, request.Config, now);
+            return ApiResult.Success;
+        }
+
+        var options = new RafsMountOptions { Bootstrap = request.Source };
+        try
+        {
+            if (!string.IsNullOrWhiteSpace(request.Config))
+            {
+                NydusConfig.Apply(request.Config, options);
+            }
+            if (request.PrefetchFiles.Count > 0)
+            {
+                options.Prefetch = PrefetchSource.Files;
+                options.PrefetchFiles = request.PrefetchFiles;
+            }
+            RafsMount image = RafsMount.Open(options, loggers);
+            fs = image.FileSystem;
+            owned = new Owned(image, image, "rafs", request.MountPoint, request.Config, now);
+            return ApiResult.Success;
+        }
+        catch (NydusConfig.ConfigException e)
+        {
+            return ApiResult.Fail(ApiErrorKind.BadRequest, $"config: {e.Message}");
+        }
+        catch (RafsMountException e)
+        {
+            return ApiResult.Fail(ApiErrorKind.BadRequest, e.Message);
+        }
+    }
+
+    private void Release(IFileSystem? fs)
+    {
+        if (fs is not null && _owned.TryRemove(fs, out Owned? o))
+        {
+            o.Owner.Dispose();
+        }
+    }
+
+    private static JsonObject BackendJson(RafsMount image)
+    {
+        var m = image.Backend.Metrics;
+        return new JsonObject
+        {
+            ["read_count"] = m.Requests,
+            ["read_amount_total"] = m.Bytes,
+            ["read_errors"] = m.Errors,
+            ["read_latency_total_us"] = (long)m.TotalLatency.TotalMicroseconds,
+            ["read_latency_max_us"] = (long)m.MaxLatency.TotalMicroseconds,
+        };
+    }
+
+    private static JsonObject CacheJson(RafsMount image)
+    {
+        var m = image.Cache.Metrics;
+        return new JsonObject
+        {
+            ["total"] = m.Reads,
+            ["read_errors"] = m.ReadErrors,
+            ["partial_hits"] = m.CacheHits,
+            ["whole_hits"] = m.CacheHits,
+            ["entries_count"] = m.ReadyChunks,
+            ["total_chunks"] = m.TotalChunks,
+            ["backend_reads"] = m.BackendReads,
+            ["backend_bytes"] = m.BackendBytes,
+            ["digest_errors"] = m.DigestErrors,
+            ["cache_repairs"] = m.CacheRepairs,
+            ["prefetch_data_amount"] = m.PrefetchBytes,
+            ["prefetch_requests_count"] = m.PrefetchChunks,
+            ["prefetch_files_total"] = m.PrefetchFilesTotal,
+            ["prefetch_files_done"] = m.PrefetchFilesDone,
+            ["prefetch_errors"] = m.PrefetchErrors,
+        };
+    }
+
+    private static JsonNode? ParseOrNull(string config)
+    {
+        if (string.IsNullOrWhiteSpace(config))
+        {
+            return null;
+        }
+        try
+        {
+            return JsonNode.Parse(config);
+        }
+        catch (System.Text.Json.JsonException)
+        {
+            return null;
+        }
+    }
+}
