@@ -1,4 +1,3 @@
-using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using VirtioFs.Integration.Tests.Infrastructure;
 using Xunit;
@@ -19,19 +18,14 @@ public sealed partial class KataCommandLineGuestTests(ITestOutputHelper output)
         using var tree = new TestTree();
         File.WriteAllText(Path.Combine(tree.Root, "hello.txt"), "served over fd 3\n");
         string socketPath = Path.Combine(Path.GetTempPath(), $"kata-{Guid.NewGuid():N}.sock");
-        var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        listener.Bind(new UnixDomainSocketEndPoint(socketPath));
-        listener.Listen(1);
-        int fd = (int)listener.Handle;
-        // .NET opens sockets close-on-exec; Kata's socket is inherited, so clear the flag for the child.
-        Assert.Equal(0, fcntl(fd, 2 /* F_SETFD */, 0));
-
+        // The listening socket is made with plain syscalls, not a .NET Socket: its fd must be inheritable and must
+        // stay closed in this process once handed over (a SafeHandle finalizer would close a reused fd number later).
+        int fd = ListenUnix(socketPath);
         string command = $"exec 3<&{fd}; exec {Repo.Vfsd} --syslog --cache=auto --shared-dir={tree.Root} --fd=3 " +
                          "--thread-pool-size=1 --announce-submounts";
         using var vfsd = ProcessRunner.Start("bash", ["-c", command]);
         // Only vfsd holds the socket now: if it failed to take fd 3, QEMU's connect fails at once.
         Close(fd);
-        GC.SuppressFinalize(listener);
         try
         {
             var result = Guest.Run("cat /mnt/vfs/hello.txt | sed 's/^/@@READ /'", [("vfs", socketPath)], output);
@@ -46,9 +40,30 @@ public sealed partial class KataCommandLineGuestTests(ITestOutputHelper output)
         }
     }
 
+    private static unsafe int ListenUnix(string path)
+    {
+        const int AfUnix = 1, SockStream = 1;
+        int fd = socket(AfUnix, SockStream, 0);
+        Assert.True(fd >= 0, $"socket: errno {Marshal.GetLastPInvokeError()}");
+        byte* address = stackalloc byte[110]; // struct sockaddr_un: sa_family_t + char sun_path[108]
+        new Span<byte>(address, 110).Clear();
+        *(ushort*)address = AfUnix;
+        System.Text.Encoding.UTF8.GetBytes(path, new Span<byte>(address + 2, 107));
+        Assert.True(bind(fd, address, 110) == 0, $"bind: errno {Marshal.GetLastPInvokeError()}");
+        Assert.True(listen(fd, 1) == 0, $"listen: errno {Marshal.GetLastPInvokeError()}");
+        return fd;
+    }
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int socket(int domain, int type, int protocol);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static unsafe partial int bind(int fd, byte* address, int length);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int listen(int fd, int backlog);
+
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     private static partial int Close(int fd);
 
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial int fcntl(int fd, int cmd, int arg);
 }
