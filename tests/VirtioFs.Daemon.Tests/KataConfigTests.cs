@@ -31,6 +31,18 @@ public partial class KataConfigTests
         Assert.Equal(OptionParser.ParseCache(cache), rust.Cache);
     }
 
+    [Fact]
+    public void Kata_nydus_configuration_yields_an_accepted_command_line()
+    {
+        string text = File.ReadAllText(Path.Combine(RepoRoot(), "kata-config", "configuration-qemu-nydus-vfsd.toml"));
+        Assert.Contains("shared_fs = \"virtio-fs-nydus\"", text, StringComparison.Ordinal);
+        string[] extra = QuotedItem().Matches(ExtraArgsKey().Match(text).Groups[1].Value).Select(m => m.Groups[1].Value).ToArray();
+        // nydusd.go: --log-level, --apisock, --sock, then the extra args.
+        var o = OptionParser.Parse(["--log-level", "info", "--apisock", "/run/kata/x/nydusd-api.sock", "--sock", "/run/kata/x/vhost-user-fs.sock", .. extra]);
+        Assert.Equal("/run/kata/x/nydusd-api.sock", o.ApiSocket);
+        Assert.Equal("/run/kata/x/vhost-user-fs.sock", o.SocketPath);
+    }
+
     private static string Quoted(string s) => s.Trim().Trim('"');
 
     private static string RepoRoot()
