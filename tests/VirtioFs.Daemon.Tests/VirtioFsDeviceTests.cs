@@ -124,6 +124,17 @@ public sealed unsafe class VirtioFsDeviceTests : IDisposable
         Assert.Equal(head, (ushort)used.id);
         Assert.Equal(0u, used.len);
 
+        // A well-formed LOOKUP whose chain puts a readable buffer after the writable reply (virtio spec 1.2 2.7.4.2):
+        // the chain is refused as a whole, so the request is not served and its reply buffer stays untouched.
+        var lookupReply = q.Writable(16 + 128);
+        ushort misordered = q.AddChain(q.Readable(Request(FuseOpcode.Lookup, 1, Encoding.UTF8.GetBytes("data.bin\0"))),
+            lookupReply, q.Readable(new byte[8]));
+        q.Kick();
+        used = q.WaitForUsed();
+        Assert.Equal(misordered, (ushort)used.id);
+        Assert.Equal(0u, used.len);
+        Assert.True(memory.Span(lookupReply.Addr, 16 + 128).IndexOfAnyExcept((byte)0) < 0);
+
         // A FUSE header cut short: no reply can be formed, the chain still comes back.
         q.AddChain(q.Readable(new byte[10]), q.Writable(64));
         q.Kick();

@@ -109,8 +109,11 @@ public sealed class VirtioFsDevice : IVhostUserBackend, IDisposable
     internal static unsafe bool TryFill(ref DescriptorChain chain, FuseRequestBuffers buffers, ILogger logger)
     {
         buffers.Clear();
-        foreach (ChainDescriptor d in chain)
+        // The enumerator that walked the chain is the one that knows why it stopped: a fresh one would report None.
+        ChainEnumerator walk = chain.GetEnumerator();
+        while (walk.MoveNext())
         {
+            ChainDescriptor d = walk.Current;
             if (d.IsWritable)
             {
                 buffers.AddWritable(d.Pointer, d.Length);
@@ -120,7 +123,7 @@ public sealed class VirtioFsDevice : IVhostUserBackend, IDisposable
                 buffers.AddReadable(d.Pointer, d.Length);
             }
         }
-        ChainError error = chain.GetEnumerator().Error;
+        ChainError error = walk.Error;
         if (error != ChainError.None)
         {
             Log.BadChain(logger, chain.Head, error);
