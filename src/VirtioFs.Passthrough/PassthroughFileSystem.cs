@@ -230,6 +230,39 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
         dest[14 + n] = 0;
     }
 
+    /// <summary>
+    /// An O_PATH fd of /proc/self/fd, opened once (virtiofsd keeps the same, <c>proc_self_fd</c>): re-opening inode N
+    /// as <c>openat(ProcSelfFd, "N")</c> resolves one magic link instead of walking /proc, self and fd on every OPEN.
+    /// -1 when /proc is not there; <see cref="ProcFdName"/> then falls back to the absolute path, which fails the same way
+    /// it always did.
+    /// </summary>
+    private static readonly int ProcSelfFd = OpenProcSelfFd();
+
+    private static int OpenProcSelfFd()
+    {
+        fixed (byte* p = "/proc/self/fd\0"u8)
+        {
+            // SAFETY: NUL-terminated constant path; the fd lives as long as the process and is never closed.
+            return openat(AT_FDCWD, p, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+        }
+    }
+
+    /// <summary>
+    /// Writes the name that re-opens <paramref name="fd"/>'s inode through its /proc magic link and returns the dirfd
+    /// it is relative to: "N" under <see cref="ProcSelfFd"/>, or "/proc/self/fd/N" with AT_FDCWD.
+    /// </summary>
+    private static int ProcFdName(int fd, Span<byte> dest)
+    {
+        if (ProcSelfFd < 0)
+        {
+            ProcPath(fd, dest);
+            return AT_FDCWD;
+        }
+        fd.TryFormat(dest, out int n, default, System.Globalization.CultureInfo.InvariantCulture);
+        dest[n] = 0;
+        return ProcSelfFd;
+    }
+
     /// <summary>Holds a reference on an fd so a concurrent FORGET/RELEASE cannot close (and recycle) it mid-call.</summary>
     private ref struct FdLease
     {
