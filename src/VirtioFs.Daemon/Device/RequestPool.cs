@@ -56,8 +56,18 @@ internal sealed class RequestPool : IDisposable
         }
     }
 
-    /// <summary>Next chain to serve; false when the pool stops. Blocks (without spinning) while there is none.</summary>
-    private bool TryTake(out (Vring Vring, DescriptorChain Chain) item)
+    private enum Take
+    {
+        Took,
+        Empty,
+        Stopped,
+    }
+
+    /// <summary>
+    /// Next chain to serve. With <paramref name="mayBlock"/> it sleeps (without spinning) until one is queued;
+    /// otherwise it reports <see cref="Take.Empty"/> so the caller can first signal what it completed.
+    /// </summary>
+    private Take TryTake(bool mayBlock, out (Vring Vring, DescriptorChain Chain) item)
     {
         lock (_gate)
         {
@@ -65,45 +75,40 @@ internal sealed class RequestPool : IDisposable
             {
                 if (_work.TryDequeue(out item))
                 {
-                    return true;
+                    return Take.Took;
+                }
+                if (!mayBlock)
+                {
+                    return Take.Empty;
                 }
                 _waiting++;
                 Monitor.Wait(_gate);
                 _waiting--;
             }
             item = default;
-            return false;
-        }
-    }
-
-    /// <summary>Whether a chain is queued right now (a hint: the worker signals before it would block).</summary>
-    private bool HasWork
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return _work.Count > 0;
-            }
+            return Take.Stopped;
         }
     }
 
     private void Run()
     {
         using var buffers = new FuseRequestBuffers(64);
-        // Ring with used entries this worker added but has not yet signalled.
+        // Ring with used entries this worker added but has not yet signalled. A worker never sleeps while it holds
+        // one: the check for more work and the decision to sleep happen under the same lock, so another worker taking
+        // the chain this one saw queued cannot leave a completion unsignalled.
         Vring? unsignalled = null;
         while (true)
         {
-            if (unsignalled is not null && !HasWork)
-            {
-                unsignalled.SignalUsedIfNeeded();
-                unsignalled = null;
-            }
-            if (!TryTake(out var item))
+            Take took = TryTake(mayBlock: unsignalled is null, out var item);
+            if (took != Take.Took)
             {
                 unsignalled?.SignalUsedIfNeeded();
-                return;
+                unsignalled = null;
+                if (took == Take.Stopped)
+                {
+                    return;
+                }
+                continue;
             }
             if (unsignalled is not null && !ReferenceEquals(unsignalled, item.Vring))
             {
