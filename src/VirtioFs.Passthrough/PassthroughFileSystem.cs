@@ -389,6 +389,64 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
         return Register(fd, st, parent.MountId, out entry);
     }
 
+    /// <summary>
+    /// LOOKUP of a name: stat it first and, when its inode is already in the table, count one more lookup on the fd
+    /// we hold (one statx instead of openat + statx + close). Holding an fd on every known inode keeps its inode number
+    /// from being reused, so (st_dev, st_ino) names exactly the inode we hold. Only an inode seen for the first time is
+    /// opened (O_PATH) and re-stated through its fd, as <see cref="DoLookup"/> does.
+    /// </summary>
+    private int LookupKnownFirst(Inode parent, int parentFd, ReadOnlySpan<byte> name, out FuseEntry entry)
+    {
+        Span<byte> cname = stackalloc byte[NameMax + 1];
+        ToCString(name, cname);
+        Statx st;
+        int rc;
+        fixed (byte* p = cname)
+        {
+            // SAFETY: single NUL-terminated component; AT_SYMLINK_NOFOLLOW stats a symlink itself, AT_NO_AUTOMOUNT
+            // leaves automount points alone like the O_PATH open does; st is a 256-byte statx.
+            rc = statx(parentFd, p, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_BASIC_STATS | STATX_MNT_ID, &st);
+        }
+        if (rc != 0)
+        {
+            entry = default;
+            return LastErrno;
+        }
+        if (TryReference(st, parent.MountId, out entry))
+        {
+            return 0;
+        }
+        return DoLookup(parent, parentFd, name, out entry);
+    }
+
+    /// <summary>Counts one lookup on the inode <paramref name="st"/> describes if the table holds it.</summary>
+    private bool TryReference(in Statx st, ulong parentMountId, out FuseEntry entry)
+    {
+        ulong id;
+        lock (_inodeLock)
+        {
+            if (!_byKey.TryGetValue((Dev(st), st.stx_ino), out Inode? existing))
+            {
+                entry = default;
+                return false;
+            }
+            existing.Refcount++;
+            id = existing.Id;
+        }
+        entry = MakeEntry(id, st, parentMountId);
+        return true;
+    }
+
+    private FuseEntry MakeEntry(ulong id, in Statx st, ulong parentMountId)
+    {
+        var entry = new FuseEntry { NodeId = id, Attr = ToAttr(st), EntryTimeout = _timeout, AttrTimeout = _timeout };
+        if (_submounts && st.stx_mnt_id != parentMountId)
+        {
+            entry.Attr.flags |= FuseConstants.FUSE_ATTR_SUBMOUNT;
+        }
+        return entry;
+    }
+
     /// <summary>Adds (or re-references) the inode of <paramref name="fd"/>; takes ownership of the fd.</summary>
     private int Register(int fd, in Statx st, ulong parentMountId, out FuseEntry entry)
     {
@@ -414,11 +472,7 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
                 _byKey[(dev, st.stx_ino)] = inode;
             }
         }
-        entry = new FuseEntry { NodeId = id, Attr = ToAttr(st), EntryTimeout = _timeout, AttrTimeout = _timeout };
-        if (_submounts && st.stx_mnt_id != parentMountId)
-        {
-            entry.Attr.flags |= FuseConstants.FUSE_ATTR_SUBMOUNT;
-        }
+        entry = MakeEntry(id, st, parentMountId);
         return 0;
     }
 
@@ -471,7 +525,7 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
                 return Register(fd, st, p.MountId, out entry);
             }
             int err = CheckName(name);
-            return err != 0 ? err : DoLookup(p, lease.Fd, name, out entry);
+            return err != 0 ? err : LookupKnownFirst(p, lease.Fd, name, out entry);
         }
         finally
         {
