@@ -47,6 +47,13 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
         public required FdHandle Fd;
         public required ulong NodeId;
         public readonly Lock DirLock = new();
+
+        // Directory stream state (under DirLock), like the buffer of a DIR*: the last getdents64 block, where the
+        // next unsent entry starts in it, and the offset cookie the kernel will send to continue right there.
+        public byte[]? DirBuffer;
+        public int DirLength;
+        public int DirPosition;
+        public ulong DirNextOffset;
     }
 
     private readonly PassthroughOptions _options;
