@@ -15,6 +15,7 @@ internal static unsafe partial class Interop
     public const int AT_SYMLINK_NOFOLLOW = 0x100;
     public const int AT_REMOVEDIR = 0x200;
     public const int AT_EMPTY_PATH = 0x1000;
+    public const int AT_NO_AUTOMOUNT = 0x800;
 
     public const int O_ACCMODE = 3;
     public const int O_RDONLY = 0;

@@ -108,12 +108,12 @@ public sealed unsafe partial class PassthroughFileSystem
         uint mode = st.stx_mode;
         uint kill = S_ISUID | ((mode & S_IXGRP) != 0 ? S_ISGID : 0);
         if ((mode & kill) == 0 || (mode & S_IFMT) != S_IFREG) return;
-        Span<byte> proc = stackalloc byte[32];
-        ProcPath(pathFd, proc);
-        fixed (byte* pp = proc)
+        Span<byte> name = stackalloc byte[32];
+        int dir = ProcFdName(pathFd, name);
+        fixed (byte* np = name)
         {
-            // SAFETY: NUL-terminated /proc path to a regular file.
-            fchmodat(AT_FDCWD, pp, mode & 0xFFF & ~kill, 0);
+            // SAFETY: NUL-terminated name of the magic link of a regular file, relative to dir.
+            fchmodat(dir, np, mode & 0xFFF & ~kill, 0);
         }
     }
 

@@ -6,6 +6,9 @@ namespace VirtioFs.Passthrough;
 /// <summary>OPENDIR, READDIR(PLUS), RELEASEDIR, FSYNCDIR.</summary>
 public sealed unsafe partial class PassthroughFileSystem
 {
+    /// <summary>One getdents64 block per directory handle (glibc's DIR buffer is 32 KiB; a block holds ~250 short names).</summary>
+    private const int DirBufferSize = 8192;
+
     public int OpenDir(in FuseContext ctx, ulong nodeId, uint flags, out FuseOpenResult result)
     {
         result = default;
@@ -36,31 +39,54 @@ public sealed unsafe partial class PassthroughFileSystem
             if (!TryHandle(handle, out OpenHandle h, ref lease)) return Errno.EBADF;
             Inode? dir = null;
             if (writer.IsPlus && !TryInode(h.NodeId, out dir, ref ilease)) return Errno.EBADF;
-            const int BufferSize = 8192;
-            byte* buf = stackalloc byte[BufferSize];
             lock (h.DirLock)
             {
-                // getdents64 d_off values are stable cookies for this directory: seek to the one the kernel passed back.
-                if (lseek(lease.Fd, (long)Math.Min(offset, long.MaxValue), 0) < 0) return LastErrno;
-                while (true)
+                // A READDIR that continues where the last one stopped is served from the entries already read (one
+                // getdents64 per block, as a DIR* stream does); any other offset is a seek. getdents64 d_off values
+                // are stable cookies for this directory, so seeking to the one the kernel passed back is exact.
+                h.DirBuffer ??= GC.AllocateUninitializedArray<byte>(DirBufferSize);
+                if (h.DirPosition >= h.DirLength || h.DirNextOffset != offset)
                 {
-                    nint n = getdents64(lease.Fd, buf, BufferSize); // SAFETY: buf has BufferSize bytes.
-                    if (n < 0) return LastErrno;
-                    if (n == 0) return 0;
-                    for (nint pos = 0; pos < n;)
+                    if (lseek(lease.Fd, (long)Math.Min(offset, long.MaxValue), 0) < 0) return LastErrno;
+                    h.DirLength = 0;
+                    h.DirPosition = 0;
+                    h.DirNextOffset = offset;
+                }
+                fixed (byte* buf = h.DirBuffer)
+                {
+                    while (true)
                     {
+                        if (h.DirPosition >= h.DirLength)
+                        {
+                            nint n = getdents64(lease.Fd, buf, DirBufferSize); // SAFETY: buf has DirBufferSize bytes.
+                            if (n < 0) return LastErrno;
+                            if (n == 0) return 0;
+                            h.DirLength = (int)n;
+                            h.DirPosition = 0;
+                        }
                         // linux_dirent64: u64 d_ino, s64 d_off, u16 d_reclen, u8 d_type, char d_name[].
-                        byte* rec = buf + pos;
+                        byte* rec = buf + h.DirPosition;
+                        if (h.DirLength - h.DirPosition < 20)
+                        {
+                            h.DirLength = 0;
+                            return Errno.EIO;
+                        }
                         ulong ino = *(ulong*)rec;
                         ulong off = *(ulong*)(rec + 8);
                         ushort reclen = *(ushort*)(rec + 16);
                         byte type = rec[18];
-                        if (reclen < 20 || pos + reclen > n) return Errno.EIO;
+                        if (reclen < 20 || reclen > h.DirLength - h.DirPosition)
+                        {
+                            h.DirLength = 0;
+                            return Errno.EIO;
+                        }
                         var name = new ReadOnlySpan<byte>(rec + 19, reclen - 19);
                         int nul = name.IndexOf((byte)0);
                         if (nul >= 0) name = name[..nul];
-                        pos += reclen;
+                        // A full reply leaves this entry first in line for the READDIR that continues at DirNextOffset.
                         if (!Emit(writer, dir, ilease.Fd, ino, off, type, name)) return 0;
+                        h.DirPosition += reclen;
+                        h.DirNextOffset = off;
                     }
                 }
             }

@@ -47,12 +47,12 @@ public sealed unsafe partial class PassthroughFileSystem
 
     private static int ReopenFd(int pathFd, int flags)
     {
-        Span<byte> proc = stackalloc byte[32];
-        ProcPath(pathFd, proc);
-        fixed (byte* pp = proc)
+        Span<byte> name = stackalloc byte[32];
+        int dir = ProcFdName(pathFd, name);
+        fixed (byte* np = name)
         {
             // SAFETY: the /proc magic link resolves to the inode itself, not through any path in the shared tree.
-            return openat(AT_FDCWD, pp, flags, 0);
+            return openat(dir, np, flags, 0);
         }
     }
 

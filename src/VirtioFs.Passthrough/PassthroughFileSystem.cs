@@ -47,6 +47,13 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
         public required FdHandle Fd;
         public required ulong NodeId;
         public readonly Lock DirLock = new();
+
+        // Directory stream state (under DirLock), like the buffer of a DIR*: the last getdents64 block, where the
+        // next unsent entry starts in it, and the offset cookie the kernel will send to continue right there.
+        public byte[]? DirBuffer;
+        public int DirLength;
+        public int DirPosition;
+        public ulong DirNextOffset;
     }
 
     private readonly PassthroughOptions _options;
@@ -230,6 +237,39 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
         dest[14 + n] = 0;
     }
 
+    /// <summary>
+    /// An O_PATH fd of /proc/self/fd, opened once (virtiofsd keeps the same, <c>proc_self_fd</c>): re-opening inode N
+    /// as <c>openat(ProcSelfFd, "N")</c> resolves one magic link instead of walking /proc, self and fd on every OPEN.
+    /// -1 when /proc is not there; <see cref="ProcFdName"/> then falls back to the absolute path, which fails the same way
+    /// it always did.
+    /// </summary>
+    private static readonly int ProcSelfFd = OpenProcSelfFd();
+
+    private static int OpenProcSelfFd()
+    {
+        fixed (byte* p = "/proc/self/fd\0"u8)
+        {
+            // SAFETY: NUL-terminated constant path; the fd lives as long as the process and is never closed.
+            return openat(AT_FDCWD, p, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+        }
+    }
+
+    /// <summary>
+    /// Writes the name that re-opens <paramref name="fd"/>'s inode through its /proc magic link and returns the dirfd
+    /// it is relative to: "N" under <see cref="ProcSelfFd"/>, or "/proc/self/fd/N" with AT_FDCWD.
+    /// </summary>
+    private static int ProcFdName(int fd, Span<byte> dest)
+    {
+        if (ProcSelfFd < 0)
+        {
+            ProcPath(fd, dest);
+            return AT_FDCWD;
+        }
+        fd.TryFormat(dest, out int n, default, System.Globalization.CultureInfo.InvariantCulture);
+        dest[n] = 0;
+        return ProcSelfFd;
+    }
+
     /// <summary>Holds a reference on an fd so a concurrent FORGET/RELEASE cannot close (and recycle) it mid-call.</summary>
     private ref struct FdLease
     {
@@ -356,6 +396,64 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
         return Register(fd, st, parent.MountId, out entry);
     }
 
+    /// <summary>
+    /// LOOKUP of a name: stat it first and, when its inode is already in the table, count one more lookup on the fd
+    /// we hold (one statx instead of openat + statx + close). Holding an fd on every known inode keeps its inode number
+    /// from being reused, so (st_dev, st_ino) names exactly the inode we hold. Only an inode seen for the first time is
+    /// opened (O_PATH) and re-stated through its fd, as <see cref="DoLookup"/> does.
+    /// </summary>
+    private int LookupKnownFirst(Inode parent, int parentFd, ReadOnlySpan<byte> name, out FuseEntry entry)
+    {
+        Span<byte> cname = stackalloc byte[NameMax + 1];
+        ToCString(name, cname);
+        Statx st;
+        int rc;
+        fixed (byte* p = cname)
+        {
+            // SAFETY: single NUL-terminated component; AT_SYMLINK_NOFOLLOW stats a symlink itself, AT_NO_AUTOMOUNT
+            // leaves automount points alone like the O_PATH open does; st is a 256-byte statx.
+            rc = statx(parentFd, p, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_BASIC_STATS | STATX_MNT_ID, &st);
+        }
+        if (rc != 0)
+        {
+            entry = default;
+            return LastErrno;
+        }
+        if (TryReference(st, parent.MountId, out entry))
+        {
+            return 0;
+        }
+        return DoLookup(parent, parentFd, name, out entry);
+    }
+
+    /// <summary>Counts one lookup on the inode <paramref name="st"/> describes if the table holds it.</summary>
+    private bool TryReference(in Statx st, ulong parentMountId, out FuseEntry entry)
+    {
+        ulong id;
+        lock (_inodeLock)
+        {
+            if (!_byKey.TryGetValue((Dev(st), st.stx_ino), out Inode? existing))
+            {
+                entry = default;
+                return false;
+            }
+            existing.Refcount++;
+            id = existing.Id;
+        }
+        entry = MakeEntry(id, st, parentMountId);
+        return true;
+    }
+
+    private FuseEntry MakeEntry(ulong id, in Statx st, ulong parentMountId)
+    {
+        var entry = new FuseEntry { NodeId = id, Attr = ToAttr(st), EntryTimeout = _timeout, AttrTimeout = _timeout };
+        if (_submounts && st.stx_mnt_id != parentMountId)
+        {
+            entry.Attr.flags |= FuseConstants.FUSE_ATTR_SUBMOUNT;
+        }
+        return entry;
+    }
+
     /// <summary>Adds (or re-references) the inode of <paramref name="fd"/>; takes ownership of the fd.</summary>
     private int Register(int fd, in Statx st, ulong parentMountId, out FuseEntry entry)
     {
@@ -381,11 +479,7 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
                 _byKey[(dev, st.stx_ino)] = inode;
             }
         }
-        entry = new FuseEntry { NodeId = id, Attr = ToAttr(st), EntryTimeout = _timeout, AttrTimeout = _timeout };
-        if (_submounts && st.stx_mnt_id != parentMountId)
-        {
-            entry.Attr.flags |= FuseConstants.FUSE_ATTR_SUBMOUNT;
-        }
+        entry = MakeEntry(id, st, parentMountId);
         return 0;
     }
 
@@ -438,7 +532,7 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
                 return Register(fd, st, p.MountId, out entry);
             }
             int err = CheckName(name);
-            return err != 0 ? err : DoLookup(p, lease.Fd, name, out entry);
+            return err != 0 ? err : LookupKnownFirst(p, lease.Fd, name, out entry);
         }
         finally
         {

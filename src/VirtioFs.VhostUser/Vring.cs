@@ -156,6 +156,7 @@ public sealed unsafe class Vring : IDisposable
         do
         {
             DisableNotification();
+            bool added = false;
             while (TryPopChain(out DescriptorChain chain))
             {
                 uint length;
@@ -171,9 +172,15 @@ public sealed unsafe class Vring : IDisposable
                 if (length != Deferred)
                 {
                     AddUsed(chain.Head, length);
+                    added = true;
                 }
             }
-            SignalUsedIfNeeded();
+            // Chains handed to another thread are signalled by whoever completes them; checking here as well would
+            // only contend for the used-ring lock with that thread.
+            if (added)
+            {
+                SignalUsedIfNeeded();
+            }
         }
         while (EnableNotification());
     }

@@ -97,6 +97,64 @@ public sealed unsafe class VirtioFsDeviceTests : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData(0, 1, false)]
+    [InlineData(1, 1, false)] // one thread behind one queue: the same serialisation, served without a hand-off
+    [InlineData(1, 2, true)]  // one thread shared by two queues: keep the pool so the queues stay serialised
+    [InlineData(2, 1, true)]
+    public void Only_a_pool_that_adds_concurrency_or_serialisation_is_kept(int pool, int requestQueues, bool usesPool)
+    {
+        using var stack = Stack.Create(_dir, tag: null, requestQueues, pool);
+        Assert.Equal(usesPool, stack.Device.UsesPool);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(2)]
+    [InlineData(4)]
+    public void A_burst_of_requests_is_completed_and_the_driver_is_interrupted_after_the_last(int pool)
+    {
+        using var stack = Stack.Create(_dir, tag: null, requestQueues: 1, pool);
+        using var memory = TestGuestMemory.Single(8 << 20);
+        var queues = new[] { new MockSplitQueue(memory, 0, QueueSize), new MockSplitQueue(memory, 1, QueueSize) };
+        using var harness = new VhostUserTestHarness(stack.Device);
+        harness.StartLikeQemu72(memory, queues);
+        MockSplitQueue q = queues[1];
+        Init(q);
+        while (q.TryConsumeCall())
+        {
+        }
+
+        // EVENT_IDX (virtio spec 1.2, 2.7.10): the driver asks to be interrupted only once the last of the burst is
+        // used. Completions are batched per worker, so a lost final notification would leave the guest waiting.
+        const int Burst = 24; // two descriptors each: the burst fits the 64-entry table
+        q.UsedEvent = (ushort)(q.UsedIdx + Burst - 1);
+        var replies = new ChainBuffer[Burst];
+        var heads = new HashSet<ushort>();
+        for (int i = 0; i < Burst; i++)
+        {
+            replies[i] = q.Writable(16 + 128);
+            heads.Add(q.AddChain(q.Readable(Request(FuseOpcode.Lookup, 1, Encoding.UTF8.GetBytes("data.bin\0"))), replies[i]));
+        }
+        q.Kick();
+        for (int i = 0; i < Burst; i++)
+        {
+            VringUsedElem used = q.WaitForUsed();
+            Assert.True(heads.Remove((ushort)used.id));
+            Assert.Equal(144u, used.len);
+        }
+        Assert.True(q.WaitForCall(TimeSpan.FromSeconds(5)), "no interrupt after the last used buffer");
+        foreach (ChainBuffer reply in replies)
+        {
+            Assert.Equal(0, OutError(memory, reply));
+        }
+
+        foreach (var queue in queues)
+        {
+            queue.Dispose();
+        }
+    }
+
     [Fact]
     public void Malformed_chains_and_requests_are_answered_and_the_queue_keeps_serving()
     {
@@ -123,6 +181,17 @@ public sealed unsafe class VirtioFsDeviceTests : IDisposable
         used = q.WaitForUsed();
         Assert.Equal(head, (ushort)used.id);
         Assert.Equal(0u, used.len);
+
+        // A well-formed LOOKUP whose chain puts a readable buffer after the writable reply (virtio spec 1.2 2.7.4.2):
+        // the chain is refused as a whole, so the request is not served and its reply buffer stays untouched.
+        var lookupReply = q.Writable(16 + 128);
+        ushort misordered = q.AddChain(q.Readable(Request(FuseOpcode.Lookup, 1, Encoding.UTF8.GetBytes("data.bin\0"))),
+            lookupReply, q.Readable(new byte[8]));
+        q.Kick();
+        used = q.WaitForUsed();
+        Assert.Equal(misordered, (ushort)used.id);
+        Assert.Equal(0u, used.len);
+        Assert.True(memory.Span(lookupReply.Addr, 16 + 128).IndexOfAnyExcept((byte)0) < 0);
 
         // A FUSE header cut short: no reply can be formed, the chain still comes back.
         q.AddChain(q.Readable(new byte[10]), q.Writable(64));

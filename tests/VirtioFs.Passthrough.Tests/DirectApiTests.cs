@@ -136,6 +136,37 @@ public sealed class DirectApiTests : IDisposable
     }
 
     [Fact]
+    public void Lookup_of_a_known_inode_reports_fresh_attributes_and_follows_the_name()
+    {
+        string f = Path.Combine(_src, "f");
+        File.WriteAllText(f, "1");
+        Assert.Equal(0, _fs.Lookup(RootCtx, Root, N("f"), out FuseEntry first));
+        Assert.Equal(1ul, first.Attr.size);
+
+        // Known inode, changed on the host: same node, attributes as they are now.
+        File.WriteAllText(f, "12345");
+        Assert.Equal(0, _fs.Lookup(RootCtx, Root, N("f"), out FuseEntry again));
+        Assert.Equal(first.NodeId, again.NodeId);
+        Assert.Equal(5ul, again.Attr.size);
+
+        // A second name for the same inode is the same node.
+        File.CreateSymbolicLink(Path.Combine(_src, "link"), "f");
+        Assert.Equal(0, link(f, Path.Combine(_src, "hard")));
+        Assert.Equal(first.NodeId, LookupOk(Root, "hard"));
+        Assert.NotEqual(first.NodeId, LookupOk(Root, "link")); // the symlink itself, not its target
+
+        // The name now names another file: a new node, while the old one stays valid through its fd.
+        File.WriteAllText(Path.Combine(_src, "g"), "other file");
+        File.Move(Path.Combine(_src, "g"), f, overwrite: true);
+        Assert.Equal(0, _fs.Lookup(RootCtx, Root, N("f"), out FuseEntry replaced));
+        Assert.NotEqual(first.NodeId, replaced.NodeId);
+        Assert.Equal(10ul, replaced.Attr.size);
+        Assert.Equal(0, _fs.GetAttr(RootCtx, first.NodeId, null, out FuseAttr old, out _));
+        Assert.Equal(5ul, old.size);
+        Assert.Equal(Errno.ENOENT, _fs.Lookup(RootCtx, Root, N("missing"), out _));
+    }
+
+    [Fact]
     public void Lookups_are_counted_and_forget_releases_the_inode()
     {
         File.WriteAllText(Path.Combine(_src, "f"), "");
