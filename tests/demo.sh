@@ -41,7 +41,7 @@ echo "== on the host, the source's data files hash to:"
 
 echo "== serving the image to a QEMU guest: vfsd --bootstrap ... --blob-dir ..."
 out/vfsd --socket-path "$work/vfsd.sock" --bootstrap "$work/image.boot" --blob-dir "$work/blobs" \
-  --cache-dir "$work/cache" --tag image --log-level warn &
+  --cache-dir "$work/cache" --log-level warn &
 for _ in $(seq 1 100); do [ -S "$work/vfsd.sock" ] && break; sleep 0.05; done
 [ -S "$work/vfsd.sock" ] || { echo "demo: vfsd did not start" >&2; exit 1; }
 tests/guest/run-guest.sh --script "$work/guest.sh" --fs image="$work/vfsd.sock" | grep -v '^\[' | sed -n '/@@GUEST-READY/,/@@EXIT/p' | grep -v '^@@'
