@@ -40,13 +40,14 @@ internal sealed class DaemonControl(Vfs.Vfs vfs, DaemonOptions defaults, ILogger
         {
             return opened;
         }
+        // Recorded before it becomes reachable, so an unmount racing with this request always finds its owner.
+        _owned[fs!] = owned!;
         VfsMountError error = vfs.TryMount(request.MountPoint, fs!);
         if (error != VfsMountError.None)
         {
-            owned!.Owner.Dispose();
+            Release(fs);
             return ApiResult.Fail(ApiErrorKind.BadRequest, $"cannot mount at {request.MountPoint}: {error}");
         }
-        _owned[fs!] = owned!;
         return ApiResult.Success;
     }
 
@@ -57,13 +58,13 @@ internal sealed class DaemonControl(Vfs.Vfs vfs, DaemonOptions defaults, ILogger
         {
             return opened;
         }
+        _owned[fs!] = owned!;
         VfsMountError error = vfs.TryRemount(request.MountPoint, fs!, out IFileSystem? old);
         if (error != VfsMountError.None)
         {
-            owned!.Owner.Dispose();
+            Release(fs);
             return ApiResult.Fail(ApiErrorKind.BadRequest, $"cannot remount {request.MountPoint}: {error}");
         }
-        _owned[fs!] = owned!;
         Release(old);
         return ApiResult.Success;
     }
