@@ -423,6 +423,9 @@ public sealed class RegistryClient : IDisposable
             catch (OperationCanceledException e) { error = new RegistryException($"{operation}: no answer within {timeout.TotalSeconds:0.###} s", 0, true, e); }
             catch (HttpRequestException e) { error = new RegistryException($"{operation}: {e.Message}", 0, true, e); }
             catch (IOException e) { error = new RegistryException($"{operation}: {e.Message}", 0, true, e); }
+            // SocketsHttpHandler lets a SocketException escape unwrapped when the peer closes a connection between
+            // connect and the first write (it reads RemoteEndPoint then): ENOTCONN is as transient as a refused connect.
+            catch (System.Net.Sockets.SocketException e) { error = new RegistryException($"{operation}: {e.Message}", 0, true, e); }
             catch (RegistryException e) { error = e; }
             var re = (RegistryException)error;
             if (!re.Transient || i >= _o.RetryLimit)

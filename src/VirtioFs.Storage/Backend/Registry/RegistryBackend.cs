@@ -117,6 +117,9 @@ public sealed class RegistryBackend : IBlobBackend
         }
         catch (OperationCanceledException) { return EIO; }
         catch (ObjectDisposedException) { return EBADF; }
+        // The backend contract is an errno, never an exception: a failure the client did not classify (a socket or
+        // TLS error surfacing unwrapped from the HTTP stack) is an I/O error for the reader, not a crashed worker.
+        catch (Exception e) when (e is not OutOfMemoryException) { return EIO; }
     }
 
     public void Dispose()
