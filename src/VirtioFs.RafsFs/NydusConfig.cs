@@ -1,4 +1,5 @@
 using System.Text.Json;
+using VirtioFs.Storage.Backend.Registry;
 using VirtioFs.Storage.Cache;
 
 namespace VirtioFs.RafsFs;
@@ -6,7 +7,7 @@ namespace VirtioFs.RafsFs;
 /// <summary>
 /// Reads the nydusd RAFS configuration (JSON, "v1" shape, nydus docs/nydusd.md and api/src/config.rs) into
 /// <see cref="RafsMountOptions"/>. Understood: <c>device.backend.type</c> = localfs with <c>config.dir</c> or
-/// <c>config.blob_file</c>; <c>device.cache.type</c> = blobcache (or filecache) with <c>config.work_dir</c>, or
+/// <c>config.blob_file</c>, or registry with nydus's registry fields (see <see cref="RegistryBackendConfig"/>); <c>device.cache.type</c> = blobcache (or filecache) with <c>config.work_dir</c>, or
 /// empty/dummycache for no cache; <c>digest_validate</c> (true re-verifies cached chunks on every read);
 /// <c>amplify_io</c>; <c>fs_prefetch.enable</c>, <c>threads_count</c>, <c>bandwidth_rate</c>, <c>prefetch_all</c>.
 /// Keys nydus has that change nothing here (mode, iostats_files, enable_xattr, latest_read_files, access_pattern,
@@ -49,13 +50,29 @@ public static class NydusConfig
                 {
                     Obj(backend, "device.backend");
                     string type = Str(backend, "type", "device.backend.type") ?? "localfs";
-                    if (type != "localfs")
-                        throw new ConfigException($"device.backend.type '{type}' is not supported (only localfs)");
-                    if (Get(backend, "config") is { } bc)
+                    switch (type)
                     {
-                        Obj(bc, "device.backend.config");
-                        if (Str(bc, "dir", "device.backend.config.dir") is { } dir) options.BlobDir = dir;
-                        if (Str(bc, "blob_file", "device.backend.config.blob_file") is { Length: > 0 } file) options.BlobFile = file;
+                        case "localfs":
+                            if (Get(backend, "config") is { } bc)
+                            {
+                                Obj(bc, "device.backend.config");
+                                if (Str(bc, "dir", "device.backend.config.dir") is { } dir) options.BlobDir = dir;
+                                if (Str(bc, "blob_file", "device.backend.config.blob_file") is { Length: > 0 } file) options.BlobFile = file;
+                            }
+                            break;
+                        case "registry":
+                            if (Get(backend, "config") is not { } rc) throw new ConfigException("device.backend.type registry needs device.backend.config");
+                            try
+                            {
+                                options.Registry = RegistryBackendConfig.Parse(rc);
+                            }
+                            catch (FormatException e)
+                            {
+                                throw new ConfigException($"device.backend.config: {e.Message}");
+                            }
+                            break;
+                        default:
+                            throw new ConfigException($"device.backend.type '{type}' is not supported (localfs or registry)");
                     }
                 }
                 if (Get(device, "cache") is { } cache)

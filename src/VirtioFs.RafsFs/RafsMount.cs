@@ -1,8 +1,10 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using VirtioFs.Rafs;
+using VirtioFs.Oci;
 using VirtioFs.Rafs.Reader;
 using VirtioFs.Storage.Backend;
+using VirtioFs.Storage.Backend.Registry;
 using VirtioFs.Storage.Cache;
 using VirtioFs.Storage.Prefetch;
 
@@ -61,7 +63,7 @@ public sealed class RafsMount : IDisposable
         try
         {
             byte[]? root = CheckTrust(image, options, logger);
-            backend = OpenBackend(image, options);
+            backend = OpenBackend(image, options, loggers);
             var cacheOptions = new CacheOptions
             {
                 CacheDir = options.CacheDir,
@@ -124,8 +126,18 @@ public sealed class RafsMount : IDisposable
         return root;
     }
 
-    private static IBlobBackend OpenBackend(RafsImage image, RafsMountOptions options)
+    private static IBlobBackend OpenBackend(RafsImage image, RafsMountOptions options, ILoggerFactory loggers)
     {
+        if (options.Registry is { } registry)
+        {
+            // Blobs live in the registry as layers named by their digest; a blob id that is not a sha256 hex can never
+            // be fetched, so say so now rather than with EIO on the first read.
+            foreach (var b in image.Blobs)
+                if (RegistryBackend.DigestOf(b.BlobId) is null)
+                    throw new RafsMountException($"blob id '{b.BlobId}' is not a sha256 digest, so it cannot be read from a registry");
+            ILogger log = loggers.CreateLogger("vfsd.registry");
+            return new RegistryBackend(new RegistryClient(registry, log), ownsClient: true, log);
+        }
         if (options.BlobFile is { } file)
         {
             // localfs blob_file: one blob. LocalDirectoryBackend finds blobs by id in a directory, so the file must

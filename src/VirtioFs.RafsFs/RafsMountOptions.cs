@@ -1,3 +1,4 @@
+using VirtioFs.Oci;
 using VirtioFs.Storage.Cache;
 
 namespace VirtioFs.RafsFs;
@@ -26,6 +27,10 @@ public sealed class RafsMountOptions
 
     /// <summary>One data blob file (nydus localfs <c>blob_file</c>): the image must have exactly one blob.</summary>
     public string? BlobFile { get; set; }
+
+    /// <summary>Read blobs from this OCI registry repository instead of a directory (nydus <c>device.backend.type =
+    /// registry</c>): each blob is the layer whose digest is <c>sha256:</c> + its blob id.</summary>
+    public RegistryOptions? Registry { get; set; }
 
     /// <summary>Persistent chunk cache directory (nydus blobcache <c>work_dir</c>); null reads through without caching.</summary>
     public string? CacheDir { get; set; }

@@ -46,7 +46,38 @@ public sealed class ConfigTests
         Assert.Equal(PrefetchSource.None, o.Prefetch);
     }
 
+    [Fact]
+    public void The_nydusd_registry_backend_config_is_understood()
+    {
+        // nydus docs/nydusd.md's registry sample: blobs come from host/repo with auth and a Dragonfly proxy.
+        const string json = """
+            {
+              "device": {
+                "backend": { "type": "registry", "config": {
+                  "scheme": "http", "host": "127.0.0.1:5000", "repo": "library/app",
+                  "auth": "dXNlcjpwYXNz", "timeout": 7, "connect_timeout": 2, "retry_limit": 4,
+                  "proxy": { "url": "http://127.0.0.1:65001", "ping_url": "http://127.0.0.1:40901/server/ping", "fallback": true, "check_interval": 3 } } },
+                "cache": { "type": "blobcache", "config": { "work_dir": "/var/lib/nydus/cache" } }
+              }
+            }
+            """;
+        var o = new RafsMountOptions { Bootstrap = "/b" };
+        NydusConfig.Apply(json, o);
+        var r = Assert.IsType<VirtioFs.Oci.RegistryOptions>(o.Registry);
+        Assert.Null(o.BlobDir);
+        Assert.Equal("127.0.0.1:5000", r.Host);
+        Assert.Equal("library/app", r.Repository);
+        Assert.Equal(TimeSpan.FromSeconds(7), r.Timeout);
+        Assert.Equal(4, r.RetryLimit);
+        Assert.Equal("http://127.0.0.1:65001", r.Proxy?.Url);
+        Assert.Equal(TimeSpan.FromSeconds(3), r.Proxy?.CheckInterval);
+        Assert.NotNull(r.Credentials);
+    }
+
     [Theory]
+    [InlineData("""{"device":{"backend":{"type":"registry","config":{"host":"h:5000"}}}}""")]
+    [InlineData("""{"device":{"backend":{"type":"registry","config":{"host":"h","repo":"Bad Repo"}}}}""")]
+    [InlineData("""{"device":{"backend":{"type":"oss","config":{}}}}""")]
     [InlineData("[]")]
     [InlineData("{")]
     [InlineData("""{"device":{"backend":{"type":"registry"}}}""")]
