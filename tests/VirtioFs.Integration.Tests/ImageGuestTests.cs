@@ -75,6 +75,7 @@ public sealed class ImageGuestTests(ImageTreeFixture image, ITestOutputHelper ou
         using var vfsd = Vfsd.Start("--bootstrap", ws.Bootstrap, "--blob-dir", ws.BlobDir, "--tag", "vfs", "--thread-pool-size", "2");
         var script = new StringBuilder();
         script.AppendLine(TestTree.GuestManifestScript("/mnt/vfs/tree"));
+        script.AppendLine("xattrs /mnt/vfs/tree");
         script.AppendLine("echo \"@@MANY $(ls /mnt/vfs/many | wc -l)\"");
         foreach (int i in new[] { 0, 12_345, ImageTreeFixture.ManyEntries - 1 })
             script.AppendLine(CultureInfo.InvariantCulture, $"echo \"@@ENTRY {i} $(cat /mnt/vfs/many/e{i:D5})\"");
@@ -91,12 +92,31 @@ public sealed class ImageGuestTests(ImageTreeFixture image, ITestOutputHelper ou
         var inodes = result.Lines("I").Select(l => l.Split(' ')).ToDictionary(p => p[0], p => p[1]);
         foreach (var group in image.HardLinkGroups)
             Assert.Single(group.Select(n => inodes.TryGetValue(n, out var ino) ? ino : "missing:" + n).Distinct());
+        // xattrs over virtio-fs (GETXATTR/LISTXATTR from the guest kernel), as the guest's tool prints them.
+        Assert.Equal(ExpectedXattrs(ws.S("tree")), result.Lines("X").Order(StringComparer.Ordinal));
         Assert.Equal(ImageTreeFixture.ManyEntries.ToString(CultureInfo.InvariantCulture), result.Single("MANY"));
         Assert.Equal(["0 entry 0", "12345 entry 12345", "19999 entry 19999"], result.Lines("ENTRY"));
         Assert.Equal(ImageTreeFixture.HugeSize.ToString(CultureInfo.InvariantCulture), result.Single("HUGE"));
         Assert.Equal(image.HugeWindows.Select(w => $"{w.Offset} {w.Sha}"), result.Lines("WINDOW"));
         Assert.Contains("Read-only file system", result.Single("WRITE"), StringComparison.Ordinal);
         Assert.Equal(0, vfsd.WaitForExit(TimeSpan.FromSeconds(30)));
+    }
+
+    /// <summary>"relpath name=HEX;..." for every entry of the source tree with xattrs: the guest tool's format.</summary>
+    private static List<string> ExpectedXattrs(string root)
+    {
+        var lines = new List<string>();
+        var pending = new Stack<string>([root]);
+        while (pending.TryPop(out var path))
+        {
+            string x = TreeCompare.Xattrs(path);
+            if (x.Length > 0) lines.Add($"{(path == root ? "." : Path.GetRelativePath(root, path))} {x}");
+            // Like nftw(FTW_PHYS): descend into real directories only, never through a symlink to one.
+            if (new FileInfo(path) is { LinkTarget: null } && Directory.Exists(path))
+                foreach (var child in Directory.EnumerateFileSystemEntries(path, "*", new EnumerationOptions { AttributesToSkip = 0 })) pending.Push(child);
+        }
+        Assert.Contains(lines, l => l.StartsWith("docs/link-relative trusted.on-link=", StringComparison.Ordinal)); // the fixture is what we think
+        return lines.Order(StringComparer.Ordinal).ToList();
     }
 
     [Fact]

@@ -37,6 +37,10 @@ root=$work/root
 mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,mnt,lib/modules,etc}
 cp "$busybox" "$root/bin/busybox"
 for applet in $("$busybox" --list); do [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"; done
+# Small static tools busybox lacks (getfattr), built from source each run like the rest of the initramfs.
+for tool in "$(dirname "$0")"/tools/*.c; do
+  gcc -static -O2 -o "$root/bin/$(basename "$tool" .c)" "$tool" || { echo "run-guest: cannot build $tool (gcc, libc6-dev)" >&2; exit 3; }
+done
 # Load order matters: each module depends on the ones before it (REFERENCE.md).
 mods="drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev
       drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci fs/fuse/fuse fs/fuse/virtiofs"
