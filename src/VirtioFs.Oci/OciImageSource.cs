@@ -84,8 +84,9 @@ public abstract class OciImageSource : IDisposable
         {
             if (depth >= MaxIndexDepth) throw new InvalidDataException($"{Name}: image indexes nested deeper than {MaxIndexDepth}");
             var index = OciJson.ParseIndex(body);
-            var pick = SelectPlatform(index, want) ?? throw new InvalidDataException(
-                $"{Name} has no image for {want} (it has: {string.Join(", ", index.Manifests.Select(m => m.Platform?.ToString() ?? "no platform"))})");
+            var pick = SelectPlatform(index, want, out bool nydusOnly) ?? throw new InvalidDataException(nydusOnly
+                ? $"{Name} is already a nydus image for {want}"
+                : $"{Name} has no image for {want} (it has: {string.Join(", ", index.Manifests.Select(m => m.Platform?.ToString() ?? "no platform"))})");
             if (pick.Size > MaxManifestBytes) throw new InvalidDataException($"{Name}: manifest {pick.Digest} of {pick.Size} bytes exceeds {MaxManifestBytes}");
             body = await ReadDocumentAsync(pick, MaxManifestBytes, isManifest: true, ct).ConfigureAwait(false);
             if (body.LongLength != pick.Size) throw new InvalidDataException($"{Name}: manifest {pick.Digest} is {body.Length} bytes, its descriptor says {pick.Size}");
@@ -111,13 +112,14 @@ public abstract class OciImageSource : IDisposable
         return new ResolvedImage(digest, manifest, config, info);
     }
 
-    private static OciDescriptor? SelectPlatform(OciIndex index, OciPlatform want)
+    private static OciDescriptor? SelectPlatform(OciIndex index, OciPlatform want, out bool nydusOnly)
     {
+        nydusOnly = false;
         foreach (var m in index.Manifests)
         {
             if (m.Platform is not { } p || p.Os != want.Os || p.Architecture != want.Architecture) continue;
             if (want.Variant is not null && p.Variant != want.Variant) continue;
-            if (p.OsFeatures?.Contains(OciMediaTypes.NydusRemoteImageFeature) == true) continue;
+            if (p.OsFeatures?.Contains(OciMediaTypes.NydusRemoteImageFeature) == true) { nydusOnly = true; continue; }
             return m;
         }
         // A single-image layout (as umoci or `skopeo copy oci:` write it) often has no platform in index.json.

@@ -102,7 +102,7 @@ public static partial class RegistryCommands
 
         var config = makeConfig(diffIds);
         string configDigest = OciDigest.Sha256(config);
-        var configOutcome = Run(client.PushBlobAsync(configDigest, config.Length, () => new MemoryStream(config, writable: false)));
+        var configOutcome = Run(client.PushBlobAsync(configDigest, config.Length, () => new MemoryStream(config, writable: false), mountFrom));
         var manifest = OciJson.WriteManifest(new OciManifest(OciMediaTypes.ImageManifest,
             new OciDescriptor(OciMediaTypes.ImageConfig, configDigest, config.Length), layers));
         string manifestDigest = Run(client.PutManifestAsync(OciDigest.Sha256(manifest), OciMediaTypes.ImageManifest, manifest));
