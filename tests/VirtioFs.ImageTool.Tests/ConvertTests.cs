@@ -183,9 +183,9 @@ public sealed class ConvertTests
         return new SourceImage(blobs, [Sha(amd), Sha(arm)], index, Sha(amd), layers.Select(l => l.Digest).ToArray());
     }
 
-    private static async Task PushSource(RegistryServer server, string repo, string tag, SourceImage img)
+    private static async Task PushSource(RegistryServer server, string repo, string tag, SourceImage img, RegistryCredentials? creds = null)
     {
-        using var c = new RegistryClient(server.Options(repo));
+        using var c = new RegistryClient(server.Options(repo, creds));
         foreach (var (d, b) in img.Blobs.Where(kv => !img.Manifests.Contains(kv.Key)))
             await c.PushBlobAsync(d, b.Length, () => new MemoryStream(b));
         foreach (var d in img.Manifests) await c.PutManifestAsync(d, OciMediaTypes.ImageManifest, img.Blobs[d]);
@@ -351,6 +351,24 @@ public sealed class ConvertTests
         Assert.Empty(Directory.EnumerateFileSystemEntries(work));
         using (var c = new RegistryClient(server.Options("dst/app")))
             await Assert.ThrowsAsync<RegistryException>(() => c.GetManifestAsync("bad"));
+    }
+
+    [Fact]
+    public async Task Convert_with_token_auth_takes_credentials_from_a_docker_config()
+    {
+        using var tokens = new TokenServer { RequiredCredentials = ("ci", "pw") };
+        using var server = RegistryServer.Start(token: tokens);
+        await PushSource(server, "team/src", "v1", MakeImage(), new RegistryCredentials("ci", "pw"));
+        var cfgDir = Temp("cfg");
+        var cfg = Path.Combine(cfgDir, "config.json");
+        File.WriteAllText(cfg, $"{{\"auths\":{{\"{server.Host}\":{{\"auth\":\"{Convert.ToBase64String("ci:pw"u8)}\"}}}}}}");
+        var (code, text) = Run("convert", $"{server.Host}/team/src:v1", $"{server.Host}/team/dst:v1", "--docker-config", cfg, "--insecure");
+        Assert.True(code == 0, text);
+        Assert.Contains("uploaded", text);
+        // Without credentials the token server refuses before anything is converted.
+        (code, text) = Run("convert", $"{server.Host}/team/src:v1", $"{server.Host}/team/dst:v2", "--docker-config", Path.Combine(cfgDir, "none.json"));
+        Assert.Equal(1, code);
+        Assert.Contains("401", text);
     }
 
     // ------------------------------------------------------------------ hostile layouts (they fail before any push)
