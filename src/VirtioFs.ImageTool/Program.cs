@@ -43,6 +43,8 @@ public static class Program
           keygen KEY                      writes KEY (Ed25519 seed) and KEY.pub
           push BOOTSTRAP --blob-dir DIR --target HOST/REPO:TAG [--platform OS/ARCH] [--mount-from REPO] [--json]
           pull HOST/REPO:TAG --bootstrap FILE [--blob-dir DIR] [--platform OS/ARCH] [--json]
+          convert SRC HOST/REPO:TAG [--platform OS/ARCH] [--fs-version 6|5] [--compressor C] [--digester D] [--chunk-size N]
+                 [--work-dir DIR] [--mount-from REPO] [--insecure] [--json]     SRC: HOST/REPO:TAG, HOST/REPO@sha256:.., oci:DIR or DIR
                  registry options: --plain-http --skip-verify --ca-file PEM --docker-config FILE --timeout S --retry-limit N
 
         Usage errors exit 2, bad input exits 1; see src/VirtioFs.ImageTool/USAGE.md for details.
@@ -93,7 +95,7 @@ public static class Program
     /// <summary>Runs a command; <paramref name="binaryOut"/> receives `cat` output (stdout when null).</summary>
     public static int Run(string[] args, TextWriter o, Stream? binaryOut)
     {
-        if (args.Length == 0) throw new UsageException("usage: vfs-image create|check|inspect|ls|cat|stat|unpack|keygen|push|pull ... (vfs-image --help)");
+        if (args.Length == 0) throw new UsageException("usage: vfs-image create|check|inspect|ls|cat|stat|unpack|keygen|push|pull|convert ... (vfs-image --help)");
         var rest = args.Skip(1);
         switch (args[0])
         {
@@ -108,6 +110,7 @@ public static class Program
             case "keygen": return KeyGen(Args.Parse(rest, [], []), o);
             case "push": return Registry.RegistryCommands.Push(rest, o, ReferenceEquals(o, Console.Out) && !Console.IsOutputRedirected);
             case "pull": return Registry.RegistryCommands.Pull(rest, o, ReferenceEquals(o, Console.Out) && !Console.IsOutputRedirected);
+            case "convert": return Registry.RegistryCommands.Convert(rest, o, ReferenceEquals(o, Console.Out) && !Console.IsOutputRedirected);
             default: throw new UsageException($"unknown command '{args[0]}'");
         }
     }
@@ -189,14 +192,14 @@ public static class Program
         return "oci-layers";
     }
 
-    private static T Wrap<T>(Func<T> f)
+    internal static T Wrap<T>(Func<T> f)
     {
         try { return f(); } catch (RafsFormatException e) { throw new UsageException(e.Message); }
     }
 
-    private static int ParseInt(string s, string opt) => int.TryParse(s, out int v) ? v : throw new UsageException($"{opt}: '{s}' is not a number");
+    internal static int ParseInt(string s, string opt) => int.TryParse(s, out int v) ? v : throw new UsageException($"{opt}: '{s}' is not a number");
 
-    private static uint ParseSize(string s)
+    internal static uint ParseSize(string s)
     {
         ulong mul = 1;
         var t = s.Trim().ToUpperInvariant();

@@ -9,7 +9,7 @@ namespace VirtioFs.ImageTool.Registry;
 /// the layout nydusify writes (see <see cref="NydusImage"/>): blobs as nydus blob layers, the bootstrap as a tar+gzip
 /// layer, a manifest, and an index whose platform carries os.features nydus.remoteimage.v1.
 /// </summary>
-public static class RegistryCommands
+public static partial class RegistryCommands
 {
     public const string PushUsage = "push BOOTSTRAP --blob-dir DIR --target HOST/REPO:TAG [--platform OS/ARCH] [--chunk-size N] [--mount-from REPO] [REGISTRY OPTIONS] [--json]";
     public const string PullUsage = "pull HOST/REPO:TAG --bootstrap FILE [--blob-dir DIR] [--platform OS/ARCH] [REGISTRY OPTIONS] [--json]";
@@ -33,6 +33,33 @@ public static class RegistryCommands
         bool json = a.Flags.Contains("--json");
         var log = json ? TextWriter.Null : o;
 
+        using var client = new RegistryClient(Options(a, target));
+        var report = PushImage(client, target, bootstrap, blobDir, platform, diffIds => OciJson.WriteConfig(platform, diffIds), mountFrom, chunk, log, terminal);
+        if (json) WriteJson(o, w => WritePushReport(w, target, report));
+        else o.WriteLine($"pushed {target} ({platform}) index {report.IndexDigest} manifest {report.ManifestDigest}");
+        return 0;
+    }
+
+    /// <summary>One blob pushed: its digest, size and what the registry needed ("uploaded", "already present", "mounted").</summary>
+    internal sealed record PushedBlob(string Kind, string Digest, long Size, string Outcome);
+
+    /// <summary>What <see cref="PushImage"/> did.</summary>
+    internal sealed record PushReport(string IndexDigest, string ManifestDigest, IReadOnlyList<PushedBlob> Layers, PushedBlob Config)
+    {
+        /// <summary>Blobs whose bytes were actually sent (layers and config).</summary>
+        public int Uploaded => Layers.Count(l => l.Outcome == "uploaded") + (Config.Outcome == "uploaded" ? 1 : 0);
+    }
+
+    /// <summary>
+    /// Pushes a built RAFS image (bootstrap + blobs in <paramref name="blobDir"/>) to <paramref name="target"/> in the
+    /// nydusify layout: data blobs, then the bootstrap layer, then the config <paramref name="makeConfig"/> builds from
+    /// the layers' diff ids, the manifest, and an index whose entry is marked nydus for <paramref name="platform"/>.
+    /// Shared by push and convert. Blobs the registry has are not sent again (HEAD first, then a cross-repository
+    /// mount from <paramref name="mountFrom"/> when given); progress goes to <paramref name="log"/>.
+    /// </summary>
+    internal static PushReport PushImage(RegistryClient client, OciReference target, string bootstrap, string blobDir, OciPlatform platform,
+        Func<IReadOnlyList<string>, byte[]> makeConfig, string? mountFrom, long uploadChunk, TextWriter log, bool terminal)
+    {
         // Everything the image references must be here before anything is sent.
         int fsVersion;
         var blobs = new List<(string Id, string Path, long Size)>();
@@ -47,56 +74,80 @@ public static class RegistryCommands
                 blobs.Add((b.BlobId, path, new FileInfo(path).Length));
             }
         }
-        using var client = new RegistryClient(Options(a, target));
         var layers = new List<OciDescriptor>();
         var diffIds = new List<string>();
-        var results = new List<(string Digest, long Size, string Outcome)>();
+        var results = new List<PushedBlob>();
         foreach (var (id, path, size) in blobs)
         {
             var progress = new TransferProgress(log, "blob " + id[..12], size, terminal);
-            var outcome = Run(client.PushBlobAsync("sha256:" + id, size, () => File.OpenRead(path), mountFrom, chunk, progress));
+            var outcome = Run(client.PushBlobAsync("sha256:" + id, size, () => File.OpenRead(path), mountFrom, uploadChunk, progress));
             progress.Done(Describe(outcome));
             layers.Add(NydusImage.BlobLayer(id, size));
             diffIds.Add("sha256:" + id); // a nydus blob is stored as is: its diff id is its digest
-            results.Add(("sha256:" + id, size, Describe(outcome)));
+            results.Add(new PushedBlob("blob", "sha256:" + id, size, Describe(outcome)));
         }
         var boot = NydusImage.CreateBootstrapLayer(bootstrap);
-        var bootOutcome = Run(client.PushBlobAsync(boot.Digest, boot.Compressed.Length, () => new MemoryStream(boot.Compressed, writable: false)));
+        var bootOutcome = Run(client.PushBlobAsync(boot.Digest, boot.Compressed.Length, () => new MemoryStream(boot.Compressed, writable: false), mountFrom));
         log.WriteLine($"bootstrap {boot.Digest[7..19]}: {Describe(bootOutcome)} {TransferProgress.Size(boot.Compressed.Length)}");
-        layers.Add(NydusImage.BootstrapDescriptor(boot, fsVersion));
+        // nydusify also lists the image's blobs on the bootstrap layer (containerd.io/snapshot/nydus-blob-ids), which
+        // nydus-snapshotter reads to find the blobs without opening the bootstrap.
+        var bootDesc = NydusImage.BootstrapDescriptor(boot, fsVersion);
+        var bootAnnotations = new Dictionary<string, string>(bootDesc.Annotations!, StringComparer.Ordinal)
+        {
+            [AnnotationNydusBlobIds] = BlobIdsJson(blobs.Select(b => b.Id)),
+        };
+        layers.Add(bootDesc with { Annotations = bootAnnotations });
         diffIds.Add(boot.DiffId);
-        results.Add((boot.Digest, boot.Compressed.Length, Describe(bootOutcome)));
+        results.Add(new PushedBlob("bootstrap", boot.Digest, boot.Compressed.Length, Describe(bootOutcome)));
 
-        var config = OciJson.WriteConfig(platform, diffIds);
+        var config = makeConfig(diffIds);
         string configDigest = OciDigest.Sha256(config);
-        Run(client.PushBlobAsync(configDigest, config.Length, () => new MemoryStream(config, writable: false)));
+        var configOutcome = Run(client.PushBlobAsync(configDigest, config.Length, () => new MemoryStream(config, writable: false), mountFrom));
         var manifest = OciJson.WriteManifest(new OciManifest(OciMediaTypes.ImageManifest,
             new OciDescriptor(OciMediaTypes.ImageConfig, configDigest, config.Length), layers));
         string manifestDigest = Run(client.PutManifestAsync(OciDigest.Sha256(manifest), OciMediaTypes.ImageManifest, manifest));
         var index = OciJson.WriteIndex(new OciIndex(OciMediaTypes.ImageIndex,
             [new OciDescriptor(OciMediaTypes.ImageManifest, manifestDigest, manifest.Length, Platform: NydusImage.NydusPlatform(platform))]));
         string indexDigest = Run(client.PutManifestAsync(target.Reference, OciMediaTypes.ImageIndex, index));
-        if (json)
+        return new PushReport(indexDigest, manifestDigest, results, new PushedBlob("config", configDigest, config.Length, Describe(configOutcome)));
+    }
+
+    /// <summary>Bootstrap layer annotation listing the image's data blobs as a JSON array of hex digests (nydusify).</summary>
+    internal const string AnnotationNydusBlobIds = "containerd.io/snapshot/nydus-blob-ids";
+
+    private static string BlobIdsJson(IEnumerable<string> ids)
+    {
+        using var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms))
         {
-            WriteJson(o, w =>
-            {
-                w.WriteString("reference", target.ToString());
-                w.WriteString("index", indexDigest);
-                w.WriteString("manifest", manifestDigest);
-                w.WriteStartArray("layers");
-                foreach (var (d, s, outcome) in results)
-                {
-                    w.WriteStartObject();
-                    w.WriteString("digest", d);
-                    w.WriteNumber("size", s);
-                    w.WriteString("outcome", outcome);
-                    w.WriteEndObject();
-                }
-                w.WriteEndArray();
-            });
+            w.WriteStartArray();
+            foreach (var id in ids) w.WriteStringValue(id);
+            w.WriteEndArray();
         }
-        else o.WriteLine($"pushed {target} ({platform}) index {indexDigest} manifest {manifestDigest}");
-        return 0;
+        return System.Text.Encoding.UTF8.GetString(ms.ToArray());
+    }
+
+    internal static void WritePushReport(Utf8JsonWriter w, OciReference target, PushReport r)
+    {
+        w.WriteString("reference", target.ToString());
+        w.WriteString("index", r.IndexDigest);
+        w.WriteString("manifest", r.ManifestDigest);
+        w.WriteStartArray("layers");
+        foreach (var l in r.Layers)
+        {
+            w.WriteStartObject();
+            w.WriteString("digest", l.Digest);
+            w.WriteNumber("size", l.Size);
+            w.WriteString("outcome", l.Outcome);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteStartObject("config");
+        w.WriteString("digest", r.Config.Digest);
+        w.WriteNumber("size", r.Config.Size);
+        w.WriteString("outcome", r.Config.Outcome);
+        w.WriteEndObject();
+        w.WriteNumber("uploaded", r.Uploaded);
     }
 
     public static int Pull(IEnumerable<string> rest, TextWriter o, bool terminal = false)
@@ -193,19 +244,19 @@ public static class RegistryCommands
     };
 
     /// <summary>Waits for a registry task; registry failures become IOException so Program reports them with exit 1.</summary>
-    private static T Run<T>(Task<T> t)
+    internal static T Run<T>(Task<T> t)
     {
         try { return t.GetAwaiter().GetResult(); }
         catch (RegistryException e) { throw new IOException(e.Message, e); }
     }
 
-    private static void Run(Task t)
+    internal static void Run(Task t)
     {
         try { t.GetAwaiter().GetResult(); }
         catch (RegistryException e) { throw new IOException(e.Message, e); }
     }
 
-    private static OciReference Ref(string s) =>
+    internal static OciReference Ref(string s) =>
         OciReference.TryParse(s, out var r, out var err) ? r : throw new Program.UsageException($"bad image reference '{s}': {err}");
 
     private static OciPlatform Platform(Args a)
@@ -225,7 +276,7 @@ public static class RegistryCommands
             Repository = r.Repository,
             Scheme = a.Flags.Contains("--plain-http") ? "http" : null,
             Credentials = creds,
-            SkipVerify = a.Flags.Contains("--skip-verify"),
+            SkipVerify = a.Flags.Contains("--skip-verify") || a.Flags.Contains("--insecure"),
             CaFile = a.Get("--ca-file"),
             Timeout = a.Get("--timeout") is { } t ? (double.TryParse(t, System.Globalization.CultureInfo.InvariantCulture, out double s) && s > 0 && s <= 3600 ? TimeSpan.FromSeconds(s) : throw new Program.UsageException("--timeout takes seconds (0, 3600]")) : TimeSpan.FromSeconds(30),
             RetryLimit = a.Get("--retry-limit") is { } rl ? (int.TryParse(rl, out int n) && n is >= 0 and <= 100 ? n : throw new Program.UsageException("--retry-limit takes 0..100")) : 3,
@@ -244,7 +295,7 @@ public static class RegistryCommands
         return v * mul;
     }
 
-    private static void WriteJson(TextWriter o, Action<Utf8JsonWriter> body)
+    internal static void WriteJson(TextWriter o, Action<Utf8JsonWriter> body)
     {
         using var ms = new MemoryStream();
         using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))

@@ -29,6 +29,12 @@ public sealed class OciSource : IDisposable
 
     public void Dispose() => _spool.Dispose();
 
+    /// <summary>Flushes spooled file contents so the builder can read them (after the last <see cref="ApplyTar"/>).</summary>
+    public void Flush() => _spool.Flush();
+
+    /// <summary>Bytes of file contents spooled so far (every layer's regular files, overwritten ones included).</summary>
+    public long SpooledBytes => _spool.Position;
+
     /// <summary>Applies layer files in order (bottom first); compression is detected from magic bytes.</summary>
     public static OciSource FromLayers(IEnumerable<string> layers)
     {
@@ -126,12 +132,22 @@ public sealed class OciSource : IDisposable
         return buf;
     }
 
-    /// <summary>Applies one layer stream on top of the tree.</summary>
+    /// <summary>Applies one layer stream on top of the tree; compression is detected from magic bytes (needs a seekable stream).</summary>
     public void ApplyLayer(Stream layer, string name = "layer")
     {
-        _thisLayer = new(ReferenceEqualityComparer.Instance);
         using var data = Decompress(layer);
-        using var tar = new TarReader(data, leaveOpen: true);
+        ApplyTar(data, name);
+    }
+
+    /// <summary>
+    /// Applies one already decompressed tar stream on top of the tree (the caller decompressed it by media type and
+    /// may wrap it to cap or hash it). The stream is left open; it need not be seekable. A stream that is not a tar
+    /// gives a <see cref="RafsFormatException"/> naming <paramref name="name"/>.
+    /// </summary>
+    public void ApplyTar(Stream tarStream, string name = "layer")
+    {
+        _thisLayer = new(ReferenceEqualityComparer.Instance);
+        using var tar = new TarReader(tarStream, leaveOpen: true);
         try
         {
             TarEntry? e;
