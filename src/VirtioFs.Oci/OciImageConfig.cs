@@ -85,14 +85,7 @@ public static class OciImageConfig
         w.WriteEndObject();
     }
 
-    private static JsonDocument ParseObject(byte[] body)
-    {
-        JsonDocument doc;
-        try { doc = JsonDocument.Parse(body, new JsonDocumentOptions { MaxDepth = 32 }); }
-        catch (JsonException e) { throw new InvalidDataException($"image config is not JSON: {e.Message}"); }
-        if (doc.RootElement.ValueKind != JsonValueKind.Object) { doc.Dispose(); throw new InvalidDataException("image config is not a JSON object"); }
-        return doc;
-    }
+    private static JsonDocument ParseObject(byte[] body) => OciJson.ParseObject(body, "image config", 32);
 
     private static string? Str(JsonElement e, string name) =>
         e.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;

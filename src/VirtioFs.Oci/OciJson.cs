@@ -200,12 +200,16 @@ public static class OciJson
         w.WriteEndObject();
     }
 
-    private static JsonDocument Parse(byte[] body)
+    private static JsonDocument Parse(byte[] body) => ParseObject(body, "document", 16);
+
+    /// <summary>Parses a JSON document whose root must be an object; anything else is <see cref="InvalidDataException"/>
+    /// naming <paramref name="what"/>.</summary>
+    internal static JsonDocument ParseObject(byte[] body, string what, int maxDepth)
     {
         JsonDocument doc;
-        try { doc = JsonDocument.Parse(body, new JsonDocumentOptions { MaxDepth = 16 }); }
-        catch (JsonException e) { throw new InvalidDataException($"not JSON: {e.Message}"); }
-        if (doc.RootElement.ValueKind != JsonValueKind.Object) { doc.Dispose(); throw new InvalidDataException("not a JSON object"); }
+        try { doc = JsonDocument.Parse(body, new JsonDocumentOptions { MaxDepth = maxDepth }); }
+        catch (JsonException e) { throw new InvalidDataException($"{what} is not JSON: {e.Message}"); }
+        if (doc.RootElement.ValueKind != JsonValueKind.Object) { doc.Dispose(); throw new InvalidDataException($"{what} is not a JSON object"); }
         return doc;
     }
 
