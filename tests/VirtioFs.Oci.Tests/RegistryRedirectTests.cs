@@ -151,3 +151,44 @@ public sealed class RegistryRedirectTests : IDisposable
         _storage.Dispose();
     }
 }
+
+/// <summary>The real registry redirecting blob GETs (distribution's redirect storage middleware, 307 to a storage base
+/// URL) to a file server over its own storage tree, with htpasswd auth so a leaked credential would show.</summary>
+public sealed class RealRegistryRedirectTests
+{
+    [Fact]
+    public async Task Registry_redirects_are_followed_cached_and_keep_credentials_away_from_storage()
+    {
+        string? root = null;
+        int storageGets = 0, withAuth = 0;
+        using var storage = new TestHttpServer(req =>
+        {
+            Interlocked.Increment(ref storageGets);
+            if (req.Header("Authorization") is not null) { Interlocked.Increment(ref withAuth); return Task.FromResult(new TestResponse(400)); }
+            var file = Path.GetFullPath(Path.Combine(root!, "data", req.Path.TrimStart('/')));
+            if (!file.StartsWith(root!, StringComparison.Ordinal) || !File.Exists(file)) return Task.FromResult(new TestResponse(404));
+            return Task.FromResult(BlobStorage.Serve(File.ReadAllBytes(file), req.Header("Range")));
+        });
+        using var server = RegistryServer.Start(htpasswdLine: Htpasswd.Line("alice", "wonderland"), redirectTo: storage.Url + "/");
+        root = server.Root;
+        var log = new ListLogger();
+        using var c = new RegistryClient(server.Options("vfs/real-redirect", new RegistryCredentials("alice", "wonderland")), log);
+        var data = RandomNumberGenerator.GetBytes(150_000);
+        var d = OciDigest.Sha256(data);
+        await c.PushBlobAsync(d, data.Length, () => new MemoryStream(data));
+        Assert.Equal(0, storageGets);
+
+        using var be = new RegistryBackend(c);
+        var buf = new byte[20_000];
+        Assert.True(0 == be.ReadAt(d[7..], 77_000, buf), string.Join("\n", log.Lines));
+        Assert.True(data.AsSpan(77_000, buf.Length).SequenceEqual(buf));
+        Assert.Equal(1, storageGets);
+        Assert.Contains(log.Lines, l => l.StartsWith("6003 ", StringComparison.Ordinal));   // it was a redirect
+        int registryRequests = log.Lines.Count(l => l.StartsWith("6003 ", StringComparison.Ordinal));
+        Assert.Equal(0, be.ReadAt(d[7..], 0, buf));
+        Assert.True(data.AsSpan(0, buf.Length).SequenceEqual(buf));
+        Assert.Equal(2, storageGets);
+        Assert.Equal(registryRequests, log.Lines.Count(l => l.StartsWith("6003 ", StringComparison.Ordinal)));   // served from the cached target
+        Assert.Equal(0, withAuth);
+    }
+}

@@ -44,18 +44,21 @@ public sealed class BlobStorage : IDisposable
         const string prefix = "/blobs/";
         if (!req.Path.StartsWith(prefix, StringComparison.Ordinal) || !_blobs.TryGetValue(req.Path[prefix.Length..], out var data))
             return Task.FromResult(new TestResponse(404));
-        var range = req.Header("Range");
-        Ranges.Enqueue(range);
-        if (range is null) return Task.FromResult(new TestResponse(200, data));
-        // One "bytes=first-last" range, the only form the client sends.
+        Ranges.Enqueue(req.Header("Range"));
+        return Task.FromResult(Serve(data, req.Header("Range")));
+    }
+
+    /// <summary>The answer to a GET of <paramref name="data"/>: 200 with all of it, or 206 for one <c>bytes=first-last</c> range.</summary>
+    public static TestResponse Serve(byte[] data, string? range)
+    {
+        if (range is null) return new TestResponse(200, data);
         var spec = range.StartsWith("bytes=", StringComparison.Ordinal) ? range[6..].Split('-') : [];
         if (spec.Length != 2 || !long.TryParse(spec[0], out long first) || !long.TryParse(spec[1], out long last) || first > last)
-            return Task.FromResult(new TestResponse(400));
-        if (first >= data.Length)
-            return Task.FromResult(new TestResponse(416).With("Content-Range", $"bytes */{data.Length}"));
+            return new TestResponse(400);
+        if (first >= data.Length) return new TestResponse(416).With("Content-Range", $"bytes */{data.Length}");
         last = Math.Min(last, data.Length - 1);
         var part = data.AsSpan((int)first, (int)(last - first + 1)).ToArray();
-        return Task.FromResult(new TestResponse(206, part).With("Content-Range", $"bytes {first}-{last}/{data.Length}"));
+        return new TestResponse(206, part).With("Content-Range", $"bytes {first}-{last}/{data.Length}");
     }
 
     public void Dispose() => Server.Dispose();

@@ -31,8 +31,11 @@ public sealed class RegistryServer : IDisposable
 
     /// <summary>Starts a registry; <paramref name="htpasswdLine"/> turns on basic auth, <paramref name="token"/> token auth;
     /// <paramref name="tlsCertificate"/> and <paramref name="tlsKey"/> (PEM files: the certificate with any intermediates
-    /// after it, and its key) make it serve https (distribution config <c>http.tls</c>).</summary>
-    public static RegistryServer Start(string? htpasswdLine = null, TokenServer? token = null, string? tlsCertificate = null, string? tlsKey = null)
+    /// after it, and its key) make it serve https (distribution config <c>http.tls</c>); <paramref name="redirectTo"/> turns on
+    /// distribution's redirect storage middleware, so blob GETs are answered with 307 to that base URL plus the blob's path
+    /// in the storage tree (<c>/docker/registry/v2/blobs/sha256/ab/ab…/data</c>, a file under <see cref="Root"/>/data).</summary>
+    public static RegistryServer Start(string? htpasswdLine = null, TokenServer? token = null, string? tlsCertificate = null, string? tlsKey = null,
+        string? redirectTo = null)
     {
         if ((tlsCertificate is null) != (tlsKey is null)) throw new ArgumentException("TLS needs both a certificate and a key");
         if (!Available) throw new InvalidOperationException($"{Binary} is missing: run tests/setup.sh (package docker-registry)");
@@ -50,6 +53,7 @@ public sealed class RegistryServer : IDisposable
             auth = $"auth:\n  token:\n    realm: {token.Realm}\n    service: {token.Service}\n    issuer: {token.Issuer}\n    rootcertbundle: {token.CertificatePath}\n";
         }
         string tls = tlsCertificate is null ? "" : $"  tls:\n    certificate: {tlsCertificate}\n    key: {tlsKey}";
+        string middleware = redirectTo is null ? "" : $"middleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: {redirectTo}";
         var config = $"""
             version: 0.1
             log:
@@ -65,6 +69,7 @@ public sealed class RegistryServer : IDisposable
               addr: 127.0.0.1:{port}
               secret: vfs-test-secret
             {tls}
+            {middleware}
             {auth}
             """;
         File.WriteAllText(Path.Combine(root, "config.yml"), config);
