@@ -112,6 +112,39 @@ public sealed class RegistryTlsTests(TlsRegistry tls) : IClassFixture<TlsRegistr
         Assert.Equal(0, be.ReadAt(tls.Digest[7..], 0, buf));
         Assert.True(tls.Data.AsSpan(0, 1000).SequenceEqual(buf));
     }
+
+    [Fact]
+    public async Task Proxy_with_use_http_gets_the_https_registry_url_as_http_and_without_it_a_refused_tunnel_falls_back()
+    {
+        using var df = new DfProxy { UpstreamHttps = true };
+        var buf = new byte[2000];
+        RegistryOptions WithProxy(bool useHttp)
+        {
+            var o = tls.Options(caFile: tls.Pki.CaPath, retries: 0);
+            return new RegistryOptions
+            {
+                Host = o.Host, Repository = o.Repository, Scheme = o.Scheme, CaFile = o.CaFile, RetryLimit = 0,
+                Proxy = new RegistryProxyOptions { Url = df.Url, PingUrl = df.PingUrl, UseHttp = useHttp },
+            };
+        }
+        using (var c = new RegistryClient(WithProxy(useHttp: true)))
+        {
+            await c.ReadBlobAsync(tls.Digest, 500, buf);
+            Assert.True(tls.Data.AsSpan(500, buf.Length).SequenceEqual(buf));
+            Assert.Equal(1, df.BlobRequests);
+            Assert.All(df.Targets, t => Assert.StartsWith($"http://{tls.Server.Host}/v2/vfs/tls/blobs/", t, StringComparison.Ordinal));
+            Assert.True(c.UsingProxy);
+        }
+        // Without use_http an https URL needs a CONNECT tunnel, which this proxy refuses (405): the read falls back to
+        // the registry, whose certificate is still checked against ca_file.
+        using (var c = new RegistryClient(WithProxy(useHttp: false)))
+        {
+            await c.ReadBlobAsync(tls.Digest, 700, buf);
+            Assert.True(tls.Data.AsSpan(700, buf.Length).SequenceEqual(buf));
+            Assert.Equal(1, df.BlobRequests);
+            Assert.False(c.UsingProxy);
+        }
+    }
 }
 
 /// <summary>The connect timeout bounds a connect that never completes: a listener whose accept queue is full drops

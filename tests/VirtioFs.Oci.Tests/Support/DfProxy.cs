@@ -13,7 +13,12 @@ namespace VirtioFs.Oci.Tests.Support;
 /// </summary>
 public sealed class DfProxy : IDisposable
 {
-    private readonly HttpClient _upstream = new(new SocketsHttpHandler { AllowAutoRedirect = false, UseProxy = false, UseCookies = false });
+    // dfdaemon fetches from the origin itself; the tests' https registry has a test CA, so no verification here.
+    private readonly HttpClient _upstream = new(new SocketsHttpHandler
+    {
+        AllowAutoRedirect = false, UseProxy = false, UseCookies = false,
+        SslOptions = new System.Net.Security.SslClientAuthenticationOptions { RemoteCertificateValidationCallback = (_, _, _, _) => true },
+    });
     private int _blobRequests, _pings, _originForm;
 
     public DfProxy()
@@ -30,6 +35,13 @@ public sealed class DfProxy : IDisposable
 
     /// <summary>Authorities (host:port) the proxied requests were addressed to.</summary>
     public ConcurrentBag<string> Origins { get; } = new();
+
+    /// <summary>Absolute request targets as received.</summary>
+    public ConcurrentBag<string> Targets { get; } = new();
+
+    /// <summary>Fetch http:// targets from the origin over https, as dfdaemon does for a client configured with
+    /// nydus <c>use_http</c> against an https registry.</summary>
+    public bool UpstreamHttps { get; set; }
 
     /// <summary>What the ping answers (200 while healthy); the proxying itself is unaffected.</summary>
     public volatile int PingStatus = 200;
@@ -54,6 +66,8 @@ public sealed class DfProxy : IDisposable
         }
         if (req.Method == "CONNECT" || !Uri.TryCreate(req.Target, UriKind.Absolute, out var target)) return new TestResponse(405);
         Origins.Add(target.Authority);
+        Targets.Add(req.Target);
+        if (UpstreamHttps && target.Scheme == "http") target = new UriBuilder(target) { Scheme = "https", Port = target.Port }.Uri;
         if (req.Path.Contains("/blobs/", StringComparison.Ordinal))
         {
             Interlocked.Increment(ref _blobRequests);
