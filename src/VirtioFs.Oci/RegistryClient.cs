@@ -15,6 +15,8 @@ namespace VirtioFs.Oci;
 /// instance is shared by every reader; its <see cref="SocketsHttpHandler"/> pools connections (keep-alive) and bounds
 /// them per server. Every attempt has a deadline; transient failures are retried with exponential backoff; a 401 runs
 /// the challenge flow once (Basic, or a Bearer token fetched from the realm and cached per scope until it expires).
+/// Blob reads follow redirects by hand (no credentials to storage, target cached per blob) and, with a proxy configured,
+/// are routed through it as nydusd routes them (a forward proxy with a health ping and fallback to the registry).
 /// </summary>
 public sealed class RegistryClient : IDisposable
 {
@@ -647,9 +649,10 @@ public sealed class RegistryClient : IDisposable
         }
     }
 
-    /// <summary>The server certificate check: anything with <c>skip_verify</c>; else the system trust store, or with
-    /// <c>ca_file</c> that file's certificates as the only trust anchors (the host name must still match). A refusal
-    /// is remembered so the error can say why.</summary>
+    /// <summary>The server certificate check: anything with <c>skip_verify</c>; else the system trust store, plus with
+    /// <c>ca_file</c> that file's certificates as further trust anchors (added, as nydus adds them to reqwest's roots,
+    /// so a redirect to public storage still verifies; the host name must match either way). A refusal is remembered
+    /// so the error can say why.</summary>
     private RemoteCertificateValidationCallback MakeCertificateCheck(RegistryOptions o)
     {
         if (o.SkipVerify) return (_, _, _, _) => true;
@@ -667,6 +670,7 @@ public sealed class RegistryClient : IDisposable
         if (roots.Count == 0) throw new ArgumentException($"CA file '{o.CaFile}' holds no certificates");
         return (_, cert, presented, errors) =>
         {
+            if (errors == SslPolicyErrors.None) return true;
             if (cert is null || (errors & (SslPolicyErrors.RemoteCertificateNameMismatch | SslPolicyErrors.RemoteCertificateNotAvailable)) != 0)
             {
                 Volatile.Write(ref _lastCertificateError, $"server certificate refused ({errors & ~SslPolicyErrors.RemoteCertificateChainErrors})");

@@ -27,7 +27,7 @@ public sealed class RegistryOptions
     /// <summary>Accept any server certificate (nydus <c>skip_verify</c>).</summary>
     public bool SkipVerify { get; init; }
 
-    /// <summary>PEM file of CA certificates that replace the system trust store for this registry.</summary>
+    /// <summary>PEM file of CA certificates trusted in addition to the system trust store (nydus <c>ca_file</c>).</summary>
     public string? CaFile { get; init; }
 
     /// <summary>Deadline of one request attempt: headers and body of a range read (nydus <c>timeout</c>, default 5 s).</summary>
