@@ -25,4 +25,7 @@ internal static partial class OciLog
 
     [LoggerMessage(6006, LogLevel.Information, "blob {Digest}: {Outcome}")]
     public static partial void BlobPushed(ILogger logger, string digest, string outcome);
+
+    [LoggerMessage(6007, LogLevel.Debug, "blob {Digest}: cached redirect to {Host} dropped ({Reason}); asking the registry again")]
+    public static partial void RedirectDropped(ILogger logger, string digest, string host, string reason);
 }

@@ -15,6 +15,8 @@ namespace VirtioFs.Oci;
 /// instance is shared by every reader; its <see cref="SocketsHttpHandler"/> pools connections (keep-alive) and bounds
 /// them per server. Every attempt has a deadline; transient failures are retried with exponential backoff; a 401 runs
 /// the challenge flow once (Basic, or a Bearer token fetched from the realm and cached per scope until it expires).
+/// Blob reads follow redirects by hand (no credentials to storage, target cached per blob) and, with a proxy configured,
+/// are routed through it as nydusd routes them (a forward proxy with a health ping and fallback to the registry).
 /// </summary>
 public sealed class RegistryClient : IDisposable
 {
@@ -32,6 +34,9 @@ public sealed class RegistryClient : IDisposable
     private readonly ConcurrentDictionary<string, (string Token, DateTime Expires)> _tokens = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, (Uri Location, DateTime Expires)> _redirects = new(StringComparer.Ordinal);
     private readonly ProxyState? _proxy;
+    private readonly HttpClient? _proxyHttp;
+    private readonly RemoteCertificateValidationCallback _certCheck;
+    private string? _lastCertificateError;            // why the last server certificate was refused, for a clear error
 
     public RegistryClient(RegistryOptions options, ILogger? logger = null)
     {
@@ -42,23 +47,36 @@ public sealed class RegistryClient : IDisposable
         _base = new Uri($"{options.EffectiveScheme}://{options.Host}/");
         _pullScope = $"repository:{options.Repository}:pull";
         _pushScope = $"repository:{options.Repository}:pull,push";
-        var handler = new SocketsHttpHandler
-        {
-            AllowAutoRedirect = false,                 // redirects are followed by hand: auth must not leak to storage, targets are cached
-            ConnectTimeout = options.ConnectTimeout,
-            MaxConnectionsPerServer = options.MaxConnectionsPerServer,
-            PooledConnectionIdleTimeout = TimeSpan.FromSeconds(60),
-            PooledConnectionLifetime = TimeSpan.FromMinutes(10),   // pick up DNS changes
-            AutomaticDecompression = DecompressionMethods.None,    // range reads need the bytes as stored
-            UseCookies = false,
-            UseProxy = false,
-        };
-        if (options.EffectiveScheme == "https" || options.Proxy is not null)
-            handler.SslOptions = new SslClientAuthenticationOptions { RemoteCertificateValidationCallback = MakeCertificateCheck(options) };
-        _http = new HttpClient(handler, disposeHandler: true) { Timeout = System.Threading.Timeout.InfiniteTimeSpan, BaseAddress = _base };
+        _certCheck = MakeCertificateCheck(options);
+        _http = new HttpClient(CreateHandler(null), disposeHandler: true) { Timeout = System.Threading.Timeout.InfiniteTimeSpan, BaseAddress = _base };
         _http.DefaultRequestHeaders.UserAgent.ParseAdd("vfs-registry/1.0");
-        if (options.Proxy is { } p) _proxy = new ProxyState(this, p);
+        if (options.Proxy is { } p)
+        {
+            // nydusd hands the proxy URL to reqwest as an HTTP forward proxy (storage/src/backend/connection.rs,
+            // build_connection: Proxy::all): blob requests keep the registry's absolute URL and go to the proxy in
+            // absolute form (RFC 9112 section 3.2.2), or through a CONNECT tunnel for https. A second client, because
+            // the direct one must never use the proxy (it is the fallback).
+            _proxyHttp = new HttpClient(CreateHandler(new FixedProxy(new Uri(p.Url))), disposeHandler: true)
+                { Timeout = System.Threading.Timeout.InfiniteTimeSpan, BaseAddress = _base };
+            _proxyHttp.DefaultRequestHeaders.UserAgent.ParseAdd("vfs-registry/1.0");
+            _proxy = new ProxyState(this, p);
+        }
     }
+
+    private SocketsHttpHandler CreateHandler(IWebProxy? proxy) => new()
+    {
+        AllowAutoRedirect = false,                 // redirects are followed by hand: auth must not leak to storage, targets are cached
+        ConnectTimeout = _o.ConnectTimeout,
+        MaxConnectionsPerServer = _o.MaxConnectionsPerServer,
+        PooledConnectionIdleTimeout = TimeSpan.FromSeconds(60),
+        PooledConnectionLifetime = TimeSpan.FromMinutes(10),   // pick up DNS changes
+        AutomaticDecompression = DecompressionMethods.None,    // range reads need the bytes as stored
+        UseCookies = false,
+        UseProxy = proxy is not null,              // never the environment's HTTP_PROXY: only the configured one
+        Proxy = proxy,
+        // Redirect targets and the proxy's CONNECT tunnels may be https even for a plain-http registry.
+        SslOptions = new SslClientAuthenticationOptions { RemoteCertificateValidationCallback = _certCheck },
+    };
 
     public RegistryOptions Options => _o;
 
@@ -167,7 +185,9 @@ public sealed class RegistryClient : IDisposable
             if (length > 0) r.Headers.Range = new RangeHeaderValue(offset, offset + length - 1);
         }
 
-        // A cached redirect target (presigned URL) skips the registry round trip; it is dropped when it fails.
+        // A cached redirect target (presigned URL) skips the registry round trip. It is dropped when it has expired or
+        // fails (a storage URL past its signature's lifetime answers 401/403; nydus registry.rs drops it then), and
+        // the registry is asked again for a fresh one.
         if (_redirects.TryGetValue(digest, out var cached))
         {
             if (cached.Expires > DateTime.UtcNow)
@@ -175,38 +195,76 @@ public sealed class RegistryClient : IDisposable
                 HttpResponseMessage? r = null;
                 try
                 {
-                    var req = new HttpRequestMessage(HttpMethod.Get, cached.Location);
-                    SetRange(req);
-                    r = await _http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, ct).ConfigureAwait(false);
+                    r = await RouteAsync(cached.Location, SetRange, authorize: false, ct).ConfigureAwait(false);
                     if (r.IsSuccessStatusCode) return r;
+                    OciLog.RedirectDropped(_log, digest, cached.Location.Host, $"HTTP {(int)r.StatusCode}");
                 }
-                catch (HttpRequestException) { }
+                catch (Exception e) when (!ct.IsCancellationRequested && e is HttpRequestException or IOException or RegistryException)
+                {
+                    OciLog.RedirectDropped(_log, digest, cached.Location.Host, e.Message);
+                }
                 r?.Dispose();
             }
-            _redirects.TryRemove(digest, out _);
+            // Only this entry: a concurrent reader may have stored a fresh one meanwhile.
+            _redirects.TryRemove(new KeyValuePair<string, (Uri, DateTime)>(digest, cached));
         }
 
-        HttpResponseMessage resp;
-        var proxy = _proxy;
-        if (proxy is { Healthy: true })
-        {
-            try
-            {
-                resp = await SendAsync(() => { var r = new HttpRequestMessage(HttpMethod.Get, new Uri(proxy.Base, BlobPath(digest))); SetRange(r); return r; },
-                    _pullScope, ct).ConfigureAwait(false);
-                if ((int)resp.StatusCode < 500) return await FollowAsync(resp, digest, SetRange, ct).ConfigureAwait(false);
-                resp.Dispose();
-                proxy.MarkDown($"HTTP {(int)resp.StatusCode}");
-            }
-            catch (Exception e) when (proxy.Options.Fallback && !ct.IsCancellationRequested && e is HttpRequestException or IOException)
-            {
-                proxy.MarkDown(e.Message);
-            }
-            if (!proxy.Options.Fallback) throw new RegistryException("proxy failed and fallback is off", 502, transient: true);
-        }
-        resp = await SendAsync(() => { var r = new HttpRequestMessage(HttpMethod.Get, BlobPath(digest)); SetRange(r); return r; },
-            _pullScope, ct).ConfigureAwait(false);
+        var resp = await RouteAsync(new Uri(_base, BlobPath(digest)), SetRange, authorize: true, ct).ConfigureAwait(false);
         return await FollowAsync(resp, digest, SetRange, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Sends one blob GET the way nydusd routes a request (connection.rs, call_with_proxy_control): through the proxy
+    /// while it is healthy; when the proxy fails to connect or answers 5xx, straight to <paramref name="target"/> if
+    /// fallback is on, else the failure is the answer. While the proxy is marked down, requests go direct (fallback) or
+    /// fail at once (no fallback) until the health check sees it answer again. <paramref name="authorize"/> sends the
+    /// registry's credentials (registry URLs); redirect targets carry their own and get none.
+    /// </summary>
+    private async Task<HttpResponseMessage> RouteAsync(Uri target, Action<HttpRequestMessage> setRange, bool authorize, CancellationToken ct)
+    {
+        Func<HttpRequestMessage> Make(Uri u) => () =>
+        {
+            var r = new HttpRequestMessage(HttpMethod.Get, u);
+            setRange(r);
+            return r;
+        };
+
+        if (_proxy is { } proxy)
+        {
+            proxy.Touch();
+            if (proxy.Healthy)
+            {
+                var via = proxy.Rewrite(target);
+                string why;
+                Exception? inner = null;
+                try
+                {
+                    var resp = authorize
+                        ? await SendAsync(Make(via), _pullScope, ct, via: _proxyHttp).ConfigureAwait(false)
+                        : await _proxyHttp!.SendAsync(Make(via)(), HttpCompletionOption.ResponseHeadersRead, ct).ConfigureAwait(false);
+                    if ((int)resp.StatusCode < 500 || !proxy.Options.Fallback) return resp;
+                    why = $"HTTP {(int)resp.StatusCode}";
+                    resp.Dispose();
+                }
+                catch (RegistryException e) when (e.StatusCode >= 500) { why = e.Message; inner = e; }
+                catch (Exception e) when (!ct.IsCancellationRequested
+                    && e is HttpRequestException or IOException or System.Net.Sockets.SocketException or OperationCanceledException)
+                {
+                    why = e.Message;
+                    inner = e;
+                }
+                proxy.MarkDown(why);
+                if (!proxy.Options.Fallback)
+                    throw new RegistryException($"proxy {proxy.Base.Authority} failed ({why}) and fallback is off", 502, transient: true, inner);
+            }
+            else if (!proxy.Options.Fallback)
+            {
+                throw new RegistryException($"proxy {proxy.Base.Authority} is not healthy and fallback is off", 502, transient: true);
+            }
+        }
+        return authorize
+            ? await SendAsync(Make(target), _pullScope, ct).ConfigureAwait(false)
+            : await _http.SendAsync(Make(target)(), HttpCompletionOption.ResponseHeadersRead, ct).ConfigureAwait(false);
     }
 
     private async Task<HttpResponseMessage> FollowAsync(HttpResponseMessage resp, string digest, Action<HttpRequestMessage> setRange, CancellationToken ct)
@@ -214,17 +272,18 @@ public sealed class RegistryClient : IDisposable
         for (int hop = 0; ; hop++)
         {
             int code = (int)resp.StatusCode;
-            if (code is 301 or 302 or 303 or 307 or 308 && resp.Headers.Location is { } loc)
+            if (code is 301 or 302 or 303 or 307 or 308)
             {
+                var loc = resp.Headers.Location;
+                var from = resp.RequestMessage?.RequestUri ?? _base;
                 resp.Dispose();
+                if (loc is null) throw new RegistryException($"blob {digest}: HTTP {code} without a Location", code);
                 if (hop >= MaxRedirects) throw new RegistryException($"blob {digest}: more than {MaxRedirects} redirects", code);
-                var target = loc.IsAbsoluteUri ? loc : new Uri(resp.RequestMessage?.RequestUri ?? _base, loc);
+                var target = loc.IsAbsoluteUri ? loc : new Uri(from, loc);
                 if (target.Scheme is not ("http" or "https")) throw new RegistryException($"blob {digest}: redirect to {target.Scheme}", code);
                 OciLog.Redirected(_log, digest, target.Host);
                 // The storage URL carries its own authorization; the registry's credentials are not sent there.
-                var req = new HttpRequestMessage(HttpMethod.Get, target);
-                setRange(req);
-                resp = await _http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, ct).ConfigureAwait(false);
+                resp = await RouteAsync(target, setRange, authorize: false, ct).ConfigureAwait(false);
                 if (resp.IsSuccessStatusCode) _redirects[digest] = (target, DateTime.UtcNow + _o.RedirectCacheTime);
                 continue;
             }
@@ -421,6 +480,13 @@ public sealed class RegistryClient : IDisposable
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested) { throw; }
             catch (OperationCanceledException e) { error = new RegistryException($"{operation}: no answer within {timeout.TotalSeconds:0.###} s", 0, true, e); }
+            catch (HttpRequestException e) when (e.InnerException is System.Security.Authentication.AuthenticationException)
+            {
+                // A refused certificate will be refused again: say why and what to configure instead of retrying.
+                var why = Volatile.Read(ref _lastCertificateError) ?? e.InnerException.Message;
+                error = new RegistryException($"{operation}: TLS with {_o.Host} failed: {why}; set ca_file to the CA that signed "
+                    + "the registry's certificate, or skip_verify", 0, transient: false, e);
+            }
             catch (HttpRequestException e) { error = new RegistryException($"{operation}: {e.Message}", 0, true, e); }
             catch (IOException e) { error = new RegistryException($"{operation}: {e.Message}", 0, true, e); }
             // SocketsHttpHandler lets a SocketException escape unwrapped when the peer closes a connection between
@@ -449,8 +515,10 @@ public sealed class RegistryClient : IDisposable
     /// <summary>Sends a request with the current credentials; on a 401 with a challenge it authenticates once and
     /// sends it again. <paramref name="make"/> builds a fresh request each time (a request cannot be sent twice);
     /// a non-replayable body (a stream) is authenticated up front with a bodiless probe instead.</summary>
-    private async Task<HttpResponseMessage> SendAsync(Func<HttpRequestMessage> make, string scope, CancellationToken ct, bool replayable = true)
+    private async Task<HttpResponseMessage> SendAsync(Func<HttpRequestMessage> make, string scope, CancellationToken ct, bool replayable = true,
+        HttpClient? via = null)
     {
+        var http = via ?? _http;
         if (!replayable && _challenge is null && (_o.Credentials is not null || _o.BearerToken is not null))
         {
             // Learn the challenge with a cheap GET /v2/ before streaming a body that cannot be sent twice.
@@ -458,7 +526,7 @@ public sealed class RegistryClient : IDisposable
         }
         var req = make();
         await AuthorizeAsync(req, scope, ct).ConfigureAwait(false);
-        var resp = await _http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, ct).ConfigureAwait(false);
+        var resp = await http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, ct).ConfigureAwait(false);
         if (resp.StatusCode != HttpStatusCode.Unauthorized || !replayable) return Classify(resp);
         AuthChallenge? ch = null;
         foreach (var h in resp.Headers.WwwAuthenticate)
@@ -469,7 +537,7 @@ public sealed class RegistryClient : IDisposable
         _tokens.TryRemove(scope, out _);             // a cached token was rejected: fetch a new one
         req = make();
         await AuthorizeAsync(req, scope, ct).ConfigureAwait(false);
-        return Classify(await _http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, ct).ConfigureAwait(false));
+        return Classify(await http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, ct).ConfigureAwait(false));
     }
 
     /// <summary>Turns 5xx and 429 into a transient failure here, so every caller retries them alike.</summary>
@@ -581,54 +649,92 @@ public sealed class RegistryClient : IDisposable
         }
     }
 
-    private static RemoteCertificateValidationCallback MakeCertificateCheck(RegistryOptions o)
+    /// <summary>The server certificate check: anything with <c>skip_verify</c>; else the system trust store, plus with
+    /// <c>ca_file</c> that file's certificates as further trust anchors (added, as nydus adds them to reqwest's roots,
+    /// so a redirect to public storage still verifies; the host name must match either way). A refusal is remembered
+    /// so the error can say why.</summary>
+    private RemoteCertificateValidationCallback MakeCertificateCheck(RegistryOptions o)
     {
         if (o.SkipVerify) return (_, _, _, _) => true;
-        if (o.CaFile is null) return (_, _, _, errors) => errors == SslPolicyErrors.None;
+        if (o.CaFile is null)
+        {
+            return (_, _, _, errors) =>
+            {
+                if (errors == SslPolicyErrors.None) return true;
+                Volatile.Write(ref _lastCertificateError, $"server certificate refused ({errors}) by the system trust store");
+                return false;
+            };
+        }
         var roots = new X509Certificate2Collection();
         roots.ImportFromPemFile(o.CaFile);
         if (roots.Count == 0) throw new ArgumentException($"CA file '{o.CaFile}' holds no certificates");
-        return (_, cert, _, errors) =>
+        return (_, cert, presented, errors) =>
         {
-            // The name must still match; only the trust anchors are replaced.
-            if (cert is null || (errors & (SslPolicyErrors.RemoteCertificateNameMismatch | SslPolicyErrors.RemoteCertificateNotAvailable)) != 0) return false;
+            if (errors == SslPolicyErrors.None) return true;
+            if (cert is null || (errors & (SslPolicyErrors.RemoteCertificateNameMismatch | SslPolicyErrors.RemoteCertificateNotAvailable)) != 0)
+            {
+                Volatile.Write(ref _lastCertificateError, $"server certificate refused ({errors & ~SslPolicyErrors.RemoteCertificateChainErrors})");
+                return false;
+            }
             using var chain = new X509Chain();
             chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
             chain.ChainPolicy.CustomTrustStore.AddRange(roots);
             chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+            chain.ChainPolicy.DisableCertificateDownloads = true;    // no network lookups from inside a handshake
+            // Intermediates the server sent along (its certificate file may hold the chain) help build the path.
+            if (presented is not null)
+                foreach (var el in presented.ChainElements) chain.ChainPolicy.ExtraStore.Add(el.Certificate);
             using var c2 = new X509Certificate2(cert);
-            return chain.Build(c2);
+            if (chain.Build(c2)) return true;
+            var status = string.Join(", ", chain.ChainStatus.Select(st => st.Status.ToString()).Distinct());
+            Volatile.Write(ref _lastCertificateError, $"server certificate does not chain to a CA in '{o.CaFile}' ({status})");
+            return false;
         };
     }
 
     public void Dispose()
     {
         _proxy?.Dispose();
+        _proxyHttp?.Dispose();
         _http.Dispose();
     }
 
-    /// <summary>Health of the blob proxy: marked down on a failure, checked again by a timer that pings it.</summary>
+    /// <summary>
+    /// Health of the blob proxy, as nydusd keeps it (connection.rs, start_proxy_health_thread): with a ping URL, a timer
+    /// GETs it every check interval (straight, never through the proxy; the deadline is the connect timeout) and any
+    /// 2xx/3xx marks the proxy healthy, anything else or no answer unhealthy; pings pause while no blob request has
+    /// been made for <see cref="RegistryProxyOptions.CheckPauseElapsed"/>. A failed request also marks it down at once
+    /// (nydusd keeps trying a dead proxy on every request until the next ping; this spares reads that cost). Without a
+    /// ping URL nydusd never checks; here a proxy marked down is simply tried again one check interval later.
+    /// </summary>
     private sealed class ProxyState : IDisposable
     {
         private readonly RegistryClient _owner;
         private readonly ITimer _timer;
         private volatile bool _healthy = true;
+        private long _lastActive = Environment.TickCount64;
         private int _checking;
 
         public ProxyState(RegistryClient owner, RegistryProxyOptions options)
         {
             _owner = owner;
             Options = options;
-            var u = options.Url.EndsWith('/') ? options.Url : options.Url + "/";
-            Base = new Uri(u);
-            Ping = new Uri(options.PingUrl ?? new Uri(Base, "v2/").ToString());
+            Base = new Uri(options.Url);
+            Ping = options.PingUrl is { Length: > 0 } pu ? new Uri(pu) : null;
             _timer = TimeProvider.System.CreateTimer(_ => _ = CheckAsync(), null, options.CheckInterval, options.CheckInterval);
         }
 
         public RegistryProxyOptions Options { get; }
         public Uri Base { get; }
-        public Uri Ping { get; }
+        public Uri? Ping { get; }
         public bool Healthy => _healthy;
+
+        public void Touch() => Volatile.Write(ref _lastActive, Environment.TickCount64);
+
+        /// <summary>The URL sent to the proxy: the target itself, or with <c>use_http</c> its http form, so that a
+        /// proxy which cannot intercept a CONNECT tunnel sees (and caches) the request; the proxy speaks https upstream.</summary>
+        public Uri Rewrite(Uri target) =>
+            Options.UseHttp && target.Scheme == Uri.UriSchemeHttps ? new UriBuilder(target) { Scheme = Uri.UriSchemeHttp, Port = target.Port }.Uri : target;
 
         public void MarkDown(string why)
         {
@@ -637,25 +743,52 @@ public sealed class RegistryClient : IDisposable
             OciLog.ProxyDown(_owner._log, Base.Authority, why);
         }
 
+        private void MarkUp()
+        {
+            if (_healthy) return;
+            _healthy = true;
+            OciLog.ProxyUp(_owner._log, Base.Authority);
+        }
+
         private async Task CheckAsync()
         {
-            if (_healthy || Interlocked.Exchange(ref _checking, 1) == 1) return;
+            if (Interlocked.Exchange(ref _checking, 1) == 1) return;
             try
             {
-                using var cts = new CancellationTokenSource(_owner._o.Timeout);
-                using var resp = await _owner._http.GetAsync(Ping, HttpCompletionOption.ResponseHeadersRead, cts.Token).ConfigureAwait(false);
-                // Any answer below 500 (a registry's /v2/ says 401 without credentials) means the proxy is serving.
-                if ((int)resp.StatusCode < 500)
+                if (Ping is null)
                 {
-                    _healthy = true;
-                    OciLog.ProxyUp(_owner._log, Base.Authority);
+                    MarkUp();   // nothing to ask: give the proxy another chance
+                    return;
                 }
+                if (Environment.TickCount64 - Volatile.Read(ref _lastActive) > (long)Options.CheckPauseElapsed.TotalMilliseconds) return;
+                string? failure;
+                try
+                {
+                    using var cts = new CancellationTokenSource(_owner._o.ConnectTimeout);
+                    using var resp = await _owner._http.GetAsync(Ping, HttpCompletionOption.ResponseHeadersRead, cts.Token).ConfigureAwait(false);
+                    int code = (int)resp.StatusCode;
+                    failure = code is >= 200 and < 400 ? null : $"ping {Ping} answered HTTP {code}";
+                }
+                catch (Exception e) when (e is HttpRequestException or OperationCanceledException or IOException or System.Net.Sockets.SocketException)
+                {
+                    failure = $"ping {Ping}: {e.Message}";
+                }
+                if (failure is null) MarkUp();
+                else MarkDown(failure);
             }
-            catch (Exception e) when (e is HttpRequestException or OperationCanceledException or IOException) { }
+            catch (ObjectDisposedException) { }   // the client was disposed while a ping was on its way
             finally { Volatile.Write(ref _checking, 0); }
         }
 
         public void Dispose() => _timer.Dispose();
+    }
+
+    /// <summary>One proxy for every destination, loopback included (the environment's proxy settings are not consulted).</summary>
+    private sealed class FixedProxy(Uri proxy) : IWebProxy
+    {
+        public ICredentials? Credentials { get; set; }
+        public Uri GetProxy(Uri destination) => proxy;
+        public bool IsBypassed(Uri host) => false;
     }
 }
 

@@ -27,7 +27,7 @@ public sealed class RegistryOptions
     /// <summary>Accept any server certificate (nydus <c>skip_verify</c>).</summary>
     public bool SkipVerify { get; init; }
 
-    /// <summary>PEM file of CA certificates that replace the system trust store for this registry.</summary>
+    /// <summary>PEM file of CA certificates trusted in addition to the system trust store (nydus <c>ca_file</c>).</summary>
     public string? CaFile { get; init; }
 
     /// <summary>Deadline of one request attempt: headers and body of a range read (nydus <c>timeout</c>, default 5 s).</summary>
@@ -95,17 +95,33 @@ public sealed class RegistryOptions
 /// <see cref="PingUrl"/> answers again (checked every <see cref="CheckInterval"/>).</summary>
 public sealed class RegistryProxyOptions
 {
+    /// <summary>The proxy, used as an HTTP forward proxy for blob reads (nydus <c>proxy.url</c>).</summary>
     public required string Url { get; init; }
+
+    /// <summary>Health endpoint, e.g. dfdaemon's <c>/server/ping</c> (nydus <c>ping_url</c>); a 2xx/3xx answer is healthy.</summary>
     public string? PingUrl { get; init; }
+
+    /// <summary>Read from the registry directly while the proxy fails (nydus <c>fallback</c>, default true);
+    /// when false a failing proxy fails the read.</summary>
     public bool Fallback { get; init; } = true;
+
+    /// <summary>Period of the health check (nydus <c>check_interval</c>, default 5 s).</summary>
     public TimeSpan CheckInterval { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Send https registry URLs to the proxy as http (nydus <c>use_http</c>), so it can serve them from its cache.</summary>
+    public bool UseHttp { get; init; }
+
+    /// <summary>No pings after this long without a blob request (nydus <c>check_pause_elapsed</c>, default 300 s).</summary>
+    public TimeSpan CheckPauseElapsed { get; init; } = TimeSpan.FromSeconds(300);
 
     public void Validate()
     {
         if (!Uri.TryCreate(Url, UriKind.Absolute, out var u) || u.Scheme is not ("http" or "https"))
             throw new ArgumentException($"proxy url '{Url}' is not an http(s) URL");
-        if (PingUrl is not null && !Uri.TryCreate(PingUrl, UriKind.Absolute, out _)) throw new ArgumentException($"bad proxy ping_url '{PingUrl}'");
+        if (PingUrl is not null && (!Uri.TryCreate(PingUrl, UriKind.Absolute, out var pu) || pu.Scheme is not ("http" or "https")))
+            throw new ArgumentException($"proxy ping_url '{PingUrl}' is not an http(s) URL");
         if (CheckInterval <= TimeSpan.Zero) throw new ArgumentException("proxy check_interval must be positive");
+        if (CheckPauseElapsed <= TimeSpan.Zero) throw new ArgumentException("proxy check_pause_elapsed must be positive");
     }
 }
 

@@ -134,13 +134,21 @@ public sealed class RegistryClientTests(AnonymousRegistry reg) : IClassFixture<A
         var json = """
             {"host":"127.0.0.1:5000","repo":"a/b","scheme":"http","auth":"dXNlcjpwYXNz","skip_verify":true,
              "timeout":2,"connect_timeout":1.5,"retry_limit":7,
-             "proxy":{"url":"http://127.0.0.1:65001","ping_url":"http://127.0.0.1:65001/server/ping","fallback":false,"check_interval":3}}
+             "proxy":{"url":"http://127.0.0.1:65001","ping_url":"http://127.0.0.1:65001/server/ping","fallback":false,"check_interval":3,
+                      "use_http":true,"check_pause_elapsed":60}}
             """u8;
         var o = RegistryBackendConfig.Parse(json);
         Assert.Equal(("127.0.0.1:5000", "a/b", "http", true), (o.Host, o.Repository, o.Scheme, o.SkipVerify));
         Assert.Equal(new RegistryCredentials("user", "pass"), o.Credentials);
         Assert.Equal((TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(1.5), 7), (o.Timeout, o.ConnectTimeout, o.RetryLimit));
         Assert.Equal(("http://127.0.0.1:65001", false, TimeSpan.FromSeconds(3)), (o.Proxy!.Url, o.Proxy.Fallback, o.Proxy.CheckInterval));
+        Assert.Equal(("http://127.0.0.1:65001/server/ping", true, TimeSpan.FromSeconds(60)), (o.Proxy.PingUrl, o.Proxy.UseHttp, o.Proxy.CheckPauseElapsed));
+        // nydus defaults: fallback on, 5 s checks, paused after 300 s idle, https kept.
+        var d = RegistryBackendConfig.Parse("""{"host":"h","repo":"a","proxy":{"url":"http://p:65001"}}"""u8).Proxy!;
+        Assert.Equal((true, TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(300), false, (string?)null),
+            (d.Fallback, d.CheckInterval, d.CheckPauseElapsed, d.UseHttp, d.PingUrl));
+        Assert.Throws<FormatException>(() => RegistryBackendConfig.Parse("""{"host":"h","repo":"a","proxy":{"url":"p:65001"}}"""u8));
+        Assert.Throws<FormatException>(() => RegistryBackendConfig.Parse("""{"host":"h","repo":"a","proxy":{"url":"http://p","ping_url":"ftp://p/x"}}"""u8));
         Assert.Throws<FormatException>(() => RegistryBackendConfig.Parse("""{"host":"h","repo":"A"}"""u8));
         Assert.Throws<FormatException>(() => RegistryBackendConfig.Parse("""{"host":"h","repo":"a","timeout":-1}"""u8));
         Assert.Throws<FormatException>(() => RegistryBackendConfig.Parse("""{"repo":"a"}"""u8));

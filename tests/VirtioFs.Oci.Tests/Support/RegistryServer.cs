@@ -16,6 +16,8 @@ public sealed class RegistryServer : IDisposable
 
     public int Port { get; }
     public string Host => $"127.0.0.1:{Port}";
+    /// <summary>True when the registry serves https (started with a certificate).</summary>
+    public bool Tls { get; private init; }
     public string Root { get; }
 
     private RegistryServer(string root, int port, Process p)
@@ -27,9 +29,15 @@ public sealed class RegistryServer : IDisposable
 
     public static bool Available => File.Exists(Binary);
 
-    /// <summary>Starts a registry; <paramref name="htpasswdLine"/> turns on basic auth, <paramref name="token"/> token auth.</summary>
-    public static RegistryServer Start(string? htpasswdLine = null, TokenServer? token = null)
+    /// <summary>Starts a registry; <paramref name="htpasswdLine"/> turns on basic auth, <paramref name="token"/> token auth;
+    /// <paramref name="tlsCertificate"/> and <paramref name="tlsKey"/> (PEM files: the certificate with any intermediates
+    /// after it, and its key) make it serve https (distribution config <c>http.tls</c>); <paramref name="redirectTo"/> turns on
+    /// distribution's redirect storage middleware, so blob GETs are answered with 307 to that base URL plus the blob's path
+    /// in the storage tree (<c>/docker/registry/v2/blobs/sha256/ab/ab…/data</c>, a file under <see cref="Root"/>/data).</summary>
+    public static RegistryServer Start(string? htpasswdLine = null, TokenServer? token = null, string? tlsCertificate = null, string? tlsKey = null,
+        string? redirectTo = null)
     {
+        if ((tlsCertificate is null) != (tlsKey is null)) throw new ArgumentException("TLS needs both a certificate and a key");
         if (!Available) throw new InvalidOperationException($"{Binary} is missing: run tests/setup.sh (package docker-registry)");
         var root = Path.Combine(Path.GetTempPath(), $"vfs-registry-{Guid.NewGuid():N}");
         Directory.CreateDirectory(Path.Combine(root, "data"));
@@ -44,6 +52,8 @@ public sealed class RegistryServer : IDisposable
         {
             auth = $"auth:\n  token:\n    realm: {token.Realm}\n    service: {token.Service}\n    issuer: {token.Issuer}\n    rootcertbundle: {token.CertificatePath}\n";
         }
+        string tls = tlsCertificate is null ? "" : $"  tls:\n    certificate: {tlsCertificate}\n    key: {tlsKey}";
+        string middleware = redirectTo is null ? "" : $"middleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: {redirectTo}";
         var config = $"""
             version: 0.1
             log:
@@ -58,6 +68,8 @@ public sealed class RegistryServer : IDisposable
             http:
               addr: 127.0.0.1:{port}
               secret: vfs-test-secret
+            {tls}
+            {middleware}
             {auth}
             """;
         File.WriteAllText(Path.Combine(root, "config.yml"), config);
@@ -70,7 +82,7 @@ public sealed class RegistryServer : IDisposable
         p.ErrorDataReceived += (_, e) => { lock (log) log.AppendLine(e.Data); };
         p.BeginOutputReadLine();
         p.BeginErrorReadLine();
-        var server = new RegistryServer(root, port, p);
+        var server = new RegistryServer(root, port, p) { Tls = tlsCertificate is not null };
         var deadline = Stopwatch.StartNew();
         while (true)
         {
@@ -100,6 +112,7 @@ public sealed class RegistryServer : IDisposable
     public RegistryOptions Options(string repo, RegistryCredentials? creds = null, int retries = 3, TimeSpan? timeout = null, string? host = null) => new()
     {
         Host = host ?? Host,
+        Scheme = Tls && host is null ? "https" : null,
         Repository = repo,
         Credentials = creds,
         RetryLimit = retries,

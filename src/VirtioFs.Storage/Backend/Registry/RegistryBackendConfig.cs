@@ -6,7 +6,7 @@ namespace VirtioFs.Storage.Backend.Registry;
 /// <summary>
 /// The nydus registry backend config (<c>device.backend.type = "registry"</c>, <c>device.backend.config</c> in nydus
 /// api/src/config.rs): <c>{"scheme","host","repo","auth","registry_token","skip_verify","timeout","connect_timeout",
-/// "retry_limit","proxy":{"url","ping_url","fallback","check_interval"}}</c>, plus <c>ca_file</c> and
+/// "retry_limit","proxy":{"url","ping_url","fallback","check_interval","use_http","check_pause_elapsed"}}</c>, plus <c>ca_file</c> and
 /// <c>docker_config</c> (a docker config.json to take credentials from when <c>auth</c> is absent). Times are seconds.
 /// </summary>
 public static class RegistryBackendConfig
@@ -41,6 +41,8 @@ public static class RegistryBackendConfig
                 PingUrl = Str(p, "ping_url") is { Length: > 0 } pu ? pu : null,
                 Fallback = Bool(p, "fallback") ?? true,
                 CheckInterval = Seconds(p, "check_interval") ?? TimeSpan.FromSeconds(5),
+                UseHttp = Bool(p, "use_http") ?? false,
+                CheckPauseElapsed = Seconds(p, "check_pause_elapsed") ?? TimeSpan.FromSeconds(300),
             };
         }
         var scheme = Str(c, "scheme");
