@@ -418,7 +418,9 @@ public sealed class RegistryClient : IDisposable
             string digest = OciDigest.Sha256(body);
             if (reference.Contains(':', StringComparison.Ordinal) && reference != digest)
                 throw new RegistryException($"manifest {reference} has digest {digest}", 0, transient: false);
-            string mediaType = resp.Content.Headers.ContentType?.MediaType ?? OciJson.SniffMediaType(body);
+            // Registries that answer a generic type (application/json, text/plain) leave the body to say what it is.
+            string mediaType = resp.Content.Headers.ContentType?.MediaType is { } ctype && ManifestAccept.Contains(ctype, StringComparer.Ordinal)
+                ? ctype : OciJson.SniffMediaType(body);
             return new FetchedManifest(mediaType, body, digest);
         }, ct);
     }
