@@ -44,7 +44,7 @@ public static class MetricsExposition
 
         var bounds = Seconds(VfsMetrics.LatencyBucketBoundsMicros);
         w.Family("vfsd_fuse_request_duration_seconds", "histogram", "Time a FUSE request spent in the filesystem, by opcode.");
-        foreach (VfsOpStats s in ops) w.Histogram(Op(s), bounds, s.LatencyBuckets, s.TotalLatencyMicros / 1e6);
+        foreach (VfsOpStats s in ops) w.Histogram(Op(s), bounds, s.LatencyBuckets, Math.Round(s.TotalLatencyMicros / 1e6, 9));
     }
 
     private static void WriteImages(PrometheusWriter w, IReadOnlyList<ImageMetrics> images)
