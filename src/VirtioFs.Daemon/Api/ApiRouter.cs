@@ -6,6 +6,9 @@ namespace VirtioFs.Daemon.Api;
 /// <summary>A response ready to write: status, JSON body (empty for 204), and what to do once it is on the wire.</summary>
 public sealed record HttpResponse(int StatusCode, byte[] Body, Action? AfterSent = null)
 {
+    /// <summary>The body's media type: JSON for the nydusd API, Prometheus text for /metrics.</summary>
+    public string ContentType { get; init; } = "application/json";
+
     public static string ReasonPhrase(int code) => code switch
     {
         200 => "OK",
@@ -60,6 +63,8 @@ public sealed class ApiRouter
         bool get = r.Method == "GET", put = r.Method == "PUT";
         switch (path)
         {
+            case "/metrics":
+                return Prometheus(r);
             case Root + "/daemon":
                 if (get && !r.HasBody) return Json(200, JsonSerializer.SerializeToUtf8Bytes(_control.GetInfo(), ApiJsonContext.Default.DaemonInfo));
                 return BadRequest();
@@ -151,6 +156,15 @@ public sealed class ApiRouter
             doc.WriteTo(w);
         }
         return Json(200, buffer.WrittenSpan.ToArray());
+    }
+
+    /// <summary>GET /metrics (outside /api/v1, where Prometheus scrapes by default).</summary>
+    private HttpResponse Prometheus(HttpRequest r)
+    {
+        if (r.Method != "GET" || r.HasBody) return BadRequest();
+        string? text = _control.GetPrometheusMetrics();
+        if (text is null) return Error(404, "NoRoute");
+        return new HttpResponse(200, System.Text.Encoding.UTF8.GetBytes(text)) { ContentType = PrometheusWriter.ContentType };
     }
 
     private static HttpResponse FromResult(ApiResult res, string what)

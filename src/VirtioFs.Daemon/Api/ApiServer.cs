@@ -159,7 +159,7 @@ public sealed class ApiServer : IAsyncDisposable
     {
         var head = new StringBuilder(160);
         head.Append("HTTP/1.1 ").Append(r.StatusCode).Append(' ').Append(HttpResponse.ReasonPhrase(r.StatusCode)).Append("\r\n");
-        head.Append("Server: Nydus API\r\nContent-Type: application/json\r\n");
+        head.Append("Server: Nydus API\r\nContent-Type: ").Append(r.ContentType).Append("\r\n");
         if (r.StatusCode != 204) head.Append("Content-Length: ").Append(r.Body.Length).Append("\r\n");
         if (!keepAlive) head.Append("Connection: close\r\n");
         head.Append("\r\n");

@@ -95,14 +95,24 @@ internal sealed class DaemonControl(Vfs.Vfs vfs, DaemonOptions defaults, ILogger
                     return null;
                 }
                 var result = new JsonObject();
-                foreach (Owned o in images)
+                foreach (Owned o in images.OrderBy(o => o.MountPoint, StringComparer.Ordinal))
                 {
-                    result[o.MountPoint] = kind == MetricsKind.Backend ? BackendJson(o.Image!) : CacheJson(o.Image!);
+                    var m = ImageMetrics.Of(o.MountPoint, o.Image!);
+                    result[o.MountPoint] = kind == MetricsKind.Backend ? m.BackendJson() : m.CacheJson();
                 }
                 return id is null ? result : result[id]!.DeepClone();
             default:
                 return null;
         }
+    }
+
+    public string GetPrometheusMetrics()
+    {
+        var owned = _owned.Values.ToList();
+        var images = owned.Where(o => o.Image is not null).OrderBy(o => o.MountPoint, StringComparer.Ordinal)
+            .Select(o => ImageMetrics.Of(o.MountPoint, o.Image!)).ToList();
+        var types = owned.GroupBy(o => o.Type, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
+        return MetricsExposition.Render(vfs.Metrics, images, types);
     }
 
     public void Exit() => exit();
@@ -179,42 +189,6 @@ internal sealed class DaemonControl(Vfs.Vfs vfs, DaemonOptions defaults, ILogger
         {
             o.Owner.Dispose();
         }
-    }
-
-    private static JsonObject BackendJson(RafsMount image)
-    {
-        var m = image.Backend.Metrics;
-        return new JsonObject
-        {
-            ["read_count"] = m.Requests,
-            ["read_amount_total"] = m.Bytes,
-            ["read_errors"] = m.Errors,
-            ["read_latency_total_us"] = (long)m.TotalLatency.TotalMicroseconds,
-            ["read_latency_max_us"] = (long)m.MaxLatency.TotalMicroseconds,
-        };
-    }
-
-    private static JsonObject CacheJson(RafsMount image)
-    {
-        var m = image.Cache.Metrics;
-        return new JsonObject
-        {
-            ["total"] = m.Reads,
-            ["read_errors"] = m.ReadErrors,
-            ["partial_hits"] = m.CacheHits,
-            ["whole_hits"] = m.CacheHits,
-            ["entries_count"] = m.ReadyChunks,
-            ["total_chunks"] = m.TotalChunks,
-            ["backend_reads"] = m.BackendReads,
-            ["backend_bytes"] = m.BackendBytes,
-            ["digest_errors"] = m.DigestErrors,
-            ["cache_repairs"] = m.CacheRepairs,
-            ["prefetch_data_amount"] = m.PrefetchBytes,
-            ["prefetch_requests_count"] = m.PrefetchChunks,
-            ["prefetch_files_total"] = m.PrefetchFilesTotal,
-            ["prefetch_files_done"] = m.PrefetchFilesDone,
-            ["prefetch_errors"] = m.PrefetchErrors,
-        };
     }
 
     private static JsonNode? ParseOrNull(string config)

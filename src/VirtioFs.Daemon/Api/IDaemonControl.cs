@@ -109,6 +109,12 @@ public interface IDaemonControl
     /// </summary>
     JsonNode? GetMetrics(MetricsKind kind, string? id);
 
+    /// <summary>
+    /// GET /metrics: every counter as a Prometheus text exposition (format 0.0.4), or null when this daemon has none
+    /// (404). See <see cref="MetricsExposition"/>.
+    /// </summary>
+    string? GetPrometheusMetrics() => null;
+
     /// <summary>PUT /api/v1/daemon/exit: called after the 204 reply has been sent.</summary>
     void Exit();
 }

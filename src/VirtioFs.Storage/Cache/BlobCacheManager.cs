@@ -54,6 +54,9 @@ public sealed class BlobCacheManager : IDisposable
     private int _disposed;
     private long _reads, _readErrors, _hits, _misses, _pendingWaits, _fetched, _backendReads, _backendBytes, _digestErrors, _repairs;
     private long _pfTotal, _pfDone, _pfChunks, _pfBytes, _pfErrors;
+    // Prefetch progress beyond CacheMetrics: what the walk has queued so far, what it found cached, when it ran.
+    private long _pfQueuedChunks, _pfQueuedBytes, _pfCached, _pfBeganMs, _pfEndedMs;
+    private int _pfRunning, _pfWorkers, _pfState;
 
     public BlobCacheManager(IReadOnlyList<RafsBlobInfo> blobs, IBlobBackend backend, CacheOptions options, ILogger? logger = null)
     {
@@ -109,6 +112,21 @@ public sealed class BlobCacheManager : IDisposable
             return new CacheMetrics(R(ref _reads), R(ref _readErrors), R(ref _hits), R(ref _misses), R(ref _pendingWaits),
                 R(ref _fetched), R(ref _backendReads), R(ref _backendBytes), R(ref _digestErrors), R(ref _repairs),
                 R(ref _pfTotal), R(ref _pfDone), R(ref _pfChunks), R(ref _pfBytes), R(ref _pfErrors), ready, total);
+            static long R(ref long v) => Volatile.Read(ref v);
+        }
+    }
+
+    /// <summary>Where the background prefetch stands (files, chunks and bytes done of what it queued so far).</summary>
+    public PrefetchProgress PrefetchProgress
+    {
+        get
+        {
+            long began = Volatile.Read(ref _pfBeganMs), ended = Volatile.Read(ref _pfEndedMs);
+            var state = Volatile.Read(ref _pfRunning) > 0 ? PrefetchState.Running : (PrefetchState)Volatile.Read(ref _pfState);
+            return new PrefetchProgress(state, R(ref _pfTotal), R(ref _pfDone), R(ref _pfQueuedChunks), R(ref _pfChunks), R(ref _pfCached),
+                R(ref _pfQueuedBytes), R(ref _pfBytes), R(ref _pfErrors), Volatile.Read(ref _pfWorkers),
+                began == 0 ? null : DateTimeOffset.FromUnixTimeMilliseconds(began),
+                ended == 0 || state == PrefetchState.Running ? null : DateTimeOffset.FromUnixTimeMilliseconds(ended));
             static long R(ref long v) => Volatile.Read(ref v);
         }
     }
@@ -646,6 +664,8 @@ public sealed class BlobCacheManager : IDisposable
                 return source.Current;
             }
         }
+        BeginPrefetch(options.MaxConcurrency);
+        var outcome = PrefetchState.Stopped;
         var workers = new Task[options.MaxConcurrency];
         for (int w = 0; w < workers.Length; w++)
         {
@@ -653,15 +673,54 @@ public sealed class BlobCacheManager : IDisposable
             {
                 while (Next() is { } file)
                 {
+                    CountQueued(file);
                     await PrefetchFileAsync(file, limiter, ct).ConfigureAwait(false);
                     Interlocked.Increment(ref _pfDone);
                     Interlocked.Increment(ref done);
                 }
             }, ct);
         }
-        await Task.WhenAll(workers).ConfigureAwait(false);
+        try
+        {
+            await Task.WhenAll(workers).ConfigureAwait(false);
+            outcome = PrefetchState.Finished;
+        }
+        finally
+        {
+            EndPrefetch(options.MaxConcurrency, outcome);
+        }
         StorageLog.PrefetchDone(_logger, done, Volatile.Read(ref _pfChunks) - before, Volatile.Read(ref _pfBytes) - beforeBytes,
             Volatile.Read(ref _pfErrors) - beforeErrors);
+    }
+
+    private void BeginPrefetch(int workers)
+    {
+        Interlocked.CompareExchange(ref _pfBeganMs, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), 0);
+        Interlocked.Add(ref _pfWorkers, workers);
+        Interlocked.Increment(ref _pfRunning);
+    }
+
+    private void EndPrefetch(int workers, PrefetchState outcome)
+    {
+        Volatile.Write(ref _pfState, (int)outcome);
+        Volatile.Write(ref _pfEndedMs, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+        Interlocked.Add(ref _pfWorkers, -workers);
+        Interlocked.Decrement(ref _pfRunning);
+    }
+
+    /// <summary>Adds a file's data chunks to the prefetch totals as the walk reaches it.</summary>
+    private void CountQueued(IReadOnlyList<RafsChunk> chunks)
+    {
+        long n = 0, bytes = 0;
+        for (int i = 0; i < chunks.Count; i++)
+        {
+            var c = chunks[i];
+            if (c.IsHole) continue;
+            n++;
+            bytes += c.CompressedSize;
+        }
+        Interlocked.Add(ref _pfQueuedChunks, n);
+        Interlocked.Add(ref _pfQueuedBytes, bytes);
     }
 
     private async Task PrefetchFileAsync(IReadOnlyList<RafsChunk> chunks, RateLimiter? limiter, CancellationToken ct)
@@ -672,7 +731,8 @@ public sealed class BlobCacheManager : IDisposable
         {
             ct.ThrowIfCancellationRequested();
             var c = chunks[i];
-            if (c.IsHole || IsCached(c) || !ValidateQuiet(c)) { i++; continue; }
+            if (c.IsHole || !ValidateQuiet(c)) { i++; continue; }
+            if (IsCached(c)) { Interlocked.Increment(ref _pfCached); i++; continue; }
             // Plan the run before claiming anything: a claimed chunk must not sit behind the bandwidth limit, since a
             // guest read of it would wait too.
             int stop = PlanRun(chunks, i, out long bytes);
