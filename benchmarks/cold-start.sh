@@ -118,7 +118,7 @@ piece=$(( payload_mb / 3 < 100 ? payload_mb / 3 : 100 )); [ "$piece" -ge 1 ] || 
 left=$payload_mb i=0
 text_mb=$(( payload_mb / 20 ))
 if [ "$text_mb" -gt 0 ]; then # ~5% compressible (logs, text data), the rest random
-  yes 'payload: the workload does not read this line; it is here so the image carries some compressible data' \
+  { yes 'payload: the workload does not read this line; it is here so the image carries some compressible data' || true; } \
     | head -c $(( text_mb << 20 )) > "$tree/opt/payload/notes.txt"
   left=$(( left - text_mb ))
 fi
