@@ -63,14 +63,14 @@ registry_pid='' proxy_pid='' vfsd_pid=''
 
 cleanup() {
   set +e
-  for m in "$work"/lazy/mnt/proc "$work"/lazy/mnt/dev "$work"/lazy/mnt "$work"/oci/root/proc "$work"/oci/root/dev; do
+  for m in "$work"/{lazy/mnt,oci/root,trace}/{proc,dev} "$work"/lazy/mnt "$work"/trace; do
     mountpoint -q "$m" 2>/dev/null && umount -l "$m"
   done
   for p in $vfsd_pid $proxy_pid $registry_pid; do kill "$p" 2>/dev/null; done
   for p in $vfsd_pid $proxy_pid $registry_pid; do wait "$p" 2>/dev/null; done
   ip netns del "$ns" 2>/dev/null
   ip link del "$veth_host" 2>/dev/null
-  rm -rf "$work"
+  rm -rf --one-file-system "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -80,6 +80,17 @@ sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1e6 }'; }
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# ---------------------------------------------------------------------------------------------------------------
+# The workload, in a chroot with /proc and /dev as a container runtime mounts them (the FUSE mount is nodev).
+run_workload() { # ROOT OUTFILE
+  mount -t proc proc "$1/proc"
+  mount --bind /dev "$1/dev"
+  local rc=0
+  chroot "$1" /bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "$shell" -c "$workload" > "$2" 2>&1 || rc=$?
+  umount "$1/dev" "$1/proc"
+  [ "$rc" = 0 ] || { echo "workload failed in $1 (exit $rc):" >&2; cat "$2" >&2; return 1; }
+}
 
 # ---------------------------------------------------------------------------------------------------------------
 # The tree: rootfs (cached) + payload.
@@ -128,13 +139,29 @@ while [ "$left" -gt 0 ]; do
   left=$(( left - n )) i=$(( i + 1 ))
 done
 tree_bytes=$(du -sb "$tree" | cut -f1)
+
+# The start-up files, as nydus users record them for an image's prefetch table: run the workload once on the tree
+# through a strictatime bind mount, with every atime set to 0 first, and list the files it read.
+echo "== recording the start-up files (the workload once on the source tree; files whose atime moved)"
+find "$tree" -type f -exec touch -a -d @0 {} +
+mkdir -p "$work/trace"
+mount --bind "$tree" "$work/trace"
+mount --make-private "$work/trace" # /proc and /dev mounted on it must not propagate into $tree
+mount -o remount,bind,strictatime "$work/trace"
+run_workload "$work/trace" "$work/trace.out"
+umount "$work/trace"
+# The payload file the workload peeks at (4 KiB of 100 MB) is left out: a prefetch table names whole files, and
+# fetching it would spend the link on bytes nobody reads.
+(cd "$tree" && find . -type f -newerat @1 -printf '/%P\n') | grep -v '^/opt/payload/' > "$work/startup.list"
+echo "   $(wc -l < "$work/startup.list") files, $(mb "$(cd "$tree" && sed 's|^/|./|' "$work/startup.list" | tr '\n' '\0' | du -cb --files0-from=- | tail -n 1 | cut -f1)")"
 echo "   tree: $(mb "$tree_bytes"), $(find "$tree" | wc -l) entries"
 
 # ---------------------------------------------------------------------------------------------------------------
 # Both images.
 echo "== building the nydus image (vfs-image create) and the OCI layers (tar | gzip)"
 mkdir -p "$work/nydus/blobs" "$work/layers"
-out/vfs-image create --bootstrap "$work/nydus/image.boot" --blob-dir "$work/nydus/blobs" "$tree" > "$work/create.log"
+out/vfs-image create --bootstrap "$work/nydus/image.boot" --blob-dir "$work/nydus/blobs" --prefetch-files "$work/startup.list" \
+  "$tree" > "$work/create.log"
 tar -C "$tree" --numeric-owner --exclude=./opt/payload -cf - . | gzip > "$work/layers/base.tar.gz"
 tar -C "$tree" --numeric-owner -cf - ./opt/payload | gzip > "$work/layers/payload.tar.gz"
 nydus_bytes=$(du -cb "$work/nydus/blobs" "$work/nydus/image.boot" | tail -n 1 | cut -f1)
@@ -184,7 +211,9 @@ python3 "$here/delay-proxy.py" "127.0.0.1:$proxy_port" "$net.2:5000" "$control_p
   > "$work/proxy.log" 2>&1 &
 proxy_pid=$!
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$control_port") 2>/dev/null && break; sleep 0.05; done
-fetched() { local l; exec 3<>"/dev/tcp/127.0.0.1/$control_port"; read -r l <&3; exec 3<&-; echo "${l%% *}"; }
+# The proxy's counters: "bytes-down bytes-up connections requests"; delta OLD NEW -> "N MB (R)".
+fetched() { local l; exec 3<>"/dev/tcp/127.0.0.1/$control_port"; read -r l <&3; exec 3<&-; echo "$l"; }
+delta() { local a b; read -r -a a <<< "$1"; read -r -a b <<< "$2"; echo "$(mb $(( b[0] - a[0] ))) ($(( b[3] - a[3] )))"; }
 registry=127.0.0.1:$proxy_port
 
 echo "== pushing both images (inside the namespace, not through the shaped link)"
@@ -201,18 +230,10 @@ big=$(curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$r
 speed=$(curl -s -o /dev/null -r 0-20971519 -w '%{speed_download}' "http://$registry/v2/coldstart/oci/blobs/$big")
 echo "   through the proxy: GET /v2/ $(awk -v t="$rtt" 'BEGIN { printf "%.0f ms", t * 1000 }'), download $(awk -v s="$speed" 'BEGIN { printf "%.0f Mbit/s", s * 8 / 1e6 }')"
 
-# ---------------------------------------------------------------------------------------------------------------
-# The workload, in a chroot with /proc and /dev as a container runtime mounts them (the FUSE mount is nodev).
-run_workload() { # ROOT OUTFILE
-  mount -t proc proc "$1/proc"
-  mount --bind /dev "$1/dev"
-  local rc=0
-  chroot "$1" /bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "$shell" -c "$workload" > "$2" 2>&1 || rc=$?
-  umount "$1/dev" "$1/proc"
-  [ "$rc" = 0 ] || { echo "workload failed in $1 (exit $rc):" >&2; cat "$2" >&2; return 1; }
-}
-
-cat > "$work/lazy.json" <<EOF
+# Two lazy configurations of the same image: chunks fetched only when read (fs_prefetch off), and nydus's usual
+# set-up for start-up, the image's prefetch table (the start-up files recorded above) fetched by 8 threads from mount on.
+lazy_config() { # FILE PREFETCH(true|false)
+  cat > "$1" <<EOF
 {
   "device": {
     "backend": { "type": "registry",
@@ -222,11 +243,14 @@ cat > "$work/lazy.json" <<EOF
   },
   "mode": "direct",
   "digest_validate": false,
-  "fs_prefetch": { "enable": false }
+  "fs_prefetch": { "enable": $2, "threads_count": 8 }
 }
 EOF
+}
+lazy_config "$work/lazy.json" false
+lazy_config "$work/lazy-prefetch.json" true
 
-oci_side() { # ROUND -> sets o_dl o_unpack o_work o_total o_bytes
+oci_side() { # ROUND -> sets o_dl o_unpack o_work o_total o_fetch
   rm -rf "$work/oci"; mkdir -p "$work/oci/root"
   drop
   local b0 t0 t1 t2 t3
@@ -237,19 +261,19 @@ oci_side() { # ROUND -> sets o_dl o_unpack o_work o_total o_bytes
   t2=$(now)
   run_workload "$work/oci/root" "$work/oci-$1.out"
   t3=$(now)
-  o_bytes=$(( $(fetched) - b0 ))
+  o_fetch=$(delta "$b0" "$(fetched)")
   o_dl=$(sub "$t1" "$t0") o_unpack=$(sub "$t2" "$t1") o_work=$(sub "$t3" "$t2") o_total=$(sub "$t3" "$t0")
   rm -rf "$work/oci"
 }
 
-lazy_side() { # ROUND -> sets l_boot l_mount l_work l_total l_bytes
+lazy_side() { # NAME CONFIG -> sets l_boot l_mount l_work l_total l_fetch
   rm -rf "$work/lazy"; mkdir -p "$work/lazy/cache" "$work/lazy/mnt"
   drop
   local b0 t0 t1 t2 t3 up=0
   b0=$(fetched); t0=$(now)
-  out/vfs-image pull "$registry/coldstart/nydus:latest" --bootstrap "$work/lazy/image.boot" --plain-http > "$work/lazy-pull.log"
+  out/vfs-image pull "$registry/coldstart/nydus:latest" --bootstrap "$work/lazy/image.boot" --plain-http > "$work/$1-pull.log"
   t1=$(now)
-  out/vfsd mount --bootstrap "$work/lazy/image.boot" --config "$work/lazy.json" --cache-dir "$work/lazy/cache" \
+  out/vfsd mount --bootstrap "$work/lazy/image.boot" --config "$2" --cache-dir "$work/lazy/cache" \
     --log-level warn "$work/lazy/mnt" > "$work/vfsd-$1.log" 2>&1 &
   vfsd_pid=$!
   for _ in $(seq 1 2000); do
@@ -259,32 +283,41 @@ lazy_side() { # ROUND -> sets l_boot l_mount l_work l_total l_bytes
   done
   [ "$up" = 1 ] || { echo "vfsd did not mount:" >&2; cat "$work/vfsd-$1.log" >&2; exit 1; }
   t2=$(now)
-  run_workload "$work/lazy/mnt" "$work/lazy-$1.out"
+  run_workload "$work/lazy/mnt" "$work/$1.out"
   t3=$(now)
-  l_bytes=$(( $(fetched) - b0 ))
+  l_fetch=$(delta "$b0" "$(fetched)")
   l_boot=$(sub "$t1" "$t0") l_mount=$(sub "$t2" "$t1") l_work=$(sub "$t3" "$t2") l_total=$(sub "$t3" "$t0")
   umount "$work/lazy/mnt"
   wait "$vfsd_pid" || { echo "vfsd exited with an error:" >&2; cat "$work/vfsd-$1.log" >&2; exit 1; }
   vfsd_pid=''
 }
 
-echo "== $rounds round(s); each: drop caches, OCI baseline; drop caches, lazy"
-ratios=()
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+row() { printf '%-6s %-8s %-18s %-16s %8ss %8ss %24s\n' "$@"; }
+
+echo "== $rounds round(s); each: OCI baseline, lazy, lazy + prefetch table, the host page cache dropped before each"
+ratios=() pf_ratios=()
 for r in $(seq 1 "$rounds"); do
   oci_side "$r"
-  lazy_side "$r"
-  cmp -s "$work/oci-$r.out" "$work/lazy-$r.out" \
-    || { echo "the workload printed different things on the two sides:" >&2; diff "$work/oci-$r.out" "$work/lazy-$r.out" >&2; exit 1; }
-  ratio=$(awk -v a="$o_total" -v b="$l_total" 'BEGIN { printf "%.1f", a / b }')
-  ratios+=("$ratio")
-  [ "$r" = 1 ] && printf '\n%-6s %-5s %-22s %-22s %10s %10s %14s\n' round side "fetch" "unpack / mount" workload total "from registry"
-  printf '%-6s %-5s %-22s %-22s %9ss %9ss %14s\n' "$r" OCI "download ${o_dl}s" "unpack ${o_unpack}s" "$o_work" "$o_total" "$(mb "$o_bytes")"
-  printf '%-6s %-5s %-22s %-22s %9ss %9ss %14s\n' "" lazy "bootstrap ${l_boot}s" "mount ${l_mount}s" "$l_work" "$l_total" "$(mb "$l_bytes")"
-  printf '%-6s ratio OCI / lazy: %sx\n' "" "$ratio"
+  lazy_side "lazy-$r" "$work/lazy.json"
+  read -r d_boot d_mount d_work d_total <<< "$l_boot $l_mount $l_work $l_total"
+  d_fetch=$l_fetch
+  lazy_side "prefetch-$r" "$work/lazy-prefetch.json"
+  for side in "lazy-$r" "prefetch-$r"; do
+    cmp -s "$work/oci-$r.out" "$work/$side.out" \
+      || { echo "the workload printed different things on the OCI and $side sides:" >&2; diff "$work/oci-$r.out" "$work/$side.out" >&2; exit 1; }
+  done
+  ratios+=("$(ratio "$o_total" "$d_total")") pf_ratios+=("$(ratio "$o_total" "$l_total")")
+  [ "$r" = 1 ] && printf '\n%-6s %-8s %-18s %-16s %9s %9s %24s\n' round side fetch "unpack / mount" workload total "from registry (requests)"
+  row "$r" OCI "download ${o_dl}s" "unpack ${o_unpack}s" "$o_work" "$o_total" "$o_fetch"
+  row "" lazy "bootstrap ${d_boot}s" "mount ${d_mount}s" "$d_work" "$d_total" "$d_fetch"
+  row "" "lazy+pf" "bootstrap ${l_boot}s" "mount ${l_mount}s" "$l_work" "$l_total" "$l_fetch"
+  printf '%-6s ratio OCI / lazy: %sx, OCI / lazy+pf: %sx\n' "" "${ratios[-1]}" "${pf_ratios[-1]}"
 done
-median=$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
 echo
 echo "workload output (same on both sides):"; sed 's/^/  /' "$work/oci-1.out"
 echo
 echo "cold start, image $(mb "$tree_bytes") ($([ "$smoke" = 1 ] && echo "busybox smoke tree" || echo "debian bookworm minbase") + ${payload_mb} MB payload), link $rate + ${delay_ms} ms:"
-echo "  OCI baseline / lazy (vfsd) = ${median}x (median of $rounds round(s)); bar 5x, goal 20x"
+echo "  OCI baseline / lazy (vfsd, on demand)        = $(median "${ratios[@]}")x (median of $rounds round(s)); bar 5x, goal 20x"
+echo "  OCI baseline / lazy (vfsd, + prefetch table) = $(median "${pf_ratios[@]}")x"

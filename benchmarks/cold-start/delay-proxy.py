@@ -8,7 +8,7 @@ per-direction queue sits in between), so a long transfer still runs at the link'
 reading does the queue fill (capped, then reading pauses) -- ordinary TCP back-pressure.
 
 It also counts the bytes it forwards in each direction. A connection to the control port gets one line,
-"<bytes upstream->client> <bytes client->upstream> <connections>\\n", and is closed; the benchmark reads it
+"<bytes upstream->client> <bytes client->upstream> <connections> <HTTP requests>\\n", and is closed; the benchmark reads it
 before and after each side to know what each side fetched from the registry.
 
 usage: delay-proxy.py LISTEN_HOST:PORT UPSTREAM_HOST:PORT CONTROL_PORT DELAY_MS
@@ -20,7 +20,8 @@ import time
 MAX_QUEUED = 32 << 20      # bytes buffered per direction before reading pauses
 READ_SIZE = 256 << 10
 
-stats = {"down": 0, "up": 0, "conns": 0}
+stats = {"down": 0, "up": 0, "conns": 0, "requests": 0}
+METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"PATCH ")
 
 
 async def pump(reader, writer, delay, key):
@@ -59,6 +60,10 @@ async def pump(reader, writer, delay, key):
                 queued += len(data)
             if sender.done():
                 break
+            if key == "up" and data.startswith(METHODS):
+                # HTTP/1.1 requests on a connection are sequential, so a new one starts a segment: this counts them
+                # (near enough: a request split before its method would be missed).
+                stats["requests"] += 1
             queue.put_nowait((time.monotonic(), data))
         queue.put_nowait((time.monotonic(), None))
         await sender
@@ -93,7 +98,7 @@ async def handle(client_reader, client_writer, upstream, delay):
 
 
 async def control(_reader, writer):
-    writer.write(f"{stats['down']} {stats['up']} {stats['conns']}\n".encode())
+    writer.write(f"{stats['down']} {stats['up']} {stats['conns']} {stats['requests']}\n".encode())
     await writer.drain()
     writer.close()
 
