@@ -25,7 +25,11 @@
 #         mount     = `vfsd mount --bootstrap FILE --config CFG --cache-dir EMPTY MNT` until MNT is mounted (CFG:
 #                     nydusd config with device.backend.type registry pointing at the proxy; no prefetch)
 #         workload  = the workload on MNT, every chunk it reads fetched from the registry with a Range request
-# and the ratio OCI total / lazy total.
+#   lazy+pf: the same, with fs_prefetch on: vfsd fetches the image's prefetch table from mount on (8 threads). The
+#         table lists the start-up files, recorded before the build by running the workload once on the source tree
+#         (atime), as nydus users record theirs; the payload file the workload peeks at is left out of it.
+# and the ratios OCI total / lazy total, OCI total / lazy+pf total (medians over the rounds). The workload's output
+# must be the same on every side, or the run fails.
 #
 #   benchmarks/cold-start.sh [--rate 200mbit] [--delay-ms 20] [--payload-mb 700] [--rounds N] [--smoke]
 #     --smoke: a busybox tree and 30 MB of payload instead of debootstrap (checks the machinery in seconds)
