@@ -1,0 +1,327 @@
+#!/usr/bin/env bash
+# Cold start of a container image, lazy (vfsd pulling chunks on demand) against the OCI baseline (pull the gzip
+# layers, unpack, then start), side by side in one run over the same shaped link to a real registry (issue 5).
+#
+# The image: a Debian bookworm root filesystem (debootstrap --variant=minbase, built once and kept in
+# /var/tmp/vfs-coldstart-rootfs) plus PAYLOAD MB under /opt/payload (several large files, ~95% random bytes) that the
+# workload barely touches. It is pushed twice to Debian's docker-registry (the CNCF distribution registry), which runs
+# in a network namespace this script creates: as a nydus image (`vfs-image create` + `vfs-image push`) and as a plain
+# OCI image with two gzip tar layers, base + payload (benchmarks/cold-start/oci.py). Pushing happens inside the
+# namespace over its loopback, outside the timed region.
+#
+# The link: a veth pair into the namespace, each end rate-limited with tc tbf (--rate, 200 Mbit/s by default). This
+# kernel has no sch_netem, so the latency is added by benchmarks/cold-start/delay-proxy.py, a small asyncio TCP proxy
+# on the host side: each forwarded segment is released DELAY/2 after it arrived, per direction (20 ms more round
+# trip by default), without limiting throughput. Both sides reach the registry only through that proxy, which also
+# counts the bytes each side fetched.
+#
+# "Start" = the time until the workload's start-up files have been read: the workload is what starting a container
+# runs (a few real programs in `chroot ROOT`, with /proc and /dev mounted as a runtime would), the same command on
+# both sides. Timed, with the host page cache dropped before each side:
+#   OCI:  download  = manifest + both layers through the link (in parallel, sha256 checked as containerd does)
+#         unpack    = tar -xzf of each layer, bottom first, into an empty directory
+#         workload  = the workload on that directory
+#   lazy: bootstrap = `vfs-image pull REF --bootstrap FILE`: index, manifest, bootstrap layer through the link
+#         mount     = `vfsd mount --bootstrap FILE --config CFG --cache-dir EMPTY MNT` until MNT is mounted (CFG:
+#                     nydusd config with device.backend.type registry pointing at the proxy; no prefetch)
+#         workload  = the workload on MNT, every chunk it reads fetched from the registry with a Range request
+#   lazy+pf: the same, with fs_prefetch on: vfsd fetches the image's prefetch table from mount on (8 threads). The
+#         table lists the start-up files, recorded before the build by running the workload once on the source tree
+#         (atime), as nydus users record theirs; the payload file the workload peeks at is left out of it.
+# and the ratios OCI total / lazy total, OCI total / lazy+pf total (medians over the rounds). The workload's output
+# must be the same on every side, or the run fails.
+#
+#   benchmarks/cold-start.sh [--rate 200mbit] [--delay-ms 20] [--payload-mb 700] [--rounds N] [--smoke]
+#     --smoke: a busybox tree and 30 MB of payload instead of debootstrap (checks the machinery in seconds)
+# Needs root, out/vfsd and out/vfs-image (bash tests/setup.sh), docker-registry, python3, debootstrap (not for --smoke).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+here=benchmarks/cold-start
+rate=200mbit delay_ms=20 payload_mb=700 rounds=1 smoke=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rate) rate=$2; shift 2;;
+    --delay-ms) delay_ms=$2; shift 2;;
+    --payload-mb) payload_mb=$2; shift 2;;
+    --rounds) rounds=$2; shift 2;;
+    --smoke) smoke=1; shift;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0;;
+    *) echo "unknown argument $1 (see --help)" >&2; exit 2;;
+  esac
+done
+[ "$smoke" = 1 ] && [ "$payload_mb" = 700 ] && payload_mb=30
+[[ $payload_mb =~ ^[0-9]+$ && $rounds =~ ^[1-9][0-9]*$ && $delay_ms =~ ^[0-9]+$ ]] \
+  || { echo "--payload-mb, --rounds and --delay-ms take whole numbers" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "run as root (network namespace, tc, mounts, chroot)" >&2; exit 1; }
+for t in out/vfsd out/vfs-image; do [ -x "$t" ] || { echo "build first: bash tests/setup.sh" >&2; exit 1; }; done
+for c in docker-registry python3 tc ip mountpoint; do
+  command -v "$c" > /dev/null || { echo "$c is missing (docker-registry: bash tests/setup.sh)" >&2; exit 1; }
+done
+[ "$smoke" = 1 ] || command -v debootstrap > /dev/null || { echo "apt-get install debootstrap" >&2; exit 1; }
+
+rootfs_cache=/var/tmp/vfs-coldstart-rootfs
+work=$(mktemp -d /var/tmp/vfs-coldstart.XXXXXX)
+ns=vfscs$$ veth_host=vcs$$h veth_ns=vcs$$n
+net=10.213.$(( $$ % 250 + 1 ))
+registry_pid='' proxy_pid='' vfsd_pid=''
+
+cleanup() {
+  set +e
+  for m in "$work"/{lazy/mnt,oci/root,trace}/{proc,dev} "$work"/lazy/mnt "$work"/trace; do
+    mountpoint -q "$m" 2>/dev/null && umount -l "$m"
+  done
+  for p in $vfsd_pid $proxy_pid $registry_pid; do kill "$p" 2>/dev/null; done
+  for p in $vfsd_pid $proxy_pid $registry_pid; do wait "$p" 2>/dev/null; done
+  ip netns del "$ns" 2>/dev/null
+  ip link del "$veth_host" 2>/dev/null
+  rm -rf --one-file-system "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+now() { echo "$EPOCHREALTIME"; }
+sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1e6 }'; }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# ---------------------------------------------------------------------------------------------------------------
+# The workload, in a chroot with /proc and /dev as a container runtime mounts them (the FUSE mount is nodev).
+run_workload() { # ROOT OUTFILE
+  mount -t proc proc "$1/proc"
+  mount --bind /dev "$1/dev"
+  local rc=0
+  chroot "$1" /bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "$shell" -c "$workload" > "$2" 2>&1 || rc=$?
+  umount "$1/dev" "$1/proc"
+  [ "$rc" = 0 ] || { echo "workload failed in $1 (exit $rc):" >&2; cat "$2" >&2; return 1; }
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# The tree: rootfs (cached) + payload.
+tree=$work/tree
+if [ "$smoke" = 1 ]; then
+  echo "== smoke: a busybox tree"
+  mkdir -p "$tree"/{bin,etc,proc,dev,tmp,usr/share/doc/busybox}
+  cp /bin/busybox "$tree/bin/busybox"
+  for a in $(/bin/busybox --list); do [ -e "$tree/bin/$a" ] || ln -s busybox "$tree/bin/$a"; done
+  printf 'root:x:0:0:root:/root:/bin/sh\n' > "$tree/etc/passwd"
+  printf 'PRETTY_NAME="busybox smoke tree"\n' > "$tree/etc/os-release"
+  cp -r /usr/share/doc/busybox-static/. "$tree/usr/share/doc/busybox/" 2>/dev/null || true
+  workload='ls -R /etc /usr | wc -l; wc -l < /etc/passwd; cat /etc/os-release; sha256sum /bin/busybox | cut -c1-16;
+            head -c 4096 /opt/payload/part-00 | md5sum; ls /proc/self > /dev/null && echo proc ok'
+  shell=/bin/sh
+else
+  if [ ! -x "$rootfs_cache/usr/bin/apt-get" ]; then
+    echo "== debootstrap bookworm minbase into $rootfs_cache (once; minutes)"
+    rm -rf "$rootfs_cache.tmp"
+    debootstrap --variant=minbase bookworm "$rootfs_cache.tmp" http://deb.debian.org/debian > "$work/debootstrap.log" 2>&1 \
+      || { tail -n 20 "$work/debootstrap.log"; exit 1; }
+    rm -rf "$rootfs_cache" && mv "$rootfs_cache.tmp" "$rootfs_cache"
+  fi
+  echo "== copying the rootfs from $rootfs_cache"
+  cp -a "$rootfs_cache" "$tree"
+  # What a container start reads: the shell, dpkg's database, apt and its library, perl, the config tree, a few
+  # coreutils, and the first page of one payload file (the payload is there, barely touched).
+  workload='dpkg -l | wc -l; apt-get --version | head -n 1; ls -R /etc | wc -l; perl -e "print qq(perl \$]\n)";
+            bash --version | head -n 1; grep PRETTY /etc/os-release; id; ls -l /usr/bin | wc -l; df -h / > /dev/null;
+            head -c 4096 /opt/payload/part-00 | md5sum'
+  shell=/bin/bash
+fi
+echo "== payload: $payload_mb MB under /opt/payload"
+mkdir -p "$tree/opt/payload"
+piece=$(( payload_mb / 3 < 100 ? payload_mb / 3 : 100 )); [ "$piece" -ge 1 ] || piece=1
+left=$payload_mb i=0
+text_mb=$(( payload_mb / 20 ))
+if [ "$text_mb" -gt 0 ]; then # ~5% compressible (logs, text data), the rest random
+  { yes 'payload: the workload does not read this line; it is here so the image carries some compressible data' || true; } \
+    | head -c $(( text_mb << 20 )) > "$tree/opt/payload/notes.txt"
+  left=$(( left - text_mb ))
+fi
+while [ "$left" -gt 0 ]; do
+  n=$(( left < piece ? left : piece ))
+  head -c $(( n << 20 )) /dev/urandom > "$tree/opt/payload/part-$(printf %02d $i)"
+  left=$(( left - n )) i=$(( i + 1 ))
+done
+tree_bytes=$(du -sb "$tree" | cut -f1)
+
+# The start-up files, as nydus users record them for an image's prefetch table: run the workload once on the tree
+# through a strictatime bind mount, with every atime set to 0 first, and list the files it read.
+echo "== recording the start-up files (the workload once on the source tree; files whose atime moved)"
+find "$tree" -type f -exec touch -a -d @0 {} +
+mkdir -p "$work/trace"
+mount --bind "$tree" "$work/trace"
+mount --make-private "$work/trace" # /proc and /dev mounted on it must not propagate into $tree
+mount -o remount,bind,strictatime "$work/trace"
+run_workload "$work/trace" "$work/trace.out"
+umount "$work/trace"
+# The payload file the workload peeks at (4 KiB of 100 MB) is left out: a prefetch table names whole files, and
+# fetching it would spend the link on bytes nobody reads.
+(cd "$tree" && find . -type f -newerat @1 -printf '/%P\n') | grep -v '^/opt/payload/' > "$work/startup.list"
+echo "   $(wc -l < "$work/startup.list") files, $(mb "$(cd "$tree" && sed 's|^/|./|' "$work/startup.list" | tr '\n' '\0' | du -cb --files0-from=- | tail -n 1 | cut -f1)")"
+echo "   tree: $(mb "$tree_bytes"), $(find "$tree" | wc -l) entries"
+
+# ---------------------------------------------------------------------------------------------------------------
+# Both images.
+echo "== building the nydus image (vfs-image create) and the OCI layers (tar | gzip)"
+mkdir -p "$work/nydus/blobs" "$work/layers"
+out/vfs-image create --bootstrap "$work/nydus/image.boot" --blob-dir "$work/nydus/blobs" --prefetch-files "$work/startup.list" \
+  "$tree" > "$work/create.log"
+tar -C "$tree" --numeric-owner --exclude=./opt/payload -cf - . | gzip > "$work/layers/base.tar.gz"
+tar -C "$tree" --numeric-owner -cf - ./opt/payload | gzip > "$work/layers/payload.tar.gz"
+nydus_bytes=$(du -cb "$work/nydus/blobs" "$work/nydus/image.boot" | tail -n 1 | cut -f1)
+oci_bytes=$(du -cb "$work/layers" | tail -n 1 | cut -f1)
+echo "   nydus: $(mb "$nydus_bytes") (bootstrap $(mb "$(stat -c %s "$work/nydus/image.boot")")), OCI gzip layers: $(mb "$oci_bytes")"
+rm -rf "$tree"
+
+# ---------------------------------------------------------------------------------------------------------------
+# The shaped link and the registry.
+echo "== network namespace $ns: veth $net.1 <-> $net.2, tbf $rate each way, +${delay_ms} ms round trip in the proxy"
+ip netns add "$ns"
+ip link add "$veth_host" type veth peer name "$veth_ns"
+ip link set "$veth_ns" netns "$ns"
+ip addr add "$net.1/30" dev "$veth_host"
+ip link set "$veth_host" up
+ip netns exec "$ns" ip addr add "$net.2/30" dev "$veth_ns"
+ip netns exec "$ns" ip link set "$veth_ns" up
+ip netns exec "$ns" ip link set lo up
+# tbf: the bucket holds ~10 ms at 200 Mbit/s; packets wait up to 100 ms before tbf drops them (TCP then backs off).
+tc qdisc add dev "$veth_host" root tbf rate "$rate" burst 256kb latency 100ms
+ip netns exec "$ns" tc qdisc add dev "$veth_ns" root tbf rate "$rate" burst 256kb latency 100ms
+
+mkdir -p "$work/registry/data"
+cat > "$work/registry/config.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $work/registry/data
+http:
+  addr: 0.0.0.0:5000
+  secret: vfs-coldstart
+EOF
+ip netns exec "$ns" docker-registry serve "$work/registry/config.yml" > "$work/registry.log" 2>&1 &
+registry_pid=$!
+for _ in $(seq 1 200); do
+  ip netns exec "$ns" bash -c 'exec 3<>/dev/tcp/127.0.0.1/5000' 2>/dev/null && break
+  kill -0 "$registry_pid" 2>/dev/null || { cat "$work/registry.log"; exit 1; }
+  sleep 0.05
+done
+
+proxy_port=$(free_port) control_port=$(free_port)
+python3 "$here/delay-proxy.py" "127.0.0.1:$proxy_port" "$net.2:5000" "$control_port" "$(( delay_ms / 2 ))" \
+  > "$work/proxy.log" 2>&1 &
+proxy_pid=$!
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$control_port") 2>/dev/null && break; sleep 0.05; done
+# The proxy's counters: "bytes-down bytes-up connections requests"; delta OLD NEW -> "N MB (R)".
+fetched() { local l; exec 3<>"/dev/tcp/127.0.0.1/$control_port"; read -r l <&3; exec 3<&-; echo "$l"; }
+delta() { local a b; read -r -a a <<< "$1"; read -r -a b <<< "$2"; echo "$(mb $(( b[0] - a[0] ))) ($(( b[3] - a[3] )))"; }
+registry=127.0.0.1:$proxy_port
+
+echo "== pushing both images (inside the namespace, not through the shaped link)"
+ip netns exec "$ns" out/vfs-image push "$work/nydus/image.boot" --blob-dir "$work/nydus/blobs" \
+  --target 127.0.0.1:5000/coldstart/nydus:latest --plain-http > "$work/push-nydus.log"
+ip netns exec "$ns" python3 "$here/oci.py" push 127.0.0.1:5000 coldstart/oci latest \
+  "$work/layers/base.tar.gz" "$work/layers/payload.tar.gz" > "$work/push-oci.log"
+rm -rf "$work/layers" "$work/nydus"
+
+# The link as the clients see it: round trip of a tiny request, and the rate of a 20 MB range of the largest blob.
+rtt=$(curl -s -o /dev/null -w '%{time_total}' "http://$registry/v2/")
+big=$(curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$registry/v2/coldstart/oci/manifests/latest" \
+  | python3 -c 'import json,sys; print(max(json.load(sys.stdin)["layers"], key=lambda l: l["size"])["digest"])')
+speed=$(curl -s -o /dev/null -r 0-20971519 -w '%{speed_download}' "http://$registry/v2/coldstart/oci/blobs/$big")
+echo "   through the proxy: GET /v2/ $(awk -v t="$rtt" 'BEGIN { printf "%.0f ms", t * 1000 }'), download $(awk -v s="$speed" 'BEGIN { printf "%.0f Mbit/s", s * 8 / 1e6 }')"
+
+# Two lazy configurations of the same image: chunks fetched only when read (fs_prefetch off), and nydus's usual
+# set-up for start-up, the image's prefetch table (the start-up files recorded above) fetched by 8 threads from mount on.
+lazy_config() { # FILE PREFETCH(true|false)
+  cat > "$1" <<EOF
+{
+  "device": {
+    "backend": { "type": "registry",
+                 "config": { "scheme": "http", "host": "$registry", "repo": "coldstart/nydus",
+                             "timeout": 30, "connect_timeout": 5, "retry_limit": 3 } },
+    "cache": { "type": "blobcache", "config": { "work_dir": "$work/lazy/cache" } }
+  },
+  "mode": "direct",
+  "digest_validate": false,
+  "fs_prefetch": { "enable": $2, "threads_count": 8 }
+}
+EOF
+}
+lazy_config "$work/lazy.json" false
+lazy_config "$work/lazy-prefetch.json" true
+
+oci_side() { # ROUND -> sets o_dl o_unpack o_work o_total o_fetch
+  rm -rf "$work/oci"; mkdir -p "$work/oci/root"
+  drop
+  local b0 t0 t1 t2 t3
+  b0=$(fetched); t0=$(now)
+  python3 "$here/oci.py" pull "$registry" coldstart/oci latest "$work/oci/dl" > "$work/oci/layers"
+  t1=$(now)
+  while read -r layer; do tar -xzf "$layer" -C "$work/oci/root" --numeric-owner; done < "$work/oci/layers"
+  t2=$(now)
+  run_workload "$work/oci/root" "$work/oci-$1.out"
+  t3=$(now)
+  o_fetch=$(delta "$b0" "$(fetched)")
+  o_dl=$(sub "$t1" "$t0") o_unpack=$(sub "$t2" "$t1") o_work=$(sub "$t3" "$t2") o_total=$(sub "$t3" "$t0")
+  rm -rf "$work/oci"
+}
+
+lazy_side() { # NAME CONFIG -> sets l_boot l_mount l_work l_total l_fetch
+  rm -rf "$work/lazy"; mkdir -p "$work/lazy/cache" "$work/lazy/mnt"
+  drop
+  local b0 t0 t1 t2 t3 up=0
+  b0=$(fetched); t0=$(now)
+  out/vfs-image pull "$registry/coldstart/nydus:latest" --bootstrap "$work/lazy/image.boot" --plain-http > "$work/$1-pull.log"
+  t1=$(now)
+  out/vfsd mount --bootstrap "$work/lazy/image.boot" --config "$2" --cache-dir "$work/lazy/cache" \
+    --log-level warn "$work/lazy/mnt" > "$work/vfsd-$1.log" 2>&1 &
+  vfsd_pid=$!
+  for _ in $(seq 1 2000); do
+    mountpoint -q "$work/lazy/mnt" && { up=1; break; }
+    kill -0 "$vfsd_pid" 2>/dev/null || break
+    sleep 0.005
+  done
+  [ "$up" = 1 ] || { echo "vfsd did not mount:" >&2; cat "$work/vfsd-$1.log" >&2; exit 1; }
+  t2=$(now)
+  run_workload "$work/lazy/mnt" "$work/$1.out"
+  t3=$(now)
+  l_fetch=$(delta "$b0" "$(fetched)")
+  l_boot=$(sub "$t1" "$t0") l_mount=$(sub "$t2" "$t1") l_work=$(sub "$t3" "$t2") l_total=$(sub "$t3" "$t0")
+  umount "$work/lazy/mnt"
+  wait "$vfsd_pid" || { echo "vfsd exited with an error:" >&2; cat "$work/vfsd-$1.log" >&2; exit 1; }
+  vfsd_pid=''
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+row() { printf '%-6s %-8s %-18s %-16s %8ss %8ss %24s\n' "$@"; }
+
+echo "== $rounds round(s); each: OCI baseline, lazy, lazy + prefetch table, the host page cache dropped before each"
+ratios=() pf_ratios=()
+for r in $(seq 1 "$rounds"); do
+  oci_side "$r"
+  lazy_side "lazy-$r" "$work/lazy.json"
+  read -r d_boot d_mount d_work d_total <<< "$l_boot $l_mount $l_work $l_total"
+  d_fetch=$l_fetch
+  lazy_side "prefetch-$r" "$work/lazy-prefetch.json"
+  for side in "lazy-$r" "prefetch-$r"; do
+    cmp -s "$work/oci-$r.out" "$work/$side.out" \
+      || { echo "the workload printed different things on the OCI and $side sides:" >&2; diff "$work/oci-$r.out" "$work/$side.out" >&2; exit 1; }
+  done
+  ratios+=("$(ratio "$o_total" "$d_total")") pf_ratios+=("$(ratio "$o_total" "$l_total")")
+  [ "$r" = 1 ] && printf '\n%-6s %-8s %-18s %-16s %9s %9s %24s\n' round side fetch "unpack / mount" workload total "from registry (requests)"
+  row "$r" OCI "download ${o_dl}s" "unpack ${o_unpack}s" "$o_work" "$o_total" "$o_fetch"
+  row "" lazy "bootstrap ${d_boot}s" "mount ${d_mount}s" "$d_work" "$d_total" "$d_fetch"
+  row "" "lazy+pf" "bootstrap ${l_boot}s" "mount ${l_mount}s" "$l_work" "$l_total" "$l_fetch"
+  printf '%-6s ratio OCI / lazy: %sx, OCI / lazy+pf: %sx\n' "" "${ratios[-1]}" "${pf_ratios[-1]}"
+done
+echo
+echo "workload output (same on both sides):"; sed 's/^/  /' "$work/oci-1.out"
+echo
+echo "cold start, image $(mb "$tree_bytes") ($([ "$smoke" = 1 ] && echo "busybox smoke tree" || echo "debian bookworm minbase") + ${payload_mb} MB payload), link $rate + ${delay_ms} ms:"
+echo "  OCI baseline / lazy (vfsd, on demand)        = $(median "${ratios[@]}")x (median of $rounds round(s)); bar 5x, goal 20x"
+echo "  OCI baseline / lazy (vfsd, + prefetch table) = $(median "${pf_ratios[@]}")x"
