@@ -264,6 +264,22 @@ public sealed class ImageResolutionTests : IDisposable
         Assert.Contains("not found in the registry", missing.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData(-10, "is larger than its manifest says")]
+    [InlineData(10, "the manifest says")]
+    [InlineData(2L << 30, "is not in 1..")]
+    public async Task A_bootstrap_layer_whose_size_is_misstated_is_refused(long delta, string reason)
+    {
+        var (d, content) = BootstrapLayer(BuildBootstrap());
+        // The registry stores the real bytes; the manifest states another size. Only the stated size may be written.
+        await Push("app/size", "v1", DaemonOptions.DefaultPlatform, (d with { Size = content.Length + delta }, content));
+        string cache = Path.Combine(_root, "cache");
+        var e = Assert.Throws<RafsMountException>(() => Resolve("app/size", "v1", cache));
+        Assert.Contains(reason, e.Message, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(Path.Combine(cache, "images")) && Directory.EnumerateFileSystemEntries(Path.Combine(cache, "images")).Any(),
+            "nothing is left in the cache");
+    }
+
     [Fact]
     public void Without_a_cache_directory_a_reference_cannot_be_served()
     {
