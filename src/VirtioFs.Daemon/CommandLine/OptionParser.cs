@@ -55,8 +55,9 @@ public static class OptionParser
           --prefetch-files LIST     after mounting, fetch the image paths listed in file LIST (one per line)
           --prefetch-all            after mounting, fetch every file
           --no-prefetch             do not prefetch the image's own prefetch table (done by default with --cache-dir)
-          --config FILE             nydusd JSON config (device.backend localfs dir/blob_file, device.cache
-                                    blobcache work_dir, digest_validate, amplify_io, fs_prefetch) instead of the flags
+          --config FILE             nydusd JSON config (device.backend localfs dir/blob_file or registry,
+                                    device.cache blobcache work_dir, digest_validate, amplify_io, fs_prefetch)
+                                    instead of the flags; with --image it tunes the registry backend
           --root-digest HEX         refuse the image unless its merkle root is HEX; check digests as it is read
           --trust-key FILE          refuse the image unless its root is signed by this Ed25519 public key
           --log-level LEVEL         error | warn | info | debug | trace | off (default info)
