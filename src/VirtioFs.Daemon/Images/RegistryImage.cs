@@ -17,6 +17,9 @@ namespace VirtioFs.Daemon.Images;
 /// </summary>
 internal static class RegistryImage
 {
+    /// <summary>Longest a reference may take to resolve (manifests plus the bootstrap download).</summary>
+    public static readonly TimeSpan ResolveDeadline = TimeSpan.FromMinutes(10);
+
     /// <summary>
     /// Returns <paramref name="json"/> (a nydusd config, or null/blank for none) with <c>device.backend</c> set to the
     /// registry backend of <paramref name="reference"/>. A config naming another backend type, or another host or repo,
@@ -85,13 +88,20 @@ internal static class RegistryImage
         }
         ImageLog.Resolving(logger, reference.ToString(), platform.ToString());
         ResolvedImage resolved;
+        // Every registry request has its own deadline, but a whole-blob transfer's is long (it may be large); this
+        // bounds the start-up (or the API request) as a whole, so a registry that trickles bytes cannot stall it.
+        using var deadline = new CancellationTokenSource(ResolveDeadline);
         try
         {
-            resolved = NydusImageResolver.ResolveAsync(reference, platform, registry, cacheDir, CheckBootstrap, logger).GetAwaiter().GetResult();
+            resolved = NydusImageResolver.ResolveAsync(reference, platform, registry, cacheDir, CheckBootstrap, logger, deadline.Token).GetAwaiter().GetResult();
         }
         catch (ImageResolveException e)
         {
             throw new RafsMountException(e.Message, e);
+        }
+        catch (OperationCanceledException e)
+        {
+            throw new RafsMountException($"{reference}: not resolved within {ResolveDeadline.TotalSeconds:0} s", e);
         }
         if (resolved.FromCache)
         {
