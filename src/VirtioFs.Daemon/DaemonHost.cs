@@ -72,7 +72,7 @@ internal static partial class DaemonHost
         RafsMount image;
         try
         {
-            image = RafsMount.Open(ImageOptions.From(options), loggerFactory);
+            image = RafsMount.Open(ImageOptions.From(options, logger), loggerFactory);
         }
         catch (RafsMountException e)
         {
@@ -82,7 +82,7 @@ internal static partial class DaemonHost
         using (image)
         {
             int rc = ServeVhostUser(options, image.FileSystem, ImageServerOptions(options), loggerFactory, logger, cancel,
-                () => ImageLog.Serving(logger, Program.Version, options.Bootstrap!, "virtio-fs", options.BlobDir ?? "(config)",
+                () => ImageLog.Serving(logger, Program.Version, ImageName(options), "virtio-fs", options.BlobDir ?? (options.Image is not null ? "(registry)" : "(config)"),
                     options.CacheDir ?? "(none)", options.Verify?.ToString().ToLowerInvariant() ?? "fetch"));
             image.LogMetrics();
             return rc;
@@ -161,6 +161,9 @@ internal static partial class DaemonHost
             }
         }
     }
+
+    /// <summary>What the logs call the served image: the reference with --image, else the bootstrap path.</summary>
+    internal static string ImageName(DaemonOptions options) => options.Image?.ToString() ?? options.Bootstrap!;
 
     /// <summary>FUSE session knobs for an image: read-only, so no writeback cache and no locks to serve (the kernel
     /// keeps POSIX locks locally when the filesystem does not offer them).</summary>

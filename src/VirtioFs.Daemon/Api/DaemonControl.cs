@@ -2,6 +2,8 @@ using System.Collections.Concurrent;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using VirtioFs.Daemon.CommandLine;
+using VirtioFs.Daemon.Images;
+using VirtioFs.Oci;
 using VirtioFs.Fuse;
 using VirtioFs.Passthrough;
 using VirtioFs.RafsFs;
@@ -159,7 +161,15 @@ internal sealed class DaemonControl(Vfs.Vfs vfs, DaemonOptions defaults, ILogger
         var options = new RafsMountOptions { Bootstrap = request.Source };
         try
         {
-            if (!string.IsNullOrWhiteSpace(request.Config))
+            // nydusd's mount API has only fs_type, source, config and prefetch_files, so an image in a registry is
+            // named by its reference in "source" (when that is not an existing file); the config then tunes the
+            // registry backend and names the cache directory where the bootstrap is kept.
+            if (RegistryImage.IsReference(request.Source, out OciReference? reference))
+            {
+                NydusConfig.Apply(RegistryImage.RegistryConfig(request.Config, reference), options);
+                RegistryImage.Resolve(reference, defaults.Platform, options, loggers.CreateLogger("vfsd.image"));
+            }
+            else if (!string.IsNullOrWhiteSpace(request.Config))
             {
                 NydusConfig.Apply(request.Config, options);
             }

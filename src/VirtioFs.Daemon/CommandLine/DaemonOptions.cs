@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using VirtioFs.Oci;
 
 namespace VirtioFs.Daemon.CommandLine;
 
@@ -55,7 +56,16 @@ public sealed class DaemonOptions
     /// <summary>File holding the Ed25519 public key the image's root must be signed with.</summary>
     public string? TrustKeyFile { get; set; }
 
-    public bool ServesImage => Bootstrap is not null;
+    /// <summary><c>--image HOST/REPO[:TAG][@DIGEST]</c>: a nydus image in a registry, resolved to a bootstrap at start
+    /// (cached under the cache directory) and served with its blobs read lazily from the registry.</summary>
+    public OciReference? Image { get; set; }
+
+    /// <summary>The platform picked from an image index (<c>--platform os/arch[/variant]</c>).</summary>
+    public OciPlatform Platform { get; set; } = DefaultPlatform;
+
+    public static readonly OciPlatform DefaultPlatform = new("linux", "amd64");
+
+    public bool ServesImage => Bootstrap is not null || Image is not null;
 
     public string? SocketPath { get; set; }
     /// <summary>The nydusd-compatible HTTP API socket: filesystems are mounted and unmounted at run time through it.</summary>

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging;
+using VirtioFs.Oci;
 
 namespace VirtioFs.Daemon.CommandLine;
 
@@ -18,6 +19,8 @@ public static class OptionParser
         usage: vfsd [options]
                vfsd --bootstrap IMAGE --blob-dir DIR (--socket-path PATH | --fd N) [image options]
                vfsd mount --bootstrap IMAGE --blob-dir DIR [image options] MOUNTPOINT
+               vfsd --image HOST/REPO:TAG --cache-dir DIR (--socket-path PATH | --fd N) [image options]
+               vfsd mount --image HOST/REPO:TAG --cache-dir DIR [image options] MOUNTPOINT
         Serves a host directory, or a RAFS (nydus) image, to a virtual machine as a vhost-user virtio-fs device
         (a virtiofsd drop-in); `vfsd mount` serves an image on the host through /dev/fuse until it is unmounted
         or the daemon gets SIGTERM.
@@ -41,13 +44,20 @@ public static class OptionParser
         Image options (instead of --shared-dir):
           --bootstrap IMAGE         the RAFS v5/v6 bootstrap to serve read-only
           --blob-dir DIR            directory of its data blobs, named by blob id
+          --image HOST/REPO[:TAG][@DIGEST]
+                                    instead of --bootstrap: a nydus image in an OCI registry; its bootstrap is
+                                    fetched into --cache-dir (reused when the registry is down at start) and
+                                    data chunks are pulled on demand. Credentials from $DOCKER_CONFIG/config.json
+                                    or ~/.docker/config.json, or device.backend.config.auth in --config
+          --platform OS/ARCH[/VARIANT]  the manifest to pick from an image index (default linux/amd64)
           --cache-dir DIR           keep fetched chunks in a persistent cache here (default: no cache)
           --verify fetch|always     check chunk digests when fetched (default) or on every cached read too
           --prefetch-files LIST     after mounting, fetch the image paths listed in file LIST (one per line)
           --prefetch-all            after mounting, fetch every file
           --no-prefetch             do not prefetch the image's own prefetch table (done by default with --cache-dir)
-          --config FILE             nydusd JSON config (device.backend localfs dir/blob_file, device.cache
-                                    blobcache work_dir, digest_validate, amplify_io, fs_prefetch) instead of the flags
+          --config FILE             nydusd JSON config (device.backend localfs dir/blob_file or registry,
+                                    device.cache blobcache work_dir, digest_validate, amplify_io, fs_prefetch)
+                                    instead of the flags; with --image it tunes the registry backend
           --root-digest HEX         refuse the image unless its merkle root is HEX; check digests as it is read
           --trust-key FILE          refuse the image unless its root is signed by this Ed25519 public key
           --log-level LEVEL         error | warn | info | debug | trace | off (default info)
@@ -80,6 +90,7 @@ public static class OptionParser
     public static DaemonOptions Parse(IReadOnlyList<string> args)
     {
         var options = new DaemonOptions();
+        bool platformGiven = false;
         int first = 0;
         if (args.Count > 0 && args[0] == "mount")
         {
@@ -144,6 +155,8 @@ public static class OptionParser
                 case "-V" or "--version": NoValue(); options.ShowVersion = true; break;
                 case "-o": ApplyLegacy(options, Value()); break;
                 case "--bootstrap": options.Bootstrap = NonEmpty(name, Value()); break;
+                case "--image": options.Image = ParseImage(Value()); break;
+                case "--platform": options.Platform = ParsePlatform(Value()); platformGiven = true; break;
                 case "--blob-dir": options.BlobDir = NonEmpty(name, Value()); break;
                 case "--cache-dir": options.CacheDir = NonEmpty(name, Value()); break;
                 case "--verify": options.Verify = ParseVerify(Value()); break;
@@ -181,6 +194,7 @@ public static class OptionParser
 
         if (!options.ShowHelp && !options.ShowVersion && !options.PrintCapabilities)
         {
+            if (platformGiven && options.Image is null && options.ApiSocket is null) throw new UsageException("--platform needs --image (or --apisock, for mounts of image references)");
             Validate(options);
         }
         return options;
@@ -191,9 +205,13 @@ public static class OptionParser
         bool imageFlags = options.BlobDir is not null || options.CacheDir is not null || options.Verify is not null
             || options.PrefetchFilesList is not null || options.PrefetchAll || options.NoPrefetch || options.ConfigFile is not null
             || options.RootDigest is not null || options.TrustKeyFile is not null;
+        if (options.Bootstrap is not null && options.Image is not null)
+        {
+            throw new UsageException("--bootstrap and --image cannot be used together (--image fetches the bootstrap itself)");
+        }
         if (options.Mode == DaemonMode.FuseMount)
         {
-            if (options.Bootstrap is null) throw new UsageException("vfsd mount needs --bootstrap IMAGE");
+            if (!options.ServesImage) throw new UsageException("vfsd mount needs --bootstrap IMAGE or --image REF");
             if (options.MountPoint is null) throw new UsageException("vfsd mount needs a MOUNTPOINT");
             if (options.SocketPath is not null || options.ListenFd is not null || options.SharedDir is not null)
                 throw new UsageException("vfsd mount serves through /dev/fuse: --socket-path, --fd and --shared-dir do not apply");
@@ -201,7 +219,7 @@ public static class OptionParser
         else if (options.ApiSocket is not null)
         {
             // nydusd-style: filesystems arrive at run time through POST /api/v1/mount.
-            if (options.SharedDir is not null || options.Bootstrap is not null)
+            if (options.SharedDir is not null || options.ServesImage)
             {
                 throw new UsageException("with --apisock, mount --shared-dir directories and images through POST /api/v1/mount");
             }
@@ -212,20 +230,20 @@ public static class OptionParser
         }
         else
         {
-            if (options.SharedDir is null == options.Bootstrap is null)
+            if (options.SharedDir is null == !options.ServesImage)
             {
                 throw new UsageException(options.SharedDir is null
-                    ? "--shared-dir (or -o source=DIR) or --bootstrap IMAGE is required"
-                    : "--shared-dir and --bootstrap cannot be used together");
+                    ? "--shared-dir (or -o source=DIR), --bootstrap IMAGE or --image REF is required"
+                    : "--shared-dir cannot be combined with --bootstrap or --image");
             }
             if (options.SocketPath is null == options.ListenFd is null)
             {
                 throw new UsageException("exactly one of --socket-path and --fd is required");
             }
         }
-        if (options.Bootstrap is null && imageFlags)
+        if (!options.ServesImage && imageFlags)
         {
-            throw new UsageException("--blob-dir, --cache-dir, --verify, --prefetch-*, --config, --root-digest and --trust-key need --bootstrap");
+            throw new UsageException("--blob-dir, --cache-dir, --verify, --prefetch-*, --config, --root-digest and --trust-key need --bootstrap or --image");
         }
         if (options.PrefetchAll && (options.PrefetchFilesList is not null || options.NoPrefetch))
         {
@@ -234,6 +252,32 @@ public static class OptionParser
         if (options.Bootstrap is not null && options.BlobDir is null && options.ConfigFile is null)
         {
             throw new UsageException("--bootstrap needs --blob-dir DIR (or a --config naming the blob directory)");
+        }
+        if (options.Image is not null)
+        {
+            if (options.BlobDir is not null)
+            {
+                throw new UsageException("--image reads blobs from the registry: --blob-dir does not apply");
+            }
+            if (options.CacheDir is null && options.ConfigFile is null)
+            {
+                throw new UsageException("--image needs --cache-dir DIR (or a --config naming device.cache.config.work_dir): the bootstrap is kept there");
+            }
+        }
+    }
+
+    private static OciReference ParseImage(string value) =>
+        OciReference.TryParse(value, out OciReference r, out string error) ? r : throw new UsageException($"--image '{value}': {error}");
+
+    private static OciPlatform ParsePlatform(string value)
+    {
+        try
+        {
+            return OciPlatform.Parse(value);
+        }
+        catch (FormatException e)
+        {
+            throw new UsageException($"--platform: {e.Message}");
         }
     }
 

@@ -30,7 +30,7 @@ internal static class FuseMountHost
         RafsMount image;
         try
         {
-            image = RafsMount.Open(ImageOptions.From(options), loggerFactory);
+            image = RafsMount.Open(ImageOptions.From(options, logger), loggerFactory);
         }
         catch (RafsMountException e)
         {
@@ -44,7 +44,7 @@ internal static class FuseMountHost
             try
             {
                 session = FuseDeviceSession.Mount(mountPoint, server,
-                    new FuseDeviceOptions { Source = options.Bootstrap!, Subtype = "vfsd", Threads = Math.Max(2, options.ThreadPoolSize) },
+                    new FuseDeviceOptions { Source = DaemonHost.ImageName(options), Subtype = "vfsd", Threads = Math.Max(2, options.ThreadPoolSize) },
                     loggerFactory.CreateLogger("vfsd.fusedev"));
             }
             catch (IOException e)
@@ -54,7 +54,7 @@ internal static class FuseMountHost
             }
             using (session)
             {
-                ImageLog.Serving(logger, Program.Version, options.Bootstrap!, "/dev/fuse", options.BlobDir ?? "(config)",
+                ImageLog.Serving(logger, Program.Version, DaemonHost.ImageName(options), "/dev/fuse", options.BlobDir ?? (options.Image is not null ? "(registry)" : "(config)"),
                     options.CacheDir ?? "(none)", options.Verify?.ToString().ToLowerInvariant() ?? "fetch");
                 ImageLog.Mounted(logger, mountPoint);
                 bool unmounted = false;

@@ -16,4 +16,13 @@ internal static partial class ImageLog
 
     [LoggerMessage(5103, LogLevel.Information, "unmounting {MountPoint}")]
     public static partial void Unmounting(ILogger logger, string mountPoint);
+
+    [LoggerMessage(5104, LogLevel.Information, "resolving image {Reference} for {Platform}")]
+    public static partial void Resolving(ILogger logger, string reference, string platform);
+
+    [LoggerMessage(5105, LogLevel.Information, "image {Reference} is manifest {Digest}; bootstrap {Bootstrap}")]
+    public static partial void Resolved(ILogger logger, string reference, string digest, string bootstrap);
+
+    [LoggerMessage(5106, LogLevel.Warning, "registry unreachable ({Error}); serving image {Reference} from its cached bootstrap {Bootstrap} (manifest {Digest}); chunks not in the cache fail with EIO until it answers")]
+    public static partial void ResolvedFromCache(ILogger logger, string reference, string digest, string bootstrap, string error);
 }

@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using VirtioFs.Daemon.CommandLine;
 using VirtioFs.Rafs;
 using VirtioFs.RafsFs;
@@ -14,13 +16,14 @@ internal static class ImageOptions
     /// <summary>Most paths a --prefetch-files list may name (the list is read whole).</summary>
     private const int MaxPrefetchList = 1 << 20;
 
-    /// <summary>Throws <see cref="RafsMountException"/> naming the file or value that is wrong.</summary>
-    public static RafsMountOptions From(DaemonOptions o)
+    /// <summary>Throws <see cref="RafsMountException"/> naming the file or value that is wrong. With <c>--image</c> the
+    /// reference is resolved here (registry I/O), so the bootstrap path is known before anything is served.</summary>
+    public static RafsMountOptions From(DaemonOptions o, ILogger? logger = null)
     {
-        var m = new RafsMountOptions { Bootstrap = o.Bootstrap ?? throw new RafsMountException("no --bootstrap") };
+        var m = new RafsMountOptions { Bootstrap = o.Bootstrap ?? (o.Image is not null ? "" : throw new RafsMountException("no --bootstrap")) };
+        string? json = null;
         if (o.ConfigFile is { } config)
         {
-            string json;
             try
             {
                 if (new FileInfo(config).Length > NydusConfig.MaxSize) throw new RafsMountException($"config {config} is larger than {NydusConfig.MaxSize} bytes");
@@ -30,14 +33,15 @@ internal static class ImageOptions
             {
                 throw new RafsMountException($"cannot read config {config}: {e.Message}", e);
             }
-            try
-            {
-                NydusConfig.Apply(json, m);
-            }
-            catch (NydusConfig.ConfigException e)
-            {
-                throw new RafsMountException($"config {config}: {e.Message}", e);
-            }
+        }
+        try
+        {
+            if (o.Image is { } image) NydusConfig.Apply(RegistryImage.RegistryConfig(json, image), m);
+            else if (json is not null) NydusConfig.Apply(json, m);
+        }
+        catch (NydusConfig.ConfigException e)
+        {
+            throw new RafsMountException(o.ConfigFile is null ? e.Message : $"config {o.ConfigFile}: {e.Message}", e);
         }
         if (o.BlobDir is not null)
         {
@@ -65,6 +69,10 @@ internal static class ImageOptions
             {
                 throw new RafsMountException($"cannot load trust key {keyFile}: {e.Message}", e);
             }
+        }
+        if (o.Image is { } reference)
+        {
+            RegistryImage.Resolve(reference, o.Platform, m, logger ?? NullLogger.Instance);
         }
         return m;
     }

@@ -65,6 +65,26 @@ internal sealed partial class ImageWorkspace : IDisposable
         return new VfsdMount(p, mnt);
     }
 
+    /// <summary>Starts <c>vfsd mount ARGS MOUNTPOINT</c> (e.g. <c>--image REF ...</c>) and waits until the mount is visible.</summary>
+    public VfsdMount MountWith(params string[] args)
+    {
+        string mnt = NewMountPoint();
+        _mounts.Add(mnt);
+        var p = ProcessRunner.Start(Repo.Vfsd, ["mount", .. args, mnt]);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (!IsMounted(mnt))
+        {
+            if (p.HasExited || DateTime.UtcNow > deadline)
+            {
+                string output = p.Output;
+                p.Dispose();
+                throw new InvalidOperationException($"vfsd mount did not mount {mnt}; output:\n{output}");
+            }
+            Thread.Sleep(20);
+        }
+        return new VfsdMount(p, mnt);
+    }
+
     public static bool IsMounted(string mountPoint) =>
         File.ReadLines("/proc/self/mountinfo").Any(l => l.Split(' ') is { Length: > 4 } f && f[4] == mountPoint);
 

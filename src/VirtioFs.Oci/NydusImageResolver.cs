@@ -1,0 +1,314 @@
+using System.Security.Cryptography;
+using System.Text;
+using Microsoft.Extensions.Logging;
+
+namespace VirtioFs.Oci;
+
+/// <summary>Why an image reference cannot be served: a bad reference, a registry that refuses it, an image that is not
+/// nydus, or an outage with nothing cached. The message names the reference and the cause.</summary>
+public sealed class ImageResolveException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>A reference resolved to a local bootstrap file.</summary>
+/// <param name="Reference">What was asked for.</param>
+/// <param name="ManifestDigest">The digest of the platform manifest the bootstrap came from.</param>
+/// <param name="BootstrapPath">The extracted <c>image.boot</c> in the cache directory.</param>
+/// <param name="FromCache">True when the registry could not be asked and the bootstrap of the last resolution was used.</param>
+/// <param name="OfflineReason">Why the registry could not be asked (only with <paramref name="FromCache"/>).</param>
+public sealed record ResolvedImage(OciReference Reference, string ManifestDigest, string BootstrapPath, bool FromCache, string? OfflineReason = null);
+
+/// <summary>
+/// Turns an image reference into a bootstrap file a daemon can serve, as nydus-snapshotter does before it starts
+/// nydusd: GET the manifest (an image index is narrowed to one platform, preferring the entry marked
+/// <c>nydus.remoteimage.v1</c>), find the layer annotated <c>containerd.io/snapshot/nydus-bootstrap</c>, download it with
+/// its digest checked and its size capped, and extract <c>image/image.boot</c> into
+/// <c>CACHE/images/&lt;manifest digest&gt;.boot</c> (temp file + rename, so a crash never leaves half a bootstrap
+/// under the final name). Data blobs are not touched: they are read lazily later.
+/// <para>Each successful resolution is recorded as <c>CACHE/images/&lt;key&gt;.ref</c> (key = sha256 of reference and
+/// platform, content = manifest digest), so when the registry is unreachable at the next start (connection refused,
+/// timeouts, 5xx: the client's transient errors) the same reference is served from the bootstrap it last resolved to.
+/// A definite answer from the registry (404, 401, a non-nydus image) is never papered over with the cache.</para>
+/// </summary>
+public static class NydusImageResolver
+{
+    /// <summary>Subdirectory of the cache directory holding bootstraps and reference records (chunk files live at the top).</summary>
+    public const string ImagesDirectory = "images";
+
+    /// <summary>Largest bootstrap layer (gzip'd tar) downloaded; the extracted bootstrap is capped by <see cref="NydusImage.MaxBootstrapBytes"/>.</summary>
+    public const long MaxBootstrapLayerBytes = NydusImage.MaxBootstrapBytes;
+
+    private const int MaxRecordBytes = 4096;
+
+    /// <summary>
+    /// Resolves <paramref name="reference"/> for <paramref name="platform"/> through a client built from
+    /// <paramref name="registry"/>. <paramref name="validate"/> is called on the extracted bootstrap before it is
+    /// installed (throw <see cref="InvalidDataException"/> or <see cref="IOException"/> to refuse it).
+    /// Throws <see cref="ImageResolveException"/>.
+    /// </summary>
+    public static async Task<ResolvedImage> ResolveAsync(OciReference reference, OciPlatform platform, RegistryOptions registry, string cacheDir,
+        Action<string>? validate = null, ILogger? logger = null, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(reference);
+        ArgumentNullException.ThrowIfNull(platform);
+        ArgumentNullException.ThrowIfNull(registry);
+        ArgumentException.ThrowIfNullOrEmpty(cacheDir);
+        string images = Path.Combine(Path.GetFullPath(cacheDir), ImagesDirectory);
+        try
+        {
+            Directory.CreateDirectory(images);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ImageResolveException($"cannot create {images}: {e.Message}", e);
+        }
+        string record = Path.Combine(images, RecordKey(reference, platform) + ".ref");
+
+        RegistryClient client;
+        try
+        {
+            client = new RegistryClient(registry, logger);
+        }
+        catch (Exception e) when (e is ArgumentException or IOException or CryptographicException)
+        {
+            throw new ImageResolveException($"{reference}: bad registry settings: {e.Message}", e);
+        }
+        using (client)
+        {
+            string manifestDigest;
+            OciDescriptor bootLayer;
+            try
+            {
+                (manifestDigest, bootLayer) = await FindBootstrapLayerAsync(client, reference, platform, ct).ConfigureAwait(false);
+            }
+            catch (RegistryException e) when (e.Transient || e.StatusCode is >= 500 or 429)
+            {
+                // Unreachable or failing registry: start from what the last resolution installed, if anything.
+                if (ReadRecord(record) is { } cached && BootstrapPath(images, cached) is { } path && File.Exists(path))
+                {
+                    return new ResolvedImage(reference, cached, path, FromCache: true, e.Message);
+                }
+                throw new ImageResolveException($"{reference}: registry unreachable ({e.Message}) and {cacheDir} holds no bootstrap resolved for it earlier", e);
+            }
+            catch (RegistryException e)
+            {
+                string why = e.StatusCode switch
+                {
+                    404 => "not found in the registry",
+                    401 or 403 => "the registry refused the credentials",
+                    _ => e.Message,
+                };
+                throw new ImageResolveException($"{reference}: {why} ({e.Message})", e);
+            }
+
+            string final = BootstrapPath(images, manifestDigest)!;
+            if (!File.Exists(final))
+            {
+                await InstallAsync(client, reference, bootLayer, images, final, validate, ct).ConfigureAwait(false);
+            }
+            WriteRecord(record, manifestDigest);
+            return new ResolvedImage(reference, manifestDigest, final, FromCache: false);
+        }
+    }
+
+    /// <summary>The manifest digest and bootstrap layer of a reference. Throws <see cref="RegistryException"/> for
+    /// registry failures, <see cref="ImageResolveException"/> for a registry answer that is not a nydus image.</summary>
+    private static async Task<(string Digest, OciDescriptor Layer)> FindBootstrapLayerAsync(RegistryClient client, OciReference reference,
+        OciPlatform platform, CancellationToken ct)
+    {
+        var fetched = await client.GetManifestAsync(reference.Reference, ct).ConfigureAwait(false);
+        // The content type header is the registry's claim; sniff the body when the header is missing or generic.
+        string mediaType = OciJson.IsIndex(fetched.MediaType) || OciJson.IsManifest(fetched.MediaType) ? fetched.MediaType : OciJson.SniffMediaType(fetched.Body);
+        if (OciJson.IsIndex(mediaType))
+        {
+            OciIndex index;
+            try
+            {
+                index = OciJson.ParseIndex(fetched.Body);
+            }
+            catch (InvalidDataException e)
+            {
+                throw new ImageResolveException($"{reference}: bad image index: {e.Message}", e);
+            }
+            var pick = OciJson.SelectPlatform(index, platform)
+                ?? throw new ImageResolveException($"{reference} has no manifest for platform {platform} (it lists {Platforms(index)})");
+            if (!OciDigest.IsValid(pick.Digest)) throw new ImageResolveException($"{reference}: index entry has a bad digest '{pick.Digest}'");
+            fetched = await client.GetManifestAsync(pick.Digest, ct).ConfigureAwait(false);
+            mediaType = OciJson.IsManifest(fetched.MediaType) || OciJson.IsIndex(fetched.MediaType) ? fetched.MediaType : OciJson.SniffMediaType(fetched.Body);
+            if (OciJson.IsIndex(mediaType)) throw new ImageResolveException($"{reference}: the index for {platform} points at another index");
+        }
+        if (!OciJson.IsManifest(mediaType)) throw new ImageResolveException($"{reference}: unexpected media type {mediaType}");
+        OciManifest manifest;
+        try
+        {
+            manifest = OciJson.ParseManifest(fetched.Body);
+        }
+        catch (InvalidDataException e)
+        {
+            throw new ImageResolveException($"{reference}: bad image manifest: {e.Message}", e);
+        }
+        var layer = NydusImage.FindBootstrap(manifest)
+            ?? throw new ImageResolveException($"{reference} is not a nydus image: no layer is annotated {OciMediaTypes.AnnotationNydusBootstrap} (convert it with vfs-image convert)");
+        if (!OciDigest.IsValid(layer.Digest)) throw new ImageResolveException($"{reference}: bootstrap layer has a bad digest '{layer.Digest}'");
+        if (layer.Size is <= 0 or > MaxBootstrapLayerBytes)
+            throw new ImageResolveException($"{reference}: bootstrap layer size {layer.Size} is not in 1..{MaxBootstrapLayerBytes}");
+        return (fetched.Digest, layer);
+    }
+
+    private static async Task InstallAsync(RegistryClient client, OciReference reference, OciDescriptor layer, string images, string final,
+        Action<string>? validate, CancellationToken ct)
+    {
+        string unique = $"{Environment.ProcessId}.{Guid.NewGuid():N}";
+        string tmpLayer = Path.Combine(images, $".layer.{unique}");
+        string tmpBoot = Path.Combine(images, $".boot.{unique}");
+        try
+        {
+            using (var file = new FileStream(tmpLayer, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 16, FileOptions.DeleteOnClose))
+            {
+                // The descriptor's size bounds what is written: a registry streaming more is cut off, not stored.
+                var capped = new CappedStream(file, layer.Size);
+                try
+                {
+                    await client.DownloadBlobAsync(layer.Digest, capped, ct: ct).ConfigureAwait(false);
+                }
+                catch (RegistryException e)
+                {
+                    throw new ImageResolveException($"{reference}: cannot download bootstrap layer {layer.Digest}: {e.Message}", e);
+                }
+                catch (InvalidDataException e) when (capped.Exceeded)
+                {
+                    throw new ImageResolveException($"{reference}: bootstrap layer {layer.Digest} is larger than its manifest says ({layer.Size} bytes)", e);
+                }
+                if (file.Length != layer.Size)
+                    throw new ImageResolveException($"{reference}: bootstrap layer {layer.Digest} has {file.Length} bytes, the manifest says {layer.Size}");
+                file.Position = 0;
+                using var boot = new FileStream(tmpBoot, FileMode.CreateNew, FileAccess.Write);
+                try
+                {
+                    NydusImage.ExtractBootstrap(file, boot);
+                }
+                catch (InvalidDataException e)
+                {
+                    throw new ImageResolveException($"{reference}: bad bootstrap layer: {e.Message}", e);
+                }
+                boot.Flush(flushToDisk: true);
+            }
+            try
+            {
+                validate?.Invoke(tmpBoot);
+            }
+            catch (Exception e) when (e is InvalidDataException or IOException or FormatException)
+            {
+                throw new ImageResolveException($"{reference}: the bootstrap layer does not hold a usable bootstrap: {e.Message}", e);
+            }
+            File.Move(tmpBoot, final, overwrite: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ImageResolveException($"{reference}: cannot store the bootstrap in {images}: {e.Message}", e);
+        }
+        finally
+        {
+            TryDelete(tmpBoot);
+            TryDelete(tmpLayer);
+        }
+    }
+
+    /// <summary>The cached bootstrap of <paramref name="manifestDigest"/>, or null for a malformed digest.</summary>
+    public static string? BootstrapPath(string imagesDir, string manifestDigest) =>
+        OciDigest.IsValid(manifestDigest) ? Path.Combine(imagesDir, manifestDigest[7..] + ".boot") : null;
+
+    /// <summary>File name stem of a reference's record: references contain '/' and ':', so they are hashed.</summary>
+    public static string RecordKey(OciReference reference, OciPlatform platform) =>
+        Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(reference + "\n" + platform)));
+
+    /// <summary>The manifest digest a reference last resolved to, or null (missing, unreadable or malformed record).</summary>
+    public static string? ReadRecord(string path)
+    {
+        try
+        {
+            var info = new FileInfo(path);
+            if (!info.Exists || info.Length > MaxRecordBytes) return null;
+            string digest = File.ReadAllText(path).Trim();
+            return OciDigest.IsValid(digest) ? digest : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    private static void WriteRecord(string path, string digest)
+    {
+        string tmp = $"{path}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
+        try
+        {
+            File.WriteAllText(tmp, digest + "\n");
+            File.Move(tmp, path, overwrite: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Serving does not need the record; only a later start during an outage does.
+            TryDelete(tmp);
+        }
+    }
+
+    private static string Platforms(OciIndex index)
+    {
+        var list = index.Manifests.Select(m => m.Platform?.ToString()).Where(p => p is not null).Distinct().Take(8).ToList();
+        return list.Count == 0 ? "no platforms" : string.Join(", ", list);
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
+    }
+
+    /// <summary>A seekable write-through stream that refuses to grow past a limit (the client restarts a download by
+    /// seeking back, so seeking and SetLength pass through).</summary>
+    private sealed class CappedStream(Stream inner, long limit) : Stream
+    {
+        public bool Exceeded { get; private set; }
+
+        public override bool CanRead => false;
+        public override bool CanSeek => true;
+        public override bool CanWrite => true;
+        public override long Length => inner.Length;
+        public override long Position { get => inner.Position; set => inner.Position = value; }
+        public override void Flush() => inner.Flush();
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => inner.Seek(offset, origin);
+        public override void SetLength(long value) => inner.SetLength(value);
+
+        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+
+        public override void Write(ReadOnlySpan<byte> buffer)
+        {
+            Check(buffer.Length);
+            inner.Write(buffer);
+        }
+
+        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            Check(buffer.Length);
+            return inner.WriteAsync(buffer, cancellationToken);
+        }
+
+        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        private void Check(int count)
+        {
+            if (inner.Position > limit - count)
+            {
+                Exceeded = true;
+                // Not an IOException: the client would take that for a transient network error and download again.
+                throw new InvalidDataException($"more than {limit} bytes");
+            }
+        }
+    }
+}
