@@ -14,7 +14,7 @@ public sealed class ImageResolveException(string message, Exception? inner = nul
 /// <param name="BootstrapPath">The extracted <c>image.boot</c> in the cache directory.</param>
 /// <param name="FromCache">True when the registry could not be asked and the bootstrap of the last resolution was used.</param>
 /// <param name="OfflineReason">Why the registry could not be asked (only with <paramref name="FromCache"/>).</param>
-public sealed record ResolvedImage(OciReference Reference, string ManifestDigest, string BootstrapPath, bool FromCache, string? OfflineReason = null);
+public sealed record ResolvedNydusImage(OciReference Reference, string ManifestDigest, string BootstrapPath, bool FromCache, string? OfflineReason = null);
 
 /// <summary>
 /// Turns an image reference into a bootstrap file a daemon can serve, as nydus-snapshotter does before it starts
@@ -44,7 +44,7 @@ public static class NydusImageResolver
     /// installed (throw <see cref="InvalidDataException"/> or <see cref="IOException"/> to refuse it).
     /// Throws <see cref="ImageResolveException"/>.
     /// </summary>
-    public static async Task<ResolvedImage> ResolveAsync(OciReference reference, OciPlatform platform, RegistryOptions registry, string cacheDir,
+    public static async Task<ResolvedNydusImage> ResolveAsync(OciReference reference, OciPlatform platform, RegistryOptions registry, string cacheDir,
         Action<string>? validate = null, ILogger? logger = null, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(reference);
@@ -84,7 +84,7 @@ public static class NydusImageResolver
                 // Unreachable or failing registry: start from what the last resolution installed, if anything.
                 if (ReadRecord(record) is { } cached && BootstrapPath(images, cached) is { } path && File.Exists(path))
                 {
-                    return new ResolvedImage(reference, cached, path, FromCache: true, e.Message);
+                    return new ResolvedNydusImage(reference, cached, path, FromCache: true, e.Message);
                 }
                 throw new ImageResolveException($"{reference}: registry unreachable ({e.Message}) and {cacheDir} holds no bootstrap resolved for it earlier", e);
             }
@@ -105,7 +105,7 @@ public static class NydusImageResolver
                 await InstallAsync(client, reference, bootLayer, images, final, validate, ct).ConfigureAwait(false);
             }
             WriteRecord(record, manifestDigest);
-            return new ResolvedImage(reference, manifestDigest, final, FromCache: false);
+            return new ResolvedNydusImage(reference, manifestDigest, final, FromCache: false);
         }
     }
 

@@ -197,7 +197,7 @@ public sealed class ImageResolutionTests : IDisposable
         return (NydusImage.BootstrapDescriptor(b, 6), b.Compressed);
     }
 
-    private ResolvedImage Resolve(string repo, string tag, string cacheDir, OciPlatform? platform = null)
+    private ResolvedNydusImage Resolve(string repo, string tag, string cacheDir, OciPlatform? platform = null)
     {
         var options = new RafsMountOptions { Bootstrap = "", Registry = Options(repo), CacheDir = cacheDir };
         return RegistryImage.Resolve(OciReference.Parse($"{_registry.Host}/{repo}:{tag}"), platform ?? DaemonOptions.DefaultPlatform, options, NullLogger.Instance);

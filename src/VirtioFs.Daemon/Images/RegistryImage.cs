@@ -79,7 +79,7 @@ internal static class RegistryImage
     /// using the registry settings and cache directory already in <paramref name="options"/> (from
     /// <see cref="RegistryConfig"/> and the flags). Throws <see cref="RafsMountException"/> naming the cause.
     /// </summary>
-    public static ResolvedImage Resolve(OciReference reference, OciPlatform platform, RafsMountOptions options, ILogger logger)
+    public static ResolvedNydusImage Resolve(OciReference reference, OciPlatform platform, RafsMountOptions options, ILogger logger)
     {
         if (options.Registry is not { } registry) throw new RafsMountException($"{reference}: no registry backend configured");
         if (options.CacheDir is not { Length: > 0 } cacheDir)
@@ -87,7 +87,7 @@ internal static class RegistryImage
             throw new RafsMountException($"{reference}: an image reference needs a cache directory (--cache-dir, or device.cache.config.work_dir) to keep its bootstrap in");
         }
         ImageLog.Resolving(logger, reference.ToString(), platform.ToString());
-        ResolvedImage resolved;
+        ResolvedNydusImage resolved;
         // Every registry request has its own deadline, but a whole-blob transfer's is long (it may be large); this
         // bounds the start-up (or the API request) as a whole, so a registry that trickles bytes cannot stall it.
         using var deadline = new CancellationTokenSource(ResolveDeadline);
