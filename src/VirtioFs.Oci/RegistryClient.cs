@@ -145,10 +145,13 @@ public sealed class RegistryClient : IDisposable
         }, ct);
     }
 
-    /// <summary>Downloads a whole blob into <paramref name="destination"/>, checking its sha256 digest.</summary>
-    public Task DownloadBlobAsync(string digest, Stream destination, IProgress<long>? progress = null, CancellationToken ct = default)
+    /// <summary>Downloads a whole blob into <paramref name="destination"/>, checking its sha256 digest. With
+    /// <paramref name="expectedSize"/> (the descriptor's size) a body of any other length is refused as soon as it shows,
+    /// so a hostile registry cannot fill the disk before the digest check would catch it.</summary>
+    public Task DownloadBlobAsync(string digest, Stream destination, IProgress<long>? progress = null, CancellationToken ct = default, long? expectedSize = null)
     {
         CheckDigest(digest);
+        if (expectedSize is < 0) throw new ArgumentOutOfRangeException(nameof(expectedSize));
         if (!destination.CanSeek) throw new ArgumentException("destination must be seekable so a retry can start over", nameof(destination));
         long start = destination.Position;
         return WithRetriesAsync("download " + digest, _o.TransferTimeout, async t =>
@@ -156,6 +159,8 @@ public sealed class RegistryClient : IDisposable
             destination.Position = start;
             destination.SetLength(start);
             using var resp = await GetBlobAsync(digest, 0, 0, t).ConfigureAwait(false);
+            if (expectedSize is { } want && resp.Content.Headers.ContentLength is { } announced && announced != want)
+                throw new RegistryException($"blob {digest}: registry announces {announced} bytes, the descriptor says {want}", 0, transient: false);
             using var s = await resp.Content.ReadAsStreamAsync(t).ConfigureAwait(false);
             using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
             var buf = new byte[256 * 1024];
@@ -163,6 +168,8 @@ public sealed class RegistryClient : IDisposable
             int n;
             while ((n = await s.ReadAsync(buf, t).ConfigureAwait(false)) > 0)
             {
+                if (expectedSize is { } max && n > max - total)
+                    throw new RegistryException($"blob {digest}: body is longer than the descriptor's {max} bytes", 0, transient: false);
                 sha.AppendData(buf, 0, n);
                 await destination.WriteAsync(buf.AsMemory(0, n), t).ConfigureAwait(false);
                 total += n;

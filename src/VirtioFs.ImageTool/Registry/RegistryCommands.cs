@@ -176,6 +176,8 @@ public static partial class RegistryCommands
         var manifest = OciJson.ParseManifest(fetched.Body);
         var bootLayer = NydusImage.FindBootstrap(manifest)
             ?? throw new InvalidDataException($"{source} is not a nydus image: no layer is annotated {OciMediaTypes.AnnotationNydusBootstrap}");
+        if (bootLayer.Size is < 0 or > NydusImage.MaxBootstrapBytes)
+            throw new InvalidDataException($"{source}: bootstrap layer of {bootLayer.Size} bytes (at most {NydusImage.MaxBootstrapBytes})");
 
         // Download to a temp file next to the target, then rename: a failed pull leaves no half-written bootstrap.
         var dir = Path.GetDirectoryName(Path.GetFullPath(bootstrap))!;
@@ -186,7 +188,7 @@ public static partial class RegistryCommands
         {
             using (var f = new FileStream(tmpLayer, FileMode.Create, FileAccess.ReadWrite))
             {
-                Run(client.DownloadBlobAsync(bootLayer.Digest, f));
+                Run(client.DownloadBlobAsync(bootLayer.Digest, f, expectedSize: bootLayer.Size));
                 f.Position = 0;
                 using var outf = File.Create(tmpBoot);
                 NydusImage.ExtractBootstrap(f, outf);
@@ -213,7 +215,7 @@ public static partial class RegistryCommands
                 var tmp = path + ".partial";
                 var progress = new TransferProgress(log, "blob " + b.Digest[7..19], b.Size, terminal);
                 using (var f = new FileStream(tmp, FileMode.Create, FileAccess.ReadWrite))
-                    Run(client.DownloadBlobAsync(b.Digest, f, progress));
+                    Run(client.DownloadBlobAsync(b.Digest, f, progress, expectedSize: b.Size));
                 File.Move(tmp, path, overwrite: true);
                 progress.Done("downloaded");
                 blobBytes += b.Size;

@@ -38,6 +38,9 @@ public sealed class TestResponse(int status, byte[]? body = null)
     public byte[] Body { get; } = body ?? [];
     public List<(string Name, string Value)> Headers { get; } = new();
 
+    /// <summary>Send no Content-Length and end the body by closing the connection (RFC 9112 section 6.3, item 8).</summary>
+    public bool CloseDelimited { get; init; }
+
     public TestResponse With(string name, string value)
     {
         Headers.Add((name, value));
@@ -172,11 +175,11 @@ public sealed class TestHttpServer : IDisposable
                 TestResponse resp;
                 try { resp = await _handler(req); }
                 catch (Exception e) { resp = new TestResponse(500, Encoding.UTF8.GetBytes(e.ToString())); }
-                bool close = string.Equals(req.Header("Connection"), "close", StringComparison.OrdinalIgnoreCase);
+                bool close = resp.CloseDelimited || string.Equals(req.Header("Connection"), "close", StringComparison.OrdinalIgnoreCase);
                 var sb = new StringBuilder();
                 sb.Append("HTTP/1.1 ").Append(resp.Status).Append(' ').Append(Reason(resp.Status)).Append("\r\n");
                 foreach (var (name, value) in resp.Headers) sb.Append(name).Append(": ").Append(value).Append("\r\n");
-                sb.Append("Content-Length: ").Append(resp.Body.Length).Append("\r\n");
+                if (!resp.CloseDelimited) sb.Append("Content-Length: ").Append(resp.Body.Length).Append("\r\n");
                 if (close) sb.Append("Connection: close\r\n");
                 sb.Append("\r\n");
                 await c.SendAsync(Encoding.ASCII.GetBytes(sb.ToString()), stop);
