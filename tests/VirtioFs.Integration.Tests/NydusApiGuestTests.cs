@@ -35,14 +35,14 @@ public sealed class NydusApiGuestTests(ITestOutputHelper output)
         using var vfsd = ProcessRunner.Start(Repo.Vfsd, ["--apisock", apiSocket, "--socket-path", vhostSocket, "--thread-pool-size", "2"]);
         try
         {
-            WaitFor(() => File.Exists(apiSocket) && File.Exists(vhostSocket), vfsd);
-            using var http = Client(apiSocket);
+            VfsdApi.WaitFor(() => File.Exists(apiSocket) && File.Exists(vhostSocket), vfsd);
+            using var http = VfsdApi.Client(apiSocket);
             Assert.Contains("\"RUNNING\"", await http.GetStringAsync(new Uri("http://vfsd/api/v1/daemon")), StringComparison.Ordinal);
-            await Mount(http, "/containers", "passthrough_fs", shared.Root, "");
-            await Mount(http, "/rafs/c1/lowerdir", "rafs", one.Bootstrap, LocalConfig(one.BlobDir));
-            await Mount(http, "/rafs/c2/lowerdir", "rafs", two.Bootstrap, LocalConfig(two.BlobDir));
+            await VfsdApi.Mount(http, "/containers", "passthrough_fs", shared.Root, "");
+            await VfsdApi.Mount(http, "/rafs/c1/lowerdir", "rafs", one.Bootstrap, LocalConfig(one.BlobDir));
+            await VfsdApi.Mount(http, "/rafs/c2/lowerdir", "rafs", two.Bootstrap, LocalConfig(two.BlobDir));
             // A mountpoint that is taken is refused, as nydusd does.
-            using (var again = await http.PostAsync(new Uri("http://vfsd/api/v1/mount?mountpoint=/rafs/c2/lowerdir"), Body("rafs", two.Bootstrap, LocalConfig(two.BlobDir))))
+            using (var again = await http.PostAsync(new Uri("http://vfsd/api/v1/mount?mountpoint=/rafs/c2/lowerdir"), VfsdApi.Body("rafs", two.Bootstrap, LocalConfig(two.BlobDir))))
             {
                 Assert.Equal(HttpStatusCode.BadRequest, again.StatusCode);
             }
@@ -64,7 +64,7 @@ public sealed class NydusApiGuestTests(ITestOutputHelper output)
                 cat rafs/c1/lowerdir/name | sed 's/^/@@AFTER /'
                 """;
             var guest = Task.Run(() => Guest.Run(script, [("vfs", vhostSocket)], output));
-            WaitFor(() => File.Exists(Path.Combine(shared.Root, "phase1")) || guest.IsCompleted, vfsd, TimeSpan.FromMinutes(5));
+            VfsdApi.WaitFor(() => File.Exists(Path.Combine(shared.Root, "phase1")) || guest.IsCompleted, vfsd, TimeSpan.FromMinutes(5));
             Thread.Sleep(500);
             using (var delete = await http.DeleteAsync(new Uri("http://vfsd/api/v1/mount?mountpoint=/rafs/c2/lowerdir")))
             {
@@ -95,44 +95,4 @@ public sealed class NydusApiGuestTests(ITestOutputHelper output)
 
     private static string LocalConfig(string blobDir) =>
         "{\"device\":{\"backend\":{\"type\":\"localfs\",\"config\":{\"dir\":\"" + blobDir + "\"}}}}";
-
-    private static StringContent Body(string fsType, string source, string config)
-    {
-        string json = System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, string> { ["source"] = source, ["fs_type"] = fsType, ["config"] = config });
-        return new StringContent(json, Encoding.UTF8, "application/json");
-    }
-
-    private static async Task Mount(HttpClient http, string mountPoint, string fsType, string source, string config)
-    {
-        using var response = await http.PostAsync(new Uri($"http://vfsd/api/v1/mount?mountpoint={mountPoint}"), Body(fsType, source, config));
-        string body = await response.Content.ReadAsStringAsync();
-        Assert.True(response.StatusCode == HttpStatusCode.NoContent, $"mount {mountPoint}: {(int)response.StatusCode} {body}");
-    }
-
-    private static HttpClient Client(string socketPath)
-    {
-        var handler = new SocketsHttpHandler
-        {
-            ConnectCallback = async (_, ct) =>
-            {
-                var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), ct);
-                return new NetworkStream(socket, ownsSocket: true);
-            },
-        };
-        return new HttpClient(handler);
-    }
-
-    private static void WaitFor(Func<bool> condition, ProcessRunner process, TimeSpan? timeout = null)
-    {
-        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(30));
-        while (!condition())
-        {
-            if (process.HasExited || DateTime.UtcNow > deadline)
-            {
-                throw new InvalidOperationException($"vfsd not ready; output:\n{process.Output}");
-            }
-            Thread.Sleep(50);
-        }
-    }
 }

@@ -247,13 +247,13 @@ public sealed class RegistryImageTests(ITestOutputHelper output)
         using var vfsd = ProcessRunner.Start(Repo.Vfsd, ["--apisock", apiSocket, "--socket-path", vhostSocket]);
         try
         {
-            RegistryImageGuestTests.WaitFor(() => File.Exists(apiSocket) && File.Exists(vhostSocket), vfsd);
-            using var http = RegistryImageGuestTests.Client(apiSocket);
+            VfsdApi.WaitFor(() => File.Exists(apiSocket) && File.Exists(vhostSocket), vfsd);
+            using var http = VfsdApi.Client(apiSocket);
             // Prefetch every file so traffic happens without a guest; the metrics count it per mountpoint.
             string config = RegistryImageGuestTests.JsonConfig(ws.CacheDir, null, null, prefetchAll: true);
-            await RegistryImageGuestTests.Mount(http, "/rafs/c1/lowerdir", "rafs", reference, config);
+            await VfsdApi.Mount(http, "/rafs/c1/lowerdir", "rafs", reference, config);
             using (var bad = await http.PostAsync(new Uri("http://vfsd/api/v1/mount?mountpoint=/rafs/c2/lowerdir"),
-                RegistryImageGuestTests.Body("rafs", $"{registry.Host}/api/absent:v1", config)))
+                VfsdApi.Body("rafs", $"{registry.Host}/api/absent:v1", config)))
             {
                 Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
                 Assert.Contains("not found in the registry", await bad.Content.ReadAsStringAsync(), StringComparison.Ordinal);
@@ -340,14 +340,14 @@ public sealed class RegistryImageGuestTests(ITestOutputHelper output)
         using var vfsd = ProcessRunner.Start(Repo.Vfsd, ["--apisock", apiSocket, "--socket-path", vhostSocket, "--thread-pool-size", "2"]);
         try
         {
-            WaitFor(() => File.Exists(apiSocket) && File.Exists(vhostSocket), vfsd);
-            using var http = Client(apiSocket);
-            await Mount(http, "/containers", "passthrough_fs", shared.Root, "");
+            VfsdApi.WaitFor(() => File.Exists(apiSocket) && File.Exists(vhostSocket), vfsd);
+            using var http = VfsdApi.Client(apiSocket);
+            await VfsdApi.Mount(http, "/containers", "passthrough_fs", shared.Root, "");
             // What nydus-snapshotter sends for Kata: the bootstrap file it unpacked and a registry backend config.
             string registryConfig = JsonConfig(ws.CacheDir + "-c1", registry.Host, "kata/image");
-            await Mount(http, "/rafs/c1/lowerdir", "rafs", ws.Bootstrap, registryConfig);
+            await VfsdApi.Mount(http, "/rafs/c1/lowerdir", "rafs", ws.Bootstrap, registryConfig);
             // The reference itself as the source: vfsd fetches the bootstrap into the config's cache directory.
-            await Mount(http, "/rafs/c2/lowerdir", "rafs", reference, JsonConfig(ws.CacheDir + "-c2", null, null));
+            await VfsdApi.Mount(http, "/rafs/c2/lowerdir", "rafs", reference, JsonConfig(ws.CacheDir + "-c2", null, null));
 
             var sums = string.Join("\n", files.Keys.Select(f =>
                 $"echo \"@@SUM c1 {f} $(sha256sum /mnt/vfs/rafs/c1/lowerdir/{f} | cut -d' ' -f1)\"\n" +
@@ -400,45 +400,5 @@ public sealed class RegistryImageGuestTests(ITestOutputHelper output)
         };
         if (prefetchAll) config["fs_prefetch"] = new JsonObject { ["enable"] = true, ["prefetch_all"] = true };
         return config.ToJsonString();
-    }
-
-    internal static StringContent Body(string fsType, string source, string config)
-    {
-        string json = new JsonObject { ["source"] = source, ["fs_type"] = fsType, ["config"] = config }.ToJsonString();
-        return new StringContent(json, Encoding.UTF8, "application/json");
-    }
-
-    internal static async Task Mount(HttpClient http, string mountPoint, string fsType, string source, string config)
-    {
-        using var response = await http.PostAsync(new Uri($"http://vfsd/api/v1/mount?mountpoint={mountPoint}"), Body(fsType, source, config));
-        string body = await response.Content.ReadAsStringAsync();
-        Assert.True(response.StatusCode == HttpStatusCode.NoContent, $"mount {mountPoint}: {(int)response.StatusCode} {body}");
-    }
-
-    internal static HttpClient Client(string socketPath)
-    {
-        var handler = new SocketsHttpHandler
-        {
-            ConnectCallback = async (_, ct) =>
-            {
-                var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), ct);
-                return new NetworkStream(socket, ownsSocket: true);
-            },
-        };
-        return new HttpClient(handler);
-    }
-
-    internal static void WaitFor(Func<bool> condition, ProcessRunner process)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        while (!condition())
-        {
-            if (process.HasExited || DateTime.UtcNow > deadline)
-            {
-                throw new InvalidOperationException($"vfsd not ready; output:\n{process.Output}");
-            }
-            Thread.Sleep(50);
-        }
     }
 }
