@@ -81,12 +81,46 @@ internal static partial class DaemonHost
         }
         using (image)
         {
-            int rc = ServeVhostUser(options, image.FileSystem, ImageServerOptions(options), loggerFactory, logger, cancel,
-                () => ImageLog.Serving(logger, Program.Version, ImageName(options), "virtio-fs", options.BlobDir ?? (options.Image is not null ? "(registry)" : "(config)"),
-                    options.CacheDir ?? "(none)", options.Verify?.ToString().ToLowerInvariant() ?? "fetch"));
-            image.LogMetrics();
-            return rc;
+            if (!TryStartApi(options, new SingleImageControl(image, ImageName(options), cancel.Cancel), loggerFactory, logger, out ApiServer? api))
+            {
+                return 1;
+            }
+            try
+            {
+                int rc = ServeVhostUser(options, image.FileSystem, ImageServerOptions(options), loggerFactory, logger, cancel,
+                    () => ImageLog.Serving(logger, Program.Version, ImageName(options), "virtio-fs", options.BlobDir ?? (options.Image is not null ? "(registry)" : "(config)"),
+                        options.CacheDir ?? "(none)", options.Verify?.ToString().ToLowerInvariant() ?? "fetch"));
+                image.LogMetrics();
+                return rc;
+            }
+            finally
+            {
+                api?.StopAsync().GetAwaiter().GetResult();
+            }
         }
+    }
+
+    /// <summary>Starts the nydusd-style API on <c>--apisock</c> when one is asked for (<paramref name="api"/> is null
+    /// otherwise); false, logged, when its socket cannot be made.</summary>
+    internal static bool TryStartApi(DaemonOptions options, IDaemonControl control, ILoggerFactory loggerFactory, ILogger logger, out ApiServer? api)
+    {
+        api = null;
+        if (options.ApiSocket is null)
+        {
+            return true;
+        }
+        var server = new ApiServer(options.ApiSocket, control, loggerFactory.CreateLogger("vfsd.api"));
+        try
+        {
+            server.Start();
+        }
+        catch (Exception e) when (e is IOException or SocketException or UnauthorizedAccessException)
+        {
+            Log.Fatal(logger, $"API socket {options.ApiSocket}: {e.Message}");
+            return false;
+        }
+        api = server;
+        return true;
     }
 
     /// <summary>
@@ -98,14 +132,8 @@ internal static partial class DaemonHost
     {
         var vfs = new Vfs.Vfs(new VfsOptions(), loggerFactory.CreateLogger("vfsd.vfs"));
         using var control = new DaemonControl(vfs, options, loggerFactory, () => cancel.Cancel());
-        var api = new ApiServer(options.ApiSocket!, control, loggerFactory.CreateLogger("vfsd.api"));
-        try
+        if (!TryStartApi(options, control, loggerFactory, logger, out ApiServer? api))
         {
-            api.Start();
-        }
-        catch (Exception e) when (e is IOException or SocketException or UnauthorizedAccessException)
-        {
-            Log.Fatal(logger, $"API socket {options.ApiSocket}: {e.Message}");
             return 1;
         }
         try
@@ -115,7 +143,7 @@ internal static partial class DaemonHost
         }
         finally
         {
-            api.StopAsync().GetAwaiter().GetResult();
+            api!.StopAsync().GetAwaiter().GetResult();
         }
     }
 

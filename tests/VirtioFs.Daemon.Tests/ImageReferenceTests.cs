@@ -42,12 +42,21 @@ public class ImageOptionTests
     [InlineData("--platform needs --image", "--shared-dir", "/srv", "--platform", "linux/amd64", "--socket-path", "/s")]
     [InlineData("is not os/arch", "--image", "r.io/a:v1", "--platform", "amd64", "--cache-dir", "/c", "--socket-path", "/s")]
     [InlineData("cannot be combined with --bootstrap or --image", "--image", "r.io/a:v1", "--shared-dir", "/srv", "--cache-dir", "/c", "--socket-path", "/s")]
-    [InlineData("through POST /api/v1/mount", "--apisock", "/a", "--image", "r.io/a:v1", "--cache-dir", "/c", "--socket-path", "/s")]
     [InlineData("vfsd mount needs --bootstrap IMAGE or --image REF", "mount", "/mnt")]
     public void Bad_image_command_lines_are_refused_with_the_reason(string reason, params string[] args)
     {
         var e = Assert.Throws<OptionParser.UsageException>(() => OptionParser.Parse(args));
         Assert.Contains(reason, e.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("--apisock", "/a", "--image", "r.io/a:v1", "--cache-dir", "/c", "--socket-path", "/s")]
+    [InlineData("mount", "--apisock", "/a", "--bootstrap", "/b", "--blob-dir", "/d", "/mnt")]
+    public void Apisock_with_one_image_reports_on_it(params string[] args)
+    {
+        var o = OptionParser.Parse(args);
+        Assert.Equal("/a", o.ApiSocket);
+        Assert.True(o.ServesImage);
     }
 
     [Fact]

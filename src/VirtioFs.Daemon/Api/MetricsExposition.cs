@@ -10,13 +10,14 @@ namespace VirtioFs.Daemon.Api;
 /// </summary>
 public static class MetricsExposition
 {
-    public static string Render(VfsMetrics fuse, IReadOnlyList<ImageMetrics> images, IReadOnlyDictionary<string, int> mountsByType)
+    /// <param name="fuse">The FUSE request counters of the API's Vfs; null when one image is served without a Vfs
+    /// (<c>--bootstrap</c>/<c>--image</c> with <c>--apisock</c>), which has only its image counters.</param>
+    public static string Render(VfsMetrics? fuse, IReadOnlyList<ImageMetrics> images, IReadOnlyDictionary<string, int> mountsByType)
     {
-        ArgumentNullException.ThrowIfNull(fuse);
         ArgumentNullException.ThrowIfNull(images);
         ArgumentNullException.ThrowIfNull(mountsByType);
         var w = new PrometheusWriter(4096 + images.Count * 6144);
-        WriteFuse(w, fuse);
+        if (fuse is not null) WriteFuse(w, fuse);
 
         w.Family("vfsd_mounts", "gauge", "Filesystems mounted through the API, by type.");
         foreach (var (type, n) in mountsByType.OrderBy(kv => kv.Key, StringComparer.Ordinal)) w.Sample(new Labels("type", type), n);

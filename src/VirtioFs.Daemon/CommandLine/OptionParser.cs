@@ -30,7 +30,9 @@ public static class OptionParser
           --shared-dir DIR          the host directory the guest sees
           --tag TAG                 virtio-fs tag reported in the device config space (GET_CONFIG)
           --apisock PATH            nydusd-style HTTP API: filesystems are mounted at run time (POST /api/v1/mount);
-                                    then neither --shared-dir nor --bootstrap is given. --sock is --socket-path
+                                    then neither --shared-dir nor --bootstrap is given. --sock is --socket-path.
+                                    With --bootstrap/--image (also for vfsd mount) it reports on that one image:
+                                    GET /api/v1/daemon, /api/v1/metrics/backend, /api/v1/metrics/blobcache, /metrics
           --cache MODE              never | auto | metadata | always (default auto); 'none' means never
           --readonly                refuse every change with EROFS
           --xattr / --no-xattr      enable or disable extended attributes (default off)
@@ -216,10 +218,11 @@ public static class OptionParser
             if (options.SocketPath is not null || options.ListenFd is not null || options.SharedDir is not null)
                 throw new UsageException("vfsd mount serves through /dev/fuse: --socket-path, --fd and --shared-dir do not apply");
         }
-        else if (options.ApiSocket is not null)
+        else if (options.ApiSocket is not null && !options.ServesImage)
         {
-            // nydusd-style: filesystems arrive at run time through POST /api/v1/mount.
-            if (options.SharedDir is not null || options.ServesImage)
+            // nydusd-style: filesystems arrive at run time through POST /api/v1/mount. (With one image, --apisock only
+            // reports on it, like a dedicated nydusd.)
+            if (options.SharedDir is not null)
             {
                 throw new UsageException("with --apisock, mount --shared-dir directories and images through POST /api/v1/mount");
             }

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
+using VirtioFs.Daemon.Api;
 using VirtioFs.Daemon.CommandLine;
 using VirtioFs.Fuse;
 using VirtioFs.RafsFs;
@@ -39,40 +40,57 @@ internal static class FuseMountHost
         }
         using (image)
         {
-            var server = new FuseServer(image.FileSystem, DaemonHost.ImageServerOptions(options), loggerFactory.CreateLogger("vfsd.fuse"));
-            FuseDeviceSession session;
-            try
+            if (!DaemonHost.TryStartApi(options, new SingleImageControl(image, DaemonHost.ImageName(options), cancel.Cancel), loggerFactory, logger, out ApiServer? api))
             {
-                session = FuseDeviceSession.Mount(mountPoint, server,
-                    new FuseDeviceOptions { Source = DaemonHost.ImageName(options), Subtype = "vfsd", Threads = Math.Max(2, options.ThreadPoolSize) },
-                    loggerFactory.CreateLogger("vfsd.fusedev"));
-            }
-            catch (IOException e)
-            {
-                Log.Fatal(logger, e.Message);
                 return 1;
             }
-            using (session)
+            try
             {
-                ImageLog.Serving(logger, Program.Version, DaemonHost.ImageName(options), "/dev/fuse", options.BlobDir ?? (options.Image is not null ? "(registry)" : "(config)"),
-                    options.CacheDir ?? "(none)", options.Verify?.ToString().ToLowerInvariant() ?? "fetch");
-                ImageLog.Mounted(logger, mountPoint);
-                bool unmounted = false;
-                // Joins the readers in short slices so SIGTERM is noticed too (WaitForExit(0) reports false even when
-                // they have all stopped, so a zero poll would never see the unmount).
-                while (!cancel.IsCancellationRequested)
-                {
-                    if (session.WaitForExit(TimeSpan.FromMilliseconds(200)))
-                    {
-                        unmounted = true;
-                        break;
-                    }
-                }
-                if (unmounted) ImageLog.Unmounted(logger, mountPoint);
-                else ImageLog.Unmounting(logger, mountPoint);
+                return Serve(options, loggerFactory, logger, mountPoint, image, cancel);
             }
-            image.LogMetrics();
+            finally
+            {
+                api?.StopAsync().GetAwaiter().GetResult();
+            }
         }
+    }
+
+    /// <summary>Mounts the image through /dev/fuse and serves it until it is unmounted or the daemon is told to stop.</summary>
+    private static int Serve(DaemonOptions options, ILoggerFactory loggerFactory, ILogger logger, string mountPoint, RafsMount image, CancellationTokenSource cancel)
+    {
+        var server = new FuseServer(image.FileSystem, DaemonHost.ImageServerOptions(options), loggerFactory.CreateLogger("vfsd.fuse"));
+        FuseDeviceSession session;
+        try
+        {
+            session = FuseDeviceSession.Mount(mountPoint, server,
+                new FuseDeviceOptions { Source = DaemonHost.ImageName(options), Subtype = "vfsd", Threads = Math.Max(2, options.ThreadPoolSize) },
+                loggerFactory.CreateLogger("vfsd.fusedev"));
+        }
+        catch (IOException e)
+        {
+            Log.Fatal(logger, e.Message);
+            return 1;
+        }
+        using (session)
+        {
+            ImageLog.Serving(logger, Program.Version, DaemonHost.ImageName(options), "/dev/fuse", options.BlobDir ?? (options.Image is not null ? "(registry)" : "(config)"),
+                options.CacheDir ?? "(none)", options.Verify?.ToString().ToLowerInvariant() ?? "fetch");
+            ImageLog.Mounted(logger, mountPoint);
+            bool unmounted = false;
+            // Joins the readers in short slices so SIGTERM is noticed too (WaitForExit(0) reports false even when
+            // they have all stopped, so a zero poll would never see the unmount).
+            while (!cancel.IsCancellationRequested)
+            {
+                if (session.WaitForExit(TimeSpan.FromMilliseconds(200)))
+                {
+                    unmounted = true;
+                    break;
+                }
+            }
+            if (unmounted) ImageLog.Unmounted(logger, mountPoint);
+            else ImageLog.Unmounting(logger, mountPoint);
+        }
+        image.LogMetrics();
         return 0;
     }
 

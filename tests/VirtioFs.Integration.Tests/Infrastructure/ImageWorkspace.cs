@@ -45,25 +45,8 @@ internal sealed partial class ImageWorkspace : IDisposable
 
     public string NewMountPoint() => Directory.CreateDirectory(Path.Combine(Root, "mnt-" + Guid.NewGuid().ToString("N")[..8])).FullName;
 
-    /// <summary>Starts <c>vfsd mount ... MOUNTPOINT</c> and waits until the mount is visible.</summary>
-    public VfsdMount Mount(params string[] extra)
-    {
-        string mnt = NewMountPoint();
-        _mounts.Add(mnt);
-        var p = ProcessRunner.Start(Repo.Vfsd, ["mount", "--bootstrap", Bootstrap, "--blob-dir", BlobDir, .. extra, mnt]);
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        while (!IsMounted(mnt))
-        {
-            if (p.HasExited || DateTime.UtcNow > deadline)
-            {
-                string output = p.Output;
-                p.Dispose();
-                throw new InvalidOperationException($"vfsd mount did not mount {mnt}; output:\n{output}");
-            }
-            Thread.Sleep(20);
-        }
-        return new VfsdMount(p, mnt);
-    }
+    /// <summary>Starts <c>vfsd mount --bootstrap ... --blob-dir ... EXTRA MOUNTPOINT</c> and waits until the mount is visible.</summary>
+    public VfsdMount Mount(params string[] extra) => MountWith(["--bootstrap", Bootstrap, "--blob-dir", BlobDir, .. extra]);
 
     /// <summary>Starts <c>vfsd mount ARGS MOUNTPOINT</c> (e.g. <c>--image REF ...</c>) and waits until the mount is visible.</summary>
     public VfsdMount MountWith(params string[] args)

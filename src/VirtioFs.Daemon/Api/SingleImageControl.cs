@@ -1,0 +1,46 @@
+using System.Text.Json.Nodes;
+using VirtioFs.RafsFs;
+
+namespace VirtioFs.Daemon.Api;
+
+/// <summary>
+/// The API of a daemon started with one image (<c>--bootstrap</c> or <c>--image</c>) and <c>--apisock</c>, the way
+/// nydus-snapshotter runs a dedicated nydusd: it polls GET /api/v1/daemon for RUNNING and reads the image's backend and
+/// cache metrics. The image is the whole filesystem (mountpoint "/"), so mounting more at run time is refused with 501;
+/// a daemon that mounts at run time is started with <c>--apisock</c> alone.
+/// </summary>
+internal sealed class SingleImageControl(RafsMount image, string source, Action exit) : IDaemonControl
+{
+    public const string MountPoint = "/";
+    private readonly DateTimeOffset _mountedAt = DateTimeOffset.UtcNow;
+
+    public DaemonInfo GetInfo() => new(
+        new BuildInfo(Program.Version, "", "", "release", $".NET {Environment.Version}"),
+        Id: null, Supervisor: null, State: "RUNNING",
+        new Dictionary<string, FsBackendDescriptor>(StringComparer.Ordinal)
+        {
+            [MountPoint] = new FsBackendDescriptor("rafs", MountPoint, _mountedAt, new JsonObject { ["source"] = source }),
+        });
+
+    public ApiResult Mount(MountRequest request) => Refused;
+
+    public ApiResult Remount(MountRequest request) => Refused;
+
+    public ApiResult Umount(string mountPoint) => Refused;
+
+    private static ApiResult Refused => ApiResult.Fail(ApiErrorKind.Unsupported,
+        "this vfsd serves one image (--bootstrap/--image); start it with --apisock alone to mount filesystems at run time");
+
+    public JsonNode? GetMetrics(MetricsKind kind, string? id)
+    {
+        if (kind is not (MetricsKind.Backend or MetricsKind.BlobCache) || id is not (null or MountPoint)) return null;
+        var m = ImageMetrics.Of(MountPoint, image);
+        JsonObject doc = kind == MetricsKind.Backend ? m.BackendJson() : m.CacheJson();
+        return id is null ? new JsonObject { [MountPoint] = doc } : doc;
+    }
+
+    public string GetPrometheusMetrics() =>
+        MetricsExposition.Render(null, [ImageMetrics.Of(MountPoint, image)], new Dictionary<string, int>(StringComparer.Ordinal) { ["rafs"] = 1 });
+
+    public void Exit() => exit();
+}
