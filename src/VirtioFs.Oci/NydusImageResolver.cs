@@ -105,6 +105,7 @@ public static class NydusImageResolver
                 await InstallAsync(client, reference, bootLayer, images, final, validate, ct).ConfigureAwait(false);
             }
             WriteRecord(record, manifestDigest);
+            Prune(images, PruneAge);
             return new ResolvedNydusImage(reference, manifestDigest, final, FromCache: false);
         }
     }
@@ -212,6 +213,46 @@ public static class NydusImageResolver
         }
     }
 
+    /// <summary>How old an unreferenced bootstrap or a leftover temp file must be before <see cref="Prune"/> removes it:
+    /// long enough that a resolution in another daemon sharing the directory has written its record.</summary>
+    public static readonly TimeSpan PruneAge = TimeSpan.FromHours(1);
+
+    /// <summary>Most directory entries one prune looks at, so a directory filled by something else costs a bounded scan.</summary>
+    private const int MaxPruneEntries = 10_000;
+
+    /// <summary>
+    /// Removes from <paramref name="imagesDir"/> the bootstraps no reference record points at any more (a tag that moved
+    /// to a new image leaves its old bootstrap behind) and the temp files of interrupted resolutions, once they are
+    /// older than <paramref name="minAge"/>. A daemon still serving a removed bootstrap keeps its open mapping.
+    /// Returns how many files were removed; errors only make it remove less.
+    /// </summary>
+    public static int Prune(string imagesDir, TimeSpan minAge)
+    {
+        List<FileInfo> files;
+        try
+        {
+            files = new DirectoryInfo(imagesDir).EnumerateFiles().Take(MaxPruneEntries).ToList();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return 0;
+        }
+        var live = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var f in files)
+            if (f.Name.EndsWith(".ref", StringComparison.Ordinal) && ReadRecord(f.FullName) is { } digest)
+                live.Add(digest[7..] + ".boot");
+        DateTime cutoff = DateTime.UtcNow - minAge;
+        int removed = 0;
+        foreach (var f in files)
+        {
+            bool temp = f.Name.StartsWith(".layer.", StringComparison.Ordinal) || f.Name.StartsWith(".boot.", StringComparison.Ordinal)
+                || f.Name.EndsWith(".tmp", StringComparison.Ordinal);
+            bool orphan = f.Name.EndsWith(".boot", StringComparison.Ordinal) && !f.Name.StartsWith('.') && !live.Contains(f.Name);
+            if ((temp || orphan) && f.LastWriteTimeUtc < cutoff && TryDelete(f.FullName)) removed++;
+        }
+        return removed;
+    }
+
     /// <summary>The cached bootstrap of <paramref name="manifestDigest"/>, or null for a malformed digest.</summary>
     public static string? BootstrapPath(string imagesDir, string manifestDigest) =>
         OciDigest.IsValid(manifestDigest) ? Path.Combine(imagesDir, manifestDigest[7..] + ".boot") : null;
@@ -257,14 +298,16 @@ public static class NydusImageResolver
         return list.Count == 0 ? "no platforms" : string.Join(", ", list);
     }
 
-    private static void TryDelete(string path)
+    private static bool TryDelete(string path)
     {
         try
         {
             File.Delete(path);
+            return true;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
+            return false;
         }
     }
 
