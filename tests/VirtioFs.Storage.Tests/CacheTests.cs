@@ -211,6 +211,25 @@ public sealed class CacheTests : IDisposable
         Assert.False(m.IsCached(_fx.Chunks("big.bin")[3]));
     }
 
+    [Fact]
+    public void Read_through_a_whole_chunk_lands_verified_in_the_destination_or_leaves_no_byte_of_it()
+    {
+        var chunks = _fx.Chunks("big.bin");
+        ulong size = _fx.Size("big.bin");
+        int cs = (int)ImageFixture.ChunkSize;
+        FlipBlobByte(chunks[5]);
+        using var m = Open(cache: false);
+        // A whole chunk into one buffer: decoded in place (the buffer is exactly the chunk).
+        var buf = new byte[cs];
+        Assert.Equal(cs, m.ReadFile(chunks, size, 4UL * (ulong)cs, buf));
+        Assert.Equal(_fx.Content["big.bin"].AsSpan(4 * cs, cs).ToArray(), buf);
+        // The corrupt chunk: EIO, and whatever was decoded into the buffer before the digest check is wiped.
+        Array.Fill(buf, (byte)0xEE);
+        Assert.Equal(-5, m.ReadFile(chunks, size, 5UL * (ulong)cs, buf));
+        Assert.All(buf, b => Assert.Equal(0, b));
+        Assert.Equal(1, m.Metrics.DigestErrors);
+    }
+
     [Theory]
     [InlineData(Compressor.None, 6)]
     [InlineData(Compressor.Lz4Block, 6)]

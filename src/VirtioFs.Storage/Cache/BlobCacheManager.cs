@@ -309,27 +309,36 @@ public sealed class BlobCacheManager : IDisposable
         return ok;
     }
 
-    /// <summary>No cache: fetch, verify and decompress the chunk, then copy the wanted part.</summary>
+    /// <summary>No cache: fetch, verify and decompress the chunk, then copy the wanted part. When the read wants the
+    /// whole chunk and the destination holds it in one piece (a whole-file read of a small file, or a chunk-sized
+    /// buffer such as RafsFs's decoded-chunk slots), it is decompressed straight there, saving a copy of every byte;
+    /// should it then fail to decode or verify, the destination is zeroed again so no unverified byte stays in it.</summary>
     private int ReadDirect(in RafsChunk c, BlobState b, int inOff, int len, ref IovecCursor cursor)
     {
         byte[] comp = ArrayPool<byte>.Shared.Rent((int)c.CompressedSize);
-        byte[] plain = ArrayPool<byte>.Shared.Rent((int)c.UncompressedSize);
+        byte[]? plain = null;
         try
         {
             Interlocked.Increment(ref _misses);
             int rc = ReadBackend(b, c.CompressedOffset, comp.AsSpan(0, (int)c.CompressedSize));
             if (rc != 0) return EIO;
-            var dst = plain.AsSpan(0, (int)c.UncompressedSize);
+            Span<byte> direct = inOff == 0 && len == (int)c.UncompressedSize ? cursor.Contiguous(len) : default;
+            Span<byte> dst = direct.IsEmpty ? (plain = ArrayPool<byte>.Shared.Rent((int)c.UncompressedSize)).AsSpan(0, (int)c.UncompressedSize) : direct;
             rc = DecodeVerify(c, b, comp.AsSpan(0, (int)c.CompressedSize), dst);
-            if (rc != 0) return rc;
+            if (rc != 0)
+            {
+                if (!direct.IsEmpty) direct.Clear();
+                return rc;
+            }
             Interlocked.Increment(ref _fetched);
-            cursor.Write(dst.Slice(inOff, len));
+            if (direct.IsEmpty) cursor.Write(dst.Slice(inOff, len));
+            else cursor.Advance(len);
             return 0;
         }
         finally
         {
             ArrayPool<byte>.Shared.Return(comp);
-            ArrayPool<byte>.Shared.Return(plain);
+            if (plain is not null) ArrayPool<byte>.Shared.Return(plain);
         }
     }
 
