@@ -94,6 +94,34 @@ public sealed class CacheTests : IDisposable
     }
 
     [Fact]
+    public void Fetched_chunks_are_synced_in_groups_and_persist_when_the_cache_closes()
+    {
+        var chunks = _fx.Chunks("big.bin");
+        ulong size = _fx.Size("big.bin");
+        var buf = new byte[ImageFixture.ChunkSize];
+        using (var m = Open())
+        {
+            // Sixteen separate fetches (one chunk per read, no amplification): one sync each used to be the cost.
+            for (int i = 0; i < chunks.Count; i++)
+            {
+                Assert.Equal(buf.Length, m.ReadFile(chunks, size, (ulong)i * ImageFixture.ChunkSize, buf));
+                Assert.Equal(_fx.Content["big.bin"].AsSpan(i * (int)ImageFixture.ChunkSize, buf.Length).ToArray(), buf);
+                Assert.True(m.IsCached(chunks[i]));
+            }
+            Assert.Equal(chunks.Count, _backend.Count);
+            // Only the 1 s timer can have synced meanwhile (a slow machine may see one or two).
+            Assert.True(m.FilesOf(0)!.Syncs <= 3, $"{m.FilesOf(0)!.Syncs} syncs for {chunks.Count} fetches");
+        }
+        int before = _backend.Count;
+        using (var m = Open())
+        {
+            Assert.Equal(chunks.Count, m.Metrics.ReadyChunks); // only big.bin was read
+            AssertReads(m, "big.bin");
+            Assert.Equal(before, _backend.Count);
+        }
+    }
+
+    [Fact]
     public void Two_caches_over_one_directory_share_a_blob()
     {
         // Images on a common base share blobs; their caches must share the blob's chunk map too.

@@ -113,6 +113,9 @@ public sealed class BlobCacheManager : IDisposable
         }
     }
 
+    /// <summary>The shared cache files of blob <paramref name="blob"/> (null without a cache directory), for tests.</summary>
+    internal BlobCacheFiles? FilesOf(int blob) => _blobs[blob].Files;
+
     /// <summary>True when chunk <paramref name="c"/> is in the cache (holes count as ready).</summary>
     public bool IsCached(in RafsChunk c) =>
         c.IsHole || (c.BlobIndex < (uint)_blobs.Length && _blobs[c.BlobIndex].Map is { } m && m.IsReady(c.ChunkIndex));
@@ -585,18 +588,18 @@ public sealed class BlobCacheManager : IDisposable
                 okBytes += c.CompressedSize;
             }
             if (ok == 0) return ErrorOfNeeded(claimed, start, results, lastNeeded);
-            // Data first, durably; only then the ready bits (so a crash never leaves a bit without its data).
-            if (fdatasync((int)b.Data!.DangerousGetHandle()) != 0)
-            {
-                StorageLog.CacheIoFailed(_logger, b.DataPath, "fdatasync", $"errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()}");
-                Array.Fill(results, EIO);
-                return ErrorOfNeeded(claimed, start, results, lastNeeded);
-            }
+            // Ready for readers now; durable (fdatasync, then the ready bits, never the other way round) with the
+            // blob's next group commit (BlobCacheFiles.Commit).
             Span<uint> ready = ok <= 256 ? stackalloc uint[ok] : new uint[ok];
             int n = 0;
+            long plainBytes = 0;
             for (int k = start; k < stop; k++)
-                if (results[k - start] == 0) ready[n++] = chunks[claimed[k].Index].ChunkIndex;
-            b.Map!.MarkReady(ready);
+            {
+                if (results[k - start] != 0) continue;
+                ready[n++] = chunks[claimed[k].Index].ChunkIndex;
+                plainBytes += chunks[claimed[k].Index].UncompressedSize;
+            }
+            b.Files!.Commit(ready, plainBytes);
             Interlocked.Add(ref _fetched, ok);
             if (prefetch)
             {
