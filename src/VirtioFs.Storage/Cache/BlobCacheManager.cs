@@ -292,14 +292,18 @@ public sealed class BlobCacheManager : IDisposable
             StorageLog.DecompressFailed(_logger, b.Info.BlobId, c.ChunkIndex, Codec.Name(c.Compressor));
             return EIO;
         }
-        if (!DigestMatches(c, b, dst, out var actual))
-        {
-            Interlocked.Increment(ref _digestErrors);
-            var want = c.Digest;
-            StorageLog.DigestMismatch(_logger, b.Info.BlobId, c.ChunkIndex, actual, Convert.ToHexStringLower(want));
-            return EIO;
-        }
-        return 0;
+        return Verify(c, b, dst);
+    }
+
+    /// <summary>Checks a chunk's plain data against its digest; logs and counts a mismatch.</summary>
+    private int Verify(in RafsChunk c, BlobState b, ReadOnlySpan<byte> plain)
+    {
+        string actual = "(wrong size)";
+        if (plain.Length == (int)c.UncompressedSize && DigestMatches(c, b, plain, out actual)) return 0;
+        Interlocked.Increment(ref _digestErrors);
+        var want = c.Digest;
+        StorageLog.DigestMismatch(_logger, b.Info.BlobId, c.ChunkIndex, actual, Convert.ToHexStringLower(want));
+        return EIO;
     }
 
     private static bool DigestMatches(in RafsChunk c, BlobState b, ReadOnlySpan<byte> data, out string actual)
@@ -314,28 +318,53 @@ public sealed class BlobCacheManager : IDisposable
 
     /// <summary>No cache: fetch, verify and decompress the chunk, then copy the wanted part. When the read wants the
     /// whole chunk and the destination holds it in one piece (a whole-file read of a small file, or a chunk-sized
-    /// buffer such as RafsFs's decoded-chunk slots), it is decompressed straight there, saving a copy of every byte;
-    /// should it then fail to decode or verify, the destination is zeroed again so no unverified byte stays in it.</summary>
+    /// buffer such as RafsFs's decoded-chunk slots), it is decompressed straight there, or for a chunk stored
+    /// uncompressed (incompressible data) read from the backend straight there, saving a copy of every byte; should it
+    /// then fail to decode or verify, the destination is zeroed again so no unverified byte stays in it.</summary>
     private int ReadDirect(in RafsChunk c, BlobState b, int inOff, int len, ref IovecCursor cursor)
     {
+        Interlocked.Increment(ref _misses);
+        Span<byte> direct = inOff == 0 && len == (int)c.UncompressedSize ? cursor.Contiguous(len) : default;
+        if (!c.IsCompressed && !direct.IsEmpty)
+        {
+            // CheckChunk made sure the stored size is the plain size.
+            int rc = ReadBackend(b, c.CompressedOffset, direct);
+            if (rc == 0) rc = Verify(c, b, direct);
+            if (rc != 0)
+            {
+                direct.Clear();
+                return EIO;
+            }
+            Interlocked.Increment(ref _fetched);
+            cursor.Advance(len);
+            return 0;
+        }
         byte[] comp = ArrayPool<byte>.Shared.Rent((int)c.CompressedSize);
         byte[]? plain = null;
         try
         {
-            Interlocked.Increment(ref _misses);
-            int rc = ReadBackend(b, c.CompressedOffset, comp.AsSpan(0, (int)c.CompressedSize));
+            var src = comp.AsSpan(0, (int)c.CompressedSize);
+            int rc = ReadBackend(b, c.CompressedOffset, src);
             if (rc != 0) return EIO;
-            Span<byte> direct = inOff == 0 && len == (int)c.UncompressedSize ? cursor.Contiguous(len) : default;
-            Span<byte> dst = direct.IsEmpty ? (plain = ArrayPool<byte>.Shared.Rent((int)c.UncompressedSize)).AsSpan(0, (int)c.UncompressedSize) : direct;
-            rc = DecodeVerify(c, b, comp.AsSpan(0, (int)c.CompressedSize), dst);
+            Span<byte> dst;
+            if (!c.IsCompressed)
+            {
+                dst = src; // verified where it was read
+                rc = Verify(c, b, dst);
+            }
+            else
+            {
+                dst = direct.IsEmpty ? (plain = ArrayPool<byte>.Shared.Rent((int)c.UncompressedSize)).AsSpan(0, (int)c.UncompressedSize) : direct;
+                rc = DecodeVerify(c, b, src, dst);
+            }
             if (rc != 0)
             {
                 if (!direct.IsEmpty) direct.Clear();
                 return rc;
             }
             Interlocked.Increment(ref _fetched);
-            if (direct.IsEmpty) cursor.Write(dst.Slice(inOff, len));
-            else cursor.Advance(len);
+            if (dst == direct) cursor.Advance(len);
+            else cursor.Write(dst.Slice(inOff, len));
             return 0;
         }
         finally
@@ -572,8 +601,9 @@ public sealed class BlobCacheManager : IDisposable
             {
                 var c = chunks[claimed[k].Index];
                 var src = comp.AsSpan((int)(c.CompressedOffset - head.CompressedOffset), (int)c.CompressedSize);
-                var dst = plain.AsSpan(0, (int)c.UncompressedSize);
-                if (DecodeVerify(c, b, src, dst) != 0) continue;
+                // A chunk stored uncompressed is checked and written from where it was read.
+                var dst = c.IsCompressed ? plain.AsSpan(0, (int)c.UncompressedSize) : src;
+                if ((c.IsCompressed ? DecodeVerify(c, b, src, dst) : Verify(c, b, src)) != 0) continue;
                 try
                 {
                     RandomAccess.Write(b.Data!, dst, (long)c.UncompressedOffset);
