@@ -112,9 +112,23 @@ internal sealed class BlobCacheFiles
             foreach (uint i in indexes) _queue.Add(i);
             _queuedBytes += bytes;
             full = _queuedBytes >= GroupBytes;
-            _timer ??= new Timer(static s => ((BlobCacheFiles)s!).Flush(), this, GroupDelay, GroupDelay);
+            _timer ??= new Timer(static s => ((BlobCacheFiles)s!).FlushQuietly(), this, GroupDelay, GroupDelay);
         }
         if (full) Flush();
+    }
+
+    /// <summary>The timer's flush: a thread-pool callback must not throw (it would end the process); a failure only
+    /// leaves the batch's bits unwritten, which a restart pays for by fetching those chunks again.</summary>
+    private void FlushQuietly()
+    {
+        try
+        {
+            Flush();
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or UnauthorizedAccessException)
+        {
+            StorageLog.CacheIoFailed(_logger, DataPath, "group commit", e.Message);
+        }
     }
 
     /// <summary>Group syncs done so far (for tests).</summary>
