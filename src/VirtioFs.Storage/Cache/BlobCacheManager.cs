@@ -95,6 +95,9 @@ public sealed class BlobCacheManager : IDisposable
         return b;
     }
 
+    /// <summary>The shared cache files of blob <paramref name="blob"/> (null without a cache directory), for tests.</summary>
+    internal BlobCacheFiles? FilesOf(int blob) => _blobs[blob].Files;
+
     public CacheMetrics Metrics
     {
         get
@@ -112,9 +115,6 @@ public sealed class BlobCacheManager : IDisposable
             static long R(ref long v) => Volatile.Read(ref v);
         }
     }
-
-    /// <summary>The shared cache files of blob <paramref name="blob"/> (null without a cache directory), for tests.</summary>
-    internal BlobCacheFiles? FilesOf(int blob) => _blobs[blob].Files;
 
     /// <summary>True when chunk <paramref name="c"/> is in the cache (holes count as ready).</summary>
     public bool IsCached(in RafsChunk c) =>
