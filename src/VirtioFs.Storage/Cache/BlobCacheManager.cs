@@ -186,9 +186,12 @@ public sealed class BlobCacheManager : IDisposable
         ulong end = offset + (ulong)n;
         int first = FindFirst(chunks, offset);
         if (first < 0) return EIO; // the image gives the file a size but no chunk for this range
+        // Chunks this read fetches itself are copied to the destination from the buffer they were verified in, rather
+        // than written to the cache file and read back (a copy less per byte on a cold read with --cache-dir).
+        Span<bool> delivered = _cached ? stackalloc bool[Math.Min(chunks.Count - first, MaxDelivered)] : default;
         if (_cached)
         {
-            int rc = EnsureReady(chunks, first, end);
+            int rc = EnsureReady(chunks, first, end, new Delivery(destination, offset, end, first, delivered));
             if (rc != 0) return rc;
         }
         var cursor = new IovecCursor(destination);
@@ -214,6 +217,11 @@ public sealed class BlobCacheManager : IDisposable
             else if (!_cached)
             {
                 rc = ReadDirect(c, b, inOff, len, ref cursor);
+            }
+            else if (i - first < delivered.Length && delivered[i - first])
+            {
+                cursor.Advance(len); // already copied in by the fetch
+                rc = 0;
             }
             else
             {
@@ -491,7 +499,10 @@ public sealed class BlobCacheManager : IDisposable
     /// Returns 0 or the errno of the first needed chunk that failed; a chunk another reader failed to fetch is tried
     /// once more here.
     /// </summary>
-    private int EnsureReady(IReadOnlyList<RafsChunk> chunks, int first, ulong end, bool retryFailedWaits = true)
+    private int EnsureReady(IReadOnlyList<RafsChunk> chunks, int first, ulong end, bool retryFailedWaits = true) =>
+        EnsureReady(chunks, first, end, default, retryFailedWaits);
+
+    private int EnsureReady(IReadOnlyList<RafsChunk> chunks, int first, ulong end, Delivery delivery, bool retryFailedWaits = true)
     {
         List<(int Index, Inflight Flight)>? claimed = null;
         List<(int Index, Inflight Flight)>? waits = null;
@@ -521,7 +532,7 @@ public sealed class BlobCacheManager : IDisposable
         {
             // Every claim must be completed, so fetch them even if a later chunk was refused.
             if (rc == 0 && claimed[^1].Index == lastNeeded) Amplify(chunks, claimed);
-            int frc = FetchClaimed(chunks, claimed, lastNeeded, prefetch: false);
+            int frc = FetchClaimed(chunks, claimed, lastNeeded, prefetch: false, delivery);
             if (rc == 0) rc = frc;
         }
         if (waits is not null)
@@ -559,7 +570,10 @@ public sealed class BlobCacheManager : IDisposable
 
     /// <summary>Fetches claimed chunks, merging neighbours (same blob, contiguous compressed ranges) into one backend
     /// read each, and completes every claim. Returns the first errno among chunks at or before <paramref name="lastNeeded"/>.</summary>
-    private int FetchClaimed(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int lastNeeded, bool prefetch)
+    private int FetchClaimed(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int lastNeeded, bool prefetch) =>
+        FetchClaimed(chunks, claimed, lastNeeded, prefetch, default);
+
+    private int FetchClaimed(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int lastNeeded, bool prefetch, Delivery delivery)
     {
         int rc = 0;
         int start = 0;
@@ -575,14 +589,40 @@ public sealed class BlobCacheManager : IDisposable
                 runEnd += c.CompressedSize;
                 stop++;
             }
-            int r = FetchRun(chunks, claimed, start, stop, lastNeeded, prefetch);
+            int r = FetchRun(chunks, claimed, start, stop, lastNeeded, prefetch, delivery);
             if (rc == 0 && r != 0) rc = r;
             start = stop;
         }
         return rc;
     }
 
-    private int FetchRun(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int start, int stop, int lastNeeded, bool prefetch)
+    /// <summary>Where a reader wants the chunks it fetches itself: its destination, the file range it covers, and which
+    /// chunks (by index from <see cref="First"/>) have been copied there.</summary>
+    private readonly ref struct Delivery(ReadOnlySpan<Iovec> destination, ulong offset, ulong end, int first, Span<bool> done)
+    {
+        private readonly ReadOnlySpan<Iovec> _destination = destination;
+        private readonly Span<bool> _done = done;
+        public int First { get; } = first;
+
+        /// <summary>Copies the part of chunk <paramref name="index"/> (verified plain data) the reader wants.</summary>
+        public void Deliver(int index, in RafsChunk c, ReadOnlySpan<byte> plain)
+        {
+            int slot = index - First;
+            if (slot < 0 || slot >= _done.Length) return;
+            ulong from = Math.Max(c.FileOffset, offset), to = Math.Min(c.FileOffset + (ulong)plain.Length, end);
+            if (from >= to) return;
+            var cursor = new IovecCursor(_destination);
+            // Within the destination: [from - offset, to - offset) lies inside [0, end - offset), which the caller sized.
+            cursor.Advance((int)(from - offset));
+            cursor.Write(plain.Slice((int)(from - c.FileOffset), (int)(to - from)));
+            _done[slot] = true;
+        }
+    }
+
+    /// <summary>Most chunks one read tracks for <see cref="Delivery"/> (a 1 MiB read of 4 KiB chunks, plus one).</summary>
+    private const int MaxDelivered = 260;
+
+    private int FetchRun(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int start, int stop, int lastNeeded, bool prefetch, Delivery delivery)
     {
         var head = chunks[claimed[start].Index];
         var b = _blobs[head.BlobIndex];
@@ -614,6 +654,7 @@ public sealed class BlobCacheManager : IDisposable
                     continue;
                 }
                 results[k - start] = 0;
+                delivery.Deliver(claimed[k].Index, c, dst);
                 ok++;
                 okBytes += c.CompressedSize;
             }
