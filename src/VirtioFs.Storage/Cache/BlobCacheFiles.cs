@@ -38,6 +38,8 @@ internal sealed class BlobCacheFiles
     private List<uint> _flushing = new();
     private long _queuedBytes;
     private long _syncs;
+    /// <summary>A background flush of a full group is queued and has not taken its batch yet.</summary>
+    private bool _flushQueued;
     private Timer? _timer;
     private int _refs;
 
@@ -101,7 +103,8 @@ internal sealed class BlobCacheFiles
 
     /// <summary>
     /// Chunks whose data was just written to <see cref="Data"/> (<paramref name="bytes"/> in all): ready for readers now,
-    /// durable with the next group sync. The caller's thread runs that sync when the group is full.
+    /// durable with the next group sync. A full group is synced on a thread-pool thread: the reader whose chunk filled
+    /// it must not wait for 64 MiB to reach the disk.
     /// </summary>
     public void Commit(ReadOnlySpan<uint> indexes, long bytes)
     {
@@ -111,10 +114,11 @@ internal sealed class BlobCacheFiles
         {
             foreach (uint i in indexes) _queue.Add(i);
             _queuedBytes += bytes;
-            full = _queuedBytes >= GroupBytes;
+            full = _queuedBytes >= GroupBytes && !_flushQueued;
+            if (full) _flushQueued = true;
             _timer ??= new Timer(static s => ((BlobCacheFiles)s!).FlushQuietly(), this, GroupDelay, GroupDelay);
         }
-        if (full) Flush();
+        if (full) ThreadPool.UnsafeQueueUserWorkItem(static f => f.FlushQuietly(), this, preferLocal: false);
     }
 
     /// <summary>The timer's flush: a thread-pool callback must not throw (it would end the process); a failure only
@@ -143,6 +147,7 @@ internal sealed class BlobCacheFiles
             long epoch;
             lock (_queueLock)
             {
+                _flushQueued = false;
                 if (_queue.Count == 0 || Data.IsClosed) return;
                 batch = _queue;
                 _queue = _flushing;
