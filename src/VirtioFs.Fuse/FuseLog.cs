@@ -34,4 +34,7 @@ internal static partial class FuseLog
 
     [LoggerMessage(EventId = 4052, Level = LogLevel.Warning, Message = "/dev/fuse {Operation} failed: errno {Errno}")]
     public static partial void DeviceError(ILogger logger, string operation, int errno);
+
+    [LoggerMessage(EventId = 4053, Level = LogLevel.Debug, Message = "Mount readahead not raised ({Path}): {Reason}")]
+    public static partial void ReadaheadNotSet(ILogger logger, string path, string reason);
 }

@@ -212,6 +212,21 @@ public static class Codec
         }
     }
 
+    private static unsafe int NativeLz4Decode(ReadOnlySpan<byte> src, Span<byte> dst)
+    {
+        if (src.IsEmpty || dst.IsEmpty) return -1;
+        fixed (byte* s = src)
+        fixed (byte* d = dst)
+        {
+            // SAFETY: both spans are pinned; LZ4_decompress_safe reads at most src.Length and writes at most dst.Length
+            // bytes for any input.
+            return Interop.LZ4_decompress_safe(s, d, src.Length, dst.Length);
+        }
+    }
+
+    /// <summary>K4os's managed LZ4 decoder (reference for tests).</summary>
+    public static int ManagedLz4Decode(ReadOnlySpan<byte> src, Span<byte> dst) => LZ4Codec.Decode(src, dst);
+
     /// <summary>Decompresses exactly dst.Length bytes; false if the input is corrupt.</summary>
     public static bool Decompress(Compressor c, ReadOnlySpan<byte> src, Span<byte> dst)
     {
@@ -224,7 +239,8 @@ public static class Codec
                     src.CopyTo(dst);
                     return true;
                 case Compressor.Lz4Block:
-                    return LZ4Codec.Decode(src, dst) == dst.Length;
+                    // Every chunk read from a backend is decoded here: the system liblz4 when present (as for encoding).
+                    return (NativeLz4 ? NativeLz4Decode(src, dst) : LZ4Codec.Decode(src, dst)) == dst.Length;
                 case Compressor.Zstd:
                     using (var z = new ZstdSharp.Decompressor())
                     {

@@ -100,6 +100,9 @@ public sealed class RafsFileSystem : ReadOnlyFileSystem, IDisposable
 
     public RafsImage Image => _image;
 
+    /// <summary>The decoded-chunk slots of read-through mode (null with a cache directory), for tests.</summary>
+    internal RecentChunks? Recent => _recent;
+
     /// <summary>Files open right now (for metrics and tests).</summary>
     public int OpenFiles => Volatile.Read(ref _openCount);
 

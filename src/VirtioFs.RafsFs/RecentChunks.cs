@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using VirtioFs.Fuse;
 using VirtioFs.Rafs.Reader;
+using VirtioFs.Storage;
 using VirtioFs.Storage.Cache;
 
 namespace VirtioFs.RafsFs;
@@ -12,6 +13,13 @@ namespace VirtioFs.RafsFs;
 /// slots, indexed by (blob, chunk), hold the last chunks decoded, so a sequential reader decodes each chunk once and
 /// copies the parts it asks for. Identical chunks shared by several files share a slot. Slots are allocated once
 /// (native memory, chunk-size each); a read allocates nothing.
+/// <para>
+/// A READ that wants a whole chunk (a small file read at once, or a readahead window that happens to cover a chunk)
+/// bypasses the slots: the chunk is decoded straight into the reply, so it neither costs a copy nor evicts a slot a
+/// sequential reader of a large file is about to come back to. Slots are two-way set associative with the older of the
+/// pair evicted, so two files read side by side (the kernel's readahead of each, several readers) do not keep
+/// evicting each other's chunk between READs: each eviction would fetch, verify and decode a chunk again.
+/// </para>
 /// </summary>
 internal sealed unsafe class RecentChunks : IDisposable
 {
@@ -25,19 +33,31 @@ internal sealed unsafe class RecentChunks : IDisposable
         public uint Blob;
         public uint Index;
         public byte* Data;
+        public long LastUse;
     }
 
     private readonly Slot[] _slots;
+    private readonly int _sets;
     private readonly int _capacity;
+    private long _clock;
     private int _disposed;
 
-    public RecentChunks(uint chunkSize, int slots = 8)
+    public RecentChunks(uint chunkSize, int slots = 16)
     {
         _capacity = (int)Math.Min(chunkSize, 16u << 20);
-        int n = (int)Math.Clamp(Budget / Math.Max(1, _capacity), 2, slots);
+        int n = (int)Math.Clamp(Budget / Math.Max(1, _capacity), 2, Math.Max(2, slots)) & ~1;
         _slots = new Slot[n];
+        _sets = n / 2;
         for (int i = 0; i < n; i++) _slots[i] = new Slot();
     }
+
+    /// <summary>Whole-chunk READs that went straight to the reply (for tests and metrics).</summary>
+    public long Bypassed => Interlocked.Read(ref _bypassed);
+    private long _bypassed;
+
+    /// <summary>Chunk decodes into a slot (a sequential reader does one per chunk).</summary>
+    public long Decodes => Interlocked.Read(ref _decodes);
+    private long _decodes;
 
     /// <summary>
     /// Reads up to <paramref name="length"/> bytes at <paramref name="offset"/> of a file (its chunk list and size) into
@@ -76,9 +96,16 @@ internal sealed unsafe class RecentChunks : IDisposable
                     if (r < 0) return r;
                 }
             }
+            else if (within == 0 && take == (int)Math.Min(c.UncompressedSize, fileSize - c.FileOffset))
+            {
+                // The whole chunk: into the reply directly (the storage layer decodes in place when it can).
+                int r = ReadInto(cache, chunks, fileSize, pos, take, ref cursor);
+                if (r < 0) return r;
+                Interlocked.Increment(ref _bypassed);
+            }
             else
             {
-                Slot s = _slots[(int)((c.BlobIndex * 0x9E3779B1u ^ c.ChunkIndex) % (uint)_slots.Length)];
+                Slot s = Pick(c.BlobIndex, c.ChunkIndex);
                 lock (s.Lock)
                 {
                     if (!s.Valid || s.Blob != c.BlobIndex || s.Index != c.ChunkIndex)
@@ -94,7 +121,9 @@ internal sealed unsafe class RecentChunks : IDisposable
                         s.Blob = c.BlobIndex;
                         s.Index = c.ChunkIndex;
                         s.Valid = true;
+                        Interlocked.Increment(ref _decodes);
                     }
+                    s.LastUse = Interlocked.Increment(ref _clock);
                     cursor.Copy(new ReadOnlySpan<byte>(s.Data + within, take));
                 }
             }
@@ -102,6 +131,35 @@ internal sealed unsafe class RecentChunks : IDisposable
             i++;
         }
         return (int)(end - offset);
+    }
+
+    /// <summary>
+    /// The slot for a chunk: the one of its set that holds it, else the one used longer ago (a racing reader may pick
+    /// the same victim: both then decode under its lock in turn, which is correct, only slower).
+    /// </summary>
+    private Slot Pick(uint blob, uint index)
+    {
+        int set = (int)((blob * 0x9E3779B1u ^ index * 0x85EBCA6Bu) % (uint)_sets);
+        Slot a = _slots[2 * set], b = _slots[2 * set + 1];
+        // Unlocked peeks: a stale answer only picks a worse victim; the lock re-checks the identity.
+        if (a.Valid && a.Blob == blob && a.Index == index) return a;
+        if (b.Valid && b.Blob == blob && b.Index == index) return b;
+        if (!a.Valid) return a;
+        if (!b.Valid) return b;
+        return Volatile.Read(ref a.LastUse) <= Volatile.Read(ref b.LastUse) ? a : b;
+    }
+
+    /// <summary>Reads [pos, pos + take) of the file straight into the next <paramref name="take"/> reply bytes.</summary>
+    private static int ReadInto(BlobCacheManager cache, RafsChunk[] chunks, ulong fileSize, ulong pos, int take, ref SegmentCursor cursor)
+    {
+        Span<Iovec> iov = stackalloc Iovec[16];
+        int n = cursor.Describe(take, iov);
+        if (n < 0) return ReadDirect(cache, chunks, fileSize, pos, take, ref cursor);
+        int r = cache.ReadFile(chunks, fileSize, pos, take, iov[..n]);
+        if (r < 0) return r;
+        if (r != take) return -Errno.EIO;
+        cursor.Skip(take);
+        return r;
     }
 
     private static int ReadDirect(BlobCacheManager cache, RafsChunk[] chunks, ulong fileSize, ulong pos, int take, ref SegmentCursor cursor)
@@ -143,6 +201,38 @@ internal sealed unsafe class RecentChunks : IDisposable
                 // [_off, _off + n) lies inside it.
                 src[..n].CopyTo(new Span<byte>(s.Pointer + _off, n));
                 src = src[n..];
+                Advance(n, s.Length);
+            }
+        }
+
+        /// <summary>The next <paramref name="length"/> bytes as iovecs in <paramref name="into"/> (the cursor does not
+        /// move); the count, or -1 when more than <paramref name="into"/> holds would be needed.</summary>
+        public readonly int Describe(int length, Span<Iovec> into)
+        {
+            int seg = _seg, off = _off, n = 0;
+            while (length > 0 && seg < _segs.Length)
+            {
+                IoSegment s = _segs[seg];
+                int take = Math.Min(s.Length - off, length);
+                if (take > 0)
+                {
+                    if (n == into.Length) return -1;
+                    into[n++] = new Iovec(s.Pointer + off, take);
+                }
+                length -= take;
+                seg++;
+                off = 0;
+            }
+            return length == 0 ? n : -1;
+        }
+
+        public void Skip(int count)
+        {
+            while (count > 0 && _seg < _segs.Length)
+            {
+                IoSegment s = _segs[_seg];
+                int n = Math.Min(count, s.Length - _off);
+                count -= n;
                 Advance(n, s.Length);
             }
         }

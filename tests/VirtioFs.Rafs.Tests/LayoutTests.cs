@@ -79,6 +79,41 @@ public sealed class CodecTests
         }
     }
 
+    [Fact]
+    public void Native_lz4_decoding_matches_managed_and_survives_mangled_blocks()
+    {
+        Assert.True(Codec.NativeLz4, "system liblz4.so.1 not found; the fast path is not exercised");
+        var rnd = new Random(11);
+        var words = Enumerable.Range(0, 500).Select(_ => new string((char)('a' + rnd.Next(26)), rnd.Next(1, 9))).ToArray();
+        var text = System.Text.Encoding.ASCII.GetBytes(string.Join(' ', Enumerable.Range(0, 60000).Select(_ => words[rnd.Next(words.Length)])));
+        var input = text.AsSpan(0, 256 * 1024).ToArray();
+        var block = new byte[Codec.MaxCompressedSize(Compressor.Lz4Block, input.Length)];
+        int n = Codec.Compress(Compressor.Lz4Block, input, block, null);
+        Assert.True(n > 0);
+        var viaCodec = new byte[input.Length];
+        Assert.True(Codec.Decompress(Compressor.Lz4Block, block.AsSpan(0, n), viaCodec)); // native: NativeLz4 is on
+        var managed = new byte[input.Length];
+        Assert.Equal(input.Length, Codec.ManagedLz4Decode(block.AsSpan(0, n), managed));
+        Assert.Equal(input, viaCodec);
+        Assert.Equal(input, managed);
+        // Hostile blobs: flipped bytes, truncations, a wrong plain size. Never a crash or a write past the buffer
+        // (the guard bytes after the destination stay untouched).
+        var dst = new byte[input.Length + 64];
+        for (int i = 0; i < 3000; i++)
+        {
+            var bad = block.AsSpan(0, n).ToArray();
+            int len = i % 5 == 0 ? rnd.Next(0, n) : n;
+            for (int k = rnd.Next(1, 8); k > 0; k--) bad[rnd.Next(n)] ^= (byte)rnd.Next(1, 256);
+            int want = i % 7 == 0 ? input.Length - rnd.Next(1, 1000) : input.Length;
+            dst.AsSpan(want).Fill(0xA5);
+            Codec.Decompress(Compressor.Lz4Block, bad.AsSpan(0, len), dst.AsSpan(0, want));
+            Assert.True(dst.AsSpan(want).IndexOfAnyExcept((byte)0xA5) < 0, $"write past the destination (case {i})");
+        }
+        Assert.False(Codec.Decompress(Compressor.Lz4Block, block.AsSpan(0, n), new byte[input.Length + 1]));
+        Assert.False(Codec.Decompress(Compressor.Lz4Block, block.AsSpan(0, n), new byte[input.Length - 1]));
+        Assert.False(Codec.Decompress(Compressor.Lz4Block, ReadOnlySpan<byte>.Empty, new byte[10]));
+    }
+
     [Theory]
     [InlineData(Compressor.Lz4Block)]
     [InlineData(Compressor.Zstd)]

@@ -239,6 +239,61 @@ public sealed class FileSystemTests : IClassFixture<FileSystemTests.Built>
     }
 
     [Fact]
+    public unsafe void Read_through_keeps_two_interleaved_files_decoded_and_sends_whole_chunks_straight_to_the_reply()
+    {
+        using var fx = new ImageFixture();
+        var rnd = new Random(21);
+        int cs = (int)ImageFixture.ChunkSize;
+        var files = new Dictionary<string, byte[]> { ["x.bin"] = ImageFixture.Random(rnd, 48 * cs), ["y.bin"] = ImageFixture.Random(rnd, 48 * cs + 900), ["s.txt"] = ImageFixture.Random(rnd, 5000) };
+        foreach (var (n, d) in files) fx.File(n, d);
+        fx.BuildImage();
+        using var m = fx.Open(); // no cache directory: read-through with decoded-chunk slots
+        var fs = m.FileSystem;
+        var recent = fs.Recent!;
+        var h = new Dictionary<string, (ulong Node, ulong Handle)>();
+        foreach (var n in files.Keys)
+        {
+            Assert.Equal(0, fs.Lookup(Root, FuseConstants.RootId, System.Text.Encoding.UTF8.GetBytes(n), out var e));
+            Assert.Equal(0, fs.Open(Root, e.NodeId, 0, 0, out var o));
+            h[n] = (e.NodeId, o.Handle);
+        }
+        var buf = new byte[3 * cs];
+        fixed (byte* p = buf)
+        {
+            // Two files read side by side in 24 KiB pieces that straddle chunks: every chunk is fetched and decoded
+            // once, whichever slots the two streams hash to (x has 48 chunks, so chunk i of x and chunk i of y lie a
+            // multiple of 8 apart in the blob: a direct-mapped table of 8 would evict one for the other every time).
+            IoSegment[] piece = [new IoSegment(p, 24 * 1024)];
+            for (int off = 0; off < 48 * cs + 900; off += 24 * 1024)
+            {
+                foreach (var n in new[] { "x.bin", "y.bin" })
+                {
+                    Assert.Equal(0, fs.Read(Root, h[n].Node, h[n].Handle, (ulong)off, piece, 0, out int got));
+                    int want = Math.Max(0, Math.Min(24 * 1024, files[n].Length - off));
+                    Assert.Equal(want, got);
+                    if (got > 0) Assert.True(buf.AsSpan(0, got).SequenceEqual(files[n].AsSpan(off, got)), $"{n} at {off}");
+                }
+            }
+            // 96 full chunks through the slots; y's short last chunk lies whole inside one piece and goes straight
+            // to the reply.
+            Assert.Equal(96, recent.Decodes);
+            Assert.Equal(1, recent.Bypassed);
+            Assert.Equal(97, m.Backend.Metrics.Requests);
+            // A READ of exactly a chunk, and a small file read whole, skip the slots.
+            IoSegment[] chunk = [new IoSegment(p, cs)];
+            Assert.Equal(0, fs.Read(Root, h["x.bin"].Node, h["x.bin"].Handle, 7UL * (ulong)cs, chunk, 0, out int n1));
+            Assert.True(buf.AsSpan(0, n1).SequenceEqual(files["x.bin"].AsSpan(7 * cs, cs)));
+            IoSegment[] two = [new IoSegment(p, 1000), new IoSegment(p + 1000, 3 * cs - 1000)];
+            Assert.Equal(0, fs.Read(Root, h["s.txt"].Node, h["s.txt"].Handle, 0, two, 0, out int n2));
+            Assert.Equal(5000, n2);
+            Assert.True(buf.AsSpan(0, n2).SequenceEqual(files["s.txt"]));
+            Assert.Equal(3, recent.Bypassed);
+            Assert.Equal(96, recent.Decodes);
+        }
+        foreach (var (n, (node, handle)) in h) fs.Release(Root, node, handle, 0, 0, 0);
+    }
+
+    [Fact]
     public async Task The_image_prefetch_table_is_pulled_by_default_when_there_is_a_cache()
     {
         using var fx = new ImageFixture();

@@ -25,6 +25,23 @@ public sealed class MountTests
     }
 
     [Fact]
+    public void The_mount_readahead_window_is_raised_after_init_and_big_files_still_read_back()
+    {
+        using var fx = new ImageFixture();
+        var rnd = new Random(3);
+        byte[] big = new byte[5 * (1 << 20) + 123];
+        rnd.NextBytes(big.AsSpan(0, big.Length / 2));
+        fx.File("big.bin", big);
+        fx.BuildImage();
+        using var m = fx.Mount();
+        Assert.NotNull(m.Session.Device);
+        // Any request waits for INIT, and the worker raises the window right after answering it.
+        Assert.Equal(big, File.ReadAllBytes(m.M("big.bin")));
+        string kb = File.ReadAllText($"/sys/class/bdi/{m.Session.Device}/read_ahead_kb").Trim();
+        Assert.Equal("1024", kb);
+    }
+
+    [Fact]
     public void Hard_links_share_one_inode_and_count_their_names()
     {
         using var fx = new ImageFixture();

@@ -121,6 +121,35 @@ public sealed class ChunkMapTests : IDisposable
     }
 
     [Fact]
+    public void Volatile_ready_bits_reach_the_file_only_when_made_durable()
+    {
+        var path = Path.Combine(_dir, "m");
+        using (var map = ChunkMap.Open(path, 70, 65536, 70 * 65536, NullLogger.Instance))
+        {
+            long epoch = map.MarkReadyVolatile([1, 2, 3, 40]);
+            Assert.True(map.IsReady(1) && map.IsReady(40));
+            Assert.Equal(0, OnDisk(path).Count(b => b != 0)); // readable here, but nothing claims it on disk yet
+            Assert.True(map.MarkDurable([1, 2], epoch));
+            map.ForgetVolatile([2, 3]); // 2 is durable and stays; 3 never synced and goes
+            Assert.True(map.IsReady(2));
+            Assert.False(map.IsReady(3));
+            // A clear after the batch was taken: its sync may predate a rewrite of the chunk, so nothing is persisted.
+            long before = map.Epoch;
+            map.ClearReady(1);
+            map.MarkReadyVolatile([1]);
+            Assert.False(map.MarkDurable([1, 40], before));
+            Assert.True(map.MarkDurable([1, 40], map.Epoch));
+        }
+        using (var map = ChunkMap.Open(path, 70, 65536, 70 * 65536, NullLogger.Instance))
+        {
+            Assert.Equal(3, map.ReadyCount);
+            Assert.True(map.IsReady(1) && map.IsReady(2) && map.IsReady(40));
+        }
+
+        static byte[] OnDisk(string p) => File.ReadAllBytes(p)[ChunkMap.HeaderSize..];
+    }
+
+    [Fact]
     public void Ready_bits_persist_and_cleared_bits_stay_cleared()
     {
         var path = Path.Combine(_dir, "m");

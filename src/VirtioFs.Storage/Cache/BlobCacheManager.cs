@@ -98,6 +98,9 @@ public sealed class BlobCacheManager : IDisposable
         return b;
     }
 
+    /// <summary>The shared cache files of blob <paramref name="blob"/> (null without a cache directory), for tests.</summary>
+    internal BlobCacheFiles? FilesOf(int blob) => _blobs[blob].Files;
+
     public CacheMetrics Metrics
     {
         get
@@ -201,9 +204,12 @@ public sealed class BlobCacheManager : IDisposable
         ulong end = offset + (ulong)n;
         int first = FindFirst(chunks, offset);
         if (first < 0) return EIO; // the image gives the file a size but no chunk for this range
+        // Chunks this read fetches itself are copied to the destination from the buffer they were verified in, rather
+        // than written to the cache file and read back (a copy less per byte on a cold read with --cache-dir).
+        Span<bool> delivered = _cached ? stackalloc bool[Math.Min(chunks.Count - first, MaxDelivered)] : default;
         if (_cached)
         {
-            int rc = EnsureReady(chunks, first, end);
+            int rc = EnsureReady(chunks, first, end, new Delivery(destination, offset, end, first, delivered));
             if (rc != 0) return rc;
         }
         var cursor = new IovecCursor(destination);
@@ -229,6 +235,11 @@ public sealed class BlobCacheManager : IDisposable
             else if (!_cached)
             {
                 rc = ReadDirect(c, b, inOff, len, ref cursor);
+            }
+            else if (i - first < delivered.Length && delivered[i - first])
+            {
+                cursor.Advance(len); // already copied in by the fetch
+                rc = 0;
             }
             else
             {
@@ -307,14 +318,18 @@ public sealed class BlobCacheManager : IDisposable
             StorageLog.DecompressFailed(_logger, b.Info.BlobId, c.ChunkIndex, Codec.Name(c.Compressor));
             return EIO;
         }
-        if (!DigestMatches(c, b, dst, out var actual))
-        {
-            Interlocked.Increment(ref _digestErrors);
-            var want = c.Digest;
-            StorageLog.DigestMismatch(_logger, b.Info.BlobId, c.ChunkIndex, actual, Convert.ToHexStringLower(want));
-            return EIO;
-        }
-        return 0;
+        return Verify(c, b, dst);
+    }
+
+    /// <summary>Checks a chunk's plain data against its digest; logs and counts a mismatch.</summary>
+    private int Verify(in RafsChunk c, BlobState b, ReadOnlySpan<byte> plain)
+    {
+        string actual = "(wrong size)";
+        if (plain.Length == (int)c.UncompressedSize && DigestMatches(c, b, plain, out actual)) return 0;
+        Interlocked.Increment(ref _digestErrors);
+        var want = c.Digest;
+        StorageLog.DigestMismatch(_logger, b.Info.BlobId, c.ChunkIndex, actual, Convert.ToHexStringLower(want));
+        return EIO;
     }
 
     private static bool DigestMatches(in RafsChunk c, BlobState b, ReadOnlySpan<byte> data, out string actual)
@@ -327,27 +342,61 @@ public sealed class BlobCacheManager : IDisposable
         return ok;
     }
 
-    /// <summary>No cache: fetch, verify and decompress the chunk, then copy the wanted part.</summary>
+    /// <summary>No cache: fetch, verify and decompress the chunk, then copy the wanted part. When the read wants the
+    /// whole chunk and the destination holds it in one piece (a whole-file read of a small file, or a chunk-sized
+    /// buffer such as RafsFs's decoded-chunk slots), it is decompressed straight there, or for a chunk stored
+    /// uncompressed (incompressible data) read from the backend straight there, saving a copy of every byte; should it
+    /// then fail to decode or verify, the destination is zeroed again so no unverified byte stays in it.</summary>
     private int ReadDirect(in RafsChunk c, BlobState b, int inOff, int len, ref IovecCursor cursor)
     {
+        Interlocked.Increment(ref _misses);
+        Span<byte> direct = inOff == 0 && len == (int)c.UncompressedSize ? cursor.Contiguous(len) : default;
+        if (!c.IsCompressed && !direct.IsEmpty)
+        {
+            // CheckChunk made sure the stored size is the plain size.
+            int rc = ReadBackend(b, c.CompressedOffset, direct);
+            if (rc == 0) rc = Verify(c, b, direct);
+            if (rc != 0)
+            {
+                direct.Clear();
+                return EIO;
+            }
+            Interlocked.Increment(ref _fetched);
+            cursor.Advance(len);
+            return 0;
+        }
         byte[] comp = ArrayPool<byte>.Shared.Rent((int)c.CompressedSize);
-        byte[] plain = ArrayPool<byte>.Shared.Rent((int)c.UncompressedSize);
+        byte[]? plain = null;
         try
         {
-            Interlocked.Increment(ref _misses);
-            int rc = ReadBackend(b, c.CompressedOffset, comp.AsSpan(0, (int)c.CompressedSize));
+            var src = comp.AsSpan(0, (int)c.CompressedSize);
+            int rc = ReadBackend(b, c.CompressedOffset, src);
             if (rc != 0) return EIO;
-            var dst = plain.AsSpan(0, (int)c.UncompressedSize);
-            rc = DecodeVerify(c, b, comp.AsSpan(0, (int)c.CompressedSize), dst);
-            if (rc != 0) return rc;
+            Span<byte> dst;
+            if (!c.IsCompressed)
+            {
+                dst = src; // verified where it was read
+                rc = Verify(c, b, dst);
+            }
+            else
+            {
+                dst = direct.IsEmpty ? (plain = ArrayPool<byte>.Shared.Rent((int)c.UncompressedSize)).AsSpan(0, (int)c.UncompressedSize) : direct;
+                rc = DecodeVerify(c, b, src, dst);
+            }
+            if (rc != 0)
+            {
+                if (!direct.IsEmpty) direct.Clear();
+                return rc;
+            }
             Interlocked.Increment(ref _fetched);
-            cursor.Write(dst.Slice(inOff, len));
+            if (dst == direct) cursor.Advance(len);
+            else cursor.Write(dst.Slice(inOff, len));
             return 0;
         }
         finally
         {
             ArrayPool<byte>.Shared.Return(comp);
-            ArrayPool<byte>.Shared.Return(plain);
+            if (plain is not null) ArrayPool<byte>.Shared.Return(plain);
         }
     }
 
@@ -468,7 +517,10 @@ public sealed class BlobCacheManager : IDisposable
     /// Returns 0 or the errno of the first needed chunk that failed; a chunk another reader failed to fetch is tried
     /// once more here.
     /// </summary>
-    private int EnsureReady(IReadOnlyList<RafsChunk> chunks, int first, ulong end, bool retryFailedWaits = true)
+    private int EnsureReady(IReadOnlyList<RafsChunk> chunks, int first, ulong end, bool retryFailedWaits = true) =>
+        EnsureReady(chunks, first, end, default, retryFailedWaits);
+
+    private int EnsureReady(IReadOnlyList<RafsChunk> chunks, int first, ulong end, Delivery delivery, bool retryFailedWaits = true)
     {
         List<(int Index, Inflight Flight)>? claimed = null;
         List<(int Index, Inflight Flight)>? waits = null;
@@ -498,7 +550,7 @@ public sealed class BlobCacheManager : IDisposable
         {
             // Every claim must be completed, so fetch them even if a later chunk was refused.
             if (rc == 0 && claimed[^1].Index == lastNeeded) Amplify(chunks, claimed);
-            int frc = FetchClaimed(chunks, claimed, lastNeeded, prefetch: false);
+            int frc = FetchClaimed(chunks, claimed, lastNeeded, prefetch: false, delivery);
             if (rc == 0) rc = frc;
         }
         if (waits is not null)
@@ -536,7 +588,10 @@ public sealed class BlobCacheManager : IDisposable
 
     /// <summary>Fetches claimed chunks, merging neighbours (same blob, contiguous compressed ranges) into one backend
     /// read each, and completes every claim. Returns the first errno among chunks at or before <paramref name="lastNeeded"/>.</summary>
-    private int FetchClaimed(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int lastNeeded, bool prefetch)
+    private int FetchClaimed(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int lastNeeded, bool prefetch) =>
+        FetchClaimed(chunks, claimed, lastNeeded, prefetch, default);
+
+    private int FetchClaimed(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int lastNeeded, bool prefetch, Delivery delivery)
     {
         int rc = 0;
         int start = 0;
@@ -552,14 +607,40 @@ public sealed class BlobCacheManager : IDisposable
                 runEnd += c.CompressedSize;
                 stop++;
             }
-            int r = FetchRun(chunks, claimed, start, stop, lastNeeded, prefetch);
+            int r = FetchRun(chunks, claimed, start, stop, lastNeeded, prefetch, delivery);
             if (rc == 0 && r != 0) rc = r;
             start = stop;
         }
         return rc;
     }
 
-    private int FetchRun(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int start, int stop, int lastNeeded, bool prefetch)
+    /// <summary>Where a reader wants the chunks it fetches itself: its destination, the file range it covers, and which
+    /// chunks (by index from <see cref="First"/>) have been copied there.</summary>
+    private readonly ref struct Delivery(ReadOnlySpan<Iovec> destination, ulong offset, ulong end, int first, Span<bool> done)
+    {
+        private readonly ReadOnlySpan<Iovec> _destination = destination;
+        private readonly Span<bool> _done = done;
+        public int First { get; } = first;
+
+        /// <summary>Copies the part of chunk <paramref name="index"/> (verified plain data) the reader wants.</summary>
+        public void Deliver(int index, in RafsChunk c, ReadOnlySpan<byte> plain)
+        {
+            int slot = index - First;
+            if (slot < 0 || slot >= _done.Length) return;
+            ulong from = Math.Max(c.FileOffset, offset), to = Math.Min(c.FileOffset + (ulong)plain.Length, end);
+            if (from >= to) return;
+            var cursor = new IovecCursor(_destination);
+            // Within the destination: [from - offset, to - offset) lies inside [0, end - offset), which the caller sized.
+            cursor.Advance((int)(from - offset));
+            cursor.Write(plain.Slice((int)(from - c.FileOffset), (int)(to - from)));
+            _done[slot] = true;
+        }
+    }
+
+    /// <summary>Most chunks one read tracks for <see cref="Delivery"/> (a 1 MiB read of 4 KiB chunks, plus one).</summary>
+    private const int MaxDelivered = 260;
+
+    private int FetchRun(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int start, int stop, int lastNeeded, bool prefetch, Delivery delivery)
     {
         var head = chunks[claimed[start].Index];
         var b = _blobs[head.BlobIndex];
@@ -578,8 +659,9 @@ public sealed class BlobCacheManager : IDisposable
             {
                 var c = chunks[claimed[k].Index];
                 var src = comp.AsSpan((int)(c.CompressedOffset - head.CompressedOffset), (int)c.CompressedSize);
-                var dst = plain.AsSpan(0, (int)c.UncompressedSize);
-                if (DecodeVerify(c, b, src, dst) != 0) continue;
+                // A chunk stored uncompressed is checked and written from where it was read.
+                var dst = c.IsCompressed ? plain.AsSpan(0, (int)c.UncompressedSize) : src;
+                if ((c.IsCompressed ? DecodeVerify(c, b, src, dst) : Verify(c, b, src)) != 0) continue;
                 try
                 {
                     RandomAccess.Write(b.Data!, dst, (long)c.UncompressedOffset);
@@ -590,22 +672,23 @@ public sealed class BlobCacheManager : IDisposable
                     continue;
                 }
                 results[k - start] = 0;
+                delivery.Deliver(claimed[k].Index, c, dst);
                 ok++;
                 okBytes += c.CompressedSize;
             }
             if (ok == 0) return ErrorOfNeeded(claimed, start, results, lastNeeded);
-            // Data first, durably; only then the ready bits (so a crash never leaves a bit without its data).
-            if (fdatasync((int)b.Data!.DangerousGetHandle()) != 0)
-            {
-                StorageLog.CacheIoFailed(_logger, b.DataPath, "fdatasync", $"errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()}");
-                Array.Fill(results, EIO);
-                return ErrorOfNeeded(claimed, start, results, lastNeeded);
-            }
+            // Ready for readers now; durable (fdatasync, then the ready bits, never the other way round) with the
+            // blob's next group commit (BlobCacheFiles.Commit).
             Span<uint> ready = ok <= 256 ? stackalloc uint[ok] : new uint[ok];
             int n = 0;
+            long plainBytes = 0;
             for (int k = start; k < stop; k++)
-                if (results[k - start] == 0) ready[n++] = chunks[claimed[k].Index].ChunkIndex;
-            b.Map!.MarkReady(ready);
+            {
+                if (results[k - start] != 0) continue;
+                ready[n++] = chunks[claimed[k].Index].ChunkIndex;
+                plainBytes += chunks[claimed[k].Index].UncompressedSize;
+            }
+            b.Files!.Commit(ready, plainBytes);
             Interlocked.Add(ref _fetched, ok);
             if (prefetch)
             {

@@ -44,8 +44,11 @@ internal enum ClaimResult { Ready, Claimed, Pending }
 ///   32 bitmap, ceil(chunk_count / 8) bytes; bit (i % 8) of byte (i / 8) set = chunk i is ready
 /// </code>
 /// A bit is written only after the chunk's data was written and fdatasync'ed (the caller's order), so a crash can lose
-/// ready bits but never set one whose data is not on disk. A file whose header or size does not match the blob is
-/// discarded and the blob starts empty.
+/// ready bits but never set one whose data is not on disk. The map keeps two bitmaps for that: the ready bits readers
+/// go by, and the durable bits (the file's image). A freshly written chunk can be ready before it is durable
+/// (<see cref="MarkReadyVolatile"/>: its data sits in the page cache of the data file, which this process reads
+/// coherently); <see cref="MarkDurable"/> persists it once a later fdatasync has covered it. A file whose header or
+/// size does not match the blob is discarded and the blob starts empty.
 /// </summary>
 internal sealed class ChunkMap : IDisposable
 {
@@ -54,6 +57,10 @@ internal sealed class ChunkMap : IDisposable
     public const int HeaderSize = 32;
 
     private readonly ulong[] _bits;
+    /// <summary>What the file says (or will say once written): only chunks whose data was fdatasync'ed.</summary>
+    private readonly ulong[] _durable;
+    /// <summary>Bumped by every <see cref="ClearReady"/>, so a batch synced across a clear is not made durable blindly.</summary>
+    private long _epoch;
     private readonly uint _count;
     private readonly SafeFileHandle? _file;
     private readonly string? _path;
@@ -74,6 +81,7 @@ internal sealed class ChunkMap : IDisposable
         _path = path;
         _logger = logger;
         _bits = bits;
+        _durable = (ulong[])bits.Clone();
         WasReset = wasReset;
         foreach (var w in bits) _ready += System.Numerics.BitOperations.PopCount(w);
     }
@@ -180,40 +188,107 @@ internal sealed class ChunkMap : IDisposable
     }
 
     /// <summary>Marks chunks ready, in memory and then on disk. The caller has already made their data durable.</summary>
-    public void MarkReady(ReadOnlySpan<uint> indexes) => Update(indexes, ready: true);
-
-    /// <summary>Forgets a chunk (its cached copy proved corrupt), so the next read fetches it again.</summary>
-    public void ClearReady(uint index) => Update([index], ready: false);
-
-    private void Update(ReadOnlySpan<uint> indexes, bool ready)
+    public void MarkReady(ReadOnlySpan<uint> indexes)
     {
-        if (indexes.IsEmpty) return;
         lock (_lock)
         {
-            int lo = int.MaxValue, hi = -1;
+            SetReady(indexes, true);
+            SetDurable(indexes, true, onlyIfReady: false);
+        }
+    }
+
+    /// <summary>Marks chunks ready for readers of this process only: their data is written but not yet known to be on
+    /// disk. Returns the epoch to hand to <see cref="MarkDurable"/> after the covering fdatasync.</summary>
+    public long MarkReadyVolatile(ReadOnlySpan<uint> indexes)
+    {
+        lock (_lock)
+        {
+            SetReady(indexes, true);
+            return _epoch;
+        }
+    }
+
+    /// <summary>The epoch a batch of ready-but-volatile chunks is synced under (see <see cref="MarkDurable"/>).</summary>
+    public long Epoch { get { lock (_lock) return _epoch; } }
+
+    /// <summary>
+    /// Persists the ready bits of chunks whose data an fdatasync that started after <paramref name="epoch"/> was read
+    /// has covered. Returns false (and persists nothing) when a chunk was cleared since: a chunk cleared and fetched
+    /// again may have data newer than that sync, so the caller retries the batch after the next one.
+    /// </summary>
+    public bool MarkDurable(ReadOnlySpan<uint> indexes, long epoch)
+    {
+        lock (_lock)
+        {
+            if (epoch != _epoch) return false;
+            SetDurable(indexes, true, onlyIfReady: true);
+            return true;
+        }
+    }
+
+    /// <summary>Drops ready-but-volatile chunks whose sync failed, so they are fetched again; durable ones stay.</summary>
+    public void ForgetVolatile(ReadOnlySpan<uint> indexes)
+    {
+        lock (_lock)
+        {
             foreach (uint i in indexes)
             {
-                if (i >= _count) continue;
-                ref ulong w = ref _bits[i >> 6];
-                ulong m = 1UL << (int)(i & 63);
-                bool was = (w & m) != 0;
-                if (was == ready) continue;
-                Volatile.Write(ref w, ready ? w | m : w & ~m);
-                _ready += ready ? 1 : -1;
-                lo = Math.Min(lo, (int)(i / 8));
-                hi = Math.Max(hi, (int)(i / 8));
+                if (i >= _count || (_durable[i >> 6] & (1UL << (int)(i & 63))) != 0) continue;
+                SetReady([i], false);
             }
-            if (_file is null || hi < 0) return;
-            var bytes = MemoryMarshal.AsBytes(_bits.AsSpan()).Slice(lo, hi - lo + 1);
-            try
-            {
-                RandomAccess.Write(_file, bytes, HeaderSize + lo);
-            }
-            catch (IOException e)
-            {
-                // The bit stays set in memory (the data is durable); only a restart loses it.
-                StorageLog.CacheIoFailed(_logger, _path!, "chunk map write", e.Message);
-            }
+        }
+    }
+
+    /// <summary>Forgets a chunk (its cached copy proved corrupt), so the next read fetches it again.</summary>
+    public void ClearReady(uint index)
+    {
+        lock (_lock)
+        {
+            _epoch++;
+            SetReady([index], false);
+            SetDurable([index], false, onlyIfReady: false);
+        }
+    }
+
+    private void SetReady(ReadOnlySpan<uint> indexes, bool ready)
+    {
+        foreach (uint i in indexes)
+        {
+            if (i >= _count) continue;
+            ref ulong w = ref _bits[i >> 6];
+            ulong m = 1UL << (int)(i & 63);
+            if (((w & m) != 0) == ready) continue;
+            Volatile.Write(ref w, ready ? w | m : w & ~m);
+            _ready += ready ? 1 : -1;
+        }
+    }
+
+    /// <summary>Updates the durable bits and writes the bytes that changed. Caller holds the lock.</summary>
+    private void SetDurable(ReadOnlySpan<uint> indexes, bool durable, bool onlyIfReady)
+    {
+        if (indexes.IsEmpty) return;
+        int lo = int.MaxValue, hi = -1;
+        foreach (uint i in indexes)
+        {
+            if (i >= _count) continue;
+            ref ulong w = ref _durable[i >> 6];
+            ulong m = 1UL << (int)(i & 63);
+            if (((w & m) != 0) == durable) continue;
+            if (onlyIfReady && (_bits[i >> 6] & m) == 0) continue;
+            w = durable ? w | m : w & ~m;
+            lo = Math.Min(lo, (int)(i / 8));
+            hi = Math.Max(hi, (int)(i / 8));
+        }
+        if (_file is null || hi < 0) return;
+        var bytes = MemoryMarshal.AsBytes(_durable.AsSpan()).Slice(lo, hi - lo + 1);
+        try
+        {
+            RandomAccess.Write(_file, bytes, HeaderSize + lo);
+        }
+        catch (IOException e)
+        {
+            // The bit stays set in memory (the data is durable); only a restart loses it.
+            StorageLog.CacheIoFailed(_logger, _path!, "chunk map write", e.Message);
         }
     }
 

@@ -31,6 +31,15 @@ internal unsafe ref struct IovecCursor
         return new Span<byte>(s.iov_base + _off, (int)s.iov_len - _off);
     }
 
+    /// <summary>The next <paramref name="length"/> bytes when they lie in one segment (the cursor does not move), or
+    /// an empty span when they span several.</summary>
+    public Span<byte> Contiguous(int length)
+    {
+        if (length <= 0 || _seg >= _segs.Length) return default;
+        var d = Current();
+        return d.Length >= length ? d[..length] : default;
+    }
+
     public void Write(ReadOnlySpan<byte> src)
     {
         while (!src.IsEmpty)
