@@ -76,6 +76,7 @@ public sealed class RafsMount : IDisposable
             if (root is not null && fs.VerifyRoot(root) is { } why) throw new RafsMountException($"image {options.Bootstrap} refused: {why}");
             RafsFsLog.Serving(logger, (int)image.Version, options.Bootstrap, image.InodeCount, image.Blobs.Count, image.ChunkSize, options.VerifiesMerkle);
             var mount = new RafsMount(image, backend, cache, fs, logger);
+            mount.StartNeighbourIndex(options);
             mount.StartPrefetch(options);
             return mount;
         }
@@ -156,6 +157,30 @@ public sealed class RafsMount : IDisposable
         return new LocalDirectoryBackend(options.BlobDir);
     }
 
+    /// <summary>Building the blob-order chunk index (completed when there is none).</summary>
+    private Task _neighbourIndex = Task.CompletedTask;
+
+    /// <summary>
+    /// With a chunk cache, indexes every chunk by its place in the blob in the background, so a miss at the end of a
+    /// file can bring the next files' chunks in the same backend read (<see cref="BlobCacheManager.Neighbours"/>).
+    /// Until it is built, reads amplify within their file only.
+    /// </summary>
+    private void StartNeighbourIndex(RafsMountOptions options)
+    {
+        if (options.CacheDir is null || options.AmplificationBytes is 0) return;
+        var token = _prefetchCancel.Token;
+        _neighbourIndex = Task.Run(() =>
+        {
+            try
+            {
+                Cache.Neighbours = BlobChunkIndex.Build(Image, BlobChunkIndex.DefaultMaxChunks, token);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }, CancellationToken.None);
+    }
+
     private void StartPrefetch(RafsMountOptions options)
     {
         if (options.CacheDir is null || options.Prefetch == PrefetchSource.None) return;
@@ -215,7 +240,8 @@ public sealed class RafsMount : IDisposable
         _prefetchCancel.Cancel();
         try
         {
-            Prefetch.Wait(TimeSpan.FromSeconds(10));
+            // Both walk the mapped image: it is unmapped below only once they have stopped.
+            Task.WaitAll([Prefetch, _neighbourIndex], TimeSpan.FromSeconds(10));
         }
         catch (AggregateException)
         {

@@ -230,6 +230,42 @@ public sealed class CacheTests : IDisposable
         Assert.Equal(_fx.Content["big.bin"].AsSpan(3 * (int)ImageFixture.ChunkSize, 10).ToArray(), buf);
     }
 
+    /// <summary>Two files where the second's first chunk follows the first's last chunk in the blob.</summary>
+    private (string First, string Next) AdjacentFiles()
+    {
+        foreach (var a in _fx.Content.Keys)
+            foreach (var b in _fx.Content.Keys)
+            {
+                var ca = _fx.Chunks(a).Where(c => !c.IsHole).ToList();
+                var cb = _fx.Chunks(b).Where(c => !c.IsHole).ToList();
+                if (a != b && ca.Count > 0 && cb.Count > 0 && cb[0].ChunkIndex == ca[^1].ChunkIndex + 1
+                    && cb[0].CompressedOffset == ca[^1].CompressedOffset + ca[^1].CompressedSize)
+                    return (a, b);
+            }
+        throw new InvalidOperationException("the fixture's builder laid out no two files back to back");
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void A_miss_at_the_end_of_a_file_brings_the_next_files_chunks_when_the_blob_order_is_known(bool indexed)
+    {
+        var (first, next) = AdjacentFiles();
+        using var m = Open(amplification: 1 << 20);
+        if (indexed) m.Neighbours = BlobChunkIndex.Build(_fx.Image);
+        AssertReads(m, first);
+        int afterFirst = _backend.Count;
+        AssertReads(m, next);
+        // With the index, the first file's read already brought the next file: no further backend read.
+        Assert.Equal(indexed ? afterFirst : afterFirst + 1, _backend.Count);
+        Assert.Equal(indexed, m.CrossFileChunks > 0);
+        Assert.Equal(indexed, _fx.Chunks(next).Where(c => !c.IsHole).All(c => m.IsCached(c)) && afterFirst == _backend.Count);
+    }
+
+    [Fact]
+    public void The_blob_order_index_is_refused_for_images_above_its_cap() =>
+        Assert.Null(BlobChunkIndex.Build(_fx.Image, maxChunks: _fx.Blob.ChunkCount - 1));
+
     [Fact]
     public void Without_amplification_a_one_byte_read_fetches_one_chunk()
     {

@@ -58,6 +58,20 @@ public sealed class BlobCacheManager : IDisposable
     private long _pfQueuedChunks, _pfQueuedBytes, _pfCached, _pfBeganMs, _pfEndedMs;
     private int _pfRunning, _pfWorkers, _pfState;
 
+    /// <summary>Every chunk of the image by blob position, once built (<see cref="BlobChunkIndex"/>): lets a cache miss
+    /// at the end of a file also bring the next files' chunks. Null (the default) keeps amplification within files.</summary>
+    public BlobChunkIndex? Neighbours
+    {
+        get => Volatile.Read(ref _neighbours);
+        set => Volatile.Write(ref _neighbours, value);
+    }
+
+    private BlobChunkIndex? _neighbours;
+    private long _crossFileChunks;
+
+    /// <summary>Chunks fetched ahead from other files than the one read (cross-file amplification), for tests.</summary>
+    internal long CrossFileChunks => Interlocked.Read(ref _crossFileChunks);
+
     public BlobCacheManager(IReadOnlyList<RafsBlobInfo> blobs, IBlobBackend backend, CacheOptions options, ILogger? logger = null)
     {
         ArgumentNullException.ThrowIfNull(blobs);
@@ -549,7 +563,7 @@ public sealed class BlobCacheManager : IDisposable
         if (claimed is not null)
         {
             // Every claim must be completed, so fetch them even if a later chunk was refused.
-            if (rc == 0 && claimed[^1].Index == lastNeeded) Amplify(chunks, claimed);
+            if (rc == 0 && claimed[^1].Index == lastNeeded) chunks = Amplify(chunks, claimed);
             int frc = FetchClaimed(chunks, claimed, lastNeeded, prefetch: false, delivery);
             if (rc == 0) rc = frc;
         }
@@ -567,23 +581,51 @@ public sealed class BlobCacheManager : IDisposable
         return rc;
     }
 
-    /// <summary>Claims the missing chunks that follow the last claimed one while they continue it in the blob, up to
-    /// the amplification size (nydus amplify_io): one backend read then brings what the next reads will want.</summary>
-    private void Amplify(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed)
+    /// <summary>
+    /// Claims the missing chunks that follow the last claimed one while they continue it in the blob, up to the
+    /// amplification size (nydus amplify_io): one backend read then brings what the next reads will want. At the end of
+    /// the file the run goes on into the chunks the blob holds next (the next files of the directory, as the builder laid
+    /// them out) when <see cref="Neighbours"/> knows them; the list returned then has those after the file's own, so
+    /// claim indexes keep pointing into it.
+    /// </summary>
+    private IReadOnlyList<RafsChunk> Amplify(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed)
     {
         long budget = _options.AmplificationBytes;
         var prev = chunks[claimed[^1].Index];
-        for (int j = claimed[^1].Index + 1; j < chunks.Count && budget > 0; j++)
+        for (int j = claimed[^1].Index + 1; j < chunks.Count; j++)
         {
             var c = chunks[j];
             if (c.IsHole) continue;
-            if (c.BlobIndex != prev.BlobIndex || c.CompressedOffset != prev.CompressedOffset + prev.CompressedSize) break;
-            if (c.CompressedSize > budget || !Validate(c, out var b)) break;
-            if (!b.Map!.TryClaimMissing(c.ChunkIndex, out var f)) break;
+            if (budget <= 0 || c.BlobIndex != prev.BlobIndex || c.CompressedOffset != prev.CompressedOffset + prev.CompressedSize) return chunks;
+            if (c.CompressedSize > budget || !Validate(c, out var b)) return chunks;
+            if (!b.Map!.TryClaimMissing(c.ChunkIndex, out var f)) return chunks;
             claimed.Add((j, f!));
             budget -= c.CompressedSize;
             prev = c;
         }
+        if (Neighbours is not { } index) return chunks;
+        List<RafsChunk>? more = null;
+        for (uint ci = prev.ChunkIndex + 1; budget > 0 && ci != 0 && index.TryGet(prev.BlobIndex, ci, out var c); ci++)
+        {
+            if (c.CompressedOffset != prev.CompressedOffset + prev.CompressedSize || c.CompressedSize > budget || !Validate(c, out var b)) break;
+            if (!b.Map!.TryClaimMissing(c.ChunkIndex, out var f)) break;
+            more ??= new();
+            claimed.Add((chunks.Count + more.Count, f!));
+            more.Add(c);
+            budget -= c.CompressedSize;
+            prev = c;
+        }
+        if (more is not null) Interlocked.Add(ref _crossFileChunks, more.Count);
+        return more is null ? chunks : new ChunkListWithTail(chunks, more);
+    }
+
+    /// <summary>A file's chunk list followed by chunks of other files (a view; nothing is copied).</summary>
+    private sealed class ChunkListWithTail(IReadOnlyList<RafsChunk> head, List<RafsChunk> tail) : IReadOnlyList<RafsChunk>
+    {
+        public int Count => head.Count + tail.Count;
+        public RafsChunk this[int index] => index < head.Count ? head[index] : tail[index - head.Count];
+        public IEnumerator<RafsChunk> GetEnumerator() => head.Concat(tail).GetEnumerator();
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
     }
 
     /// <summary>Fetches claimed chunks, merging neighbours (same blob, contiguous compressed ranges) into one backend
