@@ -142,3 +142,61 @@ public sealed class RegistryAuthImageTests(ITestOutputHelper output)
         Assert.False(ImageWorkspace.IsMounted(mnt));
     }
 }
+
+/// <summary>
+/// The guest side of the same path: <c>vfsd --image</c> from the token-auth registry is the virtio-fs device of a QEMU
+/// guest. The image also holds a static busybox and a 64 MiB payload nobody reads, and vfsd reaches the registry
+/// through <see cref="CountingProxy"/>, so what lazy pulling is for is counted where it crosses the network: the guest
+/// checks the tree and starts a shell from the image after the registry sent a small fraction of the image's blob.
+/// </summary>
+[Collection(GuestCollection.Name)]
+public sealed class RegistryAuthImageGuestTests(ITestOutputHelper output)
+{
+    [Fact]
+    public async Task A_guest_reads_a_token_auth_image_and_starts_a_shell_from_it_after_pulling_a_small_fraction()
+    {
+        var (registry, tokens) = RegistryAuthImageTests.StartRegistry(RegistryAuthImageTests.Auth.Token);
+        using var _ = registry;
+        using var __ = tokens!;
+        using var proxy = new CountingProxy(registry.Port);
+
+        var (lower, upper) = RegistryAuthImageTests.TreeLayers("tree");
+        var payload = new byte[64 << 20];
+        new Random(64).NextBytes(payload);
+        var image = new OciTestImage().Layer(
+        [
+            .. lower,
+            LayerEntry.Dir("bin"),
+            LayerEntry.File("bin/busybox", File.ReadAllBytes(RegistryImageTests.BusyboxPath()), mode: 0x1ED /* 0755 */),
+            LayerEntry.Symlink("bin/sh", "busybox"),
+            LayerEntry.Dir("payload"),
+            LayerEntry.File("payload/big.bin", payload),
+        ]).Layer(upper);
+        var creds = new RegistryCredentials(RegistryAuthImageTests.User, RegistryAuthImageTests.Password);
+        await image.PushAsync(registry.Options("src/guest", creds), "v1");
+        // vfsd asks for the proxy's address, so the docker config has an entry for it as well as for the registry.
+        using var config = new DockerConfigDir(RegistryAuthImageTests.User, RegistryAuthImageTests.Password, registry.Host, proxy.Host);
+        var report = RegistryAuthImageTests.Convert($"{registry.Host}/src/guest:v1", $"{registry.Host}/nydus/guest:v1", config.File);
+        long blobBytes = (long)report["blob_bytes"]!;
+        Assert.True(blobBytes > payload.Length, $"the payload is random, so the blob cannot be smaller: {blobBytes}");
+
+        using var ws = new ImageWorkspace();
+        int tokensBefore = tokens!.Requests;
+        proxy.Reset();
+        using var vfsd = Vfsd.StartWithEnvironment(config.Environment,
+            "--image", $"{proxy.Host}/nydus/guest:v1", "--cache-dir", ws.CacheDir, "--tag", "vfs", "--thread-pool-size", "2");
+        string script = TestTree.GuestManifestScript("/mnt/vfs/tree") + "\n"
+            + "echo \"@@SHELL $(chroot /mnt/vfs /bin/busybox sh -c 'echo ok')\"\n";
+        var result = Guest.Run(script, [("vfs", vfsd.SocketPath)], output);
+        long pulled = proxy.BytesFromRegistry;
+        Assert.Equal(0, vfsd.WaitForExit(TimeSpan.FromSeconds(30)));
+        output.WriteLine($"registry sent {pulled} bytes for a {blobBytes}-byte blob\n{vfsd.Process.Output}");
+
+        Assert.Equal(0, result.ExitCode);
+        PassthroughGuestTests.AssertSameManifest(image.GuestManifest("tree"), result.Lines("M"));
+        Assert.Equal("ok", result.Single("SHELL"));
+        Assert.True(tokens.Requests > tokensBefore, "vfsd fetched its tokens from the token server");
+        Assert.True(pulled > 0, "the manifest, bootstrap and chunks came through the proxy");
+        Assert.True(pulled < blobBytes / 10, $"the registry sent {pulled} bytes for a {blobBytes}-byte blob");
+    }
+}
