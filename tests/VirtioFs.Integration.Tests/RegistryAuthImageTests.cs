@@ -108,6 +108,7 @@ public sealed class RegistryAuthImageTests(ITestOutputHelper output)
         using (var anon = ProcessRunner.Start(Repo.VfsImage, ["convert", $"{registry.Host}/src/app:v1", $"{registry.Host}/nydus/app:v1", "--docker-config", nobody.File]))
         {
             Assert.Equal(1, anon.WaitForExit(TimeSpan.FromMinutes(1)));
+            Assert.Contains("HTTP 401 Unauthorized", anon.Output, StringComparison.Ordinal);
         }
 
         Convert($"{registry.Host}/src/app:v1", $"{registry.Host}/nydus/app:v1", creds.File, output);
@@ -126,20 +127,23 @@ public sealed class RegistryAuthImageTests(ITestOutputHelper output)
         }
         if (tokens is not null) Assert.True(tokens.Requests > 0, "the token server signed the tokens");
 
-        // Wrong credentials: vfsd gives up at once with an error that says so, and mounts nothing. A fresh cache
-        // directory, so no bootstrap from the run above can stand in for the registry.
+        // Wrong credentials, or none for this registry: vfsd gives up at once with an error that says so, and mounts
+        // nothing. A fresh cache directory each time, so no bootstrap from the run above can stand in for the registry.
         using var wrong = new DockerConfigDir(User, "wrong password", registry.Host);
-        string mnt = ws.NewMountPoint();
-        var clock = Stopwatch.StartNew();
-        using var bad = ProcessRunner.Start(Repo.Vfsd, ["mount", "--image", reference, "--cache-dir", Path.Combine(ws.Root, "cache-wrong"), mnt],
-            environment: wrong.Environment);
-        int? badCode = bad.WaitForExit(TimeSpan.FromSeconds(60));
-        output.WriteLine(bad.Output);
-        Assert.Equal(1, badCode);
-        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), $"gave up after {clock.Elapsed}");
-        Assert.Contains("the registry refused the credentials", bad.Output, StringComparison.Ordinal);
-        Assert.Contains("401", bad.Output, StringComparison.Ordinal);
-        Assert.False(ImageWorkspace.IsMounted(mnt));
+        foreach (var (config, why) in new[] { (wrong, "the registry refused the credentials"), (nobody, "the registry requires credentials and none were given") })
+        {
+            string mnt = ws.NewMountPoint();
+            var clock = Stopwatch.StartNew();
+            using var bad = ProcessRunner.Start(Repo.Vfsd, ["mount", "--image", reference, "--cache-dir", Path.Combine(ws.Root, "cache-" + Guid.NewGuid().ToString("N")), mnt],
+                environment: config.Environment);
+            int? badCode = bad.WaitForExit(TimeSpan.FromSeconds(60));
+            output.WriteLine(bad.Output);
+            Assert.Equal(1, badCode);
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), $"gave up after {clock.Elapsed}");
+            Assert.Contains(why, bad.Output, StringComparison.Ordinal);
+            Assert.Contains("401", bad.Output, StringComparison.Ordinal);
+            Assert.False(ImageWorkspace.IsMounted(mnt));
+        }
     }
 }
 
