@@ -93,6 +93,9 @@ public static class NydusImageResolver
                 string why = e.StatusCode switch
                 {
                     404 => "not found in the registry",
+                    // No credentials at all is a different fix for the user (docker login) than wrong ones.
+                    401 or 403 when registry.Credentials is null && registry.BearerToken is null =>
+                        "the registry requires credentials and none were given (docker config.json, or auth in the config)",
                     401 or 403 => "the registry refused the credentials",
                     _ => e.Message,
                 };

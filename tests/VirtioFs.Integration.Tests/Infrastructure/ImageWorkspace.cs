@@ -49,11 +49,14 @@ internal sealed partial class ImageWorkspace : IDisposable
     public VfsdMount Mount(params string[] extra) => MountWith(["--bootstrap", Bootstrap, "--blob-dir", BlobDir, .. extra]);
 
     /// <summary>Starts <c>vfsd mount ARGS MOUNTPOINT</c> (e.g. <c>--image REF ...</c>) and waits until the mount is visible.</summary>
-    public VfsdMount MountWith(params string[] args)
+    public VfsdMount MountWith(params string[] args) => MountWithEnvironment(null, args);
+
+    /// <summary>As <see cref="MountWith"/>, with extra environment variables for vfsd (e.g. DOCKER_CONFIG).</summary>
+    public VfsdMount MountWithEnvironment(IReadOnlyDictionary<string, string>? environment, params string[] args)
     {
         string mnt = NewMountPoint();
         _mounts.Add(mnt);
-        var p = ProcessRunner.Start(Repo.Vfsd, ["mount", .. args, mnt]);
+        var p = ProcessRunner.Start(Repo.Vfsd, ["mount", .. args, mnt], environment: environment);
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
         while (!IsMounted(mnt))
         {

@@ -18,7 +18,10 @@ internal sealed class ProcessRunner : IDisposable
         _process.BeginErrorReadLine();
     }
 
-    public static ProcessRunner Start(string file, IEnumerable<string> args, string? workingDirectory = null)
+    /// <summary>Starts <paramref name="file"/>; <paramref name="environment"/> adds or overrides variables (e.g.
+    /// DOCKER_CONFIG for registry credentials).</summary>
+    public static ProcessRunner Start(string file, IEnumerable<string> args, string? workingDirectory = null,
+        IReadOnlyDictionary<string, string>? environment = null)
     {
         var info = new ProcessStartInfo(file)
         {
@@ -31,6 +34,10 @@ internal sealed class ProcessRunner : IDisposable
         foreach (string a in args)
         {
             info.ArgumentList.Add(a);
+        }
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            info.Environment[name] = value;
         }
         var process = Process.Start(info) ?? throw new InvalidOperationException($"could not start {file}");
         process.StandardInput.Close();

@@ -16,12 +16,15 @@ internal sealed class Vfsd : IDisposable
     public ProcessRunner Process => _process;
 
     /// <summary>Starts vfsd with <c>--socket-path</c> plus <paramref name="args"/> and waits for its socket.</summary>
-    public static Vfsd Start(params string[] args)
+    public static Vfsd Start(params string[] args) => StartWithEnvironment(null, args);
+
+    /// <summary>As <see cref="Start"/>, with extra environment variables for vfsd (e.g. DOCKER_CONFIG).</summary>
+    public static Vfsd StartWithEnvironment(IReadOnlyDictionary<string, string>? environment, params string[] args)
     {
         string socket = Path.Combine(Path.GetTempPath(), $"vfsd-{Guid.NewGuid():N}.sock");
         var process = Environment.GetEnvironmentVariable("VFS_TEST_PEER") == "virtiofsd"
             ? ProcessRunner.Start(PeerVirtiofsd, PeerArguments(socket, args))
-            : ProcessRunner.Start(Repo.Vfsd, ["--socket-path", socket, .. args]);
+            : ProcessRunner.Start(Repo.Vfsd, ["--socket-path", socket, .. args], environment: environment);
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
         while (!File.Exists(socket))
         {
