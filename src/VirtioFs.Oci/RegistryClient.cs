@@ -550,7 +550,7 @@ public sealed class RegistryClient : IDisposable
     }
 
     /// <summary>Turns 5xx and 429 into a transient failure here, so every caller retries them alike.</summary>
-    private static HttpResponseMessage Classify(HttpResponseMessage resp)
+    private HttpResponseMessage Classify(HttpResponseMessage resp)
     {
         int code = (int)resp.StatusCode;
         if (code >= 500 || code == 429)
@@ -619,16 +619,22 @@ public sealed class RegistryClient : IDisposable
         return token;
     }
 
-    private static void EnsureSuccess(HttpResponseMessage resp, string what)
+    private void EnsureSuccess(HttpResponseMessage resp, string what)
     {
         if (!resp.IsSuccessStatusCode) throw StatusError(resp, what);
     }
 
-    private static RegistryException StatusError(HttpResponseMessage resp, string what)
+    private RegistryException StatusError(HttpResponseMessage resp, string what)
     {
         int code = (int)resp.StatusCode;
         bool transient = code >= 500 || code == 429;
-        return new RegistryException($"{what}: HTTP {code} {resp.ReasonPhrase}", code, transient);
+        // Say which it is: a user seeing a bare 401 cannot tell "no credentials" from "wrong credentials".
+        string hint = code is 401 or 403
+            ? _o.Credentials is null && _o.BearerToken is null
+                ? " (the registry wants credentials and none were given: docker config.json, --docker-config, or auth in the config)"
+                : " (the registry refused the credentials given)"
+            : "";
+        return new RegistryException($"{what}: HTTP {code} {resp.ReasonPhrase}{hint}", code, transient);
     }
 
     private static async Task<byte[]> ReadLimitedAsync(HttpContent content, int max, CancellationToken ct)

@@ -175,8 +175,11 @@ public sealed class RegistryAuthTests
         var e = await Assert.ThrowsAsync<RegistryException>(() => bad.ReadBlobAsync(d, 0, buf));
         Assert.Equal(401, e.StatusCode);
         Assert.False(e.Transient);
+        Assert.Contains("refused the credentials", e.Message, StringComparison.Ordinal);
         using var anon = new RegistryClient(server.Options("vfs/basic"));
-        Assert.Equal(401, (await Assert.ThrowsAsync<RegistryException>(() => anon.GetBlobSizeAsync(d))).StatusCode);
+        var noCreds = await Assert.ThrowsAsync<RegistryException>(() => anon.ReadBlobAsync(d, 0, buf));
+        Assert.Equal(401, noCreds.StatusCode);
+        Assert.Contains("none were given", noCreds.Message, StringComparison.Ordinal);
         // docker config.json supplies the same credentials.
         var cfgDir = Directory.CreateTempSubdirectory("vfs-dockercfg-");
         var cfg = Path.Combine(cfgDir.FullName, "config.json");
