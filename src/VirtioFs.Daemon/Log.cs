@@ -3,7 +3,12 @@ using VirtioFs.Virtio;
 
 namespace VirtioFs.Daemon;
 
-/// <summary>The daemon's log messages; event ids 5000-5999 (transport 1000s, FUSE 2000s, passthrough 3000s).</summary>
+/// <summary>
+/// The daemon's log messages; event ids 5000-5099 (the device pool 5100s, image serving 5200s, the API 5500s).
+/// Every event id in vfsd, one band per layer so a log line names its source: vhost-user 1000s, RAFS format 3000s,
+/// FUSE 4000-4099, passthrough 4100s, image filesystem 4200s, chunk cache 4300s, daemon 5000s, OCI client 6000s
+/// (registry backend 6050s), Vfs 7000s.
+/// </summary>
 internal static partial class Log
 {
     [LoggerMessage(5000, LogLevel.Information, "vfsd {Version} serving {SharedDir} (cache={Cache}, readonly={ReadOnly}, xattr={Xattr}, queues={Queues}, pool={Pool})")]
