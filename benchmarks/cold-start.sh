@@ -32,26 +32,28 @@
 # must be the same on every side, or the run fails.
 #
 #   benchmarks/cold-start.sh [--rate 200mbit] [--delay-ms 20] [--payload-mb 700] [--rounds N] [--smoke]
+#                            [--amplify-io BYTES (nydus amplify_io of the lazy sides; default vfsd's, 128 KiB)]
 #     --smoke: a busybox tree and 30 MB of payload instead of debootstrap (checks the machinery in seconds)
 # Needs root, out/vfsd and out/vfs-image (bash tests/setup.sh), docker-registry, python3, debootstrap (not for --smoke).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 here=benchmarks/cold-start
-rate=200mbit delay_ms=20 payload_mb=700 rounds=1 smoke=0
+rate=200mbit delay_ms=20 payload_mb=700 rounds=1 smoke=0 amplify=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rate) rate=$2; shift 2;;
     --delay-ms) delay_ms=$2; shift 2;;
     --payload-mb) payload_mb=$2; shift 2;;
     --rounds) rounds=$2; shift 2;;
+    --amplify-io) amplify=$2; shift 2;;
     --smoke) smoke=1; shift;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2;;
   esac
 done
 [ "$smoke" = 1 ] && [ "$payload_mb" = 700 ] && payload_mb=30
-[[ $payload_mb =~ ^[0-9]+$ && $rounds =~ ^[1-9][0-9]*$ && $delay_ms =~ ^[0-9]+$ ]] \
-  || { echo "--payload-mb, --rounds and --delay-ms take whole numbers" >&2; exit 2; }
+[[ $payload_mb =~ ^[0-9]+$ && $rounds =~ ^[1-9][0-9]*$ && $delay_ms =~ ^[0-9]+$ && $amplify =~ ^[0-9]*$ ]] \
+  || { echo "--payload-mb, --rounds, --delay-ms and --amplify-io take whole numbers" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "run as root (network namespace, tc, mounts, chroot)" >&2; exit 1; }
 for t in out/vfsd out/vfs-image; do [ -x "$t" ] || { echo "build first: bash tests/setup.sh" >&2; exit 1; }; done
 for c in docker-registry python3 tc ip mountpoint; do
@@ -246,6 +248,7 @@ lazy_config() { # FILE PREFETCH(true|false)
     "cache": { "type": "blobcache", "config": { "work_dir": "$work/lazy/cache" } }
   },
   "mode": "direct",
+  ${amplify:+\"amplify_io\": $amplify,}
   "digest_validate": false,
   "fs_prefetch": { "enable": $2, "threads_count": 8 }
 }
