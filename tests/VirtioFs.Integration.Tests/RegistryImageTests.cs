@@ -5,6 +5,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
 using VirtioFs.Integration.Tests.Infrastructure;
+using VirtioFs.Oci.Tests.Support;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -68,7 +69,7 @@ public sealed class RegistryImageTests(ITestOutputHelper output)
     [Fact]
     public void Host_mount_of_an_image_reference_shows_the_source_tree()
     {
-        using var registry = Registry.Start();
+        using var registry = RegistryServer.Start();
         using var ws = new ImageWorkspace();
         using (var tree = TestTree.Generate(seed: 5))
         {
@@ -92,7 +93,7 @@ public sealed class RegistryImageTests(ITestOutputHelper output)
     [Fact]
     public void Bad_references_missing_images_and_a_down_registry_without_cache_are_clear_errors()
     {
-        using var registry = Registry.Start();
+        using var registry = RegistryServer.Start();
         using var ws = SmallImage(3);
         registry.Push(ws.Bootstrap, ws.BlobDir, "small/img:v1");
         string mnt = ws.NewMountPoint();
@@ -131,7 +132,7 @@ public sealed class RegistryImageTests(ITestOutputHelper output)
     [Fact]
     public void Starting_a_shell_from_a_large_image_pulls_a_small_fraction_of_it_over_the_wire()
     {
-        using var registry = Registry.Start();
+        using var registry = RegistryServer.Start();
         using var proxy = new CountingProxy(registry.Port);
         using var ws = new ImageWorkspace();
         Directory.CreateDirectory(ws.S("bin"));
@@ -169,7 +170,7 @@ public sealed class RegistryImageTests(ITestOutputHelper output)
     [Fact]
     public void After_prefetch_the_image_keeps_working_with_the_registry_stopped_and_a_restart_starts_from_the_cache()
     {
-        using var registry = Registry.Start();
+        using var registry = RegistryServer.Start();
         using var ws = SmallImage(7);
         string reference = registry.Push(ws.Bootstrap, ws.BlobDir, "survive/prefetch:v1");
         string config = ShortConfig(ws.Root, ws.CacheDir);
@@ -209,7 +210,7 @@ public sealed class RegistryImageTests(ITestOutputHelper output)
     [Fact]
     public void Without_prefetch_an_unfetched_read_fails_with_EIO_in_bounded_time_and_works_once_the_registry_is_back()
     {
-        using var registry = Registry.Start();
+        using var registry = RegistryServer.Start();
         using var ws = SmallImage(9);
         string reference = registry.Push(ws.Bootstrap, ws.BlobDir, "survive/lazy:v1");
         using var m = ws.MountWith("--image", reference, "--cache-dir", ws.CacheDir, "--config", ShortConfig(ws.Root, ws.CacheDir), "--no-prefetch");
@@ -234,7 +235,7 @@ public sealed class RegistryImageTests(ITestOutputHelper output)
     [Fact]
     public async Task An_api_mount_of_a_reference_reports_its_registry_traffic_in_the_backend_metrics()
     {
-        using var registry = Registry.Start();
+        using var registry = RegistryServer.Start();
         using var ws = new ImageWorkspace();
         var bytes = new byte[3 << 20];
         new Random(5).NextBytes(bytes);
@@ -297,7 +298,7 @@ public sealed class RegistryImageGuestTests(ITestOutputHelper output)
     [Fact]
     public void A_guest_sees_an_image_served_with_vfsd_image_exactly_as_the_source_tree()
     {
-        using var registry = Registry.Start();
+        using var registry = RegistryServer.Start();
         using var ws = new ImageWorkspace();
         IReadOnlyList<string> manifest;
         using (var tree = TestTree.Generate(seed: 3))
@@ -319,7 +320,7 @@ public sealed class RegistryImageGuestTests(ITestOutputHelper output)
     [Fact]
     public async Task Kata_api_mounts_of_a_registry_image_serve_the_guest_while_a_host_mount_reads_it()
     {
-        using var registry = Registry.Start();
+        using var registry = RegistryServer.Start();
         using var ws = new ImageWorkspace();
         var rnd = new Random(17);
         var files = new Dictionary<string, string>();

@@ -1,126 +1,21 @@
-using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
+using VirtioFs.Oci.Tests.Support;
 
 namespace VirtioFs.Integration.Tests.Infrastructure;
 
-/// <summary>
-/// Debian's <c>docker-registry</c> (the CNCF distribution registry) on 127.0.0.1 with its storage in a temp directory.
-/// It can be stopped and started again on the same port with the same storage, which is how the tests make the
-/// network go away under a running daemon and come back.
-/// </summary>
-internal sealed class Registry : IDisposable
+/// <summary>The integration tests' registry is the one the client tests use (<see cref="RegistryServer"/>, linked from
+/// tests/VirtioFs.Oci.Tests/Support); this adds pushing a built image with out/vfs-image.</summary>
+internal static class RegistryPush
 {
-    public const string Binary = "/usr/bin/docker-registry";
-
-    private readonly string _config;
-    private ProcessRunner? _process;
-
-    private Registry(string root, int port)
-    {
-        Root = root;
-        Port = port;
-        Directory.CreateDirectory(Path.Combine(root, "data"));
-        _config = Path.Combine(root, "config.yml");
-        File.WriteAllText(_config, $"""
-            version: 0.1
-            log:
-              level: error
-              accesslog:
-                disabled: true
-            storage:
-              filesystem:
-                rootdirectory: {root}/data
-            http:
-              addr: 127.0.0.1:{port}
-              secret: vfs-integration
-            """);
-    }
-
-    public string Root { get; }
-    public int Port { get; }
-    public string Host => $"127.0.0.1:{Port}";
-    public bool Running => _process is { HasExited: false };
-
-    public static Registry Start()
-    {
-        if (!File.Exists(Binary)) throw new InvalidOperationException($"{Binary} is missing: run tests/setup.sh (package docker-registry)");
-        var r = new Registry(Directory.CreateTempSubdirectory("vfs-it-registry-").FullName, FreePort());
-        r.Resume();
-        return r;
-    }
-
-    /// <summary>Starts the registry process (again) and waits until it accepts connections.</summary>
-    public void Resume()
-    {
-        if (Running) return;
-        _process?.Dispose();
-        _process = ProcessRunner.Start(Binary, ["serve", _config]);
-        var clock = Stopwatch.StartNew();
-        while (!Accepts(Port))
-        {
-            if (_process.HasExited || clock.Elapsed > TimeSpan.FromSeconds(30))
-            {
-                throw new InvalidOperationException($"docker-registry did not start on {Host}:\n{_process.Output}");
-            }
-            Thread.Sleep(30);
-        }
-    }
-
-    /// <summary>Kills the registry: connections are refused until <see cref="Resume"/>.</summary>
-    public void Stop()
-    {
-        _process?.Kill();
-        var clock = Stopwatch.StartNew();
-        while (Accepts(Port) && clock.Elapsed < TimeSpan.FromSeconds(10)) Thread.Sleep(20);
-    }
-
     /// <summary>Pushes a built image (bootstrap + blob directory) with out/vfs-image as <c>HOST/repo:tag</c>.</summary>
-    public string Push(string bootstrap, string blobDir, string repoAndTag)
+    public static string Push(this RegistryServer registry, string bootstrap, string blobDir, string repoAndTag)
     {
-        string target = $"{Host}/{repoAndTag}";
+        string target = $"{registry.Host}/{repoAndTag}";
         using var p = ProcessRunner.Start(Repo.VfsImage, ["push", bootstrap, "--blob-dir", blobDir, "--target", target]);
         int? code = p.WaitForExit(TimeSpan.FromMinutes(5));
         if (code != 0) throw new InvalidOperationException($"vfs-image push {target} failed ({code}):\n{p.Output}");
         return target;
-    }
-
-    public static int FreePort()
-    {
-        var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        int port = ((IPEndPoint)l.LocalEndpoint).Port;
-        l.Stop();
-        return port;
-    }
-
-    private static bool Accepts(int port)
-    {
-        try
-        {
-            using var c = new TcpClient();
-            c.Connect(IPAddress.Loopback, port);
-            return true;
-        }
-        catch (SocketException)
-        {
-            return false;
-        }
-    }
-
-    public void Dispose()
-    {
-        _process?.Dispose();
-        try
-        {
-            Directory.Delete(Root, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
-        catch (UnauthorizedAccessException)
-        {
-        }
     }
 }
 

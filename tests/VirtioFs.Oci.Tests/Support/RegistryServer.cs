@@ -12,7 +12,8 @@ namespace VirtioFs.Oci.Tests.Support;
 public sealed class RegistryServer : IDisposable
 {
     public const string Binary = "/usr/bin/docker-registry";
-    private readonly Process _process;
+    private Process? _process;
+    private readonly System.Text.StringBuilder _log = new();
 
     public int Port { get; }
     public string Host => $"127.0.0.1:{Port}";
@@ -20,12 +21,14 @@ public sealed class RegistryServer : IDisposable
     public bool Tls { get; private init; }
     public string Root { get; }
 
-    private RegistryServer(string root, int port, Process p)
+    private RegistryServer(string root, int port)
     {
         Root = root;
         Port = port;
-        _process = p;
     }
+
+    /// <summary>True while the registry process runs (false after <see cref="Stop"/>).</summary>
+    public bool Running => _process is { HasExited: false };
 
     public static bool Available => File.Exists(Binary);
 
@@ -73,31 +76,71 @@ public sealed class RegistryServer : IDisposable
             {auth}
             """;
         File.WriteAllText(Path.Combine(root, "config.yml"), config);
-        var psi = new ProcessStartInfo(Binary) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add("serve");
-        psi.ArgumentList.Add(Path.Combine(root, "config.yml"));
-        var p = Process.Start(psi)!;
-        var log = new System.Text.StringBuilder();
-        p.OutputDataReceived += (_, e) => { lock (log) log.AppendLine(e.Data); };
-        p.ErrorDataReceived += (_, e) => { lock (log) log.AppendLine(e.Data); };
-        p.BeginOutputReadLine();
-        p.BeginErrorReadLine();
-        var server = new RegistryServer(root, port, p) { Tls = tlsCertificate is not null };
-        var deadline = Stopwatch.StartNew();
-        while (true)
+        var server = new RegistryServer(root, port) { Tls = tlsCertificate is not null };
+        try
         {
-            if (p.HasExited) { string l; lock (log) l = log.ToString(); server.Dispose(); throw new InvalidOperationException($"registry exited: {l}"); }
-            try
-            {
-                using var c = new TcpClient();
-                c.Connect(IPAddress.Loopback, port);
-                break;
-            }
-            catch (SocketException) { }
-            if (deadline.Elapsed > TimeSpan.FromSeconds(60)) { server.Dispose(); throw new TimeoutException("registry did not start within 60 s"); }
-            Thread.Sleep(50);
+            server.Launch();
+        }
+        catch
+        {
+            server.Dispose();
+            throw;
         }
         return server;
+    }
+
+    /// <summary>Starts the registry process on this server's port and storage and waits until it accepts connections.</summary>
+    private void Launch()
+    {
+        var psi = new ProcessStartInfo(Binary) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add("serve");
+        psi.ArgumentList.Add(Path.Combine(Root, "config.yml"));
+        var p = Process.Start(psi)!;
+        p.OutputDataReceived += (_, e) => { lock (_log) _log.AppendLine(e.Data); };
+        p.ErrorDataReceived += (_, e) => { lock (_log) _log.AppendLine(e.Data); };
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        _process = p;
+        var deadline = Stopwatch.StartNew();
+        while (!Accepts(Port))
+        {
+            if (p.HasExited) { string l; lock (_log) l = _log.ToString(); throw new InvalidOperationException($"registry exited: {l}"); }
+            if (deadline.Elapsed > TimeSpan.FromSeconds(60)) throw new TimeoutException("registry did not start within 60 s");
+            Thread.Sleep(50);
+        }
+    }
+
+    /// <summary>Kills the registry: connections are refused until <see cref="Resume"/>, which serves the same storage on
+    /// the same port (how tests take the network away under a running daemon and bring it back).</summary>
+    public void Stop()
+    {
+        if (_process is not { HasExited: false } p) return;
+        p.Kill(entireProcessTree: true);
+        p.WaitForExit(5000);
+        var clock = Stopwatch.StartNew();
+        while (Accepts(Port) && clock.Elapsed < TimeSpan.FromSeconds(10)) Thread.Sleep(20);
+    }
+
+    /// <summary>Starts the registry again after <see cref="Stop"/>.</summary>
+    public void Resume()
+    {
+        if (Running) return;
+        _process?.Dispose();
+        Launch();
+    }
+
+    private static bool Accepts(int port)
+    {
+        try
+        {
+            using var c = new TcpClient();
+            c.Connect(IPAddress.Loopback, port);
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
     }
 
     public static int FreePort()
@@ -123,8 +166,11 @@ public sealed class RegistryServer : IDisposable
 
     public void Dispose()
     {
-        try { if (!_process.HasExited) _process.Kill(entireProcessTree: true); _process.WaitForExit(5000); } catch (InvalidOperationException) { }
-        _process.Dispose();
+        if (_process is not null)
+        {
+            try { if (!_process.HasExited) _process.Kill(entireProcessTree: true); _process.WaitForExit(5000); } catch (InvalidOperationException) { }
+            _process.Dispose();
+        }
         try { Directory.Delete(Root, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 }
