@@ -29,21 +29,7 @@ public sealed class ConvertTests
         return b;
     }
 
-    private static string Temp(string tag)
-    {
-        var d = Path.Combine(Path.GetTempPath(), $"vfs-convert-test-{tag}-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(d);
-        return d;
-    }
 
-    /// <summary>Runs a command as Main does (usage errors 2, bad input 1) but keeps the output and the message.</summary>
-    private static (int Code, string Out) Run(params string[] args)
-    {
-        var w = new StringWriter();
-        try { return (Program.Run(args, w), w.ToString()); }
-        catch (Program.UsageException e) { return (2, e.Message); }
-        catch (Exception e) when (e is RafsFormatException or IOException or InvalidDataException) { return (1, e.Message); }
-    }
 
     // ------------------------------------------------------------------ the source image
 
@@ -194,7 +180,7 @@ public sealed class ConvertTests
 
     private static string WriteLayout(SourceImage img)
     {
-        var dir = Temp("layout");
+        var dir = Cli.Temp("layout");
         File.WriteAllText(Path.Combine(dir, "oci-layout"), "{\"imageLayoutVersion\":\"1.0.0\"}");
         File.WriteAllBytes(Path.Combine(dir, "index.json"), img.Index);
         Directory.CreateDirectory(Path.Combine(dir, "blobs", "sha256"));
@@ -226,19 +212,19 @@ public sealed class ConvertTests
     /// <summary>Pulls a converted image and unpacks it.</summary>
     private static string PullTree(RegistryServer server, string reference, string platform = "linux/amd64")
     {
-        var d = Temp("pull");
-        var (code, text) = Run("pull", $"{server.Host}/{reference}", "--bootstrap", Path.Combine(d, "boot"), "--blob-dir", Path.Combine(d, "blobs"), "--platform", platform);
+        var d = Cli.Temp("pull");
+        var (code, text) = Cli.Run("pull", $"{server.Host}/{reference}", "--bootstrap", Path.Combine(d, "boot"), "--blob-dir", Path.Combine(d, "blobs"), "--platform", platform);
         Assert.True(code == 0, text);
-        (code, text) = Run("check", Path.Combine(d, "boot"), "--blob-dir", Path.Combine(d, "blobs"));
+        (code, text) = Cli.Run("check", Path.Combine(d, "boot"), "--blob-dir", Path.Combine(d, "blobs"));
         Assert.True(code == 0, text);
-        (code, text) = Run("unpack", Path.Combine(d, "boot"), Path.Combine(d, "tree"), "--blob-dir", Path.Combine(d, "blobs"));
+        (code, text) = Cli.Run("unpack", Path.Combine(d, "boot"), Path.Combine(d, "tree"), "--blob-dir", Path.Combine(d, "blobs"));
         Assert.True(code == 0, text);
         return Path.Combine(d, "tree");
     }
 
     private static JsonDocument Convert_(out int code, params string[] args)
     {
-        var (c, text) = Run(["convert", .. args, "--json"]);
+        var (c, text) = Cli.Run(["convert", .. args, "--json"]);
         code = c;
         Assert.True(c == 0, text);
         return JsonDocument.Parse(text);
@@ -254,7 +240,7 @@ public sealed class ConvertTests
         using var server = RegistryServer.Start();
         var img = MakeImage();
         await PushSource(server, "src/app", "v1", img);
-        var work = Temp("work");
+        var work = Cli.Temp("work");
 
         using (var doc = Convert_(out _, $"{server.Host}/src/app:v1", $"{server.Host}/dst/app:v1", "--chunk-size", "64K", "--work-dir", work))
         {
@@ -320,7 +306,7 @@ public sealed class ConvertTests
         }
 
         // Human-readable output: progress lines per layer and blob, and a summary.
-        var (code, text) = Run("convert", $"{server.Host}/src/app:v1", $"{server.Host}/dst/app:v2", "--chunk-size", "64K");
+        var (code, text) = Cli.Run("convert", $"{server.Host}/src/app:v1", $"{server.Host}/dst/app:v2", "--chunk-size", "64K");
         Assert.True(code == 0, text);
         Assert.Contains($"layer {img.LayerDigests[0][7..19]}: fetched", text);
         Assert.Contains("already present", text);
@@ -329,12 +315,12 @@ public sealed class ConvertTests
         // The other platform of the index.
         using (Convert_(out _, layout, $"{server.Host}/dst/app:arm", "--platform", "linux/arm64")) { }
         AssertTree(PullTree(server, "dst/app:arm", "linux/arm64"), new() { ["late.txt"] = "late\n"u8.ToArray() });
-        (code, text) = Run("convert", $"{server.Host}/src/app:v1", $"{server.Host}/dst/app:x", "--platform", "linux/s390x");
+        (code, text) = Cli.Run("convert", $"{server.Host}/src/app:v1", $"{server.Host}/dst/app:x", "--platform", "linux/s390x");
         Assert.Equal(1, code);
         Assert.Contains("no image for linux/s390x", text);
 
         // A nydus image is not a conversion source.
-        (code, text) = Run("convert", $"{server.Host}/dst/app:v1", $"{server.Host}/dst/app:again");
+        (code, text) = Cli.Run("convert", $"{server.Host}/dst/app:v1", $"{server.Host}/dst/app:again");
         Assert.Equal(1, code);
         Assert.Contains("already a nydus image", text);
 
@@ -344,7 +330,7 @@ public sealed class ConvertTests
         var bytes = File.ReadAllBytes(stored);
         bytes[bytes.Length / 2] ^= 0xFF;
         File.WriteAllBytes(stored, bytes);
-        (code, text) = Run("convert", $"{server.Host}/src/app:v1", $"{server.Host}/dst/app:bad", "--work-dir", work, "--retry-limit", "0");
+        (code, text) = Cli.Run("convert", $"{server.Host}/src/app:v1", $"{server.Host}/dst/app:bad", "--work-dir", work, "--retry-limit", "0");
         Assert.Equal(1, code);
         Assert.Contains(img.LayerDigests[1], text);
         Assert.Contains("digest", text);
@@ -359,14 +345,14 @@ public sealed class ConvertTests
         using var tokens = new TokenServer { RequiredCredentials = ("ci", "pw") };
         using var server = RegistryServer.Start(token: tokens);
         await PushSource(server, "team/src", "v1", MakeImage(), new RegistryCredentials("ci", "pw"));
-        var cfgDir = Temp("cfg");
+        var cfgDir = Cli.Temp("cfg");
         var cfg = Path.Combine(cfgDir, "config.json");
         File.WriteAllText(cfg, $"{{\"auths\":{{\"{server.Host}\":{{\"auth\":\"{Convert.ToBase64String("ci:pw"u8)}\"}}}}}}");
-        var (code, text) = Run("convert", $"{server.Host}/team/src:v1", $"{server.Host}/team/dst:v1", "--docker-config", cfg, "--insecure");
+        var (code, text) = Cli.Run("convert", $"{server.Host}/team/src:v1", $"{server.Host}/team/dst:v1", "--docker-config", cfg, "--insecure");
         Assert.True(code == 0, text);
         Assert.Contains("uploaded", text);
         // Without credentials the token server refuses before anything is converted.
-        (code, text) = Run("convert", $"{server.Host}/team/src:v1", $"{server.Host}/team/dst:v2", "--docker-config", Path.Combine(cfgDir, "none.json"));
+        (code, text) = Cli.Run("convert", $"{server.Host}/team/src:v1", $"{server.Host}/team/dst:v2", "--docker-config", Path.Combine(cfgDir, "none.json"));
         Assert.Equal(1, code);
         Assert.Contains("401", text);
     }
@@ -384,7 +370,7 @@ public sealed class ConvertTests
         var b = File.ReadAllBytes(p);
         b[^5] ^= 1;
         File.WriteAllBytes(p, b);
-        var (code, text) = Run("convert", layout, NoRegistry);
+        var (code, text) = Cli.Run("convert", layout, NoRegistry);
         Assert.Equal(1, code);
         Assert.Contains($"layer {img.LayerDigests[0]} has digest", text);
     }
@@ -393,13 +379,13 @@ public sealed class ConvertTests
     public void A_layer_that_is_not_a_tar_gives_a_clear_error()
     {
         var garbage = Gzip(Random(3, 5000));
-        var (code, text) = Run("convert", WriteLayout(MakeImage(badLayer2: garbage)), NoRegistry);
+        var (code, text) = Cli.Run("convert", WriteLayout(MakeImage(badLayer2: garbage)), NoRegistry);
         Assert.Equal(1, code);
         Assert.Contains("not a valid tar", text);
         Assert.Contains(Sha(garbage), text);
 
         // Not even gzip, although the media type says so.
-        (code, text) = Run("convert", "oci:" + WriteLayout(MakeImage(badLayer2: Random(4, 5000))), NoRegistry);
+        (code, text) = Cli.Run("convert", "oci:" + WriteLayout(MakeImage(badLayer2: Random(4, 5000))), NoRegistry);
         Assert.Equal(1, code);
         Assert.Contains("layer " + Sha(Random(4, 5000)), text);
     }
@@ -407,7 +393,7 @@ public sealed class ConvertTests
     [Fact]
     public void A_layer_whose_content_differs_from_the_config_diff_id_is_refused()
     {
-        var (code, text) = Run("convert", WriteLayout(MakeImage(wrongDiffId: true)), NoRegistry);
+        var (code, text) = Cli.Run("convert", WriteLayout(MakeImage(wrongDiffId: true)), NoRegistry);
         Assert.Equal(1, code);
         Assert.Contains("diff id", text);
     }
@@ -415,12 +401,12 @@ public sealed class ConvertTests
     [Fact]
     public void Layers_expanding_beyond_the_limit_stop_the_conversion_and_leave_nothing_behind()
     {
-        var work = Temp("bomb");
+        var work = Cli.Temp("bomb");
         long saved = RegistryCommands.MaxUnpackedBytes;
         RegistryCommands.MaxUnpackedBytes = 400_000; // layer 1 alone expands to about 500 KB
         try
         {
-            var (code, text) = Run("convert", WriteLayout(MakeImage()), NoRegistry, "--work-dir", work);
+            var (code, text) = Cli.Run("convert", WriteLayout(MakeImage()), NoRegistry, "--work-dir", work);
             Assert.Equal(1, code);
             Assert.Contains("expands to more than 400000 bytes", text);
         }
@@ -431,11 +417,11 @@ public sealed class ConvertTests
     [Fact]
     public void Usage_errors_exit_2()
     {
-        Assert.Equal(2, Run("convert", "only-one-arg").Code);
-        Assert.Equal(2, Run("convert", "a/b:c", "127.0.0.1:5000/x@sha256:" + new string('a', 64)).Code);
-        Assert.Equal(2, Run("convert", "a/b:c", "127.0.0.1:5000/x:y", "--fs-version", "7").Code);
-        Assert.Equal(2, Run("convert", "a/b:c", "127.0.0.1:5000/x:y", "--chunk-size", "3000").Code);
-        Assert.Equal(2, Run("convert", "a/b:c", "127.0.0.1:5000/x:y", "--bogus").Code);
-        Assert.Equal(1, Run("convert", "oci:/nonexistent-layout-dir", "127.0.0.1:5000/x:y").Code);
+        Assert.Equal(2, Cli.Run("convert", "only-one-arg").Code);
+        Assert.Equal(2, Cli.Run("convert", "a/b:c", "127.0.0.1:5000/x@sha256:" + new string('a', 64)).Code);
+        Assert.Equal(2, Cli.Run("convert", "a/b:c", "127.0.0.1:5000/x:y", "--fs-version", "7").Code);
+        Assert.Equal(2, Cli.Run("convert", "a/b:c", "127.0.0.1:5000/x:y", "--chunk-size", "3000").Code);
+        Assert.Equal(2, Cli.Run("convert", "a/b:c", "127.0.0.1:5000/x:y", "--bogus").Code);
+        Assert.Equal(1, Cli.Run("convert", "oci:/nonexistent-layout-dir", "127.0.0.1:5000/x:y").Code);
     }
 }

@@ -11,31 +11,19 @@ namespace VirtioFs.ImageTool.Tests;
 /// bootstrap and blobs after a pull, token auth via a docker config.json.</summary>
 public sealed class RegistryPushPullTests
 {
-    private static string Temp(string tag)
-    {
-        var d = Path.Combine(Path.GetTempPath(), $"vfs-push-{tag}-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(d);
-        return d;
-    }
 
-    private static (int Code, string Out) Run(params string[] args)
-    {
-        var w = new StringWriter();
-        try { return (Program.Run(args, w), w.ToString()); }
-        catch (Program.UsageException e) { return (2, e.Message); }
-    }
 
     private static (string Boot, string Blobs) Build()
     {
-        var src = Temp("src");
+        var src = Cli.Temp("src");
         var rnd = new Random(11);
         var big = new byte[700_000];
         rnd.NextBytes(big);
         File.WriteAllBytes(Path.Combine(src, "big.bin"), big);
         File.WriteAllText(Path.Combine(src, "hello.txt"), "hello registry\n");
-        var o = Temp("out");
+        var o = Cli.Temp("out");
         var boot = Path.Combine(o, "image.boot");
-        Assert.Equal(0, Run("create", src, "--blob-dir", o, "--bootstrap", boot, "--chunk-size", "0x10000").Code);
+        Assert.Equal(0, Cli.Run("create", src, "--blob-dir", o, "--bootstrap", boot, "--chunk-size", "0x10000").Code);
         return (boot, o);
     }
 
@@ -44,7 +32,7 @@ public sealed class RegistryPushPullTests
     {
         using var server = RegistryServer.Start();
         var (boot, blobs) = Build();
-        var (code, text) = Run("push", boot, "--blob-dir", blobs, "--target", $"{server.Host}/vfs/app:v1", "--chunk-size", "256K", "--json");
+        var (code, text) = Cli.Run("push", boot, "--blob-dir", blobs, "--target", $"{server.Host}/vfs/app:v1", "--chunk-size", "256K", "--json");
         Assert.True(code == 0, text);
         using (var doc = JsonDocument.Parse(text))
         {
@@ -71,23 +59,23 @@ public sealed class RegistryPushPullTests
         Assert.Equal(new FileInfo(Path.Combine(blobs, blobLayer.Digest[7..])).Length, blobLayer.Size);
 
         // Pushing again uploads nothing.
-        (code, text) = Run("push", boot, "--blob-dir", blobs, "--target", $"{server.Host}/vfs/app:v2", "--json");
+        (code, text) = Cli.Run("push", boot, "--blob-dir", blobs, "--target", $"{server.Host}/vfs/app:v2", "--json");
         Assert.True(code == 0, text);
         using (var doc = JsonDocument.Parse(text))
             Assert.All(doc.RootElement.GetProperty("layers").EnumerateArray(), l => Assert.Equal("already present", l.GetProperty("outcome").GetString()));
 
         // Pull: the bootstrap alone, then with the blobs.
-        var dst = Temp("pull");
-        (code, text) = Run("pull", $"{server.Host}/vfs/app:v1", "--bootstrap", Path.Combine(dst, "boot"));
+        var dst = Cli.Temp("pull");
+        (code, text) = Cli.Run("pull", $"{server.Host}/vfs/app:v1", "--bootstrap", Path.Combine(dst, "boot"));
         Assert.True(code == 0, text);
         Assert.Equal(File.ReadAllBytes(boot), File.ReadAllBytes(Path.Combine(dst, "boot")));
         Assert.Empty(Directory.GetFiles(dst, "*" + blobLayer.Digest[7..]));
-        (code, text) = Run("pull", $"{server.Host}/vfs/app:v1", "--bootstrap", Path.Combine(dst, "boot"), "--blob-dir", Path.Combine(dst, "blobs"), "--platform", "linux/amd64");
+        (code, text) = Cli.Run("pull", $"{server.Host}/vfs/app:v1", "--bootstrap", Path.Combine(dst, "boot"), "--blob-dir", Path.Combine(dst, "blobs"), "--platform", "linux/amd64");
         Assert.True(code == 0, text);
         Assert.Equal(File.ReadAllBytes(Path.Combine(blobs, blobLayer.Digest[7..])), File.ReadAllBytes(Path.Combine(dst, "blobs", blobLayer.Digest[7..])));
         Assert.Contains("blob ", text); // progress lines on a non-terminal
         // The pulled image checks out against the pulled blobs.
-        (code, text) = Run("check", Path.Combine(dst, "boot"), "--blob-dir", Path.Combine(dst, "blobs"));
+        (code, text) = Cli.Run("check", Path.Combine(dst, "boot"), "--blob-dir", Path.Combine(dst, "blobs"));
         Assert.True(code == 0, text);
 
         // No manifest for another platform; a missing tag; a bad reference.
@@ -103,13 +91,13 @@ public sealed class RegistryPushPullTests
         using var tokens = new TokenServer { RequiredCredentials = ("ci", "pw") };
         using var server = RegistryServer.Start(token: tokens);
         var (boot, blobs) = Build();
-        var cfgDir = Temp("cfg");
+        var cfgDir = Cli.Temp("cfg");
         var cfg = Path.Combine(cfgDir, "config.json");
         File.WriteAllText(cfg, $"{{\"auths\":{{\"{server.Host}\":{{\"auth\":\"{Convert.ToBase64String(Encoding.UTF8.GetBytes("ci:pw"))}\"}}}}}}");
-        var (code, text) = Run("push", boot, "--blob-dir", blobs, "--target", $"{server.Host}/team/app:1", "--docker-config", cfg);
+        var (code, text) = Cli.Run("push", boot, "--blob-dir", blobs, "--target", $"{server.Host}/team/app:1", "--docker-config", cfg);
         Assert.True(code == 0, text);
-        var dst = Temp("pull");
-        (code, text) = Run("pull", $"{server.Host}/team/app:1", "--bootstrap", Path.Combine(dst, "boot"), "--docker-config", cfg);
+        var dst = Cli.Temp("pull");
+        (code, text) = Cli.Run("pull", $"{server.Host}/team/app:1", "--bootstrap", Path.Combine(dst, "boot"), "--docker-config", cfg);
         Assert.True(code == 0, text);
         Assert.Equal(File.ReadAllBytes(boot), File.ReadAllBytes(Path.Combine(dst, "boot")));
         // Without credentials the token server refuses: exit 1 with a clear message.
