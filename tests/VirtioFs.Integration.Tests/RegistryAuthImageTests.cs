@@ -132,6 +132,17 @@ public sealed class RegistryAuthImageTests(ITestOutputHelper output)
             if (tokens is not null) Assert.True(tokens.Requests > tokensBeforePause, "vfsd fetched a new token once the old one expired");
         }
 
+        // The same credentials as nydusd's `auth` in --config, with no docker config.json that knows this registry.
+        string authConfig = Path.Combine(ws.Root, "auth.json");
+        string basic = System.Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes($"{User}:{Password}"));
+        File.WriteAllText(authConfig, """{"device":{"backend":{"type":"registry","config":{"auth":"AUTH"}}}}""".Replace("AUTH", basic, StringComparison.Ordinal));
+        using (var m = ws.MountWithEnvironment(nobody.Environment, "--image", reference, "--config", authConfig, "--cache-dir", Path.Combine(ws.Root, "cache-auth")))
+        {
+            Assert.Equal("upper\n", File.ReadAllText(m.M("etc/hostname")));
+            Assert.True(image.Differences(m.MountPoint).Count == 0);
+            Assert.Equal(0, m.Stop().ExitCode);
+        }
+
         // Wrong credentials, or none for this registry: vfsd gives up at once with an error that says so, and mounts
         // nothing. A fresh cache directory each time, so no bootstrap from the run above can stand in for the registry.
         using var wrong = new DockerConfigDir(User, "wrong password", registry.Host);
