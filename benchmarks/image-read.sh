@@ -12,6 +12,12 @@
 # nothing), lz4 ~10%, the rest kernel copies and FUSE round trips. The Blake3 package's 8-lane AVX2 path runs about
 # 1.6 GB/s in a NativeAOT x86-64-v3 binary (tests/setup.sh) and 3-4.5 GB/s with x86-64-v4 on an AVX-512 host, where
 # vfsd's cold CPU drops by about a fifth.
+# A later profile (x86-64-v4, no cache, cold, perf -e cpu-clock -g with -p:StripSymbols=false): the blob pread's copy
+# out of the page cache (_copy_to_iter) ~37%, BLAKE3 ~12%, liblz4 ~8.5%, schedule() in the /dev/fuse read ~8.5%,
+# libc memmove ~6.5% (the decoded-chunk slot copied into the reply when a readahead window covers part of a chunk:
+# the kernel's windows grow 256K, 512K, 1M from the first read and so never line up with 1 MiB chunks), the reply
+# write's copy into the page cache ~5.5%. One pread per chunk (1047 for 400 MB), no chunk decoded or hashed twice, and
+# futex waits are only the slot lock when two READs want the chunk another thread is decoding (strace -c inflates them).
 #
 #   benchmarks/image-read.sh [--size-mb 400] [--no-guest] [--no-host] [--thread-pool-size N (vfsd's, default 4, the C virtiofsd runs a pool too)]
 set -euo pipefail
