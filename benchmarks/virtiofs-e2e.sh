@@ -22,7 +22,7 @@ peer=/usr/lib/qemu/virtiofsd
 [ -x "$peer" ] || { echo "$peer missing (apt-get install qemu-system-x86)" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/vfs-bench.XXXXXX)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 data=$work/data
 mkdir -p "$data/tree"
 head -c $((256 << 20)) /dev/urandom > "$data/big.bin"
