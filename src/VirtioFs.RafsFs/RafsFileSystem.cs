@@ -28,6 +28,11 @@ public sealed class RafsFsOptions
     /// smaller than a chunk do not decode it again each time (<see cref="RecentChunks"/>).</summary>
     public bool ReadThrough { get; init; }
 
+    /// <summary>With <see cref="ReadThrough"/>: when a reader starts on a chunk, decode the next one on the thread pool
+    /// so its fetch, digest check and decompression overlap with the reader (sequential reads in a guest wait on each
+    /// chunk otherwise).</summary>
+    public bool DecodeAhead { get; init; }
+
     /// <summary>Most files open at once; further opens fail with ENFILE rather than growing without bound.</summary>
     public int MaxOpenFiles { get; init; } = 1 << 20;
 }
@@ -77,7 +82,7 @@ public sealed class RafsFileSystem : ReadOnlyFileSystem, IDisposable
         _rootIno = image.RootIno;
         if (_options.ReadThrough)
         {
-            _recent = new RecentChunks(image.ChunkSize);
+            _recent = new RecentChunks(image.ChunkSize, decodeAhead: _options.DecodeAhead);
         }
         if (_options.VerifyMerkle)
         {

@@ -37,6 +37,10 @@ public sealed class RafsMountOptions
 
     public VerifyMode Verify { get; set; } = VerifyMode.Fetch;
 
+    /// <summary>Without a cache: decode a file's next chunk in the background when a reader starts on a chunk
+    /// (<see cref="RafsFsOptions.DecodeAhead"/>).</summary>
+    public bool DecodeAhead { get; set; } = true;
+
     /// <summary>nydus <c>amplify_io</c>: a cache miss fetches this many following bytes of the same file too.</summary>
     public int? AmplificationBytes { get; set; }
 

@@ -42,8 +42,13 @@ internal sealed unsafe class RecentChunks : IDisposable
     private long _clock;
     private int _disposed;
 
-    public RecentChunks(uint chunkSize, int slots = 16)
+    /// <summary>When a reader starts on a chunk, decode the file's next chunk into its slot on the thread pool.</summary>
+    private readonly bool _decodeAhead;
+
+    public RecentChunks(uint chunkSize, int slots = 16, bool decodeAhead = false)
     {
+        _decodeAhead = decodeAhead;
+        _ahead = decodeAhead ? [new AheadWork(this), new AheadWork(this), new AheadWork(this), new AheadWork(this)] : [];
         _capacity = (int)Math.Min(chunkSize, 16u << 20);
         int n = (int)Math.Clamp(Budget / Math.Max(1, _capacity), 2, Math.Max(2, slots)) & ~1;
         _slots = new Slot[n];
@@ -58,6 +63,10 @@ internal sealed unsafe class RecentChunks : IDisposable
     /// <summary>Chunk decodes into a slot (a sequential reader does one per chunk).</summary>
     public long Decodes => Interlocked.Read(ref _decodes);
     private long _decodes;
+
+    /// <summary>Of <see cref="Decodes"/>, those done ahead of the reader on the thread pool.</summary>
+    public long DecodedAhead => Interlocked.Read(ref _decodedAhead);
+    private long _decodedAhead;
 
     /// <summary>
     /// Reads up to <paramref name="length"/> bytes at <paramref name="offset"/> of a file (its chunk list and size) into
@@ -105,23 +114,16 @@ internal sealed unsafe class RecentChunks : IDisposable
             }
             else
             {
+                // A sequential reader entering a chunk will want the next one soon: decode it meanwhile, so the fetch,
+                // digest check and decompression overlap with the reader working through this one.
+                if (_decodeAhead && within == 0 && i + 1 < chunks.Length) DecodeAhead(cache, chunks, fileSize, i + 1);
                 Slot s = Pick(c.BlobIndex, c.ChunkIndex);
                 lock (s.Lock)
                 {
-                    if (!s.Valid || s.Blob != c.BlobIndex || s.Index != c.ChunkIndex)
+                    if (!IsIn(s, c))
                     {
-                        s.Valid = false;
-                        if (Volatile.Read(ref _disposed) != 0) return -Errno.EIO;
-                        if (s.Data is null) s.Data = (byte*)NativeMemory.Alloc((nuint)_capacity);
-                        // The whole chunk, through the storage layer (fetch, digest check, decompress).
-                        int size = (int)Math.Min(c.UncompressedSize, fileSize - c.FileOffset);
-                        int r = cache.ReadFile(chunks, fileSize, c.FileOffset, new Span<byte>(s.Data, size));
+                        int r = Fill(s, cache, chunks, fileSize, c);
                         if (r < 0) return r;
-                        if (r != size) return -Errno.EIO;
-                        s.Blob = c.BlobIndex;
-                        s.Index = c.ChunkIndex;
-                        s.Valid = true;
-                        Interlocked.Increment(ref _decodes);
                     }
                     s.LastUse = Interlocked.Increment(ref _clock);
                     cursor.Copy(new ReadOnlySpan<byte>(s.Data + within, take));
@@ -131,6 +133,107 @@ internal sealed unsafe class RecentChunks : IDisposable
             i++;
         }
         return (int)(end - offset);
+    }
+
+    private static bool IsIn(Slot s, in RafsChunk c) => s.Valid && s.Blob == c.BlobIndex && s.Index == c.ChunkIndex;
+
+    /// <summary>Decodes chunk <paramref name="c"/> into slot <paramref name="s"/>, whose lock the caller holds: the whole
+    /// chunk through the storage layer (fetch, digest check, decompress). 0 or a negative errno.</summary>
+    private int Fill(Slot s, BlobCacheManager cache, RafsChunk[] chunks, ulong fileSize, in RafsChunk c)
+    {
+        s.Valid = false;
+        if (Volatile.Read(ref _disposed) != 0) return -Errno.EIO;
+        if (s.Data is null) s.Data = (byte*)NativeMemory.Alloc((nuint)_capacity);
+        int size = (int)Math.Min(c.UncompressedSize, fileSize - c.FileOffset);
+        int r = cache.ReadFile(chunks, fileSize, c.FileOffset, new Span<byte>(s.Data, size));
+        if (r < 0) return r;
+        if (r != size) return -Errno.EIO;
+        s.Blob = c.BlobIndex;
+        s.Index = c.ChunkIndex;
+        s.Valid = true;
+        Interlocked.Increment(ref _decodes);
+        return 0;
+    }
+
+    /// <summary>
+    /// Queues the decode of chunk <paramref name="next"/> into its slot, unless it is there already, is a hole or a
+    /// file's short tail, or another thread holds its slot (decoding it, most likely). Best effort: a failure
+    /// is left for the reader, which will fetch the chunk itself and get the error then.
+    /// </summary>
+    private void DecodeAhead(BlobCacheManager cache, RafsChunk[] chunks, ulong fileSize, int next)
+    {
+        RafsChunk c = chunks[next];
+        if (c.IsHole || c.UncompressedSize > _capacity || c.FileOffset >= fileSize) return;
+        // A file's short last chunk is likely read whole by one READ, which bypasses the slots: decoding it here too
+        // would fetch it twice.
+        if (Math.Min(c.UncompressedSize, fileSize - c.FileOffset) < (ulong)_capacity) return;
+        Slot s = Pick(c.BlobIndex, c.ChunkIndex);
+        if (IsIn(s, c) || Volatile.Read(ref _disposed) != 0) return;
+        // A free work item from the small pool (no allocation per READ); none free means enough is in flight already.
+        foreach (var w in _ahead)
+        {
+            if (Interlocked.CompareExchange(ref w.Busy, 1, 0) != 0) continue;
+            w.Cache = cache;
+            w.Chunks = chunks;
+            w.FileSize = fileSize;
+            w.Next = next;
+            w.Slot = s;
+            ThreadPool.UnsafeQueueUserWorkItem(w, preferLocal: false);
+            return;
+        }
+    }
+
+    private readonly AheadWork[] _ahead;
+
+    /// <summary>One queued decode-ahead; reused once it has run.</summary>
+    private sealed class AheadWork(RecentChunks owner) : IThreadPoolWorkItem
+    {
+        public int Busy;
+        public BlobCacheManager? Cache;
+        public RafsChunk[]? Chunks;
+        public ulong FileSize;
+        public int Next;
+        public Slot? Slot;
+
+        public void Execute()
+        {
+            var (cache, chunks, s) = (Cache!, Chunks!, Slot!);
+            RafsChunk c = chunks[Next];
+            try
+            {
+                owner.Fill(s, c, cache, chunks, FileSize);
+            }
+            finally
+            {
+                Cache = null;
+                Chunks = null;
+                Slot = null;
+                Volatile.Write(ref Busy, 0);
+            }
+        }
+    }
+
+    /// <summary>The decode-ahead itself, on a pool thread: skipped when the slot is busy (its holder is decoding, or a
+    /// reader is copying out of it) or has been taken for another chunk meanwhile.</summary>
+    private void Fill(Slot s, in RafsChunk c, BlobCacheManager cache, RafsChunk[] chunks, ulong fileSize)
+    {
+        if (!s.Lock.TryEnter()) return;
+        try
+        {
+            if (ReferenceEquals(Pick(c.BlobIndex, c.ChunkIndex), s) && !IsIn(s, c) && Fill(s, cache, chunks, fileSize, c) == 0)
+            {
+                s.LastUse = Interlocked.Increment(ref _clock);
+                Interlocked.Increment(ref _decodedAhead);
+            }
+        }
+        catch (Exception e) when (e is ObjectDisposedException or IOException or InvalidOperationException)
+        {
+            // The image is being unmounted under us: nothing to do; a reader, if any, reports its own error.
+        }
+        finally
+        {
+            s.Lock.Exit();
+        }
     }
 
     /// <summary>

@@ -247,7 +247,9 @@ public sealed class FileSystemTests : IClassFixture<FileSystemTests.Built>
         var files = new Dictionary<string, byte[]> { ["x.bin"] = ImageFixture.Random(rnd, 48 * cs), ["y.bin"] = ImageFixture.Random(rnd, 48 * cs + 900), ["s.txt"] = ImageFixture.Random(rnd, 5000) };
         foreach (var (n, d) in files) fx.File(n, d);
         fx.BuildImage();
-        using var m = fx.Open(); // no cache directory: read-through with decoded-chunk slots
+        // No cache directory: read-through with decoded-chunk slots. Without decode-ahead, so the counts below are
+        // exact (background decodes would race the reader for the slots).
+        using var m = fx.Open(o => o.DecodeAhead = false);
         var fs = m.FileSystem;
         var recent = fs.Recent!;
         var h = new Dictionary<string, (ulong Node, ulong Handle)>();
@@ -291,6 +293,47 @@ public sealed class FileSystemTests : IClassFixture<FileSystemTests.Built>
             Assert.Equal(96, recent.Decodes);
         }
         foreach (var (n, (node, handle)) in h) fs.Release(Root, node, handle, 0, 0, 0);
+    }
+
+    [Fact]
+    public unsafe void Read_through_decodes_the_next_chunk_ahead_of_a_sequential_reader()
+    {
+        using var fx = new ImageFixture();
+        int cs = (int)ImageFixture.ChunkSize;
+        var data = ImageFixture.Random(new Random(77), 6 * cs);
+        fx.File("seq.bin", data);
+        fx.BuildImage();
+        using var m = fx.Open(); // read-through, decode-ahead on (the default)
+        var fs = m.FileSystem;
+        var recent = fs.Recent!;
+        Assert.Equal(0, fs.Lookup(Root, FuseConstants.RootId, "seq.bin"u8, out var e));
+        Assert.Equal(0, fs.Open(Root, e.NodeId, 0, 0, out var o));
+        var buf = new byte[cs / 4];
+        fixed (byte* p = buf)
+        {
+            IoSegment[] quarter = [new IoSegment(p, buf.Length)];
+            for (int chunk = 0; chunk < 6; chunk++)
+            {
+                for (int q = 0; q < 4; q++)
+                {
+                    int off = chunk * cs + q * buf.Length;
+                    Assert.Equal(0, fs.Read(Root, e.NodeId, o.Handle, (ulong)off, quarter, 0, out int n));
+                    Assert.Equal(buf.Length, n);
+                    Assert.True(buf.AsSpan().SequenceEqual(data.AsSpan(off, n)), $"at {off}");
+                }
+                // Entering chunk k queued chunk k + 1: wait for it, so the reader's next chunk is already decoded.
+                if (chunk < 5)
+                {
+                    var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+                    while (recent.DecodedAhead < chunk + 1 && DateTime.UtcNow < deadline) Thread.Sleep(5);
+                }
+            }
+        }
+        // Chunk 0 by the reader, chunks 1..5 ahead of it; none decoded twice.
+        Assert.Equal(5, recent.DecodedAhead);
+        Assert.Equal(6, recent.Decodes);
+        Assert.Equal(6, m.Backend.Metrics.Requests);
+        fs.Release(Root, e.NodeId, o.Handle, 0, 0, 0);
     }
 
     [Fact]
