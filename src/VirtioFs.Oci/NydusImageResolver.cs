@@ -119,8 +119,8 @@ public static class NydusImageResolver
         OciPlatform platform, CancellationToken ct)
     {
         var fetched = await client.GetManifestAsync(reference.Reference, ct).ConfigureAwait(false);
-        // The content type header is the registry's claim; sniff the body when the header is missing or generic.
-        string mediaType = OciJson.IsIndex(fetched.MediaType) || OciJson.IsManifest(fetched.MediaType) ? fetched.MediaType : OciJson.SniffMediaType(fetched.Body);
+        // GetManifestAsync already takes the type from the body when the registry's header is missing or generic.
+        string mediaType = fetched.MediaType;
         if (OciJson.IsIndex(mediaType))
         {
             OciIndex index;
@@ -136,7 +136,7 @@ public static class NydusImageResolver
                 ?? throw new ImageResolveException($"{reference} has no manifest for platform {platform} (it lists {Platforms(index)})");
             if (!OciDigest.IsValid(pick.Digest)) throw new ImageResolveException($"{reference}: index entry has a bad digest '{pick.Digest}'");
             fetched = await client.GetManifestAsync(pick.Digest, ct).ConfigureAwait(false);
-            mediaType = OciJson.IsManifest(fetched.MediaType) || OciJson.IsIndex(fetched.MediaType) ? fetched.MediaType : OciJson.SniffMediaType(fetched.Body);
+            mediaType = fetched.MediaType;
             if (OciJson.IsIndex(mediaType)) throw new ImageResolveException($"{reference}: the index for {platform} points at another index");
         }
         if (!OciJson.IsManifest(mediaType)) throw new ImageResolveException($"{reference}: unexpected media type {mediaType}");
@@ -168,7 +168,7 @@ public static class NydusImageResolver
             using (var file = new FileStream(tmpLayer, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 16, FileOptions.DeleteOnClose))
             {
                 // The descriptor's size bounds what is written: a registry streaming more is cut off, not stored.
-                var capped = new CappedStream(file, layer.Size);
+                using var capped = new CappedStream(file, layer.Size, layer.Digest, leaveOpen: true);
                 try
                 {
                     await client.DownloadBlobAsync(layer.Digest, capped, ct: ct).ConfigureAwait(false);
@@ -311,50 +311,6 @@ public static class NydusImageResolver
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             return false;
-        }
-    }
-
-    /// <summary>A seekable write-through stream that refuses to grow past a limit (the client restarts a download by
-    /// seeking back, so seeking and SetLength pass through).</summary>
-    private sealed class CappedStream(Stream inner, long limit) : Stream
-    {
-        public bool Exceeded { get; private set; }
-
-        public override bool CanRead => false;
-        public override bool CanSeek => true;
-        public override bool CanWrite => true;
-        public override long Length => inner.Length;
-        public override long Position { get => inner.Position; set => inner.Position = value; }
-        public override void Flush() => inner.Flush();
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => inner.Seek(offset, origin);
-        public override void SetLength(long value) => inner.SetLength(value);
-
-        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
-
-        public override void Write(ReadOnlySpan<byte> buffer)
-        {
-            Check(buffer.Length);
-            inner.Write(buffer);
-        }
-
-        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
-        {
-            Check(buffer.Length);
-            return inner.WriteAsync(buffer, cancellationToken);
-        }
-
-        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-            WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-
-        private void Check(int count)
-        {
-            if (inner.Position > limit - count)
-            {
-                Exceeded = true;
-                // Not an IOException: the client would take that for a transient network error and download again.
-                throw new InvalidDataException($"more than {limit} bytes");
-            }
         }
     }
 }

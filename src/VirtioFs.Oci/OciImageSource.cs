@@ -265,6 +265,9 @@ public abstract class OciImageSource : IDisposable
 /// retry can rewind it.</summary>
 internal sealed class CappedStream(Stream inner, long cap, string what, bool leaveOpen = false) : Stream
 {
+    /// <summary>A write went past the cap (so an <see cref="InvalidDataException"/> from a download was this one).</summary>
+    public bool Exceeded { get; private set; }
+
     public override bool CanRead => false;
     public override bool CanSeek => inner.CanSeek;
     public override bool CanWrite => true;
@@ -299,7 +302,10 @@ internal sealed class CappedStream(Stream inner, long cap, string what, bool lea
 
     private void Check(long at, int count)
     {
-        if (at > cap - count) throw new InvalidDataException($"blob {what}: content is longer than the {cap} bytes its descriptor gives");
+        if (at <= cap - count) return;
+        Exceeded = true;
+        // Not an IOException: the client would take that for a transient network error and download again.
+        throw new InvalidDataException($"blob {what}: content is longer than the {cap} bytes its descriptor gives");
     }
 
     protected override void Dispose(bool disposing)
