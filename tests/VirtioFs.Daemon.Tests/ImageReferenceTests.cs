@@ -1,6 +1,3 @@
-using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging.Abstractions;
 using VirtioFs.Daemon.CommandLine;
@@ -9,6 +6,7 @@ using VirtioFs.Oci;
 using VirtioFs.Rafs;
 using VirtioFs.Rafs.Builder;
 using VirtioFs.RafsFs;
+using VirtioFs.Oci.Tests.Support;
 using Xunit;
 
 namespace VirtioFs.Daemon.Tests;
@@ -151,9 +149,9 @@ public class RegistryImageConfigTests
 public sealed class ImageResolutionTests : IDisposable
 {
     private readonly string _root = Directory.CreateTempSubdirectory("vfs-resolve-").FullName;
-    private readonly LocalRegistry _registry;
+    private readonly RegistryServer _registry;
 
-    public ImageResolutionTests() => _registry = LocalRegistry.Start(Path.Combine(_root, "registry"));
+    public ImageResolutionTests() => _registry = RegistryServer.Start();
 
     public void Dispose()
     {
@@ -296,67 +294,5 @@ public sealed class ImageResolutionTests : IDisposable
         var e = Assert.Throws<RafsMountException>(() =>
             RegistryImage.Resolve(OciReference.Parse($"{_registry.Host}/app/x:v1"), DaemonOptions.DefaultPlatform, options, NullLogger.Instance));
         Assert.Contains("needs a cache directory", e.Message, StringComparison.Ordinal);
-    }
-
-    /// <summary>docker-registry on a free loopback port with its storage under <c>root</c>.</summary>
-    private sealed class LocalRegistry : IDisposable
-    {
-        private readonly Process _process;
-
-        private LocalRegistry(Process process, int port)
-        {
-            _process = process;
-            Host = $"127.0.0.1:{port}";
-        }
-
-        public string Host { get; }
-
-        public static LocalRegistry Start(string root)
-        {
-            const string binary = "/usr/bin/docker-registry";
-            if (!File.Exists(binary)) throw new InvalidOperationException($"{binary} is missing: run tests/setup.sh (package docker-registry)");
-            Directory.CreateDirectory(root);
-            var l = new TcpListener(IPAddress.Loopback, 0);
-            l.Start();
-            int port = ((IPEndPoint)l.LocalEndpoint).Port;
-            l.Stop();
-            string config = Path.Combine(root, "config.yml");
-            File.WriteAllText(config, $"version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: vfs-daemon-tests\n");
-            var psi = new ProcessStartInfo(binary) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-            psi.ArgumentList.Add("serve");
-            psi.ArgumentList.Add(config);
-            var p = Process.Start(psi)!;
-            p.OutputDataReceived += (_, _) => { };
-            p.ErrorDataReceived += (_, _) => { };
-            p.BeginOutputReadLine();
-            p.BeginErrorReadLine();
-            var r = new LocalRegistry(p, port);
-            var clock = Stopwatch.StartNew();
-            while (true)
-            {
-                try
-                {
-                    using var c = new TcpClient();
-                    c.Connect(IPAddress.Loopback, port);
-                    return r;
-                }
-                catch (SocketException) when (!p.HasExited && clock.Elapsed < TimeSpan.FromSeconds(30))
-                {
-                    Thread.Sleep(30);
-                }
-            }
-        }
-
-        public void Stop()
-        {
-            if (!_process.HasExited) _process.Kill(entireProcessTree: true);
-            _process.WaitForExit(5000);
-        }
-
-        public void Dispose()
-        {
-            Stop();
-            _process.Dispose();
-        }
     }
 }
