@@ -201,7 +201,7 @@ internal sealed unsafe class RecentChunks : IDisposable
             RafsChunk c = chunks[Next];
             try
             {
-                owner.Fill(s, c, cache, chunks, FileSize);
+                owner.FillAhead(s, c, cache, chunks, FileSize);
             }
             finally
             {
@@ -215,7 +215,7 @@ internal sealed unsafe class RecentChunks : IDisposable
 
     /// <summary>The decode-ahead itself, on a pool thread: skipped when the slot is busy (its holder is decoding, or a
     /// reader is copying out of it) or has been taken for another chunk meanwhile.</summary>
-    private void Fill(Slot s, in RafsChunk c, BlobCacheManager cache, RafsChunk[] chunks, ulong fileSize)
+    private void FillAhead(Slot s, in RafsChunk c, BlobCacheManager cache, RafsChunk[] chunks, ulong fileSize)
     {
         if (!s.Lock.TryEnter()) return;
         try

@@ -31,7 +31,7 @@ internal sealed class DaemonControl(Vfs.Vfs vfs, DaemonOptions defaults, ILogger
             collection[o.MountPoint] = new FsBackendDescriptor(o.Type, o.MountPoint, o.MountedAt, ParseOrNull(o.Config));
         }
         return new DaemonInfo(
-            new BuildInfo(Program.Version, "", "", "release", $".NET {Environment.Version}"),
+            BuildInfo.Current,
             Id: null, Supervisor: null, State: "RUNNING", collection);
     }
 

@@ -69,7 +69,11 @@ public sealed record BuildInfo(
     [property: JsonPropertyName("git_commit")] string GitCommit,
     [property: JsonPropertyName("build_time")] string BuildTime,
     [property: JsonPropertyName("profile")] string Profile,
-    [property: JsonPropertyName("rustc")] string Compiler);
+    [property: JsonPropertyName("rustc")] string Compiler)
+{
+    /// <summary>This vfsd (the compiler field carries the .NET runtime, where nydusd names its rustc).</summary>
+    public static BuildInfo Current => new(Program.Version, "", "", "release", $".NET {Environment.Version}");
+}
 
 /// <summary>One entry of backend_collection (nydusd's FsBackendDescriptor).</summary>
 public sealed record FsBackendDescriptor(

@@ -15,7 +15,7 @@ internal sealed class SingleImageControl(RafsMount image, string source, Action 
     private readonly DateTimeOffset _mountedAt = DateTimeOffset.UtcNow;
 
     public DaemonInfo GetInfo() => new(
-        new BuildInfo(Program.Version, "", "", "release", $".NET {Environment.Version}"),
+        BuildInfo.Current,
         Id: null, Supervisor: null, State: "RUNNING",
         new Dictionary<string, FsBackendDescriptor>(StringComparer.Ordinal)
         {
