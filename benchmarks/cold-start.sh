@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cold start of a container image, lazy (vfsd pulling chunks on demand) against the OCI baseline (pull the gzip
-# layers, unpack, then start), side by side in one run over the same shaped link to a real registry (issue 5).
+# layers, unpack, then start), side by side in one run over the same shaped link to a real registry.
 #
 # The image: a Debian bookworm root filesystem (debootstrap --variant=minbase, built once and kept in
 # /var/tmp/vfs-coldstart-rootfs) plus PAYLOAD MB under /opt/payload (several large files, ~95% random bytes) that the

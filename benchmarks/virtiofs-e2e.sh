@@ -5,7 +5,7 @@
 #
 #   benchmarks/virtiofs-e2e.sh [--rounds N] [--cache auto|always|never]
 #
-# Workloads (issue 2): sequential read of a 256 MiB file; find over a 4,000-entry tree; reading every file of that
+# Workloads: sequential read of a 256 MiB file; find over a 4,000-entry tree; reading every file of that
 # tree; creating and deleting 2,000 small files. Guest page cache is dropped before each, so the daemon serves it.
 set -euo pipefail
 cd "$(dirname "$0")/.."

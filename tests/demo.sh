@@ -31,18 +31,28 @@ echo "== the guest sees (mounted at /mnt/image):"
 cd /mnt/image
 find . | sort | while read -r f; do ls -ld "$f"; done
 echo "== cat etc/motd:"; cat etc/motd
-echo "== sha256 of data files:"; find . -type f -name '*.bin' | sort | xargs sha256sum
+echo "== sha256 of data files:"; find . -type f -name '*.bin' | sort | xargs sha256sum | sed 's/^/@@HASH /' 
 echo "== writing is refused:"; touch new-file 2>&1 || true
 echo "== mount:"; grep virtiofs /proc/mounts
 GUEST
 
 echo "== on the host, the source's data files hash to:"
-(cd "$src" && find . -type f -name '*.bin' | sort | xargs -r sha256sum)
+(cd "$src" && find . -type f -name '*.bin' | sort | xargs -r sha256sum) | tee "$work/host.sha"
 
 echo "== serving the image to a QEMU guest: vfsd --bootstrap ... --blob-dir ..."
 out/vfsd --socket-path "$work/vfsd.sock" --bootstrap "$work/image.boot" --blob-dir "$work/blobs" \
   --cache-dir "$work/cache" --log-level warn &
 for _ in $(seq 1 100); do [ -S "$work/vfsd.sock" ] && break; sleep 0.05; done
 [ -S "$work/vfsd.sock" ] || { echo "demo: vfsd did not start" >&2; exit 1; }
-tests/guest/run-guest.sh --script "$work/guest.sh" --fs image="$work/vfsd.sock" | grep -v '^\[' | sed -n '/@@GUEST-READY/,/@@EXIT/p' | grep -v '^@@'
+tests/guest/run-guest.sh --script "$work/guest.sh" --fs image="$work/vfsd.sock" > "$work/guest.out"
+grep -v '^\[' "$work/guest.out" | sed -n '/@@GUEST-READY/,/@@EXIT/p' | sed 's/^@@HASH //' | grep -v '^@@'
 wait
+
+# The guest read the image's files through virtio-fs: their hashes must be the host's, byte for byte.
+sed -n 's/^@@HASH //p' "$work/guest.out" | tr -d '\r' > "$work/guest.sha"
+if [ ! -s "$work/host.sha" ] || ! cmp -s "$work/host.sha" "$work/guest.sha"; then
+  echo "demo: FAILED: the guest's hashes differ from the host's" >&2
+  diff "$work/host.sha" "$work/guest.sha" >&2 || true
+  exit 1
+fi
+echo "== demo: the guest's hashes match the host's ($(wc -l < "$work/host.sha") files)"

@@ -26,7 +26,15 @@ dotnet publish "$repo/src/VirtioFs.ImageTool" -c Release -o "$work/bin" -v q --n
 vfs="$work/bin/vfs-image"
 sync
 
-t() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc; }
+# Times one build. A tool that fails stops the benchmark: the time of a failed run means nothing. (Inside $(...), the
+# exit ends the subshell, and set -e then stops the script at the assignment.)
+t() {
+  local s e
+  s=$(date +%s.%N)
+  "$@" >/dev/null 2>"$work/stderr" || { echo "benchmark: '$*' failed (exit $?):" >&2; tail -5 "$work/stderr" >&2; exit 1; }
+  e=$(date +%s.%N)
+  echo "$e - $s" | bc
+}
 fsize() { du -cb "$@" | tail -1 | cut -f1; }
 
 export SOURCE_DATE_EPOCH=0

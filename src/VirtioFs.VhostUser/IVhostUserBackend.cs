@@ -3,7 +3,7 @@ using VirtioFs.Virtio;
 namespace VirtioFs.VhostUser;
 
 /// <summary>
-/// The device behind the vhost-user transport (the lead implements it for virtio-fs). Shaped after rust-vmm
+/// The device behind the vhost-user transport (the virtio-fs device implements it). Shaped after rust-vmm
 /// vhost-user-backend's <c>VhostUserBackend</c>: the transport owns features, memory and rings; the device only says
 /// what it offers and handles kicked queues.
 /// </summary>

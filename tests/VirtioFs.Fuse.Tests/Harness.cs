@@ -9,10 +9,10 @@ internal sealed unsafe class Harness : IDisposable
 {
     private readonly List<nint> _allocations = [];
 
-    public Harness(IFileSystem fs, FuseServerOptions? options = null)
+    public Harness(IFileSystem fs, FuseServerOptions? options = null, Microsoft.Extensions.Logging.ILogger? logger = null)
     {
         Fs = fs;
-        Server = new FuseServer(fs, options ?? new FuseServerOptions(), NullLogger.Instance);
+        Server = new FuseServer(fs, options ?? new FuseServerOptions(), logger ?? NullLogger.Instance);
     }
 
     public IFileSystem Fs { get; }

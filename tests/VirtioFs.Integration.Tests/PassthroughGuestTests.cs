@@ -7,7 +7,7 @@ namespace VirtioFs.Integration.Tests;
 
 /// <summary>
 /// A real Linux 6.1 guest under QEMU mounts vfsd's virtio-fs and is checked from inside: what it reads must be what the
-/// host directory holds, and what it writes must reach the host. These are the checks of issue 2.
+/// host directory holds, and what it writes must reach the host. These are the drop-in checks: what a virtiofsd user relies on.
 /// </summary>
 [Collection(GuestCollection.Name)]
 public sealed class PassthroughGuestTests(ITestOutputHelper output)

@@ -41,15 +41,12 @@ public class ToolTests
         Assert.EndsWith("append\nfuse-link\n", output, StringComparison.Ordinal);
     }
 
-    [Theory]
+    [SkippableTheory]
     [InlineData(false)]
     [InlineData(true)]
     public void Fio_random_read_write_verifies(bool writeback)
     {
-        if (!File.Exists("/usr/bin/fio"))
-        {
-            return; // fio is a Debian package here; nothing to run without it
-        }
+        Skip.IfNot(File.Exists("/usr/bin/fio"), "fio is not installed (tests/setup.sh installs it)");
         using var m = new MountFixture(cache: CachePolicy.Auto, threads: 2,
             serverOptions: new VirtioFs.Fuse.FuseServerOptions { WritebackCache = writeback });
         var (code, output) = Run($"""
