@@ -4,28 +4,6 @@ using System.Runtime.InteropServices;
 namespace VirtioFs.Fuse;
 
 /// <summary>
-/// One contiguous piece of request or reply memory (a virtqueue descriptor's mapping, or a /dev/fuse buffer).
-/// Laid out exactly like <c>struct iovec</c> on 64-bit Linux (pointer, then a size_t whose upper half is kept zero),
-/// so a span of segments can be handed to preadv/pwritev without translation.
-/// </summary>
-[StructLayout(LayoutKind.Explicit, Size = 16)]
-public unsafe struct IoSegment
-{
-    [FieldOffset(0)] public byte* Pointer;
-    [FieldOffset(8)] public int Length;
-    // Upper 32 bits of iovec.iov_len: always zero because Length is never negative.
-    [FieldOffset(12)] private readonly int _zero;
-
-    public IoSegment(byte* pointer, int length)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(length);
-        Pointer = pointer;
-        Length = length;
-        _zero = 0;
-    }
-}
-
-/// <summary>
 /// Per-worker request/reply memory description. Readable segments hold the request (in header, arguments, WRITE data),
 /// writable segments receive the reply (out header, body, READ data). Reused across requests: no allocation once the
 /// segment arrays have grown to the transport's chain length.
@@ -49,14 +27,9 @@ public sealed unsafe class FuseRequestBuffers : IDisposable
     private readonly byte* _replyScratch;
     private bool _disposed;
 
-    // Reader cursor over the readable segments.
-    private int _rIndex;
-    private int _rOffset;
-    private long _rConsumed;
-    // Writer cursor over the writable segments.
-    private int _wIndex;
-    private int _wOffset;
-    private long _wWritten;
+    // Where the reader stands in the readable segments and the writer in the writable ones (SegmentCursor state).
+    private SegmentPosition _read;
+    private SegmentPosition _write;
 
     internal readonly DirectoryWriter DirWriter;
 
@@ -87,7 +60,7 @@ public sealed unsafe class FuseRequestBuffers : IDisposable
         _writableLength = 0;
     }
 
-    private static void Add(ref IoSegment[] array, ref int count, ref long total, byte* pointer, int length)
+    private void Add(ref IoSegment[] array, ref int count, ref long total, byte* pointer, int length)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         if (length == 0)
@@ -97,6 +70,11 @@ public sealed unsafe class FuseRequestBuffers : IDisposable
         if (count == array.Length)
         {
             Array.Resize(ref array, array.Length * 2);
+            // A slice of either list never has more segments than the list itself.
+            if (_dataSegments.Length < array.Length)
+            {
+                Array.Resize(ref _dataSegments, array.Length);
+            }
         }
         array[count++] = new IoSegment(pointer, length);
         total += length;
@@ -106,49 +84,31 @@ public sealed unsafe class FuseRequestBuffers : IDisposable
 
     internal void ResetCursors()
     {
-        _rIndex = 0;
-        _rOffset = 0;
-        _rConsumed = 0;
-        _wIndex = 0;
-        _wOffset = 0;
-        _wWritten = 0;
+        _read = default;
+        _write = default;
     }
 
-    internal long ReadConsumed => _rConsumed;
+    private SegmentCursor Reader => new(Readable, _read, _readableLength);
+
+    private SegmentCursor Writer => new(Writable, _write, _writableLength);
+
+    internal long ReadConsumed => _read.Consumed;
 
     /// <summary>Copies exactly dest.Length bytes from the request, crossing segment boundaries; false if too short.</summary>
     internal bool TryRead(Span<byte> dest)
     {
-        if (_readableLength - _rConsumed < dest.Length)
-        {
-            return false;
-        }
-        while (dest.Length > 0)
-        {
-            ref IoSegment seg = ref _readable[_rIndex];
-            int n = Math.Min(seg.Length - _rOffset, dest.Length);
-            new ReadOnlySpan<byte>(seg.Pointer + _rOffset, n).CopyTo(dest);
-            dest = dest[n..];
-            Advance(n);
-        }
-        return true;
-    }
-
-    private void Advance(int n)
-    {
-        _rOffset += n;
-        _rConsumed += n;
-        while (_rIndex < _readableCount && _rOffset == _readable[_rIndex].Length)
-        {
-            _rIndex++;
-            _rOffset = 0;
-        }
+        SegmentCursor c = Reader;
+        bool ok = c.TryRead(dest);
+        _read = c.Position;
+        return ok;
     }
 
     internal bool TryRead<T>(out T value) where T : unmanaged
     {
-        Unsafe.SkipInit(out value);
-        return TryRead(new Span<byte>(Unsafe.AsPointer(ref value), sizeof(T)));
+        SegmentCursor c = Reader;
+        bool ok = c.TryRead(out value);
+        _read = c.Position;
+        return ok;
     }
 
     /// <summary>Copies <paramref name="length"/> argument bytes into the per-worker args buffer.</summary>
@@ -170,93 +130,54 @@ public sealed unsafe class FuseRequestBuffers : IDisposable
     internal bool TryTakeSegments(long length, out ReadOnlySpan<IoSegment> segments)
     {
         segments = default;
-        if (length < 0 || _readableLength - _rConsumed < length)
+        SegmentCursor c = Reader;
+        if (length < 0 || c.Remaining < length)
         {
             return false;
         }
-        int count = 0;
-        while (length > 0)
+        int count = c.Slice(length, _dataSegments);
+        if (count < 0 || !c.TrySkip(length))
         {
-            ref IoSegment seg = ref _readable[_rIndex];
-            int n = (int)Math.Min(seg.Length - _rOffset, length);
-            AppendData(ref count, seg.Pointer + _rOffset, n);
-            length -= n;
-            Advance(n);
+            return false; // cannot happen: _dataSegments is as long as the longest list
         }
+        _read = c.Position;
         segments = _dataSegments.AsSpan(0, count);
         return true;
     }
 
-    private void AppendData(ref int count, byte* p, int n)
-    {
-        if (count == _dataSegments.Length)
-        {
-            Array.Resize(ref _dataSegments, _dataSegments.Length * 2);
-        }
-        _dataSegments[count++] = new IoSegment(p, n);
-    }
-
     // ---- writer -------------------------------------------------------------------------------------------------
 
-    internal long WriteRemaining => _writableLength - _wWritten;
-    internal long Written => _wWritten;
+    internal long WriteRemaining => _writableLength - _write.Consumed;
+    internal long Written => _write.Consumed;
 
     /// <summary>Moves the writer to an absolute reply offset (0 to write the out header last).</summary>
     internal void SeekWriter(long offset)
     {
-        _wIndex = 0;
-        _wOffset = 0;
-        _wWritten = 0;
+        _write = default;
         SkipWrite(offset);
     }
 
     internal bool SkipWrite(long n)
     {
-        if (n > WriteRemaining)
-        {
-            return false;
-        }
-        while (n > 0)
-        {
-            int step = (int)Math.Min(_writable[_wIndex].Length - _wOffset, n);
-            AdvanceWrite(step);
-            n -= step;
-        }
-        return true;
-    }
-
-    private void AdvanceWrite(int n)
-    {
-        _wOffset += n;
-        _wWritten += n;
-        while (_wIndex < _writableCount && _wOffset == _writable[_wIndex].Length)
-        {
-            _wIndex++;
-            _wOffset = 0;
-        }
+        SegmentCursor c = Writer;
+        bool ok = c.TrySkip(n);
+        _write = c.Position;
+        return ok;
     }
 
     internal bool TryWrite(ReadOnlySpan<byte> src)
     {
-        if (src.Length > WriteRemaining)
-        {
-            return false;
-        }
-        while (src.Length > 0)
-        {
-            ref IoSegment seg = ref _writable[_wIndex];
-            int n = Math.Min(seg.Length - _wOffset, src.Length);
-            src[..n].CopyTo(new Span<byte>(seg.Pointer + _wOffset, n));
-            src = src[n..];
-            AdvanceWrite(n);
-        }
-        return true;
+        SegmentCursor c = Writer;
+        bool ok = c.TryWrite(src);
+        _write = c.Position;
+        return ok;
     }
 
     internal bool TryWrite<T>(in T value) where T : unmanaged
     {
         fixed (T* p = &value)
         {
+            // SAFETY: p points at the caller's value, sizeof(T) bytes, pinned for this call.
             return TryWrite(new ReadOnlySpan<byte>(p, sizeof(T)));
         }
     }
@@ -264,20 +185,8 @@ public sealed unsafe class FuseRequestBuffers : IDisposable
     /// <summary>Describes up to <paramref name="length"/> writable bytes from the writer position (READ destination).</summary>
     internal ReadOnlySpan<IoSegment> PeekWritableSegments(long length)
     {
-        int count = 0;
-        int index = _wIndex;
-        int offset = _wOffset;
-        length = Math.Min(length, WriteRemaining);
-        while (length > 0 && index < _writableCount)
-        {
-            ref IoSegment seg = ref _writable[index];
-            int n = (int)Math.Min(seg.Length - offset, length);
-            AppendData(ref count, seg.Pointer + offset, n);
-            length -= n;
-            index++;
-            offset = 0;
-        }
-        return _dataSegments.AsSpan(0, count);
+        int count = Writer.Slice(length, _dataSegments);
+        return count < 0 ? default : _dataSegments.AsSpan(0, count);
     }
 
     internal Span<byte> ReplyScratch => new(_replyScratch, ReplyScratchCapacity);

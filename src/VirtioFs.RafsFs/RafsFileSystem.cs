@@ -39,7 +39,7 @@ public sealed class RafsFsOptions
 
 /// <summary>
 /// Serves one RAFS image (v5 or v6) read-only through the <see cref="IFileSystem"/> seam. Mutations answer EROFS (from
-/// <see cref="ReadOnlyFileSystem"/>). READ goes through <see cref="BlobCacheManager.ReadFile(IReadOnlyList{RafsChunk}, ulong, ulong, int, ReadOnlySpan{Iovec})"/>
+/// <see cref="ReadOnlyFileSystem"/>). READ goes through <see cref="BlobCacheManager.ReadFile(IReadOnlyList{RafsChunk}, ulong, ulong, int, ReadOnlySpan{IoSegment})"/>
 /// straight into the reply segments; the file's chunk list is decoded once per OPEN and kept with the handle.
 /// Neither the image nor the cache is owned.
 /// </summary>
@@ -340,10 +340,8 @@ public sealed class RafsFileSystem : ReadOnlyFileSystem, IDisposable
         }
         else
         {
-            // IoSegment is laid out as struct iovec (pointer, 64-bit length), the same as Storage's Iovec: the cache
-            // preadv()s cached chunks straight into the reply (guest memory for virtio-fs).
-            ReadOnlySpan<Iovec> iov = MemoryMarshal.Cast<IoSegment, Iovec>(destination);
-            n = _cache.ReadFile(f.Chunks, f.Size, offset, length, iov);
+            // The cache preadv()s cached chunks straight into the reply (guest memory for virtio-fs).
+            n = _cache.ReadFile(f.Chunks, f.Size, offset, length, destination);
         }
         if (n < 0) return -n;
         bytesRead = n;

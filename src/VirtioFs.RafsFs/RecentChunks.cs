@@ -96,7 +96,7 @@ internal sealed unsafe class RecentChunks : IDisposable
             {
                 if (c.IsHole)
                 {
-                    cursor.Zero(take);
+                    if (!cursor.TryZero(take)) return -Errno.EIO;
                 }
                 else
                 {
@@ -126,7 +126,7 @@ internal sealed unsafe class RecentChunks : IDisposable
                         if (r < 0) return r;
                     }
                     s.LastUse = Interlocked.Increment(ref _clock);
-                    cursor.Copy(new ReadOnlySpan<byte>(s.Data + within, take));
+                    if (!cursor.TryWrite(new ReadOnlySpan<byte>(s.Data + within, take))) return -Errno.EIO;
                 }
             }
             pos += (ulong)take;
@@ -255,14 +255,13 @@ internal sealed unsafe class RecentChunks : IDisposable
     /// <summary>Reads [pos, pos + take) of the file straight into the next <paramref name="take"/> reply bytes.</summary>
     private static int ReadInto(BlobCacheManager cache, RafsChunk[] chunks, ulong fileSize, ulong pos, int take, ref SegmentCursor cursor)
     {
-        Span<Iovec> iov = stackalloc Iovec[16];
-        int n = cursor.Describe(take, iov);
+        Span<IoSegment> iov = stackalloc IoSegment[16];
+        int n = cursor.Slice(take, iov);
         if (n < 0) return ReadDirect(cache, chunks, fileSize, pos, take, ref cursor);
         int r = cache.ReadFile(chunks, fileSize, pos, take, iov[..n]);
         if (r < 0) return r;
         if (r != take) return -Errno.EIO;
-        cursor.Skip(take);
-        return r;
+        return cursor.TrySkip(take) ? r : -Errno.EIO;
     }
 
     private static int ReadDirect(BlobCacheManager cache, RafsChunk[] chunks, ulong fileSize, ulong pos, int take, ref SegmentCursor cursor)
@@ -270,8 +269,7 @@ internal sealed unsafe class RecentChunks : IDisposable
         var tmp = new byte[take];
         int r = cache.ReadFile(chunks, fileSize, pos, tmp);
         if (r < 0) return r;
-        cursor.Copy(tmp.AsSpan(0, r));
-        return r;
+        return cursor.TryWrite(tmp.AsSpan(0, r)) ? r : -Errno.EIO;
     }
 
     /// <summary>Index of the chunk holding <paramref name="offset"/> (chunks are in file order), or -1.</summary>
@@ -285,83 +283,6 @@ internal sealed unsafe class RecentChunks : IDisposable
             else hi = mid - 1;
         }
         return found;
-    }
-
-    /// <summary>Walks the reply segments as bytes are copied in.</summary>
-    private ref struct SegmentCursor(ReadOnlySpan<IoSegment> segments)
-    {
-        private readonly ReadOnlySpan<IoSegment> _segs = segments;
-        private int _seg;
-        private int _off;
-
-        public void Copy(ReadOnlySpan<byte> src)
-        {
-            while (!src.IsEmpty && _seg < _segs.Length)
-            {
-                IoSegment s = _segs[_seg];
-                int n = Math.Min(src.Length, s.Length - _off);
-                // SAFETY: the segment describes s.Length writable bytes that the caller keeps mapped for the request;
-                // [_off, _off + n) lies inside it.
-                src[..n].CopyTo(new Span<byte>(s.Pointer + _off, n));
-                src = src[n..];
-                Advance(n, s.Length);
-            }
-        }
-
-        /// <summary>The next <paramref name="length"/> bytes as iovecs in <paramref name="into"/> (the cursor does not
-        /// move); the count, or -1 when more than <paramref name="into"/> holds would be needed.</summary>
-        public readonly int Describe(int length, Span<Iovec> into)
-        {
-            int seg = _seg, off = _off, n = 0;
-            while (length > 0 && seg < _segs.Length)
-            {
-                IoSegment s = _segs[seg];
-                int take = Math.Min(s.Length - off, length);
-                if (take > 0)
-                {
-                    if (n == into.Length) return -1;
-                    into[n++] = new Iovec(s.Pointer + off, take);
-                }
-                length -= take;
-                seg++;
-                off = 0;
-            }
-            return length == 0 ? n : -1;
-        }
-
-        public void Skip(int count)
-        {
-            while (count > 0 && _seg < _segs.Length)
-            {
-                IoSegment s = _segs[_seg];
-                int n = Math.Min(count, s.Length - _off);
-                count -= n;
-                Advance(n, s.Length);
-            }
-        }
-
-        public void Zero(int count)
-        {
-            while (count > 0 && _seg < _segs.Length)
-            {
-                IoSegment s = _segs[_seg];
-                int n = Math.Min(count, s.Length - _off);
-                // SAFETY: as in Copy.
-                new Span<byte>(s.Pointer + _off, n).Clear();
-                count -= n;
-                Advance(n, s.Length);
-            }
-        }
-
-        private void Advance(int n, int segLength)
-        {
-            _off += n;
-            if (_off == segLength)
-            {
-                _seg++;
-                _off = 0;
-            }
-        }
     }
 
     public void Dispose()

@@ -69,7 +69,7 @@ public sealed partial class Vfs : IFileSystem, IDisposable
     internal const ulong InnerMask = (1UL << SlotShift) - 1;
     internal const int MaxSlots = 1 << (64 - SlotShift);
     /// <summary>ESTALE: the node id or handle belongs to a filesystem that has been unmounted.</summary>
-    public const int ESTALE = 116;
+    public const int ESTALE = Errno.ESTALE;
 
     /// <summary>A mounted filesystem and the bookkeeping that lets it be removed under load.</summary>
     internal sealed class MountEntry

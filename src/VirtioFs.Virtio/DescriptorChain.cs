@@ -29,21 +29,13 @@ public enum ChainError
     TooManySegments,
 }
 
-/// <summary>One guest buffer translated to host memory.</summary>
-public readonly unsafe struct BufferSegment(byte* pointer, int length)
-{
-    public byte* Pointer { get; } = pointer;
-    public int Length { get; } = length;
-
-    /// <summary>The segment as a span. Valid while the chain is outstanding (popped and not yet completed).</summary>
-    public Span<byte> AsSpan() => new(Pointer, Length);
-}
-
-/// <summary>One descriptor as the enumerator yields it.</summary>
+/// <summary>One descriptor as the enumerator yields it: its buffer, translated to host memory, and its direction.</summary>
 public readonly unsafe struct ChainDescriptor(byte* pointer, int length, bool isWritable)
 {
-    public byte* Pointer { get; } = pointer;
-    public int Length { get; } = length;
+    /// <summary>The buffer as the segment every layer above passes on (FUSE request buffers, preadv destinations).</summary>
+    public IoSegment Segment { get; } = new(pointer, length);
+    public byte* Pointer => Segment.Pointer;
+    public int Length => Segment.Length;
     public bool IsWritable { get; } = isWritable;
 }
 
@@ -78,7 +70,7 @@ public readonly unsafe struct DescriptorChain
     /// Collect the chain into caller-provided segment lists without allocating: readable (driver -> device) then
     /// writable (device -> driver) buffers. Returns <see cref="ChainError.None"/> on success.
     /// </summary>
-    public ChainError TryCollect(Span<BufferSegment> readable, Span<BufferSegment> writable,
+    public ChainError TryCollect(Span<IoSegment> readable, Span<IoSegment> writable,
         out int readableCount, out int writableCount)
     {
         readableCount = 0;
@@ -93,7 +85,7 @@ public readonly unsafe struct DescriptorChain
                 {
                     return ChainError.TooManySegments;
                 }
-                writable[writableCount++] = new BufferSegment(d.Pointer, d.Length);
+                writable[writableCount++] = new IoSegment(d.Pointer, d.Length);
             }
             else
             {
@@ -101,7 +93,7 @@ public readonly unsafe struct DescriptorChain
                 {
                     return ChainError.TooManySegments;
                 }
-                readable[readableCount++] = new BufferSegment(d.Pointer, d.Length);
+                readable[readableCount++] = new IoSegment(d.Pointer, d.Length);
             }
         }
         return e.Error;

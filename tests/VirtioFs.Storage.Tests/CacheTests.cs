@@ -139,7 +139,7 @@ public sealed class CacheTests : IDisposable
                 var content = _fx.Content[name];
                 int off = rnd.Next(0, content.Length);
                 int first = rnd.Next(1, 150_000), second = rnd.Next(1, 150_000);
-                Iovec[] segs = [new Iovec(mem, first), new Iovec(mem + first, second)];
+                IoSegment[] segs = [new IoSegment(mem, first), new IoSegment(mem + first, second)];
                 new Span<byte>(mem, first + second).Fill(0xCC);
                 int want = Math.Min(first + second, content.Length - off);
                 Assert.Equal(want, m.ReadFile(_fx.Chunks(name), _fx.Size(name), (ulong)off, first + second, segs));
@@ -541,15 +541,15 @@ public sealed class CacheTests : IDisposable
         var mem = (byte*)NativeMemory.Alloc((nuint)total);
         try
         {
-            var segs = new Iovec[pieces + 1];
+            var segs = new IoSegment[pieces + 1];
             int each = total / pieces, at = 0;
             for (int i = 0; i < pieces; i++)
             {
                 int len = i == pieces - 1 ? total - at : each;
-                segs[i] = new Iovec(mem + at, len);
+                segs[i] = new IoSegment(mem + at, len);
                 at += len;
             }
-            segs[pieces] = new Iovec(mem, 0); // an empty trailing segment is harmless
+            segs[pieces] = new IoSegment(mem, 0); // an empty trailing segment is harmless
             for (int pass = 0; pass < 2; pass++)  // first fills the cache, second copies from it
             {
                 new Span<byte>(mem, total).Clear();
@@ -632,12 +632,5 @@ public sealed class CacheTests : IDisposable
         Assert.Equal(10 * buf.Length, total);
         Assert.Equal(0, allocated);
         Assert.Equal(_fx.Content["big.bin"].AsSpan(100, buf.Length).ToArray(), buf);
-    }
-
-    [Fact]
-    public void Iovec_has_the_struct_iovec_layout()
-    {
-        Assert.Equal(16, Marshal.SizeOf<Iovec>());
-        Assert.Equal(8, (int)Marshal.OffsetOf<Iovec>(nameof(Iovec.iov_len)));
     }
 }

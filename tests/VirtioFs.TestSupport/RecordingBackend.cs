@@ -79,8 +79,8 @@ public sealed class RecordingBackend : IVhostUserBackend
 
     private static unsafe uint EchoCore(int queueIndex, ref DescriptorChain chain, RecordingBackend? recorder)
     {
-        Span<BufferSegment> readable = stackalloc BufferSegment[64];
-        Span<BufferSegment> writable = stackalloc BufferSegment[64];
+        Span<IoSegment> readable = stackalloc IoSegment[64];
+        Span<IoSegment> writable = stackalloc IoSegment[64];
         ChainError error = chain.TryCollect(readable, writable, out int nr, out int nw);
         recorder?.Chains.Enqueue((queueIndex, chain.Head, error));
         if (error != ChainError.None)

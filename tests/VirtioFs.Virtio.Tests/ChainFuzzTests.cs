@@ -20,8 +20,8 @@ public unsafe class ChainFuzzTests
         Assert.True(q.Memory.TryTranslate(lo, region.Size, out byte* deviceBase));
         // A spare area for indirect tables, filled with random descriptors too.
         ulong tables = q.Guest.Allocate(16 * 64, 16);
-        var readable = new BufferSegment[64];
-        var writable = new BufferSegment[64];
+        var readable = new IoSegment[64];
+        var writable = new IoSegment[64];
         int accepted = 0;
         for (int round = 0; round < 2000; round++)
         {
@@ -48,7 +48,7 @@ public unsafe class ChainFuzzTests
             if (error == ChainError.None)
             {
                 accepted++;
-                foreach (BufferSegment s in readable.AsSpan(0, nr).ToArray().Concat(writable.AsSpan(0, nw).ToArray()))
+                foreach (IoSegment s in readable.AsSpan(0, nr).ToArray().Concat(writable.AsSpan(0, nw).ToArray()))
                 {
                     Assert.True(s.Pointer >= deviceBase && s.Pointer + s.Length <= deviceBase + region.Size);
                 }

@@ -28,10 +28,10 @@ internal sealed class QueuePair : IDisposable
         return chain;
     }
 
-    public ChainError Collect(DescriptorChain chain, out BufferSegment[] readable, out BufferSegment[] writable, int capacity = 16)
+    public ChainError Collect(DescriptorChain chain, out IoSegment[] readable, out IoSegment[] writable, int capacity = 16)
     {
-        var r = new BufferSegment[capacity];
-        var w = new BufferSegment[capacity];
+        var r = new IoSegment[capacity];
+        var w = new IoSegment[capacity];
         ChainError error = chain.TryCollect(r, w, out int nr, out int nw);
         readable = r[..nr];
         writable = w[..nw];
@@ -58,7 +58,7 @@ public unsafe class SplitQueueTests
 
         DescriptorChain chain = q.Pop();
         Assert.Equal(head, chain.Head);
-        Assert.Equal(ChainError.None, q.Collect(chain, out BufferSegment[] r, out BufferSegment[] w));
+        Assert.Equal(ChainError.None, q.Collect(chain, out IoSegment[] r, out IoSegment[] w));
         Assert.Equal(2, r.Length);
         Assert.Single(w);
         Assert.Equal("hello"u8.ToArray(), r[0].AsSpan().ToArray());
@@ -74,7 +74,7 @@ public unsafe class SplitQueueTests
     {
         using var q = new QueuePair();
         q.Driver.AddIndirectChain(q.Driver.Readable("abc"u8), q.Driver.Readable("de"u8), q.Driver.Writable(8), q.Driver.Writable(4));
-        Assert.Equal(ChainError.None, q.Collect(q.Pop(), out BufferSegment[] r, out BufferSegment[] w));
+        Assert.Equal(ChainError.None, q.Collect(q.Pop(), out IoSegment[] r, out IoSegment[] w));
         Assert.Equal([3, 2], r.Select(s => s.Length));
         Assert.Equal([8, 4], w.Select(s => s.Length));
     }
@@ -85,7 +85,7 @@ public unsafe class SplitQueueTests
         using var q = new QueuePair(size: 2);
         ChainBuffer[] many = Enumerable.Range(0, 10).Select(_ => q.Driver.Readable("x"u8)).ToArray();
         q.Driver.AddIndirectChain(many);
-        Assert.Equal(ChainError.None, q.Collect(q.Pop(), out BufferSegment[] r, out _));
+        Assert.Equal(ChainError.None, q.Collect(q.Pop(), out IoSegment[] r, out _));
         Assert.Equal(10, r.Length);
     }
 
@@ -183,7 +183,7 @@ public unsafe class SplitQueueTests
         // The next good chain goes through.
         q.Driver.TakeDescriptors(2);
         q.Driver.AddChain(q.Driver.Readable("ok"u8), q.Driver.Writable(2));
-        Assert.Equal(ChainError.None, q.Collect(q.Pop(), out BufferSegment[] rr, out _));
+        Assert.Equal(ChainError.None, q.Collect(q.Pop(), out IoSegment[] rr, out _));
         Assert.Equal("ok"u8.ToArray(), rr[0].AsSpan().ToArray());
     }
 

@@ -43,7 +43,8 @@ public delegate bool ReadDirCallback(ReadOnlySpan<byte> name, ulong ino, uint fi
 /// </summary>
 public sealed unsafe partial class RafsImage : IDisposable
 {
-    public const int EIO = 5, ENOENT = 2, ENOTDIR = 20, EINVAL = 22, ENODATA = 61, ENOTSUP = 95, ERANGE = 34, EISDIR = 21;
+    public const int EIO = Errno.EIO, ENOENT = Errno.ENOENT, ENOTDIR = Errno.ENOTDIR, EINVAL = Errno.EINVAL, ENODATA = Errno.ENODATA,
+        ENOTSUP = Errno.EOPNOTSUPP, ERANGE = Errno.ERANGE, EISDIR = Errno.EISDIR;
     private const int B = V6.BlockSize;
     private const int MaxChunksPerFile = 1 << 24;
 

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Microsoft.Win32.SafeHandles;
+using static VirtioFs.Primitives.Errno;
 
 namespace VirtioFs.Storage.Backend;
 
@@ -10,7 +11,6 @@ namespace VirtioFs.Storage.Backend;
 /// </summary>
 public sealed class LocalDirectoryBackend : IBlobBackend
 {
-    private const int ENOENT = 2, EIO = 5, EBADF = 9, EACCES = 13, EINVAL = 22;
     private readonly string _dir;
     private readonly ConcurrentDictionary<string, SafeFileHandle> _open = new(StringComparer.Ordinal);
     private readonly Lock _openLock = new();

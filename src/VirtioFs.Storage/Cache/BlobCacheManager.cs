@@ -26,8 +26,9 @@ namespace VirtioFs.Storage.Cache;
 /// </summary>
 public sealed class BlobCacheManager : IDisposable
 {
-    private const int EIO = 5, EINVAL = 22, EINTR = 4;
     /// <summary>Internal result: the cached copy is missing or proved corrupt; fetch it again.</summary>
+    // Named here so they win over LibC's identically named values (using static Tmds.Linux.LibC above).
+    private const int EIO = Errno.EIO, EINVAL = Errno.EINVAL, EINTR = Errno.EINTR;
     private const int Stale = -1;
     private const int MaxChunkCount = 1 << 24;
 
@@ -154,15 +155,15 @@ public sealed class BlobCacheManager : IDisposable
 
     // ------------------------------------------------------------------ reads
 
-    /// <summary>Convenience form of <see cref="ReadFile(IReadOnlyList{RafsChunk}, ulong, ulong, int, ReadOnlySpan{Iovec})"/>
+    /// <summary>Convenience form of <see cref="ReadFile(IReadOnlyList{RafsChunk}, ulong, ulong, int, ReadOnlySpan{IoSegment})"/>
     /// for a managed buffer.</summary>
     public unsafe int ReadFile(IReadOnlyList<RafsChunk> chunks, ulong fileSize, ulong offset, Span<byte> destination)
     {
         fixed (byte* p = destination)
         {
-            var one = new Iovec(p, destination.Length);
+            var one = new IoSegment(p, destination.Length);
             // SAFETY: `destination` stays pinned by `fixed` for the whole call; the iovec describes exactly it.
-            return ReadFile(chunks, fileSize, offset, destination.Length, new ReadOnlySpan<Iovec>(ref one));
+            return ReadFile(chunks, fileSize, offset, destination.Length, new ReadOnlySpan<IoSegment>(ref one));
         }
     }
 
@@ -173,7 +174,7 @@ public sealed class BlobCacheManager : IDisposable
     /// <paramref name="fileSize"/> returns 0. Returns the number of bytes read, or a negative errno
     /// (-EIO when a chunk cannot be fetched, fails its digest, or the image describes it impossibly).
     /// </summary>
-    public int ReadFile(IReadOnlyList<RafsChunk> chunks, ulong fileSize, ulong offset, int length, ReadOnlySpan<Iovec> destination)
+    public int ReadFile(IReadOnlyList<RafsChunk> chunks, ulong fileSize, ulong offset, int length, ReadOnlySpan<IoSegment> destination)
     {
         ArgumentNullException.ThrowIfNull(chunks);
         Interlocked.Increment(ref _reads);
@@ -181,8 +182,7 @@ public sealed class BlobCacheManager : IDisposable
         long room = 0;
         foreach (var s in destination)
         {
-            if (s.iov_len > int.MaxValue) return -EINVAL;
-            room += (long)s.iov_len;
+            room += s.Length;
         }
         if (offset >= fileSize || length == 0 || room == 0) return 0;
         int n = (int)Math.Min(Math.Min((ulong)length, (ulong)room), fileSize - offset);
@@ -213,7 +213,7 @@ public sealed class BlobCacheManager : IDisposable
         return found;
     }
 
-    private int ReadCore(IReadOnlyList<RafsChunk> chunks, ulong offset, int n, ReadOnlySpan<Iovec> destination)
+    private int ReadCore(IReadOnlyList<RafsChunk> chunks, ulong offset, int n, ReadOnlySpan<IoSegment> destination)
     {
         ulong end = offset + (ulong)n;
         int first = FindFirst(chunks, offset);
@@ -226,7 +226,7 @@ public sealed class BlobCacheManager : IDisposable
             int rc = EnsureReady(chunks, first, end, new Delivery(destination, offset, end, first, delivered));
             if (rc != 0) return rc;
         }
-        var cursor = new IovecCursor(destination);
+        var cursor = new SegmentCursor(destination);
         ulong pos = offset;
         for (int i = first; pos < end; i++)
         {
@@ -239,8 +239,7 @@ public sealed class BlobCacheManager : IDisposable
             int rc;
             if (c.IsHole)
             {
-                cursor.Zero(len);
-                rc = 0;
+                rc = cursor.TryZero(len) ? 0 : EIO;
             }
             else if (!Validate(c, out var b))
             {
@@ -252,8 +251,7 @@ public sealed class BlobCacheManager : IDisposable
             }
             else if (i - first < delivered.Length && delivered[i - first])
             {
-                cursor.Advance(len); // already copied in by the fetch
-                rc = 0;
+                rc = cursor.TrySkip(len) ? 0 : EIO; // already copied in by the fetch
             }
             else
             {
@@ -361,7 +359,7 @@ public sealed class BlobCacheManager : IDisposable
     /// buffer such as RafsFs's decoded-chunk slots), it is decompressed straight there, or for a chunk stored
     /// uncompressed (incompressible data) read from the backend straight there, saving a copy of every byte; should it
     /// then fail to decode or verify, the destination is zeroed again so no unverified byte stays in it.</summary>
-    private int ReadDirect(in RafsChunk c, BlobState b, int inOff, int len, ref IovecCursor cursor)
+    private int ReadDirect(in RafsChunk c, BlobState b, int inOff, int len, ref SegmentCursor cursor)
     {
         Interlocked.Increment(ref _misses);
         Span<byte> direct = inOff == 0 && len == (int)c.UncompressedSize ? cursor.Contiguous(len) : default;
@@ -376,8 +374,7 @@ public sealed class BlobCacheManager : IDisposable
                 return EIO;
             }
             Interlocked.Increment(ref _fetched);
-            cursor.Advance(len);
-            return 0;
+            return cursor.TrySkip(len) ? 0 : EIO;
         }
         byte[] comp = ArrayPool<byte>.Shared.Rent((int)c.CompressedSize);
         byte[]? plain = null;
@@ -403,9 +400,8 @@ public sealed class BlobCacheManager : IDisposable
                 return rc;
             }
             Interlocked.Increment(ref _fetched);
-            if (dst == direct) cursor.Advance(len);
-            else cursor.Write(dst.Slice(inOff, len));
-            return 0;
+            bool moved = dst == direct ? cursor.TrySkip(len) : cursor.TryWrite(dst.Slice(inOff, len));
+            return moved ? 0 : EIO;
         }
         finally
         {
@@ -419,7 +415,7 @@ public sealed class BlobCacheManager : IDisposable
     /// destination (preadv); with verify=always the whole chunk is read and checked first. Returns <see cref="Stale"/>
     /// (cursor unmoved) when the chunk is not ready or its cached copy is short or corrupt.
     /// </summary>
-    private unsafe int CopyFromCache(in RafsChunk c, BlobState b, int inOff, int len, ref IovecCursor cursor)
+    private unsafe int CopyFromCache(in RafsChunk c, BlobState b, int inOff, int len, ref SegmentCursor cursor)
     {
         var map = b.Map!;
         if (!map.IsReady(c.ChunkIndex)) return Stale;
@@ -434,8 +430,7 @@ public sealed class BlobCacheManager : IDisposable
                 if (rc == Stale) return Corrupt(c, b, "cache file shorter than the chunk");
                 if (rc != 0) return rc;
                 if (!DigestMatches(c, b, whole, out var actual)) return Corrupt(c, b, $"digest {actual}");
-                cursor.Write(whole.Slice(inOff, len));
-                return 0;
+                return cursor.TryWrite(whole.Slice(inOff, len)) ? 0 : EIO;
             }
             finally
             {
@@ -443,8 +438,8 @@ public sealed class BlobCacheManager : IDisposable
             }
         }
 
-        Span<Iovec> iov = stackalloc Iovec[16];
-        int count = cursor.Describe(len, iov);
+        Span<IoSegment> iov = stackalloc IoSegment[16];
+        int count = cursor.Slice(len, iov);
         if (count < 0)
         {
             // A destination in many small pieces: bounce through one buffer rather than many syscalls.
@@ -454,8 +449,7 @@ public sealed class BlobCacheManager : IDisposable
                 int rc = PreadFull(b, buf.AsSpan(0, len), fileOff + inOff);
                 if (rc == Stale) return Corrupt(c, b, "cache file shorter than the chunk");
                 if (rc != 0) return rc;
-                cursor.Write(buf.AsSpan(0, len));
-                return 0;
+                return cursor.TryWrite(buf.AsSpan(0, len)) ? 0 : EIO;
             }
             finally
             {
@@ -467,7 +461,7 @@ public sealed class BlobCacheManager : IDisposable
         while (done < len)
         {
             nint r;
-            fixed (Iovec* p = iov)
+            fixed (IoSegment* p = iov)
             {
                 // SAFETY: iov[first..count] describe destination memory the caller keeps valid; fd is open until Dispose.
                 r = Interop.preadv(fd, p + first, count - first, fileOff + inOff + done);
@@ -483,15 +477,14 @@ public sealed class BlobCacheManager : IDisposable
             done += (int)r;
             // Drop the iovecs this read filled and trim the one it stopped in.
             long left = r;
-            while (first < count && left >= (long)iov[first].iov_len) { left -= (long)iov[first].iov_len; first++; }
+            while (first < count && left >= iov[first].Length) { left -= (long)iov[first].Length; first++; }
             if (left > 0)
             {
-                iov[first].iov_base += left;
-                iov[first].iov_len -= (nuint)left;
+                iov[first].Pointer += left;
+                iov[first].Length -= (int)left;
             }
         }
-        cursor.Advance(len);
-        return 0;
+        return cursor.TrySkip(len) ? 0 : EIO;
     }
 
     private int PreadFull(BlobState b, Span<byte> dst, long fileOff)
@@ -658,9 +651,9 @@ public sealed class BlobCacheManager : IDisposable
 
     /// <summary>Where a reader wants the chunks it fetches itself: its destination, the file range it covers, and which
     /// chunks (by index from <see cref="First"/>) have been copied there.</summary>
-    private readonly ref struct Delivery(ReadOnlySpan<Iovec> destination, ulong offset, ulong end, int first, Span<bool> done)
+    private readonly ref struct Delivery(ReadOnlySpan<IoSegment> destination, ulong offset, ulong end, int first, Span<bool> done)
     {
-        private readonly ReadOnlySpan<Iovec> _destination = destination;
+        private readonly ReadOnlySpan<IoSegment> _destination = destination;
         private readonly Span<bool> _done = done;
         public int First { get; } = first;
 
@@ -671,11 +664,12 @@ public sealed class BlobCacheManager : IDisposable
             if (slot < 0 || slot >= _done.Length) return;
             ulong from = Math.Max(c.FileOffset, offset), to = Math.Min(c.FileOffset + (ulong)plain.Length, end);
             if (from >= to) return;
-            var cursor = new IovecCursor(_destination);
+            var cursor = new SegmentCursor(_destination);
             // Within the destination: [from - offset, to - offset) lies inside [0, end - offset), which the caller sized.
-            cursor.Advance((int)(from - offset));
-            cursor.Write(plain.Slice((int)(from - c.FileOffset), (int)(to - from)));
-            _done[slot] = true;
+            if (cursor.TrySkip((long)(from - offset)) && cursor.TryWrite(plain.Slice((int)(from - c.FileOffset), (int)(to - from))))
+            {
+                _done[slot] = true;
+            }
         }
     }
 

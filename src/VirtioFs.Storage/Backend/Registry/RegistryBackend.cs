@@ -2,6 +2,7 @@ using System.Buffers;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using VirtioFs.Oci;
+using static VirtioFs.Primitives.Errno;
 
 namespace VirtioFs.Storage.Backend.Registry;
 
@@ -18,7 +19,6 @@ namespace VirtioFs.Storage.Backend.Registry;
 /// </summary>
 public sealed class RegistryBackend : IBlobBackend
 {
-    private const int ENOENT = 2, EIO = 5, EBADF = 9, EACCES = 13, EINVAL = 22;
 
     /// <summary>Largest single read: the cache never asks for more than a merged read (32 MiB).</summary>
     public const int MaxReadBytes = 64 << 20;

@@ -1,6 +1,9 @@
-namespace VirtioFs.Fuse;
+namespace VirtioFs.Primitives;
 
-/// <summary>Linux errno values (asm-generic/errno-base.h, errno.h) used on the FUSE wire, where error = -errno.</summary>
+/// <summary>
+/// Linux errno values (asm-generic/errno-base.h, errno.h): the one table every layer uses. Filesystems and backends
+/// return them as positive numbers; the FUSE wire carries them negated (fuse_out_header.error = -errno).
+/// </summary>
 public static class Errno
 {
     public const int EPERM = 1;
@@ -35,4 +38,5 @@ public static class Errno
     public const int EPROTO = 71;
     public const int EOVERFLOW = 75;
     public const int EOPNOTSUPP = 95;
+    public const int ESTALE = 116;
 }
