@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using VirtioFs.Daemon.Api;
 using VirtioFs.Daemon.CommandLine;
-using VirtioFs.Daemon.Device;
+using VirtioFs.Device;
 using VirtioFs.Daemon.Images;
 using VirtioFs.Fuse;
 using VirtioFs.Passthrough;

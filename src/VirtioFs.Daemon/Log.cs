@@ -1,10 +1,10 @@
 using Microsoft.Extensions.Logging;
-using VirtioFs.Virtio;
 
 namespace VirtioFs.Daemon;
 
 /// <summary>
-/// The daemon's log messages; event ids 5000-5099 (the device pool 5100s, image serving 5200s, the API 5500s).
+/// The daemon's log messages; event ids 5000-5099 (the virtio-fs device in src/VirtioFs.Device 5100s, image serving
+/// 5200s, the API 5500s).
 /// Every event id in vfsd, one band per layer so a log line names its source: vhost-user 1000s, RAFS format 3000s,
 /// FUSE 4000-4099, passthrough 4100s, image filesystem 4200s, chunk cache 4300s, daemon 5000s, OCI client 6000s
 /// (registry backend 6050s), Vfs 7000s.
@@ -16,15 +16,6 @@ internal static partial class Log
 
     [LoggerMessage(5001, LogLevel.Information, "front-end disconnected; exiting")]
     public static partial void Disconnected(ILogger logger);
-
-    [LoggerMessage(5002, LogLevel.Debug, "driver acknowledged features 0x{Features:x}")]
-    public static partial void FeaturesAcknowledged(ILogger logger, ulong features);
-
-    [LoggerMessage(5003, LogLevel.Information, "device reset")]
-    public static partial void DeviceReset(ILogger logger);
-
-    [LoggerMessage(5004, LogLevel.Warning, "malformed descriptor chain (head {Head}): {Error}; returned with length 0")]
-    public static partial void BadChain(ILogger logger, ushort head, ChainError error);
 
     [LoggerMessage(5005, LogLevel.Error, "vfsd: {Message}")]
     public static partial void Fatal(ILogger logger, string message);

@@ -3,7 +3,7 @@ using VirtioFs.Fuse;
 using VirtioFs.VhostUser;
 using VirtioFs.Virtio;
 
-namespace VirtioFs.Daemon.Device;
+namespace VirtioFs.Device;
 
 /// <summary>
 /// <c>--thread-pool-size</c>: worker threads behind the request queues, as virtiofsd has. The queue thread pops chains

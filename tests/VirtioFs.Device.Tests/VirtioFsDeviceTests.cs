@@ -2,14 +2,13 @@ using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Text;
 using Microsoft.Extensions.Logging.Abstractions;
-using VirtioFs.Daemon.Device;
 using VirtioFs.Fuse;
 using VirtioFs.Passthrough;
 using VirtioFs.TestSupport;
 using VirtioFs.Virtio;
 using Xunit;
 
-namespace VirtioFs.Daemon.Tests;
+namespace VirtioFs.Device.Tests;
 
 /// <summary>
 /// The whole daemon stack without QEMU: a vhost-user front-end written for the tests negotiates like QEMU 7.2 or

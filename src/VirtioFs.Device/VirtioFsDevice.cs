@@ -5,7 +5,7 @@ using VirtioFs.Fuse;
 using VirtioFs.VhostUser;
 using VirtioFs.Virtio;
 
-namespace VirtioFs.Daemon.Device;
+namespace VirtioFs.Device;
 
 /// <summary>
 /// The virtio-fs device (virtio spec 1.2, 5.11) on top of the vhost-user transport: queue 0 is the hiprio queue
