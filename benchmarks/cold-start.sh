@@ -26,19 +26,32 @@
 #                     backend tuning, no prefetch)
 #         workload  = the workload on MNT, every chunk it reads fetched from the registry with a Range request
 #   lazy+pf: the same, with fs_prefetch on: vfsd fetches the image's prefetch table from mount on (8 threads). The
-#         table lists the start-up files, recorded before the build by running the workload once on the source tree
-#         (atime), as nydus users record theirs; the payload file the workload peeks at is left out of it.
-# and the ratios OCI total / lazy total, OCI total / lazy+pf total (medians over the rounds). The workload's output
-# must be the same on every side, or the run fails.
+#         table lists start-up files, recorded before the build by running ANOTHER container command once on the
+#         source tree (atime), as nydus users record theirs: a table recorded from the very workload it then replays
+#         would flatter it. The payload file the workload peeks at is left out of it.
+# and the ratios OCI total / lazy total, OCI total / lazy+pf total (medians over the rounds, with their spread).
+# The workload's output must be the same on every side, or the run fails.
 #
-#   benchmarks/cold-start.sh [--rate 200mbit] [--delay-ms 20] [--payload-mb 700] [--rounds N] [--smoke]
+# The floor: what a perfect lazy loader could not beat on this link. Its bytes are what an on-demand mount with no
+# read-ahead at all (amplify_io 0, no prefetch) moves for the workload, manifest and bootstrap included (measured once
+# before the rounds); its time is those bytes at the measured link rate plus four round trips of the link's delay
+# (opening the connection, then three requests that depend on each other: the manifest, the bootstrap layer, then all
+# the data ranges at once).
+#
+# It follows benchmarks/lib/harness.sh: rounds rotate the order of the three sides, every side's exit status and
+# output are checked, and the results go to benchmarks/results/cold-start.csv (start time and bytes fetched per side
+# and round, and the floor), with the bytes-against-time curves of round 1 in cold-start-timeline.csv for
+# benchmarks/report.sh.
+#
+#   benchmarks/cold-start.sh [--rate 200mbit] [--delay-ms 20] [--payload-mb 700] [--rounds N (default 5)] [--smoke]
 #                            [--amplify-io BYTES (nydus amplify_io of the lazy sides; default vfsd's, 128 KiB)]
 #     --smoke: a busybox tree and 30 MB of payload instead of debootstrap (checks the machinery in seconds)
 # Needs root, out/vfsd and out/vfs-image (bash tests/setup.sh), docker-registry, python3, debootstrap (not for --smoke).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benchmarks/lib/harness.sh
 here=benchmarks/cold-start
-rate=200mbit delay_ms=20 payload_mb=700 rounds=1 smoke=0 amplify=""
+rate=200mbit delay_ms=20 payload_mb=700 rounds=$BENCH_ROUNDS smoke=0 amplify=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rate) rate=$2; shift 2;;
@@ -89,11 +102,11 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 
 # ---------------------------------------------------------------------------------------------------------------
 # The workload, in a chroot with /proc and /dev as a container runtime mounts them (the FUSE mount is nodev).
-run_workload() { # ROOT OUTFILE
+run_workload() { # ROOT OUTFILE [COMMAND]
   mount -t proc proc "$1/proc"
   mount --bind /dev "$1/dev"
   local rc=0
-  chroot "$1" /bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "$shell" -c "$workload" > "$2" 2>&1 || rc=$?
+  chroot "$1" /bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "$shell" -c "${3:-$workload}" > "$2" 2>&1 || rc=$?
   umount "$1/dev" "$1/proc"
   [ "$rc" = 0 ] || { echo "workload failed in $1 (exit $rc):" >&2; cat "$2" >&2; return 1; }
 }
@@ -111,6 +124,7 @@ if [ "$smoke" = 1 ]; then
   cp -r /usr/share/doc/busybox-static/. "$tree/usr/share/doc/busybox/" 2>/dev/null || true
   workload='ls -R /etc /usr | wc -l; wc -l < /etc/passwd; cat /etc/os-release; sha256sum /bin/busybox | cut -c1-16;
             head -c 4096 /opt/payload/part-00 | md5sum; ls /proc/self > /dev/null && echo proc ok'
+  record_workload='ls /bin /etc > /dev/null; cat /etc/passwd /etc/os-release > /dev/null; sh -c "echo recorded" > /dev/null'
   shell=/bin/sh
 else
   if [ ! -x "$rootfs_cache/usr/bin/apt-get" ]; then
@@ -127,6 +141,10 @@ else
   workload='dpkg -l | wc -l; apt-get --version | head -n 1; ls -R /etc | wc -l; perl -e "print qq(perl \$]\n)";
             bash --version | head -n 1; grep PRETTY /etc/os-release; id; ls -l /usr/bin | wc -l; df -h / > /dev/null;
             head -c 4096 /opt/payload/part-00 | md5sum'
+  # Another container command, for the prefetch table: a shell that runs a package query and a perl one-liner. It
+  # shares the usual start-up files (the shell, libc, perl, dpkg's database) with the workload, not all of them.
+  record_workload='dpkg -s coreutils > /dev/null; perl -MPOSIX -e "print strftime(q(%Y), gmtime(0))" > /dev/null;
+            cat /etc/passwd /etc/os-release > /dev/null; bash -c "true"; ls /usr/lib > /dev/null'
   shell=/bin/bash
 fi
 echo "== payload: $payload_mb MB under /opt/payload"
@@ -148,13 +166,13 @@ tree_bytes=$(du -sb "$tree" | cut -f1)
 
 # The start-up files, as nydus users record them for an image's prefetch table: run the workload once on the tree
 # through a strictatime bind mount, with every atime set to 0 first, and list the files it read.
-echo "== recording the start-up files (the workload once on the source tree; files whose atime moved)"
+echo "== recording the start-up files (another container command once on the source tree; files whose atime moved)"
 find "$tree" -type f -exec touch -a -d @0 {} +
 mkdir -p "$work/trace"
 mount --bind "$tree" "$work/trace"
 mount --make-private "$work/trace" # /proc and /dev mounted on it must not propagate into $tree
 mount -o remount,bind,strictatime "$work/trace"
-run_workload "$work/trace" "$work/trace.out"
+run_workload "$work/trace" "$work/trace.out" "$record_workload"
 umount "$work/trace"
 # The payload file the workload peeks at (4 KiB of 100 MB) is left out: a prefetch table names whole files, and
 # fetching it would spend the link on bytes nobody reads.
@@ -214,12 +232,13 @@ done
 
 proxy_port=$(free_port) control_port=$(free_port)
 python3 "$here/delay-proxy.py" "127.0.0.1:$proxy_port" "$net.2:5000" "$control_port" "$(( delay_ms / 2 ))" \
-  > "$work/proxy.log" 2>&1 &
+  "$work/timeline" > "$work/proxy.log" 2>&1 &
 proxy_pid=$!
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$control_port") 2>/dev/null && break; sleep 0.05; done
 # The proxy's counters: "bytes-down bytes-up connections requests"; delta OLD NEW -> "N MB (R)".
 fetched() { local l; exec 3<>"/dev/tcp/127.0.0.1/$control_port"; read -r l <&3; exec 3<&-; echo "$l"; }
 delta() { local a b; read -r -a a <<< "$1"; read -r -a b <<< "$2"; echo "$(mb $(( b[0] - a[0] ))) ($(( b[3] - a[3] )))"; }
+delta_bytes() { local a b; read -r -a a <<< "$1"; read -r -a b <<< "$2"; echo $(( b[0] - a[0] )); }
 registry=127.0.0.1:$proxy_port
 
 echo "== pushing both images (inside the namespace, not through the shaped link)"
@@ -238,7 +257,8 @@ echo "   through the proxy: GET /v2/ $(awk -v t="$rtt" 'BEGIN { printf "%.0f ms"
 
 # Two lazy configurations of the same image: chunks fetched only when read (fs_prefetch off), and nydus's usual
 # set-up for start-up, the image's prefetch table (the start-up files recorded above) fetched by 8 threads from mount on.
-lazy_config() { # FILE PREFETCH(true|false)
+lazy_config() { # FILE PREFETCH(true|false) [AMPLIFY_IO]
+  local amplify=${3:-$amplify}
   cat > "$1" <<EOF
 {
   "device": {
@@ -256,6 +276,7 @@ EOF
 }
 lazy_config "$work/lazy.json" false
 lazy_config "$work/lazy-prefetch.json" true
+lazy_config "$work/floor.json" false 0
 
 oci_side() { # ROUND -> sets o_dl o_unpack o_work o_total o_fetch
   rm -rf "$work/oci"; mkdir -p "$work/oci/root"
@@ -268,7 +289,8 @@ oci_side() { # ROUND -> sets o_dl o_unpack o_work o_total o_fetch
   t2=$(now)
   run_workload "$work/oci/root" "$work/oci-$1.out"
   t3=$(now)
-  o_fetch=$(delta "$b0" "$(fetched)")
+  local b1; b1=$(fetched)
+  o_fetch=$(delta "$b0" "$b1") o_bytes=$(delta_bytes "$b0" "$b1") o_t0=$t0 o_t3=$t3
   o_dl=$(sub "$t1" "$t0") o_unpack=$(sub "$t2" "$t1") o_work=$(sub "$t3" "$t2") o_total=$(sub "$t3" "$t0")
   rm -rf "$work/oci"
 }
@@ -290,7 +312,8 @@ lazy_side() { # NAME CONFIG -> sets l_mount l_work l_total l_fetch
   t2=$(now)
   run_workload "$work/lazy/mnt" "$work/$1.out"
   t3=$(now)
-  l_fetch=$(delta "$b0" "$(fetched)")
+  local b1; b1=$(fetched)
+  l_fetch=$(delta "$b0" "$b1") l_bytes=$(delta_bytes "$b0" "$b1") l_t0=$t0 l_t3=$t3
   l_mount=$(sub "$t2" "$t0") l_work=$(sub "$t3" "$t2") l_total=$(sub "$t3" "$t0")
   umount "$work/lazy/mnt"
   wait "$vfsd_pid" || { echo "vfsd exited with an error:" >&2; cat "$work/vfsd-$1.log" >&2; exit 1; }
@@ -298,31 +321,67 @@ lazy_side() { # NAME CONFIG -> sets l_mount l_work l_total l_fetch
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 row() { printf '%-6s %-8s %-18s %-16s %8ss %8ss %24s\n' "$@"; }
 
-echo "== $rounds round(s); each: OCI baseline, lazy, lazy + prefetch table, the host page cache dropped before each"
-ratios=() pf_ratios=()
+# The floor (see the header): one untimed on-demand run with no read-ahead gives the bytes the workload needs.
+echo "== the floor: an on-demand run with amplify_io 0 and no prefetch (not timed)"
+lazy_side floor "$work/floor.json"
+floor_bytes=$l_bytes
+# One connection set-up and three dependent requests, each one round trip of the link's added delay.
+floor=$(awk -v b="$floor_bytes" -v r="$speed" -v d="$delay_ms" 'BEGIN { printf "%.3f", b / r + 4 * d / 1000 }')
+echo "   the workload needs $(mb "$floor_bytes") (requests: $l_fetch); at the measured $(awk -v s="$speed" 'BEGIN { printf "%.0f Mbit/s", s * 8 / 1e6 }') plus 4 round trips of ${delay_ms} ms: floor ${floor}s"
+
+# Round 1's bytes-against-time curves, from the proxy's timeline (one clock: both use the wall clock).
+curve() { # SIDE T0 T3
+  awk -v side="$1" -v t0="$2" -v t3="$3" -v base="$4" '$1 >= t0 && $1 <= t3 + 0.05 { printf "%s,%.3f,%d\n", side, $1 - t0, $2 - base }' "$work/timeline"
+}
+
+bench_init cold-start
+timeline_csv=$(dirname "$BENCH_RESULTS")/cold-start-timeline.csv
+echo "side,seconds,bytes" > "$timeline_csv"
+echo "== $rounds round(s); each runs OCI, lazy and lazy + prefetch table in a rotating order, the host page cache dropped before each"
 for r in $(seq 1 "$rounds"); do
-  oci_side "$r"
-  lazy_side "lazy-$r" "$work/lazy.json"
-  read -r d_mount d_work d_total <<< "$l_mount $l_work $l_total"
-  d_fetch=$l_fetch
-  lazy_side "prefetch-$r" "$work/lazy-prefetch.json"
-  for side in "lazy-$r" "prefetch-$r"; do
-    cmp -s "$work/oci-$r.out" "$work/$side.out" \
-      || { echo "the workload printed different things on the OCI and $side sides:" >&2; diff "$work/oci-$r.out" "$work/$side.out" >&2; exit 1; }
+  case $((r % 3)) in 1) order="oci lazy lazy-prefetch";; 2) order="lazy lazy-prefetch oci";; 0) order="lazy-prefetch oci lazy";; esac
+  pos=1
+  for side in $order; do
+    b_before=$(awk 'END { print $2 + 0 }' "$work/timeline" 2>/dev/null || echo 0)
+    case $side in
+      oci)  oci_side "$r"
+            bench_record start oci "$r" "$pos" "$o_total" "" "$o_bytes"
+            [ "$r" = 1 ] && curve oci "$o_t0" "$o_t3" "$b_before" >> "$timeline_csv";;
+      lazy) lazy_side "lazy-$r" "$work/lazy.json"
+            read -r d_mount d_work d_total d_fetch <<< "$l_mount $l_work $l_total $l_fetch"
+            bench_record start lazy "$r" "$pos" "$l_total" "" "$l_bytes"
+            [ "$r" = 1 ] && curve lazy "$l_t0" "$l_t3" "$b_before" >> "$timeline_csv";;
+      lazy-prefetch)
+            lazy_side "prefetch-$r" "$work/lazy-prefetch.json"
+            read -r p_mount p_work p_total p_fetch <<< "$l_mount $l_work $l_total $l_fetch"
+            bench_record start lazy-prefetch "$r" "$pos" "$l_total" "" "$l_bytes"
+            [ "$r" = 1 ] && curve lazy+prefetch "$l_t0" "$l_t3" "$b_before" >> "$timeline_csv";;
+    esac
+    pos=$((pos + 1))
   done
-  ratios+=("$(ratio "$o_total" "$d_total")") pf_ratios+=("$(ratio "$o_total" "$l_total")")
+  bench_record start floor "$r" 0 "$floor" "" "$floor_bytes"
+  for side in floor "lazy-$r" "prefetch-$r"; do
+    bench_same_output "what the workload printed on the OCI and $side sides" "$work/oci-$r.out" "$work/$side.out"
+  done
   [ "$r" = 1 ] && printf '\n%-6s %-8s %-18s %-16s %9s %9s %24s\n' round side fetch "unpack / start" workload total "from registry (requests)"
   row "$r" OCI "download ${o_dl}s" "unpack ${o_unpack}s" "$o_work" "$o_total" "$o_fetch"
   row "" lazy "" "start ${d_mount}s" "$d_work" "$d_total" "$d_fetch"
-  row "" "lazy+pf" "" "start ${l_mount}s" "$l_work" "$l_total" "$l_fetch"
-  printf '%-6s ratio OCI / lazy: %sx, OCI / lazy+pf: %sx\n' "" "${ratios[-1]}" "${pf_ratios[-1]}"
+  row "" "lazy+pf" "" "start ${p_mount}s" "$p_work" "$p_total" "$p_fetch"
+  printf '%-6s ratio OCI / lazy: %sx, OCI / lazy+pf: %sx; lazy / floor: %sx\n' "" "$(ratio "$o_total" "$d_total")" \
+    "$(ratio "$o_total" "$p_total")" "$(awk -v a="$d_total" -v b="$floor" 'BEGIN { printf "%.2f", a / b }')"
 done
 echo
-echo "workload output (same on both sides):"; sed 's/^/  /' "$work/oci-1.out"
+echo "workload output (same on every side):"; sed 's/^/  /' "$work/oci-1.out"
 echo
 echo "cold start, image $(mb "$tree_bytes") ($([ "$smoke" = 1 ] && echo "busybox smoke tree" || echo "debian bookworm minbase") + ${payload_mb} MB payload), link $rate + ${delay_ms} ms:"
-echo "  OCI baseline / lazy (vfsd, on demand)        = $(median "${ratios[@]}")x (median of $rounds round(s)); bar 5x, goal 20x"
-echo "  OCI baseline / lazy (vfsd, + prefetch table) = $(median "${pf_ratios[@]}")x"
+echo "== speed-up, OCI / lazy (bar 5x, goal 20x)"
+bench_summary oci lazy seconds
+bench_summary oci lazy-prefetch seconds
+echo "== distance to the floor, lazy / floor (goal 1.5x)"
+bench_summary lazy floor seconds
+bench_summary lazy-prefetch floor seconds
+echo "== bytes fetched"
+bench_summary lazy floor bytes
+echo "results: $BENCH_RESULTS, $timeline_csv"

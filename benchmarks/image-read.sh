@@ -19,16 +19,23 @@
 # write's copy into the page cache ~5.5%. One pread per chunk (1047 for 400 MB), no chunk decoded or hashed twice, and
 # futex waits are only the slot lock when two READs want the chunk another thread is decoding (strace -c inflates them).
 #
-#   benchmarks/image-read.sh [--size-mb 400] [--no-guest] [--no-host] [--thread-pool-size N (vfsd's, default 4, the C virtiofsd runs a pool too)]
+# It follows benchmarks/lib/harness.sh: N rounds (default 5) rotating which tool goes first, medians with min-max, every
+# exit status checked, the files each tool served hashed and compared (round 1, untimed), results in
+# benchmarks/results/image-read.csv. Settings are the ones a user passes: none on the host (vfsd mount and squashfuse
+# with their defaults), Kata's defaults in the guest (--thread-pool-size=1, cache auto) for both daemons.
+#
+#   benchmarks/image-read.sh [--rounds N] [--results FILE] [--size-mb 400] [--no-guest] [--no-host]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-size_mb=400 guest=1 host=1 pool=4
+. benchmarks/lib/harness.sh
+bench_parse_rounds "$@"
+set -- "${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"}"
+size_mb=400 guest=1 host=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --size-mb) size_mb=$2; shift 2;;
     --no-guest) guest=0; shift;;
     --no-host) host=0; shift;;
-    --thread-pool-size) pool=$2; shift 2;;
     *) echo "unknown argument $1" >&2; exit 2;;
   esac
 done
@@ -80,74 +87,98 @@ printf 'mksquashfs %.1fs (%s bytes), vfs-image %.1fs (%s bytes)\n' "$(echo "$t1 
   "$(echo "$t2 - $t1" | bc)" "$(du -cb "$work/bootstrap" "$work/blobs" | tail -n 1 | cut -f1)"
 
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-readall() { local s e; s=$(date +%s.%N); (cd "$1" && find . -type f -print0 | xargs -0 -n 256 -P 2 cat > /dev/null); e=$(date +%s.%N); echo "$e - $s" | bc; }
+readall() { (cd "$1" && find . -type f -print0 | xargs -0 -n 256 -P 2 cat > /dev/null); }
 waitmount() { for _ in $(seq 1 200); do mountpoint -q "$1" && return 0; sleep 0.05; done; echo "mount at $1 did not appear" >&2; return 1; }
-
+treesum() { (cd "$1" && find . -type f | sort | xargs -d '\n' sha256sum) | sha256sum | cut -d' ' -f1; }
 # CPU seconds (user + system) a process has used: on a shared, noisy machine wall times wander, CPU much less.
-cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo "?"; }
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+bytes=$(du -sb --apparent-size "$src" | cut -f1)
+treesum "$src" > "$work/src.sum"
+bench_init image-read
 
-declare -A T
-measure() { # name mountpoint pid
-  local c0 c1 c2
-  c0=$(cpu "$3"); drop; T[$1.cold]=$(readall "$2"); c1=$(cpu "$3"); T[$1.warm]=$(readall "$2"); c2=$(cpu "$3")
-  printf '%-22s cold %6.2fs (cpu %5.2fs)  warm %6.2fs (cpu %5.2fs)\n' "$1" "${T[$1.cold]}" "$(echo "$c1 - $c0" | bc)" \
-    "${T[$1.warm]}" "$(echo "$c2 - $c1" | bc)"
+host_round() { # TOOL ROUND POSITION
+  local mnt=$work/mnt-$1 pid c0 c1 c2 cold warm
+  mkdir -p "$mnt"
+  case $1 in
+    squashfuse) squashfuse "$work/tree.sqfs" "$mnt"; waitmount "$mnt"; pid=$(pgrep -n -f "squashfuse $work/tree.sqfs");;
+    vfsd) out/vfsd mount --bootstrap "$work/bootstrap" --blob-dir "$work/blobs" --log-level warn "$mnt" &
+          pid=$!; waitmount "$mnt";;
+    vfsd-cache) rm -rf "$work/cache"
+          out/vfsd mount --bootstrap "$work/bootstrap" --blob-dir "$work/blobs" --cache-dir "$work/cache" --no-prefetch \
+            --log-level warn "$mnt" &
+          pid=$!; waitmount "$mnt";;
+  esac
+  c0=$(cpu "$pid"); drop
+  bench_time cold readall "$mnt"; c1=$(cpu "$pid")
+  bench_time warm readall "$mnt"; c2=$(cpu "$pid")
+  bench_record host-cold "$1" "$2" "$3" "$cold" "$(echo "$c1 - $c0" | bc)" "$bytes"
+  bench_record host-warm "$1" "$2" "$3" "$warm" "$(echo "$c2 - $c1" | bc)" "$bytes"
+  if [ "$2" = 1 ]; then
+    treesum "$mnt" > "$work/$1.sum"
+    bench_same_output "files served by $1 and the source tree" "$work/src.sum" "$work/$1.sum"
+  fi
+  umount "$mnt"
+  [ "$1" = squashfuse ] || wait "$pid" || { echo "benchmark: vfsd mount exited with status $?" >&2; exit 1; }
 }
 
-ratio() { echo "scale=2; $1 / $2" | bc; }
 if [ "$host" = 1 ]; then
-echo "== host: read every file (2 parallel readers), cold then warm"
-mkdir -p "$work/mnt-sq" "$work/mnt-v1" "$work/mnt-v2"
-squashfuse "$work/tree.sqfs" "$work/mnt-sq"; waitmount "$work/mnt-sq"
-measure squashfuse "$work/mnt-sq" "$(pgrep -n -f "squashfuse $work/tree.sqfs")"
-umount "$work/mnt-sq"
-
-out/vfsd mount --bootstrap "$work/bootstrap" --blob-dir "$work/blobs" --log-level warn --thread-pool-size "$pool" "$work/mnt-v1" &
-waitmount "$work/mnt-v1"
-measure "vfsd (no cache)" "$work/mnt-v1" $!
-umount "$work/mnt-v1"; wait
-
-out/vfsd mount --bootstrap "$work/bootstrap" --blob-dir "$work/blobs" --cache-dir "$work/cache" --no-prefetch --log-level warn \
-  --thread-pool-size "$pool" "$work/mnt-v2" &
-waitmount "$work/mnt-v2"
-measure "vfsd (--cache-dir)" "$work/mnt-v2" $!
-umount "$work/mnt-v2"; wait
-
-echo "== host ratios (vfsd / squashfuse; bar 1.25, goal < 1.00)"
-for v in "vfsd (no cache)" "vfsd (--cache-dir)"; do
-  printf '%-22s cold %sx  warm %sx\n' "$v" "$(ratio "${T[$v.cold]}" "${T[squashfuse.cold]}")" "$(ratio "${T[$v.warm]}" "${T[squashfuse.warm]}")"
-done
-
+  echo "== host: read every file (2 parallel readers), cold then warm, $BENCH_ROUNDS rounds"
+  for round in $(seq 1 "$BENCH_ROUNDS"); do
+    case $((round % 3)) in
+      1) order="squashfuse vfsd vfsd-cache";; 2) order="vfsd vfsd-cache squashfuse";; 0) order="vfsd-cache squashfuse vfsd";;
+    esac
+    pos=1
+    for tool in $order; do host_round "$tool" "$round" "$pos"; pos=$((pos + 1)); done
+  done
 fi
 
-[ "$guest" = 1 ] || exit 0
-[ -x "$peer" ] || { echo "$peer missing: guest comparison skipped" >&2; exit 0; }
-echo "== guest: read every file of the image (vfsd --bootstrap) and of the tree (C virtiofsd), each cold on the host"
-# Two boots, one per order: the guest's first pass also pays for TCG translating the guest kernel's read path and
-# `cat`, so whichever daemon is read first would look slower. Host caches are dropped before each boot.
-guest_run() { # ORDER...
-  cat > "$work/guest.sh" <<GUEST
+if [ "$guest" = 1 ]; then
+  [ -x "$peer" ] || { echo "$peer missing (apt-get install qemu-system-x86)" >&2; exit 1; }
+  echo "== guest: read every file of the image (vfsd --bootstrap) and of the tree (C virtiofsd), each cold on the host"
+  # One boot per round, the order alternating: the guest's first pass also pays for TCG translating the guest
+  # kernel's read path and `cat`, so whichever daemon is read first would look slower.
+  for round in $(seq 1 "$BENCH_ROUNDS"); do
+    order=$(bench_order "$round" vfs peer)
+    cat > "$work/guest.sh" <<GUEST
 t() { cut -d' ' -f1 /proc/uptime; }
-for tag in $*; do
+for tag in $order; do
   echo 3 > /proc/sys/vm/drop_caches
   s=\$(t); find /mnt/\$tag -type f | xargs cat > /dev/null; e=\$(t)
   echo "@@TIME \$tag \$s \$e"
 done
+for tag in $order; do echo "@@SUM \$tag \$(cd /mnt/\$tag && find . -type f | sort | xargs md5sum | md5sum | cut -d' ' -f1)"; done
 GUEST
-  drop
-  out/vfsd --socket-path "$work/vfsd.sock" --bootstrap "$work/bootstrap" --blob-dir "$work/blobs" --tag vfs --log-level warn \
-    --thread-pool-size "$pool" &
-  "$peer" --socket-path="$work/peer.sock" -o source="$src" -o cache=auto > /dev/null 2>&1 &
-  for _ in $(seq 1 100); do [ -S "$work/vfsd.sock" ] && [ -S "$work/peer.sock" ] && break; sleep 0.05; done
-  tests/guest/run-guest.sh --script "$work/guest.sh" --fs vfs="$work/vfsd.sock" --fs peer="$work/peer.sock" --timeout 1800 \
-    | tr -d '\r' | grep '^@@TIME' >> "$work/guest.times" || true
-  wait || true
-}
-: > "$work/guest.times"
-guest_run vfs peer
-guest_run peer vfs
-vfs=$(awk '$2=="vfs"{t+=$4-$3; n++} END {if (n == 2) printf "%.2f", t/n}' "$work/guest.times")
-pr=$(awk '$2=="peer"{t+=$4-$3; n++} END {if (n == 2) printf "%.2f", t/n}' "$work/guest.times")
-[ -n "$vfs" ] && [ -n "$pr" ] || { echo "guest run failed" >&2; exit 1; }
-echo "guest passes (tag start end): $(awk '{printf "%s %.2fs  ", $2, $4-$3}' "$work/guest.times")"
-printf 'guest read-all (mean of both orders): vfsd %.2fs, virtiofsd %.2fs, ratio %sx (bar 1.25, goal < 1.00)\n' "$vfs" "$pr" "$(ratio "$vfs" "$pr")"
+    drop
+    rm -f "$work/vfsd.sock" "$work/peer.sock"
+    out/vfsd --socket-path "$work/vfsd.sock" --bootstrap "$work/bootstrap" --blob-dir "$work/blobs" --tag vfs --log-level warn \
+      --thread-pool-size=1 &
+    vpid=$!
+    "$peer" --socket-path="$work/peer.sock" -o source="$src" -o cache=auto --thread-pool-size=1 -o sandbox=chroot > /dev/null 2>&1 &
+    ppid_=$!
+    for _ in $(seq 1 100); do [ -S "$work/vfsd.sock" ] && [ -S "$work/peer.sock" ] && break; sleep 0.05; done
+    tests/guest/run-guest.sh --script "$work/guest.sh" --fs vfs="$work/vfsd.sock" --fs peer="$work/peer.sock" --timeout 1800 \
+      | tr -d '\r' > "$work/guest.out" || true
+    wait "$vpid" || { echo "benchmark: vfsd exited with status $? (round $round)" >&2; exit 1; }
+    wait "$ppid_" || { echo "benchmark: virtiofsd exited with status $? (round $round)" >&2; exit 1; }
+    pos=1
+    for tag in $order; do
+      line=$(grep "^@@TIME $tag " "$work/guest.out") || { echo "benchmark: no guest time for $tag (round $round)" >&2; exit 1; }
+      set -- $line
+      bench_record guest-readall "$([ "$tag" = vfs ] && echo vfsd || echo virtiofsd)" "$round" "$pos" \
+        "$(awk -v a="$3" -v b="$4" 'BEGIN{printf "%.2f", b-a}')" "" "$bytes"
+      pos=$((pos + 1))
+    done
+    grep "^@@SUM vfs " "$work/guest.out" | cut -d' ' -f3 > "$work/g.vfs"; grep "^@@SUM peer " "$work/guest.out" | cut -d' ' -f3 > "$work/g.peer"
+    [ -s "$work/g.vfs" ] || { echo "benchmark: the guest did not hash the files (round $round)" >&2; exit 1; }
+    bench_same_output "files the guest read through vfsd and virtiofsd (round $round)" "$work/g.vfs" "$work/g.peer"
+  done
+fi
+
+echo "== wall time (vfsd / peer; bar 1.10, goal <= 1.00)"
+bench_summary vfsd squashfuse seconds
+bench_summary vfsd-cache squashfuse seconds
+bench_summary vfsd virtiofsd seconds
+echo "== CPU seconds for the same bytes, i.e. CPU per byte (host daemons)"
+bench_summary vfsd squashfuse cpu_seconds
+bench_summary vfsd-cache squashfuse cpu_seconds
+echo "results: $BENCH_RESULTS"

@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
 # End-to-end comparison of vfsd against Debian's C virtiofsd (/usr/lib/qemu/virtiofsd): the same guest, the same
 # data, the same run. For each workload it reports the guest-visible time and the daemon's own CPU seconds, and the
-# ratio vfsd / virtiofsd (below 1.00 means vfsd is faster or cheaper).
+# ratio vfsd / virtiofsd (below 1.00 means vfsd is faster or cheaper). It follows benchmarks/lib/harness.sh:
+# alternating order, N rounds (default 5), medians with min-max, results in benchmarks/results/virtiofs-e2e.csv.
 #
-#   benchmarks/virtiofs-e2e.sh [--rounds N] [--cache auto|always|never]
+#   benchmarks/virtiofs-e2e.sh [--rounds N] [--results FILE] [--cache auto|always|never] [--sandbox chroot|namespace]
+#
+# Both daemons get the settings Kata gives virtiofsd by default (configuration-qemu.toml: virtio_fs_cache = "auto",
+# virtio_fs_extra_args = ["--thread-pool-size=1", "--announce-submounts"]) and the same sandbox mode (chroot: the C
+# virtiofsd's namespace sandbox needs more than this machine's test set-up gives it). After the timed workloads the
+# guest hashes what it read; both daemons must have served the same bytes.
 #
 # Workloads: sequential read of a 256 MiB file; find over a 4,000-entry tree; reading every file of that
 # tree; creating and deleting 2,000 small files. Guest page cache is dropped before each, so the daemon serves it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds=3 cache=auto
+. benchmarks/lib/harness.sh
+bench_parse_rounds "$@"
+set -- "${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"}"
+cache=auto sandbox=chroot
 while [ $# -gt 0 ]; do
   case "$1" in
-    --rounds) rounds=$2; shift 2;;
     --cache) cache=$2; shift 2;;
+    --sandbox) sandbox=$2; shift 2;;
     *) echo "unknown argument $1" >&2; exit 2;;
   esac
 done
+rounds=$BENCH_ROUNDS
 [ -x out/vfsd ] || { echo "build first: bash tests/setup.sh" >&2; exit 1; }
 peer=/usr/lib/qemu/virtiofsd
 [ -x "$peer" ] || { echo "$peer missing (apt-get install qemu-system-x86)" >&2; exit 1; }
@@ -47,6 +57,9 @@ run seqread 'cat big.bin'
 run find 'find tree | wc -l'
 run readall 'find tree -type f -exec cat {} +'
 run createdelete 'cd scratch && i=0; while [ $i -lt 2000 ]; do echo x > f$i; i=$((i+1)); done; rm -f f*'
+# Untimed: what the guest read, so the two daemons can be compared.
+echo "@@SUM big $(md5sum < big.bin | cut -d' ' -f1)"
+echo "@@SUM tree $(find tree | sort | while read -r f; do [ -f "$f" ] && md5sum "$f" || echo "$f"; done | md5sum | cut -d' ' -f1)"
 GUEST
 
 # CPU time of a process and its descendants in nanoseconds: the sum of every thread's on-CPU time from schedstat
@@ -75,24 +88,24 @@ else
   cpu_unit=$(getconf CLK_TCK)
 fi
 
-results=$work/results
-: > "$results"
+bench_init virtiofs-e2e
 for round in $(seq 1 "$rounds"); do
-  # Alternate which daemon goes first: on a shared host a slow phase then does not always hit the same one.
-  order="virtiofsd vfsd"
-  [ $((round % 2)) -eq 0 ] && order="vfsd virtiofsd"
-  for daemon in $order; do
+  pos=1
+  for daemon in $(bench_order "$round" virtiofsd vfsd); do
     sock=$work/$daemon.sock
     rm -f "$sock" "$sock.pid"
     if [ $daemon = vfsd ]; then
-      out/vfsd --socket-path "$sock" --shared-dir "$data" --cache "$cache" --thread-pool-size 1 --log-level warn &
+      out/vfsd --socket-path "$sock" --shared-dir "$data" --cache "$cache" --thread-pool-size=1 --announce-submounts \
+        --sandbox "$sandbox" --log-level warn &
     else
       "$peer" --socket-path="$sock" -o source="$data" -o cache="$([ "$cache" = never ] && echo none || echo "$cache")" \
-        -o sandbox=chroot > /dev/null 2>&1 &
+        --thread-pool-size=1 -o announce_submounts -o sandbox="$sandbox" > "$work/peer.log" 2>&1 &
     fi
     dpid=$!
     for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
+    [ -S "$sock" ] || { echo "benchmark: $daemon did not start" >&2; cat "$work/peer.log" >&2 2>/dev/null; exit 1; }
     declare -A cpu_begin=()
+    ended=0
     while IFS= read -r line; do
       line=${line%$'\r'}
       case "$line" in
@@ -100,18 +113,23 @@ for round in $(seq 1 "$rounds"); do
         "@@END "*)
           set -- ${line#@@END }
           cpu=$(( $(cpu_of_tree $dpid) - ${cpu_begin[$1]} ))
-          echo "$daemon $1 $(awk -v a="$2" -v b="$3" 'BEGIN{printf "%.2f", b-a}') $(awk -v c=$cpu -v u=$cpu_unit 'BEGIN{printf "%.4f", c/u}')" >> "$results";;
+          bench_record "$1" "$daemon" "$round" "$pos" "$(awk -v a="$2" -v b="$3" 'BEGIN{printf "%.2f", b-a}')" \
+            "$(awk -v c=$cpu -v u=$cpu_unit 'BEGIN{printf "%.4f", c/u}')"
+          ended=$((ended + 1));;
+        "@@SUM "*) echo "${line#@@SUM }" >> "$work/sums.$daemon.$round";;
       esac
     done < <(tests/guest/run-guest.sh --script "$work/guest.sh" --fs vfs="$sock" --mem 1G 2>&1)
-    wait $dpid 2>/dev/null || true
+    # The daemon exits when the guest disconnects; a non-zero status is a failed run.
+    wait $dpid || { echo "benchmark: $daemon exited with status $? in round $round" >&2; exit 1; }
+    [ "$ended" = 4 ] || { echo "benchmark: the guest finished $ended of 4 workloads with $daemon in round $round" >&2; exit 1; }
     rm -rf "${data:?}/scratch"/*
+    pos=$((pos + 1))
   done
+  bench_same_output "what the guest read (round $round)" "$work/sums.virtiofsd.$round" "$work/sums.vfsd.$round"
 done
 
-echo "workload      virtiofsd(s) vfsd(s)  time ratio | virtiofsd cpu(s) vfsd cpu(s) cpu ratio   (median of $rounds rounds, cache=$cache)"
-for w in seqread find readall createdelete; do
-  med() { grep "^$1 $w " "$results" | awk -v col=$2 '{print $col}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-  pt=$(med virtiofsd 3); vt=$(med vfsd 3); pc=$(med virtiofsd 4); vc=$(med vfsd 4)
-  awk -v w=$w -v pt=$pt -v vt=$vt -v pc=$pc -v vc=$vc 'BEGIN {
-    printf "%-13s %12.2f %7.2f %11.2fx | %16.2f %11.2f %9.2fx\n", w, pt, vt, (pt>0?vt/pt:0), pc, vc, (pc>0?vc/pc:0) }'
-done
+echo "== guest-visible time (cache=$cache, sandbox=$sandbox, thread pool 1, both daemons)"
+bench_summary vfsd virtiofsd seconds
+echo "== daemon CPU"
+bench_summary vfsd virtiofsd cpu_seconds
+echo "results: $BENCH_RESULTS"

@@ -11,7 +11,10 @@ It also counts the bytes it forwards in each direction. A connection to the cont
 "<bytes upstream->client> <bytes client->upstream> <connections> <HTTP requests>\\n", and is closed; the benchmark reads it
 before and after each side to know what each side fetched from the registry.
 
-usage: delay-proxy.py LISTEN_HOST:PORT UPSTREAM_HOST:PORT CONTROL_PORT DELAY_MS
+With TIMELINE_FILE it also appends "<unix time> <bytes upstream->client so far>" at most every 20 ms while bytes
+flow, so the benchmark can draw what each side fetched against time.
+
+usage: delay-proxy.py LISTEN_HOST:PORT UPSTREAM_HOST:PORT CONTROL_PORT DELAY_MS [TIMELINE_FILE]
 """
 import asyncio
 import sys
@@ -21,6 +24,17 @@ MAX_QUEUED = 32 << 20      # bytes buffered per direction before reading pauses
 READ_SIZE = 256 << 10
 
 stats = {"down": 0, "up": 0, "conns": 0, "requests": 0}
+timeline = {"file": None, "last": 0.0}
+
+
+def note_timeline():
+    """One timeline sample per 20 ms at most: the plot needs the shape, not every segment."""
+    f = timeline["file"]
+    now = time.time()
+    if f is not None and now - timeline["last"] >= 0.02:
+        timeline["last"] = now
+        f.write(f"{now:.3f} {stats['down']}\n")
+        f.flush()
 METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"PATCH ")
 
 
@@ -42,6 +56,8 @@ async def pump(reader, writer, delay, key):
             writer.write(data)
             await writer.drain()
             stats[key] += len(data)
+            if key == "down":
+                note_timeline()
             async with room:
                 queued -= len(data)
                 room.notify_all()
@@ -109,8 +125,10 @@ def split(hostport):
 
 
 async def main():
-    if len(sys.argv) != 5:
+    if len(sys.argv) not in (5, 6):
         sys.exit(__doc__.strip().splitlines()[-1])
+    if len(sys.argv) == 6:
+        timeline["file"] = open(sys.argv[5], "a", encoding="ascii")
     listen, upstream, control_port, delay_ms = split(sys.argv[1]), split(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
     delay = delay_ms / 1000.0
     server = await asyncio.start_server(lambda r, w: handle(r, w, upstream, delay), listen[0], listen[1])
