@@ -56,9 +56,15 @@ internal static partial class DaemonHost
                 Cache = ToPolicy(options.Cache),
                 Xattr = options.Xattr,
                 AnnounceSubmounts = options.AnnounceSubmounts,
+                AllowDirectIo = options.AllowDirectIo,
+                PreserveNoatime = options.PreserveNoatime,
             },
             loggerFactory.CreateLogger("vfsd.passthrough"));
-        return ServeVhostUser(options, fs, ServerOptions(options), loggerFactory, logger, cancel,
+        if (OpenListener(options, logger) is not { } listener)
+        {
+            return 1;
+        }
+        return ServeVhostUser(options, listener, fs, ServerOptions(options), loggerFactory, logger, cancel,
             () => Log.Starting(logger, Program.Version, sharedDir, options.Cache.ToString().ToLowerInvariant(), options.ReadOnly,
                 options.Xattr, options.RequestQueues, options.ThreadPoolSize));
     }
@@ -81,13 +87,19 @@ internal static partial class DaemonHost
         }
         using (image)
         {
+            // The vhost-user socket exists before the API answers: a client that sees the API up connects at once.
+            if (OpenListener(options, logger) is not { } listener)
+            {
+                return 1;
+            }
             if (!TryStartApi(options, new SingleImageControl(image, ImageName(options), cancel.Cancel), loggerFactory, logger, out ApiServer? api))
             {
+                CloseListener(options, listener);
                 return 1;
             }
             try
             {
-                int rc = ServeVhostUser(options, image.FileSystem, ImageServerOptions(options), loggerFactory, logger, cancel,
+                int rc = ServeVhostUser(options, listener, image.FileSystem, ImageServerOptions(options), loggerFactory, logger, cancel,
                     () => ImageLog.Serving(logger, Program.Version, ImageName(options), "virtio-fs", options.BlobDir ?? (options.Image is not null ? "(registry)" : "(config)"),
                         options.CacheDir ?? "(none)", options.Verify?.ToString().ToLowerInvariant() ?? "fetch"));
                 image.LogMetrics();
@@ -132,13 +144,20 @@ internal static partial class DaemonHost
     {
         var vfs = new Vfs.Vfs(new VfsOptions(), loggerFactory.CreateLogger("vfsd.vfs"));
         using var control = new DaemonControl(vfs, options, loggerFactory, () => cancel.Cancel());
+        // Kata (nydusd.go, runtime-rs nydus_daemon.rs) waits only for GET /api/v1/daemon to say RUNNING, mounts
+        // /containers and starts the VM, which connects to --sock at once: the socket must exist before the API does.
+        if (OpenListener(options, logger) is not { } listener)
+        {
+            return 1;
+        }
         if (!TryStartApi(options, control, loggerFactory, logger, out ApiServer? api))
         {
+            CloseListener(options, listener);
             return 1;
         }
         try
         {
-            return ServeVhostUser(options, vfs, ServerOptions(options), loggerFactory, logger, cancel,
+            return ServeVhostUser(options, listener, vfs, ServerOptions(options), loggerFactory, logger, cancel,
                 () => Log.ApiServing(logger, Program.Version, options.ApiSocket!));
         }
         finally
@@ -147,29 +166,54 @@ internal static partial class DaemonHost
         }
     }
 
-    /// <summary>
-    /// Serves <paramref name="fs"/> to one vhost-user front-end until it disconnects (or a signal or the API asks to
-    /// exit), then removes the socket and its pid lock so a later daemon finds the path free.
-    /// </summary>
-    private static int ServeVhostUser(DaemonOptions options, IFileSystem fs, FuseServerOptions serverOptions,
-        ILoggerFactory loggerFactory, ILogger logger, CancellationTokenSource cancel, Action logStarting)
+    /// <summary>Creates the <c>--socket-path</c> socket (bound, listening, then renamed into place) or wraps the
+    /// inherited <c>--fd</c>; null, logged, when that fails.</summary>
+    private static Socket? OpenListener(DaemonOptions options, ILogger logger)
     {
-        Socket listener;
         try
         {
-            listener = options.ListenFd is int fd ? VhostUserServer.FromInheritedFd(fd) : VhostUserServer.Listen(options.SocketPath!);
+            return options.ListenFd is int fd ? VhostUserServer.FromInheritedFd(fd) : VhostUserServer.Listen(options.SocketPath!, options.SocketGroup);
         }
         catch (Exception e) when (e is IOException or SocketException or UnauthorizedAccessException)
         {
             Log.Fatal(logger, e.Message);
-            return 1;
+            return null;
         }
+    }
+
+    /// <summary>Closes the listener and removes the socket and its pid lock so a later daemon finds the path free.</summary>
+    private static void CloseListener(DaemonOptions options, Socket listener)
+    {
+        listener.Dispose();
+        if (options.SocketPath is { } path)
+        {
+            File.Delete(path);
+            File.Delete(path + ".pid");
+        }
+    }
+
+    /// <summary>
+    /// The line Kata's runtime-rs waits for on virtiofsd's stderr, with no timeout, before it starts the VM
+    /// (share_virtio_fs_standalone.rs, run_virtiofsd: a line containing "Waiting for vhost-user socket connection";
+    /// virtiofsd prints it in run_generic_fs). Written to stderr even with --syslog, where the logs do not go: a
+    /// runtime-rs user who adds --syslog to virtio_fs_extra_args would otherwise wait forever.
+    /// </summary>
+    internal const string ReadinessLine = "Waiting for vhost-user socket connection";
+
+    /// <summary>
+    /// Serves <paramref name="fs"/> to one vhost-user front-end on <paramref name="listener"/> until it disconnects
+    /// (or a signal or the API asks to exit), then removes the socket and its pid lock.
+    /// </summary>
+    private static int ServeVhostUser(DaemonOptions options, Socket listener, IFileSystem fs, FuseServerOptions serverOptions,
+        ILoggerFactory loggerFactory, ILogger logger, CancellationTokenSource cancel, Action logStarting)
+    {
         try
         {
             var server = new FuseServer(fs, serverOptions, loggerFactory.CreateLogger("vfsd.fuse"));
             using var device = new VirtioFsDevice(server, options.Tag, options.RequestQueues, options.ThreadPoolSize,
                 loggerFactory.CreateLogger("vfsd.virtio-fs"));
             logStarting();
+            Console.Error.WriteLine($"vfsd: {ReadinessLine} on {options.SocketPath ?? $"fd {options.ListenFd}"}...");
             VhostUserServer.Serve(listener, device, loggerFactory.CreateLogger("vfsd.vhost-user"), cancel.Token);
             Log.Disconnected(logger);
             return 0;
@@ -181,12 +225,7 @@ internal static partial class DaemonHost
         }
         finally
         {
-            listener.Dispose();
-            if (options.SocketPath is { } path)
-            {
-                File.Delete(path);
-                File.Delete(path + ".pid");
-            }
+            CloseListener(options, listener);
         }
     }
 
@@ -210,6 +249,7 @@ internal static partial class DaemonHost
         PosixLocks = options.PosixLock,
         FlockLocks = options.Flock,
         AnnounceSubmounts = options.AnnounceSubmounts,
+        DirectIoAllowMmap = options.AllowMmap,
     };
 
     private static CachePolicy ToPolicy(CacheMode mode) => mode switch

@@ -118,6 +118,8 @@ public enum FuseInitFlags : ulong
     SecurityCtx = 1UL << 32,
     HasInodeDax = 1UL << 33,
     HasExpireOnly = 1UL << 35,
+    /// <summary>FUSE_DIRECT_IO_ALLOW_MMAP (7.39, Linux 6.6): shared mmap of FOPEN_DIRECT_IO files.</summary>
+    DirectIoAllowMmap = 1UL << 36,
 }
 
 [StructLayout(LayoutKind.Sequential)]

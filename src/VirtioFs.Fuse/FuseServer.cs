@@ -144,6 +144,7 @@ public sealed class FuseServer
         if (_options.HandleKillPrivV2) want |= FuseInitFlags.HandleKillprivV2;
         if (_options.SetxattrExt) want |= FuseInitFlags.SetxattrExt;
         if (_options.ExportSupport) want |= FuseInitFlags.ExportSupport;
+        if (_options.DirectIoAllowMmap) want |= FuseInitFlags.DirectIoAllowMmap;
         FuseInitFlags negotiated = want & kernel;
 
         if (_initialized)

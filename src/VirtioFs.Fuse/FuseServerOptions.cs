@@ -26,4 +26,7 @@ public sealed class FuseServerOptions
     public bool ReadDirPlus { get; init; } = true;
     /// <summary>FUSE_EXPORT_SUPPORT: lookups of "." and ".." (NFS export of the mount).</summary>
     public bool ExportSupport { get; init; }
+    /// <summary>FUSE_DIRECT_IO_ALLOW_MMAP (virtiofsd --allow-mmap): the guest may mmap MAP_SHARED a file opened with
+    /// FOPEN_DIRECT_IO (cache=never); without it the kernel refuses such mmaps with ENODEV.</summary>
+    public bool DirectIoAllowMmap { get; init; }
 }

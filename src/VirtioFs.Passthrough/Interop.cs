@@ -29,6 +29,7 @@ internal static unsafe partial class Interop
     public const int O_DIRECT = 0x4000;
     public const int O_DIRECTORY = 0x10000;
     public const int O_NOFOLLOW = 0x20000;
+    public const int O_NOATIME = 0x40000;
     public const int O_CLOEXEC = 0x80000;
     public const int O_PATH = 0x200000;
     public const int O_TMPFILE = 0x400000 | O_DIRECTORY;

@@ -8,7 +8,11 @@ public sealed unsafe partial class PassthroughFileSystem
 {
     private int SanitizeOpenFlags(uint guestFlags)
     {
-        int flags = (int)guestFlags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW | O_DIRECT | O_PATH);
+        int flags = (int)guestFlags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW | O_PATH);
+        // virtiofsd (passthrough/mod.rs open_inode, do_open): O_DIRECT only with --allow-direct-io, O_NOATIME only
+        // with --preserve-noatime.
+        if (!_options.AllowDirectIo) flags &= ~O_DIRECT;
+        if (!_options.PreserveNoatime) flags &= ~O_NOATIME;
         if (_writeback)
         {
             // With a writeback cache the kernel reads pages of write-only files and does appends itself (virtiofsd).

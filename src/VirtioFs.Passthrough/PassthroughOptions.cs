@@ -24,4 +24,9 @@ public sealed class PassthroughOptions
     public bool Xattr { get; init; }
     /// <summary>Mark mount points inside the shared dir with FUSE_ATTR_SUBMOUNT (needs FUSE_SUBMOUNTS negotiated).</summary>
     public bool AnnounceSubmounts { get; init; }
+    /// <summary>virtiofsd --allow-direct-io: keep the guest's O_DIRECT on the host open (otherwise dropped).</summary>
+    public bool AllowDirectIo { get; init; }
+    /// <summary>virtiofsd --preserve-noatime: keep the guest's O_NOATIME on the host open. By default it is dropped, as
+    /// virtiofsd does: with the guest's fsuid an O_NOATIME open of a file it does not own fails with EPERM.</summary>
+    public bool PreserveNoatime { get; init; }
 }

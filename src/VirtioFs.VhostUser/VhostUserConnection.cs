@@ -281,6 +281,16 @@ internal sealed unsafe class VhostUserConnection : IDisposable
         return Outcome.Failed;
     }
 
+    /// <summary>True when <paramref name="fd"/> is an eventfd: its /proc/self/fd link reads "anon_inode:[eventfd]".</summary>
+    internal static bool IsEventFd(int fd)
+    {
+        ReadOnlySpan<byte> expected = "anon_inode:[eventfd]"u8;
+        byte* target = stackalloc byte[64];
+        // SAFETY: target holds 64 bytes; readlink writes at most that many and returns the count.
+        nint n = Interop.readlink($"/proc/self/fd/{fd}", target, 64);
+        return n == expected.Length && new ReadOnlySpan<byte>(target, (int)n).SequenceEqual(expected);
+    }
+
     private int TakeFd(int i)
     {
         int fd = _fds[i];
@@ -520,6 +530,13 @@ internal sealed unsafe class VhostUserConnection : IDisposable
             return Fail(request, $"ring index {u & 0xff} out of range");
         }
         int fd = noFd ? -1 : TakeFd(0);
+        if (fd >= 0 && !IsEventFd(fd))
+        {
+            // vhost-user.rst: kick, call and err fds are eventfds. Anything else (a regular file from a buggy front-end)
+            // would read as "always ready" and spin the ring worker; refuse it instead.
+            close(fd);
+            return Fail(request, $"fd for ring {u & 0xff} is not an eventfd");
+        }
         switch (request)
         {
             case VhostUserRequest.SetVringCall:

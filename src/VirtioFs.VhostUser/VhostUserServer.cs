@@ -1,4 +1,5 @@
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using System.Runtime.CompilerServices;
 using System.Text;
 using Microsoft.Extensions.Logging;
@@ -18,34 +19,56 @@ public static unsafe class VhostUserServer
     private static readonly ConditionalWeakTable<Socket, SafeFileHandle> PidLocks = new();
 
     /// <summary>
-    /// Creates a listening Unix socket at <paramref name="socketPath"/> with mode 0700. A pid lock file
+    /// Creates a listening Unix socket at <paramref name="socketPath"/> with mode 0700 (0770 and owned by
+    /// <paramref name="socketGroup"/> when one is given, as virtiofsd's --socket-group). A pid lock file
     /// <c>&lt;path&gt;.pid</c> is taken with flock first, so two daemons cannot share a path; holding it, a stale socket
     /// left by a dead daemon is replaced. The lock lives as long as the returned socket.
+    /// The socket is bound and listening under a temporary name in the same directory and then renamed into place, so
+    /// the path never names a socket that refuses connections: Kata's runtimes (and QEMU) connect as soon as the file
+    /// exists. A relative path stays relative (runtime-rs passes a bare file name in rootless mode to keep under the
+    /// 108-byte sun_path limit).
     /// </summary>
-    /// <exception cref="IOException">Another daemon holds the path, or the socket cannot be created.</exception>
-    public static Socket Listen(string socketPath)
+    /// <exception cref="IOException">Another daemon holds the path, the group is unknown, or the socket cannot be created.</exception>
+    public static Socket Listen(string socketPath, string? socketGroup = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(socketPath);
         if (!OperatingSystem.IsLinux())
         {
             throw new PlatformNotSupportedException("vhost-user needs Linux");
         }
-        string full = Path.GetFullPath(socketPath);
-        SafeFileHandle pidLock = TakePidLock(full + ".pid");
+        uint? gid = socketGroup is null ? null : ResolveGroup(socketGroup);
+        SafeFileHandle pidLock = TakePidLock(socketPath + ".pid");
+        string temporary = TemporaryName(socketPath);
         try
         {
-            RemoveStaleSocket(full);
+            RemoveStaleSocket(socketPath);
+            RemoveStaleSocket(temporary);
             var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             try
             {
-                socket.Bind(new UnixDomainSocketEndPoint(full));
-                // chmod between bind and listen: nobody can connect before listen(), so no window with looser modes.
-                File.SetUnixFileMode(full, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+                socket.Bind(new UnixDomainSocketEndPoint(temporary));
+                // Modes and owner are set before listen() and before the rename: nobody can connect to the
+                // temporary name before listen(), and nobody knows it, so there is no window with looser modes.
+                UnixFileMode mode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+                if (gid is uint g)
+                {
+                    mode |= UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute;
+                    if (Interop.chown(temporary, uint.MaxValue, g) != 0)
+                    {
+                        throw new IOException($"cannot give {socketPath} to group {socketGroup}: errno {Marshal.GetLastPInvokeError()}");
+                    }
+                }
+                File.SetUnixFileMode(temporary, mode);
                 socket.Listen(1);
+                if (Interop.rename(temporary, socketPath) != 0)
+                {
+                    throw new IOException($"cannot move the socket into place at {socketPath}: errno {Marshal.GetLastPInvokeError()}");
+                }
             }
             catch
             {
                 socket.Dispose();
+                RemoveStaleSocket(temporary);
                 throw;
             }
             PidLocks.Add(socket, pidLock);
@@ -56,6 +79,26 @@ public static unsafe class VhostUserServer
             pidLock.Dispose();
             throw;
         }
+    }
+
+    /// <summary>A short name beside <paramref name="socketPath"/> (same directory, so rename(2) is atomic), kept short
+    /// because sun_path holds 108 bytes.</summary>
+    private static string TemporaryName(string socketPath)
+    {
+        string? directory = Path.GetDirectoryName(socketPath);
+        string name = $".vfsd-{Environment.ProcessId}.sock";
+        return string.IsNullOrEmpty(directory) ? name : Path.Combine(directory, name);
+    }
+
+    private static uint ResolveGroup(string group)
+    {
+        nint entry = Interop.getgrnam(group);
+        if (entry != 0)
+        {
+            // SAFETY: getgrnam returned a non-null struct group*; gr_gid follows the two char* fields.
+            return *(uint*)(entry + 2 * sizeof(nint));
+        }
+        throw new IOException($"--socket-group: no group named '{group}'");
     }
 
     /// <summary>We hold the pid lock, so a socket left at the path belongs to a dead daemon; anything else is not ours

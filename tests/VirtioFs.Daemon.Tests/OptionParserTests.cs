@@ -170,3 +170,105 @@ public class ApiSocketOptionTests
         Assert.Throws<OptionParser.UsageException>(() => OptionParser.Parse(["--apisock=/a"]));
     }
 }
+
+/// <summary>
+/// The launch forms of Kata's nydusd mode and the virtiofsd 1.13 flags a Kata user may put in virtio_fs_extra_args:
+/// each is honoured (and the option it sets is checked) or refused with a one-line error, never silently ignored.
+/// </summary>
+public class LaunchFormOptionTests
+{
+    private static readonly string[] Base = ["--socket-path=/s", "--shared-dir=/d"];
+
+    private static void Refused(string expectedFragment, params string[] args)
+    {
+        var e = Assert.Throws<OptionParser.UsageException>(() => OptionParser.Parse(args));
+        Assert.DoesNotContain('\n', e.Message);
+        Assert.Contains(expectedFragment, e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Nydusd_virtiofs_subcommand_of_the_go_runtime()
+    {
+        // kata-containers src/runtime/virtcontainers/nydusd.go, nydusd.args().
+        var o = OptionParser.Parse(["virtiofs", "--log-level", "info", "--apisock", "/run/vc/x/nydusd-api.sock", "--sock", "/run/vc/x/vhost-fs.sock"]);
+        Assert.True(o.NydusVirtiofs);
+        Assert.False(o.HybridMode);
+        Assert.Equal(LogLevel.Information, o.LogLevel);
+        Assert.Equal("/run/vc/x/nydusd-api.sock", o.ApiSocket);
+        Assert.Equal("/run/vc/x/vhost-fs.sock", o.SocketPath);
+        Assert.Equal(DaemonMode.VhostUser, o.Mode);
+    }
+
+    [Fact]
+    public void Nydusd_virtiofs_subcommand_of_runtime_rs_with_hybrid_mode_and_equals_forms()
+    {
+        // kata-containers src/runtime-rs/crates/resource/src/share_fs/nydus/nydus_daemon.rs, build_args(); clap in
+        // nydus src/bin/nydusd/main.rs takes --flag=value as well as --flag value.
+        var o = OptionParser.Parse(["virtiofs", "--hybrid-mode", "--log-level=debug", "--apisock=/a.sock", "--sock=/s.sock"]);
+        Assert.True(o.HybridMode);
+        Assert.Equal(LogLevel.Debug, o.LogLevel);
+        Assert.Equal("/a.sock", o.ApiSocket);
+        Assert.Equal("/s.sock", o.SocketPath);
+    }
+
+    [Fact]
+    public void Nydusd_forms_that_are_not_built_are_refused_by_name()
+    {
+        Refused("virtiofs", "--hybrid-mode", "--apisock", "/a", "--sock", "/s");          // only under `virtiofs`
+        Refused("--hybrid-mode", "virtiofs", "--hybrid-mode=yes", "--apisock", "/a", "--sock", "/s");
+        Refused("--sock", "virtiofs", "--apisock", "/a", "--fd=3");                        // nydusd's virtiofs has no --fd
+        Refused("EROFS over fscache", "singleton", "--fscache", "/var/lib/nydus/cache", "--apisock", "/a");
+        Refused("EROFS over fscache", "singleton", "--fscache=/var/lib/nydus/cache");
+        Refused("singleton", "singleton", "--apisock", "/a");
+    }
+
+    [Fact]
+    public void Virtiofsd_flags_that_are_honoured_set_their_option()
+    {
+        var o = OptionParser.Parse([.. Base, "--cache=never", "--allow-mmap", "--allow-direct-io", "--preserve-noatime",
+            "--announce-submounts", "--no-announce-submounts", "--socket-group", "kvm", "--inode-file-handles=never", "-f"]);
+        Assert.True(o.AllowMmap);
+        Assert.True(DaemonHost.ServerOptions(o).DirectIoAllowMmap);
+        Assert.True(o.AllowDirectIo);
+        Assert.True(o.PreserveNoatime);
+        Assert.False(o.AnnounceSubmounts);
+        Assert.Equal("kvm", o.SocketGroup);
+        Assert.False(DaemonHost.ServerOptions(OptionParser.Parse(Base)).DirectIoAllowMmap);
+        Assert.Equal("/old", OptionParser.Parse(["--socket=/old", "--shared-dir=/d"]).SocketPath); // virtiofsd's deprecated name
+    }
+
+    [Fact]
+    public void Legacy_o_options_are_honoured_or_refused()
+    {
+        var o = OptionParser.Parse(["--socket-path=/s", "-o", "source=/d,readonly,rw,allow_direct_io,loglevel=debug"]);
+        Assert.False(o.ReadOnly);
+        Assert.True(o.AllowDirectIo);
+        Assert.Equal(LogLevel.Debug, o.LogLevel);
+        Assert.False(OptionParser.Parse(["--socket-path=/s", "-o", "source=/d,allow_direct_io,no_allow_direct_io"]).AllowDirectIo);
+        Refused("--thread-pool-size", "--socket-path=/s", "-o", "source=/d,max_idle_threads=4");
+        Refused("--cache", "--socket-path=/s", "-o", "source=/d,timeout=5");
+    }
+
+    [Theory]
+    [InlineData("live migration", "--migration-mode=find-paths")]
+    [InlineData("live migration", "--migration-mode", "file-handles")]
+    [InlineData("live migration", "--migration-on-error=guest-error")]
+    [InlineData("live migration", "--migration-verify-handles")]
+    [InlineData("live migration", "--migration-confirm-paths")]
+    [InlineData("foreground", "--daemonize")]
+    [InlineData("O_PATH", "--inode-file-handles=prefer")]
+    [InlineData("O_PATH", "--inode-file-handles=mandatory")]
+    [InlineData("O_PATH", "--inode-file-handles=fallback")]
+    [InlineData("not one of", "--inode-file-handles=sometimes")]
+    [InlineData("takes no value", "--allow-mmap=yes")]
+    [InlineData("takes no value", "--preserve-noatime=1")]
+    public void Virtiofsd_flags_that_are_not_built_are_refused(string expectedFragment, params string[] extra) =>
+        Refused(expectedFragment, [.. Base, .. extra]);
+
+    [Fact]
+    public void Socket_group_needs_a_socket_path()
+    {
+        // virtiofsd: --socket-group conflicts_with --fd.
+        Refused("--socket-path", "--fd=3", "--shared-dir=/d", "--socket-group=kvm");
+    }
+}

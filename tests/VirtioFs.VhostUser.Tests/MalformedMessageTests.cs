@@ -185,6 +185,41 @@ public class MalformedMessageTests
         }
     }
 
+    [Fact]
+    public void Ring_fds_that_are_not_eventfds_are_refused_and_closed()
+    {
+        // A buggy front-end passing a regular file (always "readable") as a kick fd would make the ring worker spin;
+        // a pipe or a regular file is refused at SET_VRING_KICK/CALL/ERR and the fd closed, the ring stays unstarted.
+        using var d = new Device();
+        EnableReplyAck(d.FrontEnd);
+        d.FrontEnd.GetQueueNum();
+        string file = Path.GetTempFileName();
+        try
+        {
+            int before = OpenFdCount();
+            for (int i = 0; i < 5; i++)
+            {
+                using var regular = File.OpenHandle(file, FileMode.Open, FileAccess.ReadWrite);
+                int fd = (int)regular.DangerousGetHandle();
+                foreach (VhostUserRequest request in new[] { VhostUserRequest.SetVringKick, VhostUserRequest.SetVringCall, VhostUserRequest.SetVringErr })
+                {
+                    d.FrontEnd.Send(request, (ulong)1, [fd], VhostUserFlags.Version | VhostUserFlags.NeedReply);
+                    Assert.NotEqual(0UL, Ack(d.FrontEnd, request));
+                }
+            }
+            Assert.InRange(OpenFdCount(), before - 2, before + 2);
+            Assert.Contains(d.Logger.Entries, e => e.Message.Contains("not an eventfd", StringComparison.Ordinal));
+            Assert.Equal(0, d.Backend.HandleQueueCalls);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+        // The same rings then start normally on real eventfds.
+        d.Harness.StartLikeQemu72(d.Memory, d.Queues);
+        Assert.Equal("after", d.RoundTrip(1, "after"));
+    }
+
     private static int OpenFdCount() => Directory.GetFiles("/proc/self/fd").Length;
 }
 

@@ -45,6 +45,93 @@ public class ServerTests : IDisposable
     }
 
     [Fact]
+    public async Task The_socket_path_never_names_a_socket_that_refuses_connections()
+    {
+        // Kata's runtimes and QEMU connect as soon as the path exists. A prober spins on connect() while Listen runs;
+        // the first attempt that finds the path must be accepted, never refused (bind-then-listen at the final name
+        // left a window where the file existed but connect() got ECONNREFUSED).
+        string path = Path.Combine(_dir, "race.sock");
+        int refused = 0;
+        for (int i = 0; i < 300; i++)
+        {
+            using var started = new ManualResetEventSlim();
+            var prober = Task.Factory.StartNew(() =>
+            {
+                started.Set();
+                var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+                while (DateTime.UtcNow < deadline)
+                {
+                    using var client = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                    try
+                    {
+                        client.Connect(new UnixDomainSocketEndPoint(path));
+                        return SocketError.Success;
+                    }
+                    catch (SocketException e) when (e.SocketErrorCode == SocketError.ConnectionRefused)
+                    {
+                        return e.SocketErrorCode; // the file exists but nobody listens on it yet
+                    }
+                    catch (SocketException)
+                    {
+                        // ENOENT: not there yet.
+                    }
+                }
+                return SocketError.TimedOut;
+            }, TaskCreationOptions.LongRunning);
+            started.Wait();
+            using (Socket listener = VhostUserServer.Listen(path))
+            {
+                SocketError result = await prober;
+                if (result != SocketError.Success)
+                {
+                    refused++;
+                }
+                File.Delete(path);
+                File.Delete(path + ".pid");
+            }
+        }
+        Assert.Equal(0, refused);
+        Assert.Empty(Directory.GetFiles(_dir)); // no temporary name left behind
+    }
+
+    [Fact]
+    public void Socket_group_makes_the_socket_group_accessible_and_group_owned()
+    {
+        // virtiofsd --socket-group: umask 0007 at bind, then chown to the group. "root" (gid 0) exists everywhere;
+        // a nonexistent group is an error before anything is created.
+        string path = Path.Combine(_dir, "group.sock");
+        using (Socket listener = VhostUserServer.Listen(path, "root"))
+        {
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute
+                | UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute, File.GetUnixFileMode(path));
+        }
+        Assert.Contains("no group", Assert.Throws<IOException>(() => VhostUserServer.Listen(Path.Combine(_dir, "nogroup.sock"), "no-such-group-vfsd")).Message, StringComparison.Ordinal);
+        Assert.False(File.Exists(Path.Combine(_dir, "nogroup.sock")));
+    }
+
+    [Fact]
+    public void A_relative_socket_path_stays_relative()
+    {
+        // runtime-rs in rootless mode passes a bare file name and runs the daemon in the socket's directory, because
+        // the absolute path can exceed sun_path's 108 bytes. A 100-byte directory plus the name would not fit.
+        string deep = Path.Combine(_dir, new string('d', 100));
+        Directory.CreateDirectory(deep);
+        string previous = Environment.CurrentDirectory;
+        Environment.CurrentDirectory = deep;
+        try
+        {
+            using Socket listener = VhostUserServer.Listen("virtiofsd.sock");
+            Assert.True(File.Exists(Path.Combine(deep, "virtiofsd.sock")));
+            using var client = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            client.Connect(new UnixDomainSocketEndPoint("virtiofsd.sock"));
+        }
+        finally
+        {
+            Environment.CurrentDirectory = previous;
+        }
+    }
+
+    [Fact]
     public void A_second_daemon_cannot_take_the_same_path()
     {
         string path = Path.Combine(_dir, "busy.sock");

@@ -145,6 +145,8 @@ internal sealed class DaemonControl(Vfs.Vfs vfs, DaemonOptions defaults, ILogger
                 ReadOnly = defaults.ReadOnly,
                 Xattr = defaults.Xattr,
                 AnnounceSubmounts = defaults.AnnounceSubmounts,
+                AllowDirectIo = defaults.AllowDirectIo,
+                PreserveNoatime = defaults.PreserveNoatime,
                 Cache = defaults.Cache switch
                 {
                     CacheMode.Never => CachePolicy.Never,

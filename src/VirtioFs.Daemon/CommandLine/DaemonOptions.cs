@@ -90,4 +90,21 @@ public sealed class DaemonOptions
     public bool PrintCapabilities { get; set; }
     public bool ShowHelp { get; set; }
     public bool ShowVersion { get; set; }
+
+    // ---- launch forms and virtiofsd flags Kata users pass in virtio_fs_extra_args ----
+    /// <summary>Started as nydusd's <c>virtiofs</c> subcommand (Kata's <c>virtio-fs-nydus</c> mode).</summary>
+    public bool NydusVirtiofs { get; set; }
+    /// <summary>nydusd <c>virtiofs --hybrid-mode</c>: passthrough and RAFS mounted side by side at run time in one tree.
+    /// vfsd's tree always works that way (each mount answers OPEN itself), so this only records that it was asked.</summary>
+    public bool HybridMode { get; set; }
+    /// <summary>virtiofsd <c>--allow-mmap</c>: offer FUSE_DIRECT_IO_ALLOW_MMAP so the guest may mmap MAP_SHARED files
+    /// opened with FOPEN_DIRECT_IO (cache=never).</summary>
+    public bool AllowMmap { get; set; }
+    /// <summary>virtiofsd <c>--allow-direct-io</c>: keep the guest's O_DIRECT when opening the host file.</summary>
+    public bool AllowDirectIo { get; set; }
+    /// <summary>virtiofsd <c>--preserve-noatime</c>: keep the guest's O_NOATIME (by default it is dropped, as an
+    /// unprivileged open with O_NOATIME of a file one does not own fails with EPERM).</summary>
+    public bool PreserveNoatime { get; set; }
+    /// <summary>virtiofsd <c>--socket-group</c>: the socket is made mode 0770 and owned by this group.</summary>
+    public string? SocketGroup { get; set; }
 }

@@ -21,6 +21,7 @@ public static class OptionParser
                vfsd mount --bootstrap IMAGE --blob-dir DIR [image options] MOUNTPOINT
                vfsd --image HOST/REPO:TAG --cache-dir DIR (--socket-path PATH | --fd N) [image options]
                vfsd mount --image HOST/REPO:TAG --cache-dir DIR [image options] MOUNTPOINT
+               vfsd virtiofs [--hybrid-mode] --apisock PATH --sock PATH [options]
         Serves a host directory, or a RAFS (nydus) image, to a virtual machine as a vhost-user virtio-fs device
         (a virtiofsd drop-in); `vfsd mount` serves an image on the host through /dev/fuse until it is unmounted
         or the daemon gets SIGTERM.
@@ -64,28 +65,43 @@ public static class OptionParser
           --trust-key FILE          refuse the image unless its root is signed by this Ed25519 public key
           --log-level LEVEL         error | warn | info | debug | trace | off (default info)
           --print-capabilities      print the vhost-user backend capabilities as JSON and exit
+          --socket-group GROUP      make the socket mode 0770 and owned by GROUP (with --socket-path)
+          --allow-mmap              let the guest mmap MAP_SHARED files opened for direct I/O (cache=never)
+          --allow-direct-io         keep the guest's O_DIRECT when opening host files (dropped by default)
+          --preserve-noatime        keep the guest's O_NOATIME when opening host files (dropped by default)
+          --no-announce-submounts   undo --announce-submounts
+          --inode-file-handles=never  accepted (vfsd holds an O_PATH fd per inode); prefer and mandatory are refused
           -o OPT[,OPT...]           legacy options: source=DIR, cache=MODE, xattr, no_xattr, announce_submounts,
-                                    readonly, writeback, no_writeback, readdirplus, no_readdirplus, posix_lock,
-                                    no_posix_lock, flock, no_flock, log_level=LEVEL, sandbox=..., xattrmap=...
+                                    readonly, rw, writeback, no_writeback, readdirplus, no_readdirplus, posix_lock,
+                                    no_posix_lock, flock, no_flock, allow_direct_io, no_allow_direct_io,
+                                    log_level=LEVEL, loglevel=LEVEL, sandbox=..., xattrmap=...
           -f                        stay in the foreground (always the case; accepted for compatibility)
           -d, --debug               same as --log-level debug
           -h, --help                this text
           -V, --version             print the version
-        Accepted and ignored for compatibility: --sandbox, --seccomp, --inode-file-handles, --modcaps,
-        --socket-group, --security-label, --posix-acl, --killpriv-v2, --allow-direct-io, --preserve-noatime.
+        nydusd's launch form: vfsd virtiofs [--hybrid-mode] --log-level L --apisock A --sock S (Kata virtio-fs-nydus).
+        Refused with an error: --migration-*, --daemonize, --inode-file-handles=prefer|mandatory, -o timeout,
+        -o max_idle_threads, nydusd's singleton (--fscache) mode.
+        Accepted and ignored for compatibility: --sandbox, --seccomp, --modcaps, --security-label, --posix-acl,
+        --killpriv-v2.
         """;
 
     // Options that change nothing in vfsd but that callers of virtiofsd pass: accepted so those callers keep working.
     private static readonly HashSet<string> IgnoredWithValue = new(StringComparer.Ordinal)
     {
-        "--sandbox", "--seccomp", "--inode-file-handles", "--modcaps", "--socket-group", "--xattrmap",
-        "--migration-mode", "--migration-on-error", "--migration-verify-handles", "--migration-confirm-paths",
+        "--sandbox", "--seccomp", "--modcaps", "--xattrmap",
     };
 
     private static readonly HashSet<string> IgnoredFlags = new(StringComparer.Ordinal)
     {
-        "-f", "--security-label", "--posix-acl", "--no-posix-acl", "--killpriv-v2", "--no-killpriv-v2",
-        "--allow-direct-io", "--preserve-noatime", "--allow-mmap", "--no-announce-submounts", "--daemonize",
+        "--security-label", "--posix-acl", "--no-posix-acl", "--killpriv-v2", "--no-killpriv-v2",
+    };
+
+    // virtiofsd 1.13's live-migration options (src/main.rs: --migration-mode, --migration-on-error,
+    // --migration-verify-handles, --migration-confirm-paths). vfsd does not implement vhost-user device-state transfer.
+    private static readonly HashSet<string> MigrationOptions = new(StringComparer.Ordinal)
+    {
+        "--migration-mode", "--migration-on-error", "--migration-verify-handles", "--migration-confirm-paths",
     };
 
     /// <summary>Parses <paramref name="args"/>; throws <see cref="UsageException"/> with a one-line reason on bad input.</summary>
@@ -98,6 +114,21 @@ public static class OptionParser
         {
             options.Mode = DaemonMode.FuseMount;
             first = 1;
+        }
+        else if (args.Count > 0 && args[0] == "virtiofs")
+        {
+            // nydusd's virtio-fs daemon (dragonflyoss/nydus src/bin/nydusd/main.rs, append_virtiofs_subcmd_options):
+            // Kata's Go runtime runs `virtiofs --log-level L --apisock A --sock S` (nydusd.go), runtime-rs adds
+            // --hybrid-mode (nydus_daemon.rs). The options after it are vfsd's own (nydusd's --sock, --apisock,
+            // --log-level, --shared-dir, --bootstrap, --config, --prefetch-files among them).
+            options.NydusVirtiofs = true;
+            first = 1;
+        }
+        else if (args.Count > 0 && args[0] == "singleton")
+        {
+            throw new UsageException(args.Any(a => a == "--fscache" || a == "-F" || a.StartsWith("--fscache=", StringComparison.Ordinal))
+                ? "nydusd's `singleton --fscache` mode (EROFS over fscache) is not supported: serve the image with `vfsd mount` (FUSE) or over virtio-fs"
+                : "nydusd's `singleton` mode (a shared blob cache/fscache service) is not supported");
         }
         for (int i = first; i < args.Count; i++)
         {
@@ -134,7 +165,8 @@ public static class OptionParser
             switch (name)
             {
                 // nydusd names the vhost-user socket --sock; accepted so a nydusd command line works unchanged.
-                case "--socket-path" or "--sock": options.SocketPath = NonEmpty(name, Value()); break;
+                // --socket is virtiofsd's deprecated name for --socket-path.
+                case "--socket-path" or "--sock" or "--socket": options.SocketPath = NonEmpty(name, Value()); break;
                 case "--apisock": options.ApiSocket = NonEmpty(name, Value()); break;
                 case "--fd": options.ListenFd = ParseInt(name, Value(), 0, int.MaxValue); break;
                 case "--shared-dir": options.SharedDir = NonEmpty(name, Value()); break;
@@ -168,6 +200,25 @@ public static class OptionParser
                 case "--config": options.ConfigFile = NonEmpty(name, Value()); break;
                 case "--root-digest": options.RootDigest = ParseDigest(Value()); break;
                 case "--trust-key": options.TrustKeyFile = NonEmpty(name, Value()); break;
+                // ---- virtiofsd 1.13 flags a Kata user may put in virtio_fs_extra_args (virtiofsd src/main.rs) ----
+                case "--allow-mmap": NoValue(); options.AllowMmap = true; break;
+                case "--allow-direct-io": NoValue(); options.AllowDirectIo = true; break;
+                case "--preserve-noatime": NoValue(); options.PreserveNoatime = true; break;
+                case "--no-announce-submounts": NoValue(); options.AnnounceSubmounts = false; break;
+                case "--socket-group": options.SocketGroup = NonEmpty(name, Value()); break;
+                case "--inode-file-handles": ParseInodeFileHandles(Value()); break;
+                // virtiofsd: "Compatibility option that has no effect"; vfsd always stays in the foreground, as asked.
+                case "-f": break;
+                case "--daemonize":
+                    throw new UsageException("--daemonize is not supported: vfsd stays in the foreground so its caller can supervise it");
+                case "--hybrid-mode":
+                    NoValue();
+                    if (!options.NydusVirtiofs)
+                    {
+                        throw new UsageException("--hybrid-mode is an option of the `virtiofs` subcommand (nydusd's)");
+                    }
+                    options.HybridMode = true;
+                    break;
                 default:
                     if (options.Mode == DaemonMode.FuseMount && !arg.StartsWith('-') && options.MountPoint is null)
                     {
@@ -177,6 +228,10 @@ public static class OptionParser
                     if (arg.StartsWith("-o", StringComparison.Ordinal) && arg.Length > 2 && !arg.StartsWith("--", StringComparison.Ordinal))
                     {
                         ApplyLegacy(options, arg[2..]);
+                    }
+                    else if (MigrationOptions.Contains(name))
+                    {
+                        throw new UsageException($"{name} is not supported: vfsd does not implement vhost-user live migration (device state transfer)");
                     }
                     else if (IgnoredWithValue.Contains(name))
                     {
@@ -207,6 +262,11 @@ public static class OptionParser
         bool imageFlags = options.BlobDir is not null || options.CacheDir is not null || options.Verify is not null
             || options.PrefetchFilesList is not null || options.PrefetchAll || options.NoPrefetch || options.ConfigFile is not null
             || options.RootDigest is not null || options.TrustKeyFile is not null;
+        if (options.NydusVirtiofs && options.SocketPath is null)
+        {
+            // nydusd: `--sock` is required by the virtiofs subcommand (it has no --fd).
+            throw new UsageException("the virtiofs subcommand needs --sock PATH");
+        }
         if (options.Bootstrap is not null && options.Image is not null)
         {
             throw new UsageException("--bootstrap and --image cannot be used together (--image fetches the bootstrap itself)");
@@ -247,6 +307,11 @@ public static class OptionParser
         if (!options.ServesImage && imageFlags)
         {
             throw new UsageException("--blob-dir, --cache-dir, --verify, --prefetch-*, --config, --root-digest and --trust-key need --bootstrap or --image");
+        }
+        if (options.SocketGroup is not null && options.SocketPath is null)
+        {
+            // virtiofsd: --socket-group conflicts with --fd; an inherited socket belongs to whoever made it.
+            throw new UsageException("--socket-group needs --socket-path (an inherited --fd socket is owned by its creator)");
         }
         if (options.PrefetchAll && (options.PrefetchFilesList is not null || options.NoPrefetch))
         {
@@ -326,12 +391,35 @@ public static class OptionParser
                 case "no_posix_lock": options.PosixLock = false; break;
                 case "flock": options.Flock = true; break;
                 case "no_flock": options.Flock = false; break;
-                case "sandbox" or "xattrmap" or "modcaps" or "max_idle_threads" or "timeout" or "killpriv_v2" or "no_killpriv_v2"
-                    or "allow_direct_io" or "no_allow_direct_io" or "posix_acl" or "no_posix_acl" or "security_label"
-                    or "no_security_label" or "rw":
+                // virtiofsd's parse_compat spells the log level "loglevel" (debug, info, warn, err).
+                case "loglevel": options.LogLevel = ParseLogLevel(Need()); break;
+                case "rw": options.ReadOnly = false; break;
+                case "allow_direct_io": options.AllowDirectIo = true; break;
+                case "no_allow_direct_io": options.AllowDirectIo = false; break;
+                case "max_idle_threads":
+                    throw new UsageException("-o max_idle_threads (C virtiofsd) is not supported: use --thread-pool-size N");
+                case "timeout":
+                    throw new UsageException("-o timeout (C virtiofsd) is not supported: the timeouts follow --cache never|auto|metadata|always");
+                case "sandbox" or "xattrmap" or "modcaps" or "killpriv_v2" or "no_killpriv_v2"
+                    or "posix_acl" or "no_posix_acl" or "security_label" or "no_security_label":
                     break;
                 default: throw new UsageException($"unknown -o option '{key}'");
             }
+        }
+    }
+
+    /// <summary>virtiofsd <c>--inode-file-handles=never|prefer|mandatory</c> (<c>fallback</c> = prefer). vfsd references
+    /// every inode by an O_PATH fd, which is what <c>never</c> asks for; the others are refused rather than ignored.</summary>
+    private static void ParseInodeFileHandles(string value)
+    {
+        switch (value)
+        {
+            case "never":
+                return;
+            case "prefer" or "fallback" or "mandatory":
+                throw new UsageException($"--inode-file-handles={value} is not supported: vfsd references inodes by O_PATH fds only (use never)");
+            default:
+                throw new UsageException($"--inode-file-handles '{value}' is not one of never, prefer, mandatory");
         }
     }
 
