@@ -20,8 +20,8 @@ public sealed class RafsFsOptions
     /// <summary>Entry and attribute timeout. The image never changes, so a day (virtiofsd cache=always uses the same).</summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(86400);
 
-    /// <summary>Check directory, file and symlink digests against the image's merkle tree as they are first used
-    /// (the caller has established that the root digest is trusted).</summary>
+    /// <summary>Check each inode's metadata and xattrs, and directory, file and symlink digests, against the image's
+    /// merkle tree as they are first used (the caller has established that the root digest is trusted).</summary>
     public bool VerifyMerkle { get; init; }
 
     /// <summary>The cache reads through to the backend (no cache directory): keep recently decoded chunks so reads
