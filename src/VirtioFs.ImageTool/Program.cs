@@ -244,7 +244,7 @@ public static class Program
             ["chunk_size"] = img.ChunkSize, ["compressor"] = Codec.Name(img.Compressor), ["digester"] = Codec.Name(img.Digester),
             ["flags"] = $"0x{(ulong)img.Flags:x}", ["build_time"] = img.BuildTime, ["files"] = files, ["directories"] = dirs, ["other"] = others,
             ["prefetch"] = img.PrefetchInodes.Count, ["root_digest"] = img.RootDigest is null ? null : Convert.ToHexStringLower(img.RootDigest),
-            ["signed"] = img.Signature is not null,
+            ["signed"] = img.Signature is not null, ["merkle_version"] = img.MerkleVersion,
             ["blobs"] = img.Blobs.Select(b => new Dictionary<string, object>
             {
                 ["index"] = b.Index, ["id"] = b.BlobId, ["chunks"] = b.ChunkCount, ["compressor"] = Codec.Name(b.Compressor),

@@ -1,11 +1,21 @@
+using System.Buffers.Binary;
+using VirtioFs.Rafs.Layout;
+
 namespace VirtioFs.Rafs;
 
 /// <summary>
-/// The merkle tree over an image: a regular file's digest is H(its chunk digests in order), a symlink's is
-/// H(target), a directory's is H over its children in name order, other inodes hash the empty string.
-/// RAFS v5 stores these in each inode and hashes a directory as H(child digests) (nydus builder/src/core/v5.rs);
-/// the VirtioFs v6 extension also binds names: H(for each child: u8 name length, name, digest), so renaming a
-/// file changes the root.
+/// The merkle tree over an image (VirtioFs merkle extension version 2; the byte layout is in
+/// src/VirtioFs.ImageTool/USAGE.md). Every inode has two digests:
+/// <list type="bullet">
+/// <item>its content digest: a regular file's is H(its chunk digests in order), a symlink's H(target), a directory's
+/// H(for each child in name order: u8 name length ‖ name ‖ child's inode digest), any other inode's H("");</item>
+/// <item>its inode digest: H(bound metadata (32 bytes: mode, uid, gid, rdev, size) ‖ u32 xattr count ‖ per xattr in
+/// name order: u16 name length ‖ name ‖ u32 value length ‖ value ‖ content digest).</item>
+/// </list>
+/// A directory covers its children's inode digests, so the root's inode digest pins every name, mode, owner, device
+/// number, size, xattr, symlink target and (through chunk digests) every byte of data. Times and link counts are not
+/// bound. RAFS v5 also keeps nydus's own digest in each inode (file as above, directory = H(child digests) without
+/// names: nydus builder/src/core/v5.rs), which <see cref="Compute"/> fills into <see cref="Builder.BuildInode.Digest"/>.
 /// </summary>
 public static class Merkle
 {
@@ -44,17 +54,83 @@ public static class Merkle
         return r;
     }
 
-    /// <summary>Fills <see cref="Builder.BuildInode.Digest"/> for every inode; <paramref name="order"/> is breadth first.</summary>
-    public static byte[] Compute(List<Builder.BuildInode> order, Digester d, bool withNames)
+    /// <summary>Sorts xattrs into the byte-wise name order the inode digest hashes them in.</summary>
+    public static void SortXattrs(List<KeyValuePair<byte[], byte[]>> xattrs) => xattrs.Sort((x, y) => x.Key.AsSpan().SequenceCompareTo(y.Key));
+
+    /// <summary>Inode digest of version 2: H(meta ‖ xattrs (already in name order) ‖ content digest).</summary>
+    public static void InodeDigest(Digester d, in BoundMeta meta, IReadOnlyList<KeyValuePair<byte[], byte[]>> sortedXattrs, ReadOnlySpan<byte> content, Span<byte> into)
+    {
+        using var h = new Codec.Incremental(d);
+        Span<byte> b = stackalloc byte[BoundMeta.EncodedSize];
+        meta.Write(b);
+        h.Update(b);
+        BinaryPrimitives.WriteUInt32LittleEndian(b, (uint)sortedXattrs.Count);
+        h.Update(b[..4]);
+        foreach (var (name, value) in sortedXattrs)
+        {
+            BinaryPrimitives.WriteUInt16LittleEndian(b, (ushort)name.Length);
+            h.Update(b[..2]);
+            h.Update(name);
+            BinaryPrimitives.WriteUInt32LittleEndian(b, (uint)value.Length);
+            h.Update(b[..4]);
+            h.Update(value);
+        }
+        h.Update(content);
+        h.Finish(into);
+    }
+
+    /// <summary>What stat reports for <paramref name="n"/> once laid out in <paramref name="fsVersion"/>: v6 stores a
+    /// 16-bit mode and rdev in new_encode_dev form; v5 a 32-bit rdev; non-devices report rdev 0 and devices, fifos
+    /// and sockets size 0 (the readers' GetAttr). <paramref name="dirSize"/> is the directory's laid-out size.</summary>
+    public static BoundMeta MetaOf(Builder.BuildInode n, int fsVersion, ulong dirSize)
+    {
+        uint mode = fsVersion == 6 ? (ushort)n.Mode : n.Mode;
+        ulong rdev = !n.IsDevice ? 0 : fsVersion == 6 ? Builder.V6Writer.DecodeDev(Builder.V6Writer.EncodeDev(n.Rdev)) : (uint)n.Rdev;
+        ulong size = n.IsReg ? n.Size : n.IsDir ? dirSize : n.IsSymlink ? (ulong)n.SymlinkTarget!.Length : 0;
+        return new BoundMeta(mode, n.Uid, n.Gid, rdev, size);
+    }
+
+    /// <summary>Fills the content and inode digests (and, for v5, nydus's digest) of every inode; <paramref name="order"/>
+    /// is breadth first, so children come after their parents. Returns the root's inode digest.</summary>
+    public static byte[] Compute(List<Builder.BuildInode> order, Digester d, int fsVersion)
     {
         for (int i = order.Count - 1; i >= 0; i--)
         {
             var n = order[i];
-            if (n.IsReg) n.Digest = File(d, n.Chunks.Select(c => (ReadOnlyMemory<byte>)c.Digest));
-            else if (n.IsSymlink) n.Digest = Leaf(d, n.SymlinkTarget);
-            else if (n.IsDir) n.Digest = Directory(d, withNames, n.Children!.Select(e => ((ReadOnlyMemory<byte>)e.Name, (ReadOnlyMemory<byte>)e.Inode.Digest)));
-            else n.Digest = Leaf(d, ReadOnlySpan<byte>.Empty);
+            ulong dirSize = 0;
+            if (n.IsReg)
+            {
+                n.ContentDigest = File(d, n.Chunks.Select(c => (ReadOnlyMemory<byte>)c.Digest));
+                n.Digest = n.ContentDigest;
+            }
+            else if (n.IsSymlink)
+            {
+                n.ContentDigest = Leaf(d, n.SymlinkTarget);
+                n.Digest = n.ContentDigest;
+            }
+            else if (n.IsDir)
+            {
+                n.ContentDigest = Directory(d, true, n.Children!.Select(e => ((ReadOnlyMemory<byte>)e.Name, (ReadOnlyMemory<byte>)e.Inode.InodeDigest)));
+                n.Digest = fsVersion == 5 ? Directory(d, false, n.Children!.Select(e => ((ReadOnlyMemory<byte>)e.Name, (ReadOnlyMemory<byte>)e.Inode.Digest))) : n.ContentDigest;
+                dirSize = fsVersion == 6 ? Builder.V6Writer.DirectorySize(n) : Builder.V5Writer.DirectorySize(n);
+            }
+            else
+            {
+                n.ContentDigest = Leaf(d, ReadOnlySpan<byte>.Empty);
+                n.Digest = n.ContentDigest;
+            }
+            n.Meta = MetaOf(n, fsVersion, dirSize);
+            n.InodeDigest = new byte[Codec.DigestSize];
+            InodeDigest(d, n.Meta, n.Xattrs, n.ContentDigest, n.InodeDigest);
         }
-        return order[0].Digest;
+        return order[0].InodeDigest;
+    }
+
+    /// <summary>Writes the table row of <paramref name="n"/> into <paramref name="row"/> (<see cref="MerkleRow"/>).</summary>
+    public static void WriteRow(Builder.BuildInode n, Span<byte> row)
+    {
+        n.InodeDigest.CopyTo(row[MerkleRow.InodeDigestOffset..]);
+        n.ContentDigest.CopyTo(row[MerkleRow.ContentDigestOffset..]);
+        n.Meta.Write(row[MerkleRow.MetaOffset..]);
     }
 }

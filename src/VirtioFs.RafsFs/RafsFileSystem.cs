@@ -20,8 +20,8 @@ public sealed class RafsFsOptions
     /// <summary>Entry and attribute timeout. The image never changes, so a day (virtiofsd cache=always uses the same).</summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(86400);
 
-    /// <summary>Check directory, file and symlink digests against the image's merkle tree as they are first used
-    /// (the caller has established that the root digest is trusted).</summary>
+    /// <summary>Check each inode's metadata and xattrs, and directory, file and symlink digests, against the image's
+    /// merkle tree as they are first used (the caller has established that the root digest is trusted).</summary>
     public bool VerifyMerkle { get; init; }
 
     /// <summary>The cache reads through to the backend (no cache directory): keep recently decoded chunks so reads
@@ -131,6 +131,7 @@ public sealed class RafsFileSystem : ReadOnlyFileSystem, IDisposable
         if (rc != 0) return rc;
         rc = _image.Lookup(dir, name, out ulong child);
         if (rc != 0) return rc;
+        if ((rc = CheckInode(child)) != 0) return rc;
         return FillEntry(child, out entry);
     }
 
@@ -154,8 +155,10 @@ public sealed class RafsFileSystem : ReadOnlyFileSystem, IDisposable
     {
         attr = default;
         timeout = _options.Timeout;
-        int rc = _image.GetAttr(ToIno(nodeId), out RafsAttr a);
+        ulong ino = ToIno(nodeId);
+        int rc = _image.GetAttr(ino, out RafsAttr a);
         if (rc != 0) return rc == Errno.ENOENT ? rc : EIO;
+        if ((rc = CheckInode(ino)) != 0) return rc;
         attr = ToFuseAttr(a);
         return 0;
     }
@@ -187,7 +190,7 @@ public sealed class RafsFileSystem : ReadOnlyFileSystem, IDisposable
         int rc = _image.ReadLink(ino, out byte[] target);
         if (rc != 0) return rc;
         if (target.Length > buffer.Length) return EIO;
-        if (_merkle is not null && (rc = _merkle.CheckSymlink(ino, target)) != 0) return rc;
+        if ((rc = CheckInode(ino)) != 0) return rc;
         target.CopyTo(buffer);
         length = target.Length;
         return 0;
@@ -195,8 +198,10 @@ public sealed class RafsFileSystem : ReadOnlyFileSystem, IDisposable
 
     public override int Access(in FuseContext ctx, ulong nodeId, uint mask)
     {
-        int rc = _image.GetAttr(ToIno(nodeId), out RafsAttr a);
+        ulong ino = ToIno(nodeId);
+        int rc = _image.GetAttr(ino, out RafsAttr a);
         if (rc != 0) return rc;
+        if ((rc = CheckInode(ino)) != 0) return rc;
         const uint R = 4, W = 2, X = 1;
         if ((mask & W) != 0) return EROFS;
         if ((mask & (R | X)) == 0) return 0; // F_OK
@@ -218,7 +223,10 @@ public sealed class RafsFileSystem : ReadOnlyFileSystem, IDisposable
     public override int GetXattr(in FuseContext ctx, ulong nodeId, ReadOnlySpan<byte> name, Span<byte> value, out int length)
     {
         length = 0;
-        int rc = _image.GetXattr(ToIno(nodeId), name, out byte[] v);
+        ulong ino = ToIno(nodeId);
+        int rc = _image.GetXattr(ino, name, out byte[] v);
+        if (rc != 0 && rc != Errno.ENODATA && rc != Errno.EOPNOTSUPP) return rc;
+        if (CheckInode(ino) is int bad and not 0) return bad; // an absent xattr is an answer about the inode too
         if (rc != 0) return rc == Errno.EOPNOTSUPP ? Errno.ENODATA : rc;
         length = v.Length;
         if (value.IsEmpty) return 0;
@@ -231,8 +239,10 @@ public sealed class RafsFileSystem : ReadOnlyFileSystem, IDisposable
     {
         length = 0;
         var names = new List<byte[]>();
-        int rc = _image.ListXattr(ToIno(nodeId), names);
+        ulong ino = ToIno(nodeId);
+        int rc = _image.ListXattr(ino, names);
         if (rc != 0) return rc == Errno.EOPNOTSUPP ? 0 : rc;
+        if ((rc = CheckInode(ino)) != 0) return rc;
         int total = 0;
         foreach (var n in names) total = checked(total + n.Length + 1);
         length = total;
@@ -251,6 +261,10 @@ public sealed class RafsFileSystem : ReadOnlyFileSystem, IDisposable
     // ---- directories ------------------------------------------------------------------------------------------------
 
     private int CheckDirectory(ulong ino) => _merkle?.EnsureDirectory(ino) ?? 0;
+
+    /// <summary>With merkle checking on: 0 once the inode's attributes and xattrs match the digest its verified parent
+    /// vouched for (a bit test after the first time), EIO otherwise. Called before any attribute reaches the guest.</summary>
+    private int CheckInode(ulong ino) => _merkle?.EnsureInode(ino) ?? 0;
 
     public override int OpenDir(in FuseContext ctx, ulong nodeId, uint flags, out FuseOpenResult result)
     {
@@ -280,6 +294,10 @@ public sealed class RafsFileSystem : ReadOnlyFileSystem, IDisposable
             if (plus && !dots)
             {
                 // READDIRPLUS: a full entry per name, as LOOKUP would answer it, so `ls -l` needs no further requests.
+                // An inode whose metadata does not match its digest is listed as a plain entry (node id 0: no dentry,
+                // no attributes; fs/fuse/readdir.c fuse_direntplus_link), so the rest of the directory serves and a
+                // LOOKUP of the name answers EIO.
+                if (CheckInode(ino) != 0) return writer.TryAdd(ino, next, type, name);
                 if ((inner = FillEntry(ino, out FuseEntry e)) != 0) return false;
                 return writer.TryAddPlus(e, next, type, name);
             }
@@ -301,6 +319,7 @@ public sealed class RafsFileSystem : ReadOnlyFileSystem, IDisposable
         ulong ino = ToIno(nodeId);
         int rc = _image.GetAttr(ino, out RafsAttr a);
         if (rc != 0) return rc;
+        if ((rc = CheckInode(ino)) != 0) return rc;
         if ((a.Mode & S_IFMT) == S_IFDIR) return EISDIR;
         if ((a.Mode & S_IFMT) != S_IFREG) return EINVAL;
         var list = new List<RafsChunk>();
@@ -311,7 +330,7 @@ public sealed class RafsFileSystem : ReadOnlyFileSystem, IDisposable
             return EIO;
         }
         var chunks = list.ToArray();
-        if (_merkle is not null && (rc = _merkle.CheckFile(a.Ino, chunks)) != 0) return rc;
+        if (_merkle is not null && (rc = _merkle.CheckFile(ino, a.Ino, chunks)) != 0) return rc;
         if (Interlocked.Increment(ref _openCount) > _options.MaxOpenFiles)
         {
             Interlocked.Decrement(ref _openCount);

@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using VirtioFs.Rafs;
 using VirtioFs.Oci;
+using VirtioFs.Rafs.Layout;
 using VirtioFs.Rafs.Reader;
 using VirtioFs.Storage.Backend;
 using VirtioFs.Storage.Backend.Registry;
@@ -97,8 +98,12 @@ public sealed class RafsMount : IDisposable
     private static byte[]? CheckTrust(RafsImage image, RafsMountOptions options, ILogger logger)
     {
         if (!options.VerifiesMerkle) return null;
+        // Only the version 2 tree binds modes, owners, device numbers and xattrs; trusting a root that does not would
+        // let whoever can rewrite the bootstrap add a setuid bit or security.capability without changing it.
         if (image.RootDigest is not { Length: Codec.DigestSize } root)
-            throw new RafsMountException($"image {options.Bootstrap} refused: it has no merkle root digest to check");
+            throw new RafsMountException($"image {options.Bootstrap} refused: --root-digest/--trust-key need the VirtioFs merkle extension version {MerkleExtension.Version} (metadata-bound digests), "
+                + (image.MerkleVersion == 0 ? "and this image has none (built by nydus or another tool?); rebuild it with vfs-image create"
+                    : $"and this image has version {image.MerkleVersion}; rebuild it with this vfs-image"));
         string hex = Convert.ToHexStringLower(root);
         var how = new List<string>();
         if (options.RootDigest is { } want)

@@ -38,8 +38,11 @@ public sealed class V5Tests
         // nydus: a directory's digest is H(children's digests in name order), no names.
         Assert.Equal(0, ImageWalker.Resolve(img, "/dir/sub", out var sub));
         Assert.Equal(0, img.GetAttr(sub, out var a));
-        Assert.Equal(Merkle.Directory(Digester.Blake3, false, []), img.GetInodeDigest((uint)a.Ino).ToArray());
+        Assert.Equal(Merkle.Directory(Digester.Blake3, false, []), img.GetNativeDigest(sub).ToArray());
+        // The trusted root is the metadata-bound tree of the merkle extension, not nydus's.
         Assert.Equal(r.RootDigest, img.RootDigest);
+        Assert.Equal(r.RootDigest, img.GetInodeDigest(1).ToArray());
+        Assert.NotEqual(r.RootDigest, img.GetNativeDigest(1).ToArray());
     }
 
     [Fact]

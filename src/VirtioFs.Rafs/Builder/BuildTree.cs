@@ -26,7 +26,12 @@ public sealed class BuildInode
     public uint Nlink;
     /// <summary>Chunks of a regular file, in file order.</summary>
     public ChunkRecord[] Chunks = [];
+    /// <summary>The digest a RAFS v5 inode record carries (nydus's tree: <see cref="Merkle.Compute"/>).</summary>
     public byte[] Digest = [];
+    /// <summary>Merkle extension digests and the metadata the inode digest binds (<see cref="Merkle"/>).</summary>
+    public byte[] ContentDigest = [];
+    public byte[] InodeDigest = [];
+    public Layout.BoundMeta Meta;
     /// <summary>Sequential inode number (1 = root) assigned at layout time.</summary>
     public uint Ino;
     /// <summary>Byte offset of the inode record in the bootstrap (v6) assigned at layout time.</summary>

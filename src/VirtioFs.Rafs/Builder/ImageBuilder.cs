@@ -84,7 +84,7 @@ public static class ImageBuilder
             }
         }
 
-        var rootDigest = Merkle.Compute(order, o.Digester, withNames: o.FsVersion == 6);
+        var rootDigest = Merkle.Compute(order, o.Digester, o.FsVersion);
         var prefetch = new List<BuildInode>();
         foreach (var p in o.PrefetchFiles)
         {

@@ -7,8 +7,9 @@ namespace VirtioFs.Rafs.Builder;
 /// <summary>
 /// Writes a RAFS v5 bootstrap following nydus (builder/src/core/v5.rs, bootstrap.rs): inode indexes are assigned
 /// so every directory's children are contiguous and name-sorted; a hard-linked regular file gets one record per
-/// name sharing i_ino (the first record's index) with HARDLINK set; digests follow nydus (directory = H(child
-/// digests)). The Ed25519 signature, if any, sits in the superblock's reserved bytes.
+/// name sharing i_ino (the first record's index) with HARDLINK set; each record's digest follows nydus (directory =
+/// H(child digests)). The VirtioFs merkle extension (header in the superblock's reserved bytes, table after the
+/// records, one row per i_ino) carries the metadata-bound tree and the Ed25519 signature, if any.
 /// </summary>
 public static class V5Writer
 {
@@ -73,7 +74,11 @@ public static class V5Writer
             off += size;
             if (off > (1L << 32)) throw new RafsFormatException("RAFS v5 metadata larger than 4 GiB");
         }
-        var buf = new byte[off];
+        // The merkle table (VirtioFs extension) after the last record: nydus reads records through the inode table
+        // only (rafs/src/metadata/{direct,cached}_v5.rs), so bytes past them are invisible to it. One row per index.
+        long merkleOff = Align8(off);
+        long merkleSize = (long)recs.Count * MerkleExtension.RowSize;
+        var buf = new byte[merkleOff + merkleSize];
         var span = buf.AsSpan();
 
         var flags = RafsSuperFlags.ExplicitUidGid | V6Writer.CompressionFlag(input.Compressor)
@@ -89,7 +94,8 @@ public static class V5Writer
             s_extended_blob_table_entries = (uint)nblobs,
         };
         MemoryMarshal.Write(span, in sb);
-        MerkleExtension.WriteAt(span, V5.SignatureHeaderOffset, 0, 0, input.RootDigest, input.Signature);
+        MerkleExtension.WriteAt(span, V5.SignatureHeaderOffset, (ulong)merkleOff, (ulong)merkleSize, input.RootDigest, input.Signature);
+        foreach (var r in recs) Merkle.WriteRow(r.Node, span.Slice((int)(merkleOff + (r.Ino - 1L) * MerkleExtension.RowSize), MerkleExtension.RowSize));
 
         foreach (var r in recs) BinaryPrimitives.WriteUInt32LittleEndian(span[(int)(inodeTableOff + (r.Index - 1) * 4L)..], checked((uint)(r.Offset >> 3)));
         for (int i = 0; i < input.Prefetch.Count; i++)
@@ -174,6 +180,9 @@ public static class V5Writer
         foreach (var (k, v) in n.Xattrs) s += 4 + k.Length + 1 + v.Length;
         return s;
     }
+
+    /// <summary>The i_size directory <paramref name="n"/> gets when laid out (what the merkle tree binds).</summary>
+    public static ulong DirectorySize(BuildInode n) => DirSize(n);
 
     private static ulong DirSize(BuildInode n)
     {

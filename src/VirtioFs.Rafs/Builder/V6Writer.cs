@@ -117,7 +117,7 @@ public static class V6Writer
         long chunkTableOff = Align(dataOff, B);
         long chunkTableSize = (long)chunks.Count * RafsV5ChunkInfo.Size;
         long merkleOff = Align(chunkTableOff + chunkTableSize, 8);
-        long merkleSize = (long)order.Count * Codec.DigestSize;
+        long merkleSize = (long)order.Count * MerkleExtension.RowSize;
         long total = Align(merkleOff + merkleSize, B);
 
         var buf = new byte[total];
@@ -211,7 +211,7 @@ public static class V6Writer
         }
 
         // Merkle table, indexed by i_ino - 1.
-        foreach (var n in order) n.Digest.CopyTo(span[(int)(merkleOff + (n.Ino - 1L) * Codec.DigestSize)..]);
+        foreach (var n in order) Merkle.WriteRow(n, span.Slice((int)(merkleOff + (n.Ino - 1L) * MerkleExtension.RowSize), MerkleExtension.RowSize));
 
         // Prefetch table: nids.
         if (prefetchSize > 0)
@@ -407,6 +407,9 @@ public static class V6Writer
         blocks.Add(cur);
         return blocks;
     }
+
+    /// <summary>The i_size directory <paramref name="dir"/> gets when laid out (what the merkle tree binds).</summary>
+    public static ulong DirectorySize(BuildInode dir) => (ulong)DirSize(PackDir(dir));
 
     private static long DirSize(List<List<(byte[] Name, BuildInode? Target, byte Ft)>> blocks)
     {

@@ -1,7 +1,8 @@
 namespace VirtioFs.Rafs.Reader;
 
-/// <summary>Verifies an image: structure, signature, every inode digest of the merkle extension, and (with blobs)
-/// every chunk's data against its digest. Returns the first mismatch, named.</summary>
+/// <summary>Verifies an image: structure, signature, v5's native digests, the merkle extension (every content digest,
+/// then every inode's metadata against the digest that binds it), and (with blobs) every chunk's data against its
+/// digest. Returns the first mismatch, named by path, inode number and, for metadata, the field.</summary>
 public static class ImageChecker
 {
     public static string? Check(RafsImage image, string? blobDir, byte[]? trustedKey, Microsoft.Extensions.Logging.ILogger? logger = null)
@@ -19,11 +20,11 @@ public static class ImageChecker
     {
         if (trustedKey is not null)
         {
-            if (image.RootDigest is null) return "image has no merkle root to verify a signature over";
+            if (image.RootDigest is null) return $"image has no merkle root to verify a signature over{(image.MerkleVersion != 0 ? $" (merkle extension version {image.MerkleVersion}, not {Layout.MerkleExtension.Version}: metadata is not bound; rebuild the image)" : "")}";
             if (image.Signature is null) return "image is not signed";
             if (!Signing.Verify(trustedKey, image.RootDigest, image.Signature)) return "signature over the root digest does not verify with the trusted key";
         }
-        var digests = new Dictionary<ulong, byte[]>();
+        var digests = new Dictionary<ulong, byte[]>();   // content digests of non-directories, by inode handle
         var children = new Dictionary<ulong, List<(byte[] Name, ulong Ino)>>();
         var all = ImageWalker.Walk(image).ToList();
         var chunks = new List<RafsChunk>();
@@ -99,23 +100,110 @@ public static class ImageChecker
                 if (h != b.BlobId) return $"blob {b.BlobId}: its sha256 is {h}";
             }
         }
+        if (image.Version == RafsVersion.V5 && CheckNativeV5(image, all, children, digests) is { } native) return native;
         if (!image.HasMerkle) return null;
-        // Directories bottom-up (reverse breadth-first order).
+        return CheckContent(image, all, children, digests) ?? CheckMetadata(image, all);
+    }
+
+    private static string Where(byte[] path, in RafsAttr attr) => $"'/{ImageWalker.Show(path)}' (ino {attr.Ino})";
+
+    private static string KindOf(in RafsAttr attr) => attr.FileType switch
+    {
+        0x4000 => "its children's names and inode digests",
+        0x8000 => "its chunk digests",
+        0xA000 => "its symlink target",
+        _ => "its (empty) content",
+    };
+
+    /// <summary>RAFS v5 records carry nydus's digests (directory = H(child digests), no names): check them bottom up.</summary>
+    private static string? CheckNativeV5(RafsImage image, List<(byte[] Path, ulong Ino, RafsAttr Attr)> all,
+        Dictionary<ulong, List<(byte[] Name, ulong Ino)>> children, Dictionary<ulong, byte[]> content)
+    {
+        var native = new Dictionary<ulong, byte[]>(content);
         for (int i = all.Count - 1; i >= 0; i--)
         {
-            var (path, ino, attr) = all[i];
-            if (attr.FileType != 0x4000 || digests.ContainsKey(ino)) continue;
+            var (_, ino, attr) = all[i];
+            if (attr.FileType != 0x4000 || native.ContainsKey(ino)) continue;
             var kids = children.GetValueOrDefault(ino) ?? new();
             kids.Sort((a, b) => a.Name.AsSpan().SequenceCompareTo(b.Name));
-            digests[ino] = Merkle.Directory(image.Digester, image.Version == RafsVersion.V6, kids.Select(k => ((ReadOnlyMemory<byte>)k.Name, (ReadOnlyMemory<byte>)digests[k.Ino])).ToList());
+            native[ino] = Merkle.Directory(image.Digester, false, kids.Select(k => ((ReadOnlyMemory<byte>)k.Name, (ReadOnlyMemory<byte>)native[k.Ino])).ToList());
         }
         foreach (var (path, ino, attr) in all)
         {
-            var stored = image.GetInodeDigest((uint)attr.Ino);
-            if (stored.IsEmpty) return $"'/{ImageWalker.Show(path)}': inode number {attr.Ino} has no merkle entry";
-            if (!stored.SequenceEqual(digests[ino])) return $"'/{ImageWalker.Show(path)}': inode digest {Convert.ToHexStringLower(stored)} does not match the content ({Convert.ToHexStringLower(digests[ino])})";
+            var stored = image.GetNativeDigest(ino);
+            if (!stored.SequenceEqual(native[ino])) return $"{Where(path, attr)}: v5 inode digest {Convert.ToHexStringLower(stored)} does not match the content ({Convert.ToHexStringLower(native[ino])})";
         }
-        if (!digests[image.RootIno].AsSpan().SequenceEqual(image.RootDigest)) return "root digest in the superblock does not match the root directory";
+        return null;
+    }
+
+    /// <summary>Top down from the trusted root: the root row, then every inode's content digest (a directory's over its
+    /// children's names and stored inode digests). After this every stored inode and content digest is authentic.</summary>
+    private static string? CheckContent(RafsImage image, List<(byte[] Path, ulong Ino, RafsAttr Attr)> all,
+        Dictionary<ulong, List<(byte[] Name, ulong Ino)>> children, Dictionary<ulong, byte[]> content)
+    {
+        var attrs = new Dictionary<ulong, RafsAttr>();
+        foreach (var (_, ino, attr) in all) attrs.TryAdd(ino, attr);
+        var rootAttr = all[0].Attr;
+        if (!image.GetInodeDigest(rootAttr.Ino).SequenceEqual(image.RootDigest)) return "root digest in the superblock does not match the root inode's digest";
+        var done = new HashSet<ulong>();
+        foreach (var (path, ino, attr) in all)
+        {
+            if (!done.Add(ino)) continue;
+            var stored = image.GetContentDigest(attr.Ino);
+            if (stored.IsEmpty) return $"{Where(path, attr)}: inode number has no merkle row";
+            byte[] actual;
+            if (attr.FileType == 0x4000)
+            {
+                var kids = children.GetValueOrDefault(ino) ?? new();
+                kids.Sort((a, b) => a.Name.AsSpan().SequenceCompareTo(b.Name));
+                var list = new List<(ReadOnlyMemory<byte>, ReadOnlyMemory<byte>)>(kids.Count);
+                foreach (var (name, kid) in kids)
+                {
+                    var d = image.GetInodeDigest(attrs[kid].Ino);
+                    if (d.IsEmpty) return $"'/{ImageWalker.Show(path)}/{ImageWalker.Show(name)}' (ino {attrs[kid].Ino}): inode number has no merkle row";
+                    list.Add((name, d.ToArray()));
+                }
+                actual = Merkle.Directory(image.Digester, true, list);
+            }
+            else
+            {
+                actual = content[ino];
+            }
+            if (!stored.SequenceEqual(actual))
+                return $"{Where(path, attr)}: {KindOf(attr)} do not match its content digest {Convert.ToHexStringLower(stored)} ({Convert.ToHexStringLower(actual)})";
+        }
+        return null;
+    }
+
+    /// <summary>Every inode's mode, uid, gid, rdev, size and xattrs against the inode digest that binds them (authentic
+    /// after <see cref="CheckContent"/>); a mismatch is named by the field, from the row's copy of the bound metadata.</summary>
+    private static string? CheckMetadata(RafsImage image, List<(byte[] Path, ulong Ino, RafsAttr Attr)> all)
+    {
+        var done = new HashSet<ulong>();
+        var xattrs = new List<KeyValuePair<byte[], byte[]>>();
+        Span<byte> actual = stackalloc byte[Codec.DigestSize];
+        foreach (var (path, ino, attr) in all)
+        {
+            if (!done.Add(ino)) continue;
+            xattrs.Clear();
+            int rc = image.GetXattrs(ino, xattrs);
+            if (rc != 0) return $"{Where(path, attr)}: xattrs unreadable (errno {rc})";
+            Merkle.SortXattrs(xattrs);
+            var live = new Layout.BoundMeta(attr.Mode, attr.Uid, attr.Gid, attr.Rdev, attr.Size);
+            var stored = image.GetInodeDigest(attr.Ino);
+            var contentDigest = image.GetContentDigest(attr.Ino);
+            Merkle.InodeDigest(image.Digester, live, xattrs, contentDigest, actual);
+            if (actual.SequenceEqual(stored)) continue;
+            image.TryGetBoundMeta(attr.Ino, out var bound);
+            string fields = bound.Differences(live);
+            Merkle.InodeDigest(image.Digester, bound, xattrs, contentDigest, actual);
+            bool copyBinds = actual.SequenceEqual(stored);
+            if (fields.Length > 0 && copyBinds)
+                return $"{Where(path, attr)}: metadata does not match its merkle digest: {fields}";
+            if (fields.Length > 0)
+                return $"{Where(path, attr)}: metadata does not match its merkle digest: {fields}; xattr may differ too";
+            return $"{Where(path, attr)}: metadata does not match its merkle digest: xattr (the xattrs are not the bound ones)";
+        }
         return null;
     }
 

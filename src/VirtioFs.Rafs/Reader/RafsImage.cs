@@ -59,8 +59,8 @@ public sealed unsafe partial class RafsImage : IDisposable
     private readonly long _chunkTableCount;
     private readonly bool _chunkTableSorted;
     private Dictionary<(uint, uint), long>? _chunkMap;
-    private readonly long _merkleOff;
-    private readonly long _merkleSize;
+    private long _merkleOff;
+    private long _merkleRows;
 
     public string Path { get; }
     public RafsVersion Version { get; }
@@ -74,10 +74,16 @@ public sealed unsafe partial class RafsImage : IDisposable
     public IReadOnlyList<RafsBlobInfo> Blobs { get; }
     public IReadOnlyList<ulong> PrefetchInodes { get; }
     public long BootstrapSize => _size;
-    /// <summary>Root digest of the VirtioFs merkle extension, or null if the image has none (e.g. built by nydus).</summary>
-    public byte[]? RootDigest { get; }
-    public byte[]? Signature { get; }
+    /// <summary>Root digest of the VirtioFs merkle extension (version 2: metadata bound), or null if the image has
+    /// none (built by nydus, or by a VirtioFs before metadata binding: see <see cref="MerkleVersion"/>).</summary>
+    public byte[]? RootDigest { get; private set; }
+    public byte[]? Signature { get; private set; }
     public bool HasMerkle => RootDigest is not null;
+    /// <summary>Version of the merkle extension header found (0: none). Only <see cref="MerkleExtension.Version"/>
+    /// gives a <see cref="RootDigest"/>; an older one is reported so a refusal can say why.</summary>
+    public uint MerkleVersion { get; private set; }
+    /// <summary>Inode handles (what Lookup and ReadDir return) are below this bound: v6 nids, v5 inode indexes.</summary>
+    public ulong InodeHandleLimit => Version == RafsVersion.V5 ? (ulong)_it5Entries + 1 : (ulong)(_size >> V6.InodeSlotBits) + 1;
 
     private RafsImage(string path, MemoryMappedFile mmf, MemoryMappedViewAccessor view, byte* b, long size, bool plainErofs)
     {
@@ -90,13 +96,12 @@ public sealed unsafe partial class RafsImage : IDisposable
         if (BinaryPrimitives.ReadUInt32LittleEndian(Span(0, 4)) == V5.Magic)
         {
             Version = RafsVersion.V5;
-            var (blobs5, pf5, c5, d5, root5, sig5) = InitV5();
+            var (blobs5, pf5, c5, d5) = InitV5();
             Blobs = blobs5;
             PrefetchInodes = pf5;
             Compressor = c5;
             Digester = d5;
-            RootDigest = root5;
-            Signature = sig5;
+            ReadMerkleHeader(V5.SignatureHeaderOffset, _it5Entries);
             RootIno = 1;
             InodeCount = _sb5.s_inodes_count;
             ChunkSize = _sb5.s_block_size;
@@ -198,18 +203,7 @@ public sealed unsafe partial class RafsImage : IDisposable
         }
         PrefetchInodes = pf;
 
-        // Merkle extension.
-        var mx = Span(MerkleExtension.Offset, MerkleExtension.Size);
-        if (BinaryPrimitives.ReadUInt32LittleEndian(mx) == MerkleExtension.Magic)
-        {
-            if (BinaryPrimitives.ReadUInt32LittleEndian(mx[4..]) != MerkleExtension.Version) throw new RafsFormatException("unsupported merkle extension version");
-            _merkleOff = (long)BinaryPrimitives.ReadUInt64LittleEndian(mx[8..]);
-            _merkleSize = (long)BinaryPrimitives.ReadUInt64LittleEndian(mx[16..]);
-            if (_merkleOff < 0 || _merkleSize < 0 || _merkleSize / Codec.DigestSize != (long)_sb.s_inos || _merkleSize % Codec.DigestSize != 0 || !InRange(_merkleOff, _merkleSize))
-                throw new RafsFormatException($"merkle table offset 0x{_merkleOff:x} size {_merkleSize} out of range or not one digest per inode");
-            RootDigest = mx.Slice(24, 32).ToArray();
-            if ((BinaryPrimitives.ReadUInt32LittleEndian(mx[120..]) & MerkleExtension.FlagSigned) != 0) Signature = mx.Slice(56, 64).ToArray();
-        }
+        ReadMerkleHeader(MerkleExtension.Offset, _sb.s_inos);
 
         RootIno = _sb.s_root_nid;
         if (TryInode(RootIno, out var root) != 0) throw new RafsFormatException($"root inode (nid {RootIno}) is out of range or corrupt");
@@ -217,6 +211,23 @@ public sealed unsafe partial class RafsImage : IDisposable
     }
 
     private static bool BitOperationsIsPow2(uint v) => v != 0 && (v & (v - 1)) == 0;
+
+    /// <summary>The VirtioFs merkle extension header at <paramref name="at"/>: version 2 needs a table of one row per
+    /// inode number in range; any other version leaves the image without a trusted tree (it still serves).</summary>
+    private void ReadMerkleHeader(int at, ulong rows)
+    {
+        var mx = Span(at, MerkleExtension.Size);
+        if (BinaryPrimitives.ReadUInt32LittleEndian(mx) != MerkleExtension.Magic) return;
+        MerkleVersion = BinaryPrimitives.ReadUInt32LittleEndian(mx[4..]);
+        if (MerkleVersion != MerkleExtension.Version) return;
+        ulong off = BinaryPrimitives.ReadUInt64LittleEndian(mx[8..]), size = BinaryPrimitives.ReadUInt64LittleEndian(mx[16..]);
+        if (off > long.MaxValue || size > long.MaxValue || size % MerkleExtension.RowSize != 0 || size / MerkleExtension.RowSize != rows || !InRange((long)off, (long)size))
+            throw new RafsFormatException($"merkle table offset 0x{off:x} size {size} out of range or not one {MerkleExtension.RowSize}-byte row per inode number");
+        _merkleOff = (long)off;
+        _merkleRows = (long)rows;
+        RootDigest = mx.Slice(24, Codec.DigestSize).ToArray();
+        if ((BinaryPrimitives.ReadUInt32LittleEndian(mx[120..]) & MerkleExtension.FlagSigned) != 0) Signature = mx.Slice(56, 64).ToArray();
+    }
 
     /// <summary>Maps and validates a bootstrap; throws <see cref="RafsFormatException"/> naming what is wrong.</summary>
     public static RafsImage Open(string path) => Open(path, plainErofs: false);
@@ -529,6 +540,21 @@ public sealed unsafe partial class RafsImage : IDisposable
         return 0;
     }
 
+    /// <summary>Appends every xattr the image serves for <paramref name="ino"/> (full name, value), in stored order.</summary>
+    public int GetXattrs(ulong ino, List<KeyValuePair<byte[], byte[]>> xattrs)
+    {
+        return WalkXattrs(ino, (idx, suffix, value) =>
+        {
+            var prefix = idx == 0 ? default : Builder.V6Writer.XattrPrefix(idx);
+            if (prefix.IsEmpty && idx != 0) return true; // an unknown name index is never served (ListXattr skips it too)
+            var full = new byte[prefix.Length + suffix.Length];
+            prefix.CopyTo(full);
+            suffix.CopyTo(full.AsSpan(prefix.Length));
+            xattrs.Add(new(full, value.ToArray()));
+            return true;
+        });
+    }
+
     public int ListXattr(ulong ino, List<byte[]> names)
     {
         return WalkXattrs(ino, (idx, suffix, _) =>
@@ -660,11 +686,36 @@ public sealed unsafe partial class RafsImage : IDisposable
         return 0;
     }
 
-    /// <summary>Digest of an inode from the merkle extension (by its i_ino), or empty when the image has none.</summary>
-    public ReadOnlySpan<byte> GetInodeDigest(uint iIno)
+    /// <summary>The merkle table row of inode number <paramref name="iIno"/> (<see cref="MerkleRow"/>), or empty when the
+    /// image has no version 2 extension or the number is out of range.</summary>
+    private ReadOnlySpan<byte> MerkleRowOf(ulong iIno)
     {
-        if (Version == RafsVersion.V5) return V5Digest(iIno);
-        if (!HasMerkle || iIno == 0 || iIno > InodeCount) return default;
-        return Span(_merkleOff + (iIno - 1L) * Codec.DigestSize, Codec.DigestSize);
+        if (!HasMerkle || iIno == 0 || iIno > (ulong)_merkleRows) return default;
+        return Span(_merkleOff + ((long)iIno - 1) * MerkleExtension.RowSize, MerkleExtension.RowSize);
     }
+
+    /// <summary>Inode digest of an inode (by its i_ino) from the merkle extension, or empty when the image has none.</summary>
+    public ReadOnlySpan<byte> GetInodeDigest(ulong iIno)
+    {
+        var row = MerkleRowOf(iIno);
+        return row.IsEmpty ? default : row.Slice(MerkleRow.InodeDigestOffset, Codec.DigestSize);
+    }
+
+    /// <summary>Content digest of an inode (by its i_ino) from the merkle extension, or empty when the image has none.</summary>
+    public ReadOnlySpan<byte> GetContentDigest(ulong iIno)
+    {
+        var row = MerkleRowOf(iIno);
+        return row.IsEmpty ? default : row.Slice(MerkleRow.ContentDigestOffset, Codec.DigestSize);
+    }
+
+    /// <summary>The metadata copy in an inode's merkle row (only as trustworthy as a check of the inode digest makes it).</summary>
+    public bool TryGetBoundMeta(ulong iIno, out BoundMeta meta)
+    {
+        var row = MerkleRowOf(iIno);
+        meta = row.IsEmpty ? default : BoundMeta.Read(row[MerkleRow.MetaOffset..]);
+        return !row.IsEmpty;
+    }
+
+    /// <summary>The digest a RAFS v5 inode record carries (nydus's tree: directory = H(child digests)); empty for v6.</summary>
+    public ReadOnlySpan<byte> GetNativeDigest(ulong ino) => Version == RafsVersion.V5 ? V5Digest(ino) : default;
 }

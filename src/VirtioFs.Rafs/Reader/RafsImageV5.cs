@@ -11,7 +11,7 @@ public sealed unsafe partial class RafsImage
     private long _it5Off;
     private uint _it5Entries;
 
-    private (List<RafsBlobInfo>, List<ulong>, Compressor, Digester, byte[]?, byte[]?) InitV5()
+    private (List<RafsBlobInfo>, List<ulong>, Compressor, Digester) InitV5()
     {
         if (_size < RafsV5SuperBlock.Size + 8) throw new RafsFormatException($"RAFS v5 bootstrap is {_size} bytes, smaller than its 8192-byte superblock (truncated?)");
         _sb5 = MemoryMarshal.Read<RafsV5SuperBlock>(Span(0, RafsV5SuperBlock.Size));
@@ -75,15 +75,7 @@ public sealed unsafe partial class RafsImage
 
         if (V5Rec(1, out var root) != 0) throw new RafsFormatException("root inode (1) is out of range or corrupt");
         if ((root.Inode.i_mode & 0xF000) != 0x4000) throw new RafsFormatException("root inode is not a directory");
-        byte[]? sig = null;
-        var mx = Span(V5.SignatureHeaderOffset, MerkleExtension.Size);
-        if (BinaryPrimitives.ReadUInt32LittleEndian(mx) == MerkleExtension.Magic && (BinaryPrimitives.ReadUInt32LittleEndian(mx[120..]) & MerkleExtension.FlagSigned) != 0)
-        {
-            // The signature covers the root digest stored in the header; it must equal the root inode's digest.
-            if (!mx.Slice(24, 32).SequenceEqual(root.Inode.i_digest)) throw new RafsFormatException("signed root digest differs from the root inode's digest");
-            sig = mx.Slice(56, 64).ToArray();
-        }
-        return (blobs, pf, comp, dig, ((ReadOnlySpan<byte>)root.Inode.i_digest).ToArray(), sig);
+        return (blobs, pf, comp, dig);
     }
 
     private readonly ref struct Rec5
@@ -227,6 +219,8 @@ public sealed unsafe partial class RafsImage
         if ((n.i_mode & 0xF000) != 0x8000) return (n.i_mode & 0xF000) == 0x4000 ? EISDIR : EINVAL;
         uint count = n.i_child_count;
         if (count > MaxChunksPerFile || !TrySpan(r.ChunksOffset, (long)count * RafsV5ChunkInfo.Size, out var tbl)) return EIO;
+        // Holes are not stored but listed (AddHoles): bound the list by the size, or a forged i_size allocates without end.
+        if (n.i_size / ChunkSize >= MaxChunksPerFile) return EIO;
         ulong covered = 0;
         for (int i = 0; i < count; i++)
         {
@@ -254,7 +248,7 @@ public sealed unsafe partial class RafsImage
         }
     }
 
-    private ReadOnlySpan<byte> V5Digest(uint ino)
+    private ReadOnlySpan<byte> V5Digest(ulong ino)
     {
         if (V5Rec(ino, out var r) != 0) return default;
         return Span(r.Offset, 32);
