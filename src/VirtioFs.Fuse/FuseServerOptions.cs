@@ -26,4 +26,6 @@ public sealed class FuseServerOptions
     public bool ReadDirPlus { get; init; } = true;
     /// <summary>FUSE_EXPORT_SUPPORT: lookups of "." and ".." (NFS export of the mount).</summary>
     public bool ExportSupport { get; init; }
+    /// <summary>Where every request is counted (nydusd's fs metrics and in-flight list); null counts nothing.</summary>
+    public FsIoStats? Stats { get; init; }
 }
