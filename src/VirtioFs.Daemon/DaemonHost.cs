@@ -92,7 +92,7 @@ internal static partial class DaemonHost
             {
                 return 1;
             }
-            if (!TryStartApi(options, new SingleImageControl(image, ImageName(options), cancel.Cancel), loggerFactory, logger, out ApiServer? api))
+            if (!TryStartApi(options, new SingleImageControl(image, ImageName(options), cancel.Cancel, options.DaemonId), loggerFactory, logger, out ApiServer? api))
             {
                 CloseListener(options, listener);
                 return 1;
@@ -234,8 +234,12 @@ internal static partial class DaemonHost
 
     /// <summary>FUSE session knobs for an image: read-only, so no writeback cache and no locks to serve (the kernel
     /// keeps POSIX locks locally when the filesystem does not offer them).</summary>
+    /// <summary>The daemon's FUSE request counters (one daemon per process, as nydusd's global FS_METRICS), read by the API.</summary>
+    internal static FsIoStats FsStats { get; } = new();
+
     internal static FuseServerOptions ImageServerOptions(DaemonOptions options) => new()
     {
+        Stats = FsStats,
         ReadDirPlus = options.Readdirplus,
         AnnounceSubmounts = false,
     };
@@ -243,6 +247,7 @@ internal static partial class DaemonHost
     /// <summary>Cache-mode knobs of the FUSE session (virtiofsd: writeback, readdirplus, locks, submounts).</summary>
     internal static FuseServerOptions ServerOptions(DaemonOptions options) => new()
     {
+        Stats = FsStats,
         WritebackCache = options.Writeback && !options.ReadOnly,
         // virtiofsd turns READDIRPLUS off with cache=never: entries would expire at once anyway.
         ReadDirPlus = options.Readdirplus && options.Cache != CacheMode.Never,

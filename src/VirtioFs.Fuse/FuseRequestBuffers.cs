@@ -44,6 +44,9 @@ public sealed unsafe class FuseRequestBuffers : IDisposable
         DirWriter = new DirectoryWriter(this);
     }
 
+    /// <summary>The errno of the reply last written (0 for success), for the server's statistics.</summary>
+    internal int ReplyErrno { get; set; }
+
     public ReadOnlySpan<IoSegment> Readable => _readable.AsSpan(0, _readableCount);
     public ReadOnlySpan<IoSegment> Writable => _writable.AsSpan(0, _writableCount);
     public long ReadableLength => _readableLength;

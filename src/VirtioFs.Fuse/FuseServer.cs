@@ -86,6 +86,22 @@ public sealed class FuseServer
         }
 
         var ctx = new FuseContext(h.uid, h.gid, h.pid, h.unique);
+        if (_options.Stats is { } stats)
+        {
+            // nydusd's /api/v1/metrics and /api/v1/metrics/inflight: counted here so every transport and every
+            // filesystem (one image, or the Vfs of an API daemon) reports alike.
+            request.ReplyErrno = 0;
+            InflightToken token = stats.Begin(op, h.unique, h.nodeid);
+            FuseReply reply = DispatchGuarded(request, op, h, ctx, argLen);
+            long bytes = op == FuseOpcode.Read && request.ReplyErrno == 0 ? Math.Max(0, reply.Length - OutHeaderSize) : 0;
+            stats.End(op, token, request.ReplyErrno, bytes);
+            return reply;
+        }
+        return DispatchGuarded(request, op, h, ctx, argLen);
+    }
+
+    private FuseReply DispatchGuarded(FuseRequestBuffers request, FuseOpcode op, in FuseInHeader h, in FuseContext ctx, long argLen)
+    {
         try
         {
             return Dispatch(request, op, h, ctx, argLen);
@@ -589,6 +605,7 @@ public sealed class FuseServer
         {
             return FuseReply.None;
         }
+        b.ReplyErrno = errno;
         b.TryWrite(new FuseOutHeader { len = OutHeaderSize, error = -errno, unique = unique });
         return new FuseReply(OutHeaderSize);
     }
@@ -616,6 +633,7 @@ public sealed class FuseServer
     private static FuseReply Finish(FuseRequestBuffers b, ulong unique, long length)
     {
         b.SeekWriter(0);
+        b.ReplyErrno = 0;
         b.TryWrite(new FuseOutHeader { len = (uint)length, error = 0, unique = unique });
         return new FuseReply((int)length);
     }

@@ -29,4 +29,6 @@ public sealed class FuseServerOptions
     /// <summary>FUSE_DIRECT_IO_ALLOW_MMAP (virtiofsd --allow-mmap): the guest may mmap MAP_SHARED a file opened with
     /// FOPEN_DIRECT_IO (cache=never); without it the kernel refuses such mmaps with ENODEV.</summary>
     public bool DirectIoAllowMmap { get; init; }
+    /// <summary>Where every request is counted (nydusd's fs metrics and in-flight list); null counts nothing.</summary>
+    public FsIoStats? Stats { get; init; }
 }

@@ -215,17 +215,23 @@ public static class Program
         var path = Need(a, 0, "BOOTSTRAP");
         byte[]? key = a.Get("--trust-key") is { } k ? Signing.LoadKey(k) : null;
         string? err;
+        IReadOnlyList<string> warnings = [];
         try
         {
             using var img = RafsImage.Open(path);
-            err = ImageChecker.Check(img, a.Get("--blob-dir"), key);
+            (err, warnings) = ImageChecker.CheckWithWarnings(img, a.Get("--blob-dir"), key);
         }
         catch (RafsFormatException e)
         {
             err = e.Message;
         }
-        if (a.Flags.Contains("--json")) o.WriteLine(JsonText.Serialize(new Dictionary<string, object?> { ["ok"] = err is null, ["error"] = err }));
-        else if (err is null) o.WriteLine("OK");
+        if (a.Flags.Contains("--json"))
+        {
+            o.WriteLine(JsonText.Serialize(new Dictionary<string, object?> { ["ok"] = err is null, ["error"] = err, ["warnings"] = warnings.ToList() }));
+            return err is null ? 0 : 1;
+        }
+        foreach (string w in warnings) Console.Error.WriteLine($"vfs-image: warning: {w}");
+        if (err is null) o.WriteLine("OK");
         else Console.Error.WriteLine($"vfs-image: check failed: {err}");
         return err is null ? 0 : 1;
     }

@@ -28,4 +28,7 @@ internal static partial class OciLog
 
     [LoggerMessage(6007, LogLevel.Debug, "blob {Digest}: cached redirect to {Host} dropped ({Reason}); asking the registry again")]
     public static partial void RedirectDropped(ILogger logger, string digest, string host, string reason);
+
+    [LoggerMessage(6008, LogLevel.Information, "registry {Host}: credentials replaced at run time (user {User})")]
+    public static partial void CredentialsUpdated(ILogger logger, string host, string user);
 }

@@ -37,12 +37,14 @@ public sealed class RegistryClient : IDisposable
     private readonly HttpClient? _proxyHttp;
     private readonly RemoteCertificateValidationCallback _certCheck;
     private string? _lastCertificateError;            // why the last server certificate was refused, for a clear error
+    private RegistryCredentials? _credentials;         // swapped whole by UpdateCredentials; read once per request
 
     public RegistryClient(RegistryOptions options, ILogger? logger = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         _o = options;
+        _credentials = options.Credentials;
         _log = logger ?? NullLogger.Instance;
         _base = new Uri($"{options.EffectiveScheme}://{options.Host}/");
         _pullScope = $"repository:{options.Repository}:pull";
@@ -61,6 +63,22 @@ public sealed class RegistryClient : IDisposable
             _proxyHttp.DefaultRequestHeaders.UserAgent.ParseAdd("vfs-registry/1.0");
             _proxy = new ProxyState(this, p);
         }
+    }
+
+    /// <summary>The credentials the next request authenticates with (initially <see cref="RegistryOptions.Credentials"/>).</summary>
+    public RegistryCredentials? Credentials => Volatile.Read(ref _credentials);
+
+    /// <summary>
+    /// Replaces the credentials of a running client (nydusd's <c>PUT /api/v1/config</c> with <c>registry_auth</c>, which
+    /// nydus-snapshotter sends when a registry password rotates). The record is swapped whole, so a request in flight
+    /// uses either the old pair or the new one, never a mix; bearer tokens fetched with the old pair are dropped so the
+    /// next request fetches one with the new pair. The registry's challenge is kept: it does not depend on the user.
+    /// </summary>
+    public void UpdateCredentials(RegistryCredentials? credentials)
+    {
+        Volatile.Write(ref _credentials, credentials);
+        _tokens.Clear();
+        OciLog.CredentialsUpdated(_log, _o.Host, credentials?.Username ?? "(anonymous)");
     }
 
     private SocketsHttpHandler CreateHandler(IWebProxy? proxy) => new()
@@ -528,7 +546,7 @@ public sealed class RegistryClient : IDisposable
         HttpClient? via = null)
     {
         var http = via ?? _http;
-        if (!replayable && _challenge is null && (_o.Credentials is not null || _o.BearerToken is not null))
+        if (!replayable && _challenge is null && (Credentials is not null || _o.BearerToken is not null))
         {
             // Learn the challenge with a cheap GET /v2/ before streaming a body that cannot be sent twice.
             using var probe = await SendAsync(() => new HttpRequestMessage(HttpMethod.Get, "v2/"), scope, ct).ConfigureAwait(false);
@@ -573,7 +591,7 @@ public sealed class RegistryClient : IDisposable
         }
         if (ch.IsBasic)
         {
-            if (_o.Credentials is { } c) req.Headers.Authorization = new AuthenticationHeaderValue("Basic", c.BasicHeaderValue);
+            if (Credentials is { } c) req.Headers.Authorization = new AuthenticationHeaderValue("Basic", c.BasicHeaderValue);
             return;
         }
         string token = await GetTokenAsync(ch, scope, ct).ConfigureAwait(false);
@@ -593,7 +611,7 @@ public sealed class RegistryClient : IDisposable
         foreach (var s in scope.Split(' ', StringSplitOptions.RemoveEmptyEntries)) query.Add("scope=" + Uri.EscapeDataString(s));
         var uri = AddQuery(realmUri, string.Join('&', query));
         using var req = new HttpRequestMessage(HttpMethod.Get, uri);
-        if (_o.Credentials is { } c) req.Headers.Authorization = new AuthenticationHeaderValue("Basic", c.BasicHeaderValue);
+        if (Credentials is { } c) req.Headers.Authorization = new AuthenticationHeaderValue("Basic", c.BasicHeaderValue);
         using var resp = Classify(await _http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, ct).ConfigureAwait(false));
         if (!resp.IsSuccessStatusCode) throw StatusError(resp, "token request to " + realmUri.Host);
         var body = await ReadLimitedAsync(resp.Content, MaxTokenResponseBytes, ct).ConfigureAwait(false);
@@ -630,7 +648,7 @@ public sealed class RegistryClient : IDisposable
         bool transient = code >= 500 || code == 429;
         // Say which it is: a user seeing a bare 401 cannot tell "no credentials" from "wrong credentials".
         string hint = code is 401 or 403
-            ? _o.Credentials is null && _o.BearerToken is null
+            ? Credentials is null && _o.BearerToken is null
                 ? " (the registry wants credentials and none were given: docker config.json, --docker-config, or auth in the config)"
                 : " (the registry refused the credentials given)"
             : "";

@@ -17,6 +17,8 @@ public sealed partial class Vfs
         private readonly FuseOpcode _op;
         private readonly long _start;
         public MountEntry? Mount;
+        /// <summary>Bytes a READ returned, for the mount's statistics.</summary>
+        public int Bytes;
         private int _result;
 
         public Call(Vfs vfs, FuseOpcode op)
@@ -26,13 +28,18 @@ public sealed partial class Vfs
             _result = Errno.EIO; // what an exception escaping the filesystem becomes in FuseServer
             _start = _metrics.Start(op);
             Mount = null;
+            Bytes = 0;
         }
 
         public int Return(int err) => _result = err;
 
         public readonly void Dispose()
         {
-            if (Mount is not null) Exit(Mount);
+            if (Mount is not null)
+            {
+                Mount.Stats.Record(_op, System.Diagnostics.Stopwatch.GetElapsedTime(_start), _result, Bytes);
+                Exit(Mount);
+            }
             _metrics.Stop(_op, _start, _result);
         }
     }
@@ -518,7 +525,7 @@ public sealed partial class Vfs
             if (slot == 0 || !TryInnerHandle(slot, handle, out ulong ih)) return c.Return(Errno.EBADF);
             if (!Enter(ref c, slot)) return c.Return(ESTALE);
             int err = c.Mount!.Fs.Read(ctx, InnerOf(nodeId), ih, offset, destination, flags, out bytesRead);
-            if (err == 0) Metrics.AddRead(bytesRead);
+            if (err == 0) Metrics.AddRead(c.Bytes = bytesRead);
             return c.Return(err);
         }
         finally

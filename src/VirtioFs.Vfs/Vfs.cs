@@ -95,6 +95,8 @@ public sealed partial class Vfs : IFileSystem, IDisposable
         /// <summary>Lookups plus open handles the kernel holds: the slot is reusable only at zero after unmount.</summary>
         public long KernelRefs;
         public bool Initialized;
+        /// <summary>This mount's counters (GET /api/v1/metrics?id=mountpoint).</summary>
+        public readonly FsIoStats Stats = new();
     }
 
     private readonly VfsOptions _options;
@@ -148,6 +150,17 @@ public sealed partial class Vfs : IFileSystem, IDisposable
         lock (_mountLock)
         {
             return _pseudo.Find(parts)?.Mount?.Fs;
+        }
+    }
+
+    /// <summary>The nydus-style I/O statistics of the filesystem mounted at <paramref name="path"/> (nydusd keeps one
+    /// FsIoStats per mounted RAFS, named by its mountpoint), or null when nothing is mounted there.</summary>
+    public FsIoStats? StatsOf(string path)
+    {
+        if (!PseudoTree.TrySplit(path, out string[]? parts)) return null;
+        lock (_mountLock)
+        {
+            return _pseudo.Find(parts)?.Mount?.Stats;
         }
     }
 

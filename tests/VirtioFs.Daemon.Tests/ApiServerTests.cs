@@ -69,7 +69,7 @@ public sealed class ApiServerTests : IAsyncLifetime
     public Task InitializeAsync()
     {
         _server = new ApiServer(SocketPath, _control, NullLogger.Instance,
-            new ApiServerOptions { IdleTimeout = TimeSpan.FromSeconds(5), Limits = new HttpLimits { MaxBodyBytes = 4096 } });
+            new ApiServerOptions { RequestTimeout = TimeSpan.FromSeconds(5), Limits = new HttpLimits { MaxBodyBytes = 4096 } });
         _server.Start();
         _http = Client(SocketPath);
         return Task.CompletedTask;

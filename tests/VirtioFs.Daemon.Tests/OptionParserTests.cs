@@ -33,6 +33,19 @@ public class OptionParserTests
         Assert.True(o.Xattr);
     }
 
+    [Theory]
+    [InlineData("--id", "d7f1b2c3")]
+    [InlineData("--id=d7f1b2c3", null)]
+    public void Daemon_id_is_taken_in_both_forms(string flag, string? value)
+    {
+        // nydusd --id (src/bin/nydusd/main.rs, on every subcommand); nydus-snapshotter passes its daemon id
+        // (pkg/daemon/command/command.go) and finds it again as "id" in GET /api/v1/daemon.
+        string[] args = value is null ? ["--apisock", "/run/api.sock", "--sock", "/run/vhost.sock", flag] : ["--apisock", "/run/api.sock", "--sock", "/run/vhost.sock", flag, value];
+        Assert.Equal("d7f1b2c3", OptionParser.Parse(args).DaemonId);
+        Assert.Null(OptionParser.Parse(["--apisock", "/run/api.sock", "--sock", "/run/vhost.sock"]).DaemonId);
+        Assert.Throws<OptionParser.UsageException>(() => OptionParser.Parse(["--apisock", "/run/api.sock", "--sock", "/run/vhost.sock", "--id"]));
+    }
+
     [Fact]
     public void Legacy_o_options_are_accepted()
     {

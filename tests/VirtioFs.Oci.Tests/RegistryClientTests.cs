@@ -189,6 +189,51 @@ public sealed class RegistryAuthTests
         cfgDir.Delete(true);
     }
 
+    /// <summary>
+    /// nydus-snapshotter rotates a registry password on a running daemon with PUT /api/v1/config {"registry_auth": ...}
+    /// (pkg/daemon/daemon.go UpdateAuthConfig): the same client, without a restart, must then authenticate with the new
+    /// pair, and stop using the old one.
+    /// </summary>
+    [Fact]
+    public async Task Credentials_swapped_on_a_running_client_take_effect_at_once()
+    {
+        if (!RegistryServer.Available) Assert.Fail($"{RegistryServer.Binary} is missing: run tests/setup.sh");
+        using var server = RegistryServer.Start(htpasswdLine: Htpasswd.Line("alice", "wonderland"));
+        using var good = new RegistryClient(server.Options("vfs/swap", new RegistryCredentials("alice", "wonderland")));
+        var data = Encoding.ASCII.GetBytes("rotated credentials blob");
+        var d = OciDigest.Sha256(data);
+        await good.PushBlobAsync(d, data.Length, () => new MemoryStream(data));
+
+        using var client = new RegistryClient(server.Options("vfs/swap", new RegistryCredentials("alice", "expired")));
+        var buf = new byte[7];
+        Assert.Equal(401, (await Assert.ThrowsAsync<RegistryException>(() => client.ReadBlobAsync(d, 0, buf))).StatusCode);
+        client.UpdateCredentials(RegistryCredentials.FromAuth(Convert.ToBase64String(Encoding.UTF8.GetBytes("alice:wonderland"))));
+        Assert.Equal("alice", client.Credentials!.Username);
+        await client.ReadBlobAsync(d, 8, buf);
+        Assert.Equal("credent", Encoding.ASCII.GetString(buf));
+        client.UpdateCredentials(new RegistryCredentials("alice", "revoked"));
+        Assert.Equal(401, (await Assert.ThrowsAsync<RegistryException>(() => client.ReadBlobAsync(d, 0, buf))).StatusCode);
+    }
+
+    [Fact]
+    public async Task Credentials_swapped_under_token_auth_drop_the_cached_token()
+    {
+        using var tokens = new TokenServer { RequiredCredentials = ("bob", "builder") };
+        using var server = RegistryServer.Start(token: tokens);
+        using var c = new RegistryClient(server.Options("vfs/tokenswap", new RegistryCredentials("bob", "builder")));
+        var data = RandomNumberGenerator.GetBytes(1000);
+        var d = OciDigest.Sha256(data);
+        await c.PushBlobAsync(d, data.Length, () => new MemoryStream(data));
+        var buf = new byte[10];
+        await c.ReadBlobAsync(d, 0, buf);
+        // A token fetched with the old pair must not outlive it: the next read asks the realm with the new pair.
+        c.UpdateCredentials(new RegistryCredentials("bob", "wrong"));
+        await Assert.ThrowsAsync<RegistryException>(() => c.ReadBlobAsync(d, 0, buf));
+        c.UpdateCredentials(new RegistryCredentials("bob", "builder"));
+        await c.ReadBlobAsync(d, 10, buf);
+        Assert.Equal(data.AsSpan(10, 10).ToArray(), buf);
+    }
+
     [Fact]
     public async Task Token_auth_fetches_caches_and_refreshes_tokens()
     {

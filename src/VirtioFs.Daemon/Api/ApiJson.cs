@@ -24,4 +24,5 @@ internal sealed record ApiErrorMessage(
 [JsonSerializable(typeof(ApiMountCmd))]
 [JsonSerializable(typeof(ApiErrorMessage))]
 [JsonSerializable(typeof(DaemonInfo))]
+[JsonSerializable(typeof(Dictionary<string, string>))]
 internal sealed partial class ApiJsonContext : JsonSerializerContext;

@@ -85,6 +85,8 @@ public sealed class ApiRouter
                 return Metrics(r, MetricsKind.BlobCache);
             case Root + "/metrics/inflight":
                 return Metrics(r, MetricsKind.InFlight);
+            case Root + "/config":
+                return Config(r);
             default:
                 return Error(404, "NoRoute");
         }
@@ -149,6 +151,8 @@ public sealed class ApiRouter
     {
         if (r.Method != "GET" || r.HasBody) return BadRequest();
         JsonNode? doc = _control.GetMetrics(kind, r.QueryParameter("id"));
+        // nydusd answers 204 when nothing is in flight (nydus-snapshotter's GetInflightMetrics expects that).
+        if (doc is null && kind == MetricsKind.InFlight) return new HttpResponse(204, []);
         if (doc is null) return Error(404, "Metrics(Stats(NoCounter))");
         var buffer = new System.Buffers.ArrayBufferWriter<byte>();
         using (var w = new Utf8JsonWriter(buffer))
@@ -156,6 +160,23 @@ public sealed class ApiRouter
             doc.WriteTo(w);
         }
         return Json(200, buffer.WrittenSpan.ToArray());
+    }
+
+    /// <summary>PUT /api/v1/config?id=ID with nydusd's string-to-string map (nydus api/src/http_endpoint_v1.rs ConfigHandler).</summary>
+    private HttpResponse Config(HttpRequest r)
+    {
+        if (r.Method != "PUT" || !r.HasBody) return BadRequest();
+        Dictionary<string, string>? values;
+        try
+        {
+            values = JsonSerializer.Deserialize(r.Body, ApiJsonContext.Default.DictionaryStringString);
+        }
+        catch (JsonException ex)
+        {
+            return Error(400, $"ParseBody({ex.Message})");
+        }
+        if (values is null) return Error(400, "ParseBody(expected a JSON object of strings)");
+        return FromResult(_control.UpdateConfig(r.QueryParameter("id"), values), "Configure");
     }
 
     /// <summary>GET /metrics (outside /api/v1, where Prometheus scrapes by default).</summary>

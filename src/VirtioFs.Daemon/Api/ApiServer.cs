@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Diagnostics;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using System.Text;
@@ -10,9 +11,18 @@ public sealed class ApiServerOptions
 {
     public HttpLimits Limits { get; init; } = new();
     /// <summary>Connections served at once; more are accepted and closed at once.</summary>
-    public int MaxConnections { get; init; } = 32;
-    /// <summary>A connection that sends no complete request for this long is closed (keep-alive idle and slow clients).</summary>
-    public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromSeconds(60);
+    public int MaxConnections { get; init; } = 64;
+    /// <summary>
+    /// How long a connection may stay idle between requests. Infinite by default: nydus-snapshotter's liveness monitor
+    /// (pkg/manager/monitor.go) holds an idle connection for the daemon's whole life and takes a hang-up for its death,
+    /// and nydusd never closes one. The HTTP clients close their own idle connections (Go's IdleConnTimeout, 10 s).
+    /// </summary>
+    public TimeSpan IdleTimeout { get; init; } = Timeout.InfiniteTimeSpan;
+    /// <summary>
+    /// Once the first byte of a request has arrived, the whole request must arrive within this (slow-loris
+    /// protection); a connection that has sent nothing is never closed by it.
+    /// </summary>
+    public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(30);
 }
 
 /// <summary>
@@ -107,13 +117,21 @@ public sealed class ApiServer : IAsyncDisposable
         try
         {
             bool open = true;
+            long requestBegan = 0; // timestamp of the first byte of a request not yet complete; 0 between requests
             while (open && !_stop.IsCancellationRequested)
             {
                 ReadResult read;
-                using (var idle = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token))
+                TimeSpan wait = requestBegan == 0 ? _options.IdleTimeout : _options.RequestTimeout - Stopwatch.GetElapsedTime(requestBegan);
+                if (wait != Timeout.InfiniteTimeSpan && wait <= TimeSpan.Zero) break;
+                if (wait == Timeout.InfiniteTimeSpan)
                 {
-                    idle.CancelAfter(_options.IdleTimeout);
-                    read = await reader.ReadAsync(idle.Token).ConfigureAwait(false);
+                    read = await reader.ReadAsync(_stop.Token).ConfigureAwait(false);
+                }
+                else
+                {
+                    using var deadline = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+                    deadline.CancelAfter(wait);
+                    read = await reader.ReadAsync(deadline.Token).ConfigureAwait(false);
                 }
                 ReadOnlySequence<byte> buffer = read.Buffer;
                 // Serve every complete request already buffered (pipelining), then wait for more.
@@ -138,11 +156,14 @@ public sealed class ApiServer : IAsyncDisposable
                 }
                 reader.AdvanceTo(buffer.Start, buffer.End);
                 if (read.IsCompleted) break;
+                // A request has begun and is not complete yet: its deadline runs from its first byte.
+                if (buffer.IsEmpty) requestBegan = 0;
+                else if (requestBegan == 0) requestBegan = Stopwatch.GetTimestamp();
             }
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or SocketException or ObjectDisposedException)
         {
-            // Idle timeout, shutdown or the client went away: just close.
+            // A request too slow to arrive, shutdown, or the client went away: just close.
         }
         finally
         {

@@ -17,8 +17,12 @@ namespace VirtioFs.Daemon.Api;
 /// keeps using the others. Whatever a mount owns (the image, its cache and backend, the passthrough's fds) is disposed
 /// once the Vfs has drained the requests in flight on it.
 /// </summary>
-internal sealed class DaemonControl(Vfs.Vfs vfs, DaemonOptions defaults, ILoggerFactory loggers, Action exit) : IDaemonControl, IDisposable
+internal sealed class DaemonControl(Vfs.Vfs vfs, DaemonOptions defaults, ILoggerFactory loggers, Action exit, FsIoStats? stats = null)
+    : IDaemonControl, IDisposable
 {
+    /// <summary>The FUSE server's counters (the process's own unless a test gives its own).</summary>
+    private readonly FsIoStats _stats = stats ?? DaemonHost.FsStats;
+
     private sealed record Owned(IDisposable Owner, RafsMount? Image, string Type, string MountPoint, string Config, DateTimeOffset MountedAt);
 
     private readonly ConcurrentDictionary<IFileSystem, Owned> _owned = new(ReferenceEqualityComparer.Instance);
@@ -32,7 +36,7 @@ internal sealed class DaemonControl(Vfs.Vfs vfs, DaemonOptions defaults, ILogger
         }
         return new DaemonInfo(
             BuildInfo.Current,
-            Id: null, Supervisor: null, State: "RUNNING", collection);
+            Id: defaults.DaemonId, Supervisor: null, State: "RUNNING", collection);
     }
 
     public ApiResult Mount(MountRequest request)
@@ -87,25 +91,34 @@ internal sealed class DaemonControl(Vfs.Vfs vfs, DaemonOptions defaults, ILogger
         switch (kind)
         {
             case MetricsKind.Global:
-                return VfsMetricsJson.Global(vfs.Metrics, id ?? "/");
+                // As nydusd: the daemon's counters without an id, one mount's counters with its mountpoint as id.
+                if (id is null or "/") return FsMetricsJson.Global(_stats, vfs.Metrics);
+                return vfs.StatsOf(id) is { } mount ? FsMetricsJson.Render(mount.Snapshot(), id) : null;
             case MetricsKind.InFlight:
-                return VfsMetricsJson.InFlight(vfs.Metrics);
+                return FsMetricsJson.Inflight(_stats);
+            case MetricsKind.Files:
+                // Per-file accounting is off, as in nydusd by default: an empty map.
+                return id is null or "/" || vfs.StatsOf(id) is not null ? new JsonObject() : null;
+            case MetricsKind.Pattern:
+                return id is null or "/" || vfs.StatsOf(id) is not null ? new JsonArray() : null;
             case MetricsKind.Backend or MetricsKind.BlobCache:
-                var images = _owned.Values.Where(o => o.Image is not null && (id is null || o.MountPoint == id)).ToList();
-                if (id is not null && images.Count == 0)
-                {
-                    return null;
-                }
-                var result = new JsonObject();
-                foreach (Owned o in images.OrderBy(o => o.MountPoint, StringComparer.Ordinal))
-                {
-                    var m = ImageMetrics.Of(o.MountPoint, o.Image!);
-                    result[o.MountPoint] = kind == MetricsKind.Backend ? m.BackendJson() : m.CacheJson();
-                }
-                return id is null ? result : result[id]!.DeepClone();
+                // nydusd (nydus-utils metrics.rs export_blobcache_metrics): the named one, or without an id the only one.
+                var images = _owned.Values.Where(o => o.Image is not null).ToList();
+                Owned? pick = id is null ? (images.Count == 1 ? images[0] : null) : images.FirstOrDefault(o => o.MountPoint == id);
+                if (pick is null) return null;
+                var m = ImageMetrics.Of(pick.MountPoint, pick.Image!);
+                return kind == MetricsKind.Backend ? m.BackendJson() : m.CacheJson();
             default:
                 return null;
         }
+    }
+
+    public ApiResult UpdateConfig(string? id, IReadOnlyDictionary<string, string> values)
+    {
+        if (id is null) return ApiResult.Fail(ApiErrorKind.BadRequest, "'id' (the image's mountpoint) should be specified in query string");
+        Owned? owned = _owned.Values.FirstOrDefault(o => o.MountPoint == id && o.Image is not null);
+        if (owned is null) return ApiResult.Fail(ApiErrorKind.NotFound, $"no image is mounted at {id}");
+        return ConfigUpdate.Apply(owned.Image!, id, values);
     }
 
     public string GetPrometheusMetrics()

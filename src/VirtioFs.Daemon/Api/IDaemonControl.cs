@@ -119,6 +119,13 @@ public interface IDaemonControl
     /// </summary>
     string? GetPrometheusMetrics() => null;
 
+    /// <summary>
+    /// PUT /api/v1/config?id=ID: run-time settings for the filesystem mounted at <paramref name="id"/> (nydusd's
+    /// string-to-string map; see <see cref="ConfigUpdate"/>).
+    /// </summary>
+    ApiResult UpdateConfig(string? id, IReadOnlyDictionary<string, string> values) =>
+        ApiResult.Fail(ApiErrorKind.Unsupported, "this daemon has no run-time configuration");
+
     /// <summary>PUT /api/v1/daemon/exit: called after the 204 reply has been sent.</summary>
     void Exit();
 }

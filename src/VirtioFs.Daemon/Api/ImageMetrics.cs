@@ -9,10 +9,20 @@ namespace VirtioFs.Daemon.Api;
 /// <summary>One mounted image's counters, read once per request so every document is built from one snapshot.</summary>
 public sealed record ImageMetrics(string MountPoint, string BackendType, BackendMetrics Backend, CacheMetrics Cache, PrefetchProgress Prefetch)
 {
+    /// <summary>The cache directory ("" without one), nydus's <c>store_path</c>.</summary>
+    public string StorePath { get; init; } = "";
+
+    /// <summary>The cache's data files by name, nydus's <c>underlying_files</c>.</summary>
+    public IReadOnlyList<string> UnderlyingFiles { get; init; } = [];
+
     public static ImageMetrics Of(string mountPoint, RafsMount image)
     {
         ArgumentNullException.ThrowIfNull(image);
-        return new ImageMetrics(mountPoint, BackendTypeOf(image.Backend), image.Backend.Metrics, image.Cache.Metrics, image.Cache.PrefetchProgress);
+        return new ImageMetrics(mountPoint, BackendTypeOf(image.Backend), image.Backend.Metrics, image.Cache.Metrics, image.Cache.PrefetchProgress)
+        {
+            StorePath = image.Cache.CacheDir is { } dir ? Path.GetFullPath(dir) : "",
+            UnderlyingFiles = image.Cache.DataFileNames,
+        };
     }
 
     /// <summary>nydus's backend_type names where they exist ("localfs", "registry").</summary>
@@ -75,16 +85,28 @@ public sealed record ImageMetrics(string MountPoint, string BackendType, Backend
     }
 
     /// <summary>
-    /// GET /api/v1/metrics/blobcache for this image: nydus's BlobcacheMetrics fields, then vfsd's own counters and the
-    /// prefetch progress. Chunks are cached whole, so every hit is a whole hit and partial_hits stays 0; total counts
-    /// read requests (as nydus does) while whole_hits and misses count chunks.
+    /// GET /api/v1/metrics/blobcache for this image: every field of nydus's BlobcacheMetrics (nydus-utils metrics.rs) as
+    /// nydus-snapshotter decodes them (pkg/daemon/types/types.go CacheMetrics, all unsigned), then vfsd's own counters and
+    /// the prefetch progress. Chunks are cached whole, so every hit is a whole hit and partial_hits stays 0; total counts
+    /// read requests (as nydus does) while whole_hits and misses count chunks. Fetches are not merged into buffers apart
+    /// from the read that needs them, so buffered_backend_size and prefetch_unmerged_chunks stay 0. nydus does not
+    /// serialise its id; the mountpoint is given here.
     /// </summary>
     public JsonObject CacheJson()
     {
         CacheMetrics m = Cache;
         PrefetchProgress p = Prefetch;
+        var files = new JsonArray();
+        foreach (string f in UnderlyingFiles) files.Add((JsonNode)JsonValue.Create(f));
+        long prefetchMillis = p.Began is { } pb ? (long)Math.Max(0, ((p.Ended ?? DateTimeOffset.UtcNow) - pb).TotalMilliseconds) : 0;
         return new JsonObject
         {
+            ["id"] = MountPoint,
+            ["underlying_files"] = files,
+            ["store_path"] = StorePath,
+            ["prefetch_unmerged_chunks"] = 0,
+            ["prefetch_cumulative_time_millis"] = prefetchMillis,
+            ["buffered_backend_size"] = 0,
             ["total"] = m.Reads,
             ["partial_hits"] = 0,
             ["whole_hits"] = m.CacheHits,

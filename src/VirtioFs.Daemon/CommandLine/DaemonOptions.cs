@@ -70,6 +70,9 @@ public sealed class DaemonOptions
     public string? SocketPath { get; set; }
     /// <summary>The nydusd-compatible HTTP API socket: filesystems are mounted and unmounted at run time through it.</summary>
     public string? ApiSocket { get; set; }
+    /// <summary>nydusd's <c>--id</c>: the daemon's name, reported as <c>id</c> by GET /api/v1/daemon (nydus-snapshotter
+    /// passes its daemon id and matches it there).</summary>
+    public string? DaemonId { get; set; }
     /// <summary>An inherited, already listening vhost-user socket (Kata's Go runtime passes <c>--fd=3</c>).</summary>
     public int? ListenFd { get; set; }
     public string? SharedDir { get; set; }

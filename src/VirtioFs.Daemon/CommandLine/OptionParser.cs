@@ -34,6 +34,7 @@ public static class OptionParser
                                     then neither --shared-dir nor --bootstrap is given. --sock is --socket-path.
                                     With --bootstrap/--image (also for vfsd mount) it reports on that one image:
                                     GET /api/v1/daemon, /api/v1/metrics/backend, /api/v1/metrics/blobcache, /metrics
+          --id ID                   the daemon's name, reported as "id" by GET /api/v1/daemon (nydusd --id)
           --cache MODE              never | auto | metadata | always (default auto); 'none' means never
           --readonly                refuse every change with EROFS
           --xattr / --no-xattr      enable or disable extended attributes (default off)
@@ -168,6 +169,7 @@ public static class OptionParser
                 // --socket is virtiofsd's deprecated name for --socket-path.
                 case "--socket-path" or "--sock" or "--socket": options.SocketPath = NonEmpty(name, Value()); break;
                 case "--apisock": options.ApiSocket = NonEmpty(name, Value()); break;
+                case "--id": options.DaemonId = NonEmpty(name, Value()); break;
                 case "--fd": options.ListenFd = ParseInt(name, Value(), 0, int.MaxValue); break;
                 case "--shared-dir": options.SharedDir = NonEmpty(name, Value()); break;
                 case "--tag": options.Tag = ParseTag(Value()); break;

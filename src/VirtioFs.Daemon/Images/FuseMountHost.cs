@@ -40,7 +40,7 @@ internal static class FuseMountHost
         }
         using (image)
         {
-            if (!DaemonHost.TryStartApi(options, new SingleImageControl(image, DaemonHost.ImageName(options), cancel.Cancel), loggerFactory, logger, out ApiServer? api))
+            if (!DaemonHost.TryStartApi(options, new SingleImageControl(image, DaemonHost.ImageName(options), cancel.Cancel, options.DaemonId), loggerFactory, logger, out ApiServer? api))
             {
                 return 1;
             }

@@ -116,6 +116,26 @@ public sealed class BlobCacheManager : IDisposable
     /// <summary>The shared cache files of blob <paramref name="blob"/> (null without a cache directory), for tests.</summary>
     internal BlobCacheFiles? FilesOf(int blob) => _blobs[blob].Files;
 
+    /// <summary>The cache directory (<see cref="CacheOptions.CacheDir"/>), null when nothing is cached.</summary>
+    public string? CacheDir => _options.CacheDir;
+
+    /// <summary>
+    /// The data files this cache keeps, by name (<c>&lt;blobId&gt;.blob.data</c>, as nydus's filecache lists them in
+    /// <c>underlying_files</c>; nydus-snapshotter's blob GC keeps the blobs named there).
+    /// </summary>
+    public IReadOnlyList<string> DataFileNames
+    {
+        get
+        {
+            var names = new List<string>();
+            foreach (var b in _blobs)
+            {
+                if (b?.Files is not null) names.Add(b.Info.BlobId + ".blob.data");
+            }
+            return names;
+        }
+    }
+
     public CacheMetrics Metrics
     {
         get
