@@ -25,9 +25,13 @@ internal static partial class DaemonHost
     {
         ILogger logger = loggerFactory.CreateLogger("vfsd");
         RaiseFileLimit(options.RlimitNofile, logger);
-        if (options.Mode == DaemonMode.FuseMount)
+        if (options.Mode == DaemonMode.FuseMount || (options.Mode == DaemonMode.NydusFuse && options.ServesImage))
         {
             return FuseMountHost.Run(options, loggerFactory);
+        }
+        if (options.Mode == DaemonMode.NydusFuse)
+        {
+            return FuseMountHost.RunShared(options, loggerFactory);
         }
 
         using var cancel = new CancellationTokenSource();
