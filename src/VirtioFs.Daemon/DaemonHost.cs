@@ -243,6 +243,12 @@ internal static partial class DaemonHost
         {
             return;
         }
+        // --rlimit-nofile 0 leaves the limit as it is (virtiofsd's and nydusd's --help both say so); setting 0 would
+        // leave the daemon unable to open anything.
+        if (requested == 0)
+        {
+            return;
+        }
         ulong target = requested ?? limits[1];
         if (target == limits[0])
         {

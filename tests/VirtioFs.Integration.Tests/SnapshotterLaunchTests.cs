@@ -81,6 +81,8 @@ public sealed class SnapshotterLaunchTests
         {
             Directory.Move(tree.Root, ws.S("tree"));
         }
+        Directory.CreateDirectory(ws.S("not-prefetched"));
+        for (int i = 0; i < 50; i++) File.WriteAllText(ws.S($"not-prefetched/n{i}"), $"outside the prefetch list {i}\n");
         ws.Build();
         // The snapshotter's per-daemon layout: <root>/snapshots/<id>/mnt, socket/<daemon>/api.sock, logs/<daemon>/nydusd.log.
         string mnt = Directory.CreateDirectory(Path.Combine(ws.Root, "snapshots", "7", "mnt")).FullName;
@@ -106,6 +108,16 @@ public sealed class SnapshotterLaunchTests
             var diffs = TreeCompare.Differences(ws.Src, mnt);
             Assert.True(diffs.Count == 0, string.Join('\n', diffs));
             Assert.Equal(4, FuseReaderThreads(vfsd.Id));
+
+            // --prefetch-files: the listed directories' files, and only those, are queued for prefetch (nydusd reads the
+            // file's lines, trimmed, blank ones skipped).
+            using (var http = VfsdApi.Client(apiSock))
+            {
+                var cache = JsonNode.Parse(await http.GetStringAsync(new Uri("http://unix/api/v1/metrics/blobcache?id=/")))!;
+                int listed = Directory.EnumerateFiles(ws.S("tree/docs"), "*", SearchOption.AllDirectories).Count()
+                    + Directory.EnumerateFiles(ws.S("tree/deep"), "*", SearchOption.AllDirectories).Count();
+                Assert.InRange((long)cache["prefetch_files_total"]!, 200, listed);
+            }
 
             // --log-file: the log goes there, not to stderr.
             Assert.True(File.Exists(logFile), "log file created");

@@ -33,6 +33,7 @@ public sealed class RotatingFileLoggerProvider : ILoggerProvider
     private FileStream _file;
     private long _dropped;
     private long _pending;
+    private int _disposed;
 
     /// <summary>Opens (creates or appends to) the log file; throws IOException/UnauthorizedAccessException when it cannot.</summary>
     public RotatingFileLoggerProvider(string path, LogLevel minimum, ulong rotationSizeMiB)
@@ -66,9 +67,11 @@ public sealed class RotatingFileLoggerProvider : ILoggerProvider
     /// <summary>Writes what is queued, then closes the file.</summary>
     public void Dispose()
     {
-        if (_queue.IsAddingCompleted) return;
+        // Idempotent: the logger factory and Program may both dispose it.
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         _queue.CompleteAdding();
-        _writer.Join(TimeSpan.FromSeconds(10));
+        // A writer stuck on a hung disk keeps its stream and queue (the process is exiting anyway).
+        if (!_writer.Join(TimeSpan.FromSeconds(10))) return;
         _file.Dispose();
         _queue.Dispose();
     }
@@ -96,9 +99,10 @@ public sealed class RotatingFileLoggerProvider : ILoggerProvider
                 Interlocked.Increment(ref _dropped);
             }
         }
-        catch (InvalidOperationException)
+        catch (Exception e) when (e is InvalidOperationException or ObjectDisposedException)
         {
             // Logged after Dispose (a late thread): nowhere to write it.
+            Interlocked.Decrement(ref _pending);
         }
     }
 
