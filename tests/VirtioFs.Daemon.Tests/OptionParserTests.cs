@@ -265,6 +265,7 @@ public class FuseSubcommandOptionTests
     [InlineData("fuse", "--mountpoint")]
     [InlineData("--socket-path=/s", "--shared-dir=/d", "--mountpoint", "/m")]                 // fuse flags outside vfsd fuse
     [InlineData("--socket-path=/s", "--shared-dir=/d", "--thread-num", "4")]
+    [InlineData("--socket-path=/s", "--shared-dir=/d", "--syslog", "--log-file", "/l.log")]      // one log destination
     [InlineData("mount", "--bootstrap", "/b", "--blob-dir", "/d", "-M", "/m", "/mnt")]         // nydusd short options only in vfsd fuse
     public void Bad_fuse_command_lines_are_one_line_errors(params string[] args)
     {

@@ -235,6 +235,7 @@ public static class OptionParser
         {
             if (platformGiven && options.Image is null && options.ApiSocket is null) throw new UsageException("--platform needs --image (or --apisock, for mounts of image references)");
             if (localfsDir && options.ConfigFile is not null) throw new UsageException("--localfs-dir and --config cannot be used together (as in nydusd)");
+            if (options.LogFile is not null && options.Syslog) throw new UsageException("--log-file and --syslog cannot be used together");
             Validate(options);
         }
         return options;
