@@ -25,9 +25,13 @@ internal static partial class DaemonHost
     {
         ILogger logger = loggerFactory.CreateLogger("vfsd");
         RaiseFileLimit(options.RlimitNofile, logger);
-        if (options.Mode == DaemonMode.FuseMount)
+        if (options.Mode == DaemonMode.FuseMount || (options.Mode == DaemonMode.NydusFuse && options.ServesImage))
         {
             return FuseMountHost.Run(options, loggerFactory);
+        }
+        if (options.Mode == DaemonMode.NydusFuse)
+        {
+            return FuseMountHost.RunShared(options, loggerFactory);
         }
 
         using var cancel = new CancellationTokenSource();
@@ -281,6 +285,12 @@ internal static partial class DaemonHost
         const int RlimitNofile = 7;
         Span<ulong> limits = stackalloc ulong[2];
         if (getrlimit(RlimitNofile, ref limits[0]) != 0)
+        {
+            return;
+        }
+        // --rlimit-nofile 0 leaves the limit as it is (virtiofsd's and nydusd's --help both say so); setting 0 would
+        // leave the daemon unable to open anything.
+        if (requested == 0)
         {
             return;
         }

@@ -26,6 +26,12 @@ internal static partial class Log
     [LoggerMessage(5008, LogLevel.Information, "vfsd {Version} serving a nydusd-style mount tree; API on {ApiSocket}")]
     public static partial void ApiServing(ILogger logger, string version, string apiSocket);
 
+    [LoggerMessage(5009, LogLevel.Information, "--log-rotation-size {Size} applies to --log-file only; logging to stderr, not rotated")]
+    public static partial void RotationWithoutLogFile(ILogger logger, ulong size);
+
+    [LoggerMessage(5010, LogLevel.Information, "vfsd {Version} serving a nydusd-style mount tree at {MountPoint} through /dev/fuse ({Threads} threads); API on {ApiSocket}")]
+    public static partial void SharedFuseServing(ILogger logger, string version, string mountPoint, int threads, string apiSocket);
+
     [LoggerMessage(5007, LogLevel.Warning, "could not raise RLIMIT_NOFILE to {Limit}: errno {Errno}")]
     public static partial void RlimitFailed(ILogger logger, ulong limit, int errno);
 }

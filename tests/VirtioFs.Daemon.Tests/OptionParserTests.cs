@@ -285,3 +285,115 @@ public class LaunchFormOptionTests
         Refused("--socket-path", "--fd=3", "--shared-dir=/d", "--socket-group=kvm");
     }
 }
+
+/// <summary>
+/// <c>vfsd fuse</c>: nydusd's fuse subcommand as nydus-snapshotter builds it (pkg/manager/daemon_adaptor.go
+/// BuildDaemonCommand, pkg/daemon/command/command.go BuildCommand: "--name value" pairs, subcommand first), with the
+/// flag semantics of nydusd's clap parser (dragonflyoss/nydus src/bin/nydusd/main.rs).
+/// </summary>
+public class FuseSubcommandOptionTests
+{
+    [Fact]
+    public void Snapshotter_dedicated_daemon_command_line_is_accepted()
+    {
+        // daemon_adaptor.go, dedicated: mode, mountpoint, thread-num, config, bootstrap, prefetch-files, log-level,
+        // apisock, log-rotation-size, log-file (in DaemonCommand field order; failover flags belong to another change).
+        var o = OptionParser.Parse(["fuse", "--thread-num", "4", "--config", "/var/lib/nydus/config/d1/config.json",
+            "--bootstrap", "/var/lib/nydus/snapshots/7/fs/image/image.boot", "--mountpoint", "/var/lib/nydus/snapshots/7/mnt",
+            "--apisock", "/var/lib/nydus/socket/d1/api.sock", "--log-level", "info", "--log-rotation-size", "100",
+            "--log-file", "/var/lib/nydus/logs/d1/nydusd.log", "--prefetch-files", "/var/lib/nydus/prefetch.list"]);
+        Assert.Equal(DaemonMode.NydusFuse, o.Mode);
+        Assert.Equal(4, o.FuseThreads);
+        Assert.Equal("/var/lib/nydus/config/d1/config.json", o.ConfigFile);
+        Assert.Equal("/var/lib/nydus/snapshots/7/fs/image/image.boot", o.Bootstrap);
+        Assert.Equal("/var/lib/nydus/snapshots/7/mnt", o.MountPoint);
+        Assert.Equal("/var/lib/nydus/socket/d1/api.sock", o.ApiSocket);
+        Assert.Equal(LogLevel.Information, o.LogLevel);
+        Assert.Equal(100UL, o.LogRotationSizeMiB);
+        Assert.Equal("/var/lib/nydus/logs/d1/nydusd.log", o.LogFile);
+        Assert.Equal("/var/lib/nydus/prefetch.list", o.PrefetchFilesList);
+        Assert.True(o.ServesImage);
+    }
+
+    [Fact]
+    public void Snapshotter_shared_daemon_command_line_is_accepted()
+    {
+        // daemon_adaptor.go, shared: no config, no bootstrap; images come through POST /api/v1/mount.
+        var o = OptionParser.Parse(["fuse", "--thread-num", "8", "--mountpoint", "/var/lib/nydus/mnt",
+            "--log-level", "warn", "--apisock", "/var/lib/nydus/socket/shared/api.sock"]);
+        Assert.Equal(DaemonMode.NydusFuse, o.Mode);
+        Assert.False(o.ServesImage);
+        Assert.Equal(8, o.FuseThreads);
+        Assert.Equal(LogLevel.Warning, o.LogLevel);
+        Assert.Null(o.LogFile);
+        Assert.Equal(0UL, o.LogRotationSizeMiB);
+    }
+
+    [Fact]
+    public void Equals_form_short_options_and_aliases_work_as_in_clap()
+    {
+        var a = OptionParser.Parse(["fuse", "--thread-num=2", "--mountpoint=/m", "--apisock=/a.sock", "--log-file=/l/x.log", "--log-rotation-size=5"]);
+        Assert.Equal((2, "/m", "/a.sock", "/l/x.log", 5UL), (a.FuseThreads, a.MountPoint, a.ApiSocket, a.LogFile, a.LogRotationSizeMiB));
+        // nydusd names the flag fuse-threads, thread-num being its alias; short forms -M -A -B -C -D -l -L (clap: -M v, -Mv, -M=v).
+        var b = OptionParser.Parse(["fuse", "--fuse-threads", "3", "-M", "/m", "-A=/a.sock", "-B/boot", "-C", "/c.json", "-l", "debug", "-L/l.log"]);
+        Assert.Equal((3, "/m", "/a.sock", "/boot", "/c.json", LogLevel.Debug, "/l.log"),
+            (b.FuseThreads, b.MountPoint, b.ApiSocket, b.Bootstrap, b.ConfigFile, b.LogLevel, b.LogFile));
+        var c = OptionParser.Parse(["fuse", "-M", "/m", "-B", "/boot", "-D", "/blobs", "-m", "/"]);
+        Assert.Equal("/blobs", c.BlobDir);
+    }
+
+    [Fact]
+    public void Thread_num_defaults_to_four_as_in_nydusd()
+    {
+        Assert.Equal(4, OptionParser.Parse(["fuse", "--mountpoint", "/m", "--apisock", "/a"]).FuseThreads);
+        Assert.Equal(1024, OptionParser.Parse(["fuse", "--mountpoint", "/m", "--apisock", "/a", "--thread-num", "1024"]).FuseThreads);
+    }
+
+    [Fact]
+    public void Log_file_and_rotation_are_global_flags()
+    {
+        // nydusd declares them global(true): they work with any mode.
+        var o = OptionParser.Parse(["--socket-path=/s", "--shared-dir=/d", "--log-file", "/tmp/v.log", "--log-rotation-size", "0"]);
+        Assert.Equal("/tmp/v.log", o.LogFile);
+        Assert.Equal(0UL, o.LogRotationSizeMiB);
+    }
+
+    [Theory]
+    // Each a one-line UsageException, so vfsd exits 2 with the reason.
+    [InlineData("fuse", "--apisock", "/a")]                                                   // clap: --mountpoint is required
+    [InlineData("fuse", "--mountpoint", "/m")]                                                 // neither an image nor an API to mount one through
+    [InlineData("fuse", "--mountpoint", "/m", "--apisock", "/a", "--thread-num", "0")]         // validate_threads_configuration: 1-1024
+    [InlineData("fuse", "--mountpoint", "/m", "--apisock", "/a", "--thread-num", "1025")]
+    [InlineData("fuse", "--mountpoint", "/m", "--apisock", "/a", "--thread-num", "four")]
+    [InlineData("fuse", "--mountpoint", "/m", "--apisock", "/a", "--log-rotation-size", "-1")]
+    [InlineData("fuse", "--mountpoint", "/m", "--apisock", "/a", "--log-rotation-size", "17592186044416")] // N MiB must fit 64 bits
+    [InlineData("fuse", "--mountpoint", "/m", "--apisock", "/a", "--log-file", "")]
+    [InlineData("fuse", "--mountpoint", "/m", "--bootstrap", "/b", "--config", "/c", "--backend-source", "http://127.0.0.1:8080/api/v1/daemons/d1/backend")]
+    [InlineData("fuse", "--mountpoint", "/m", "--bootstrap", "/b", "--config", "/c", "--writable")]
+    [InlineData("fuse", "--mountpoint", "/m", "--bootstrap", "/b", "--config", "/c", "--virtual-mountpoint", "/sub")]
+    [InlineData("fuse", "--mountpoint", "/m", "--bootstrap", "/b", "--config", "/c", "--localfs-dir", "/blobs")] // clap conflicts_with
+    [InlineData("fuse", "--mountpoint", "/m", "--apisock", "/a", "--prefetch-files", "/p")]   // clap requires("bootstrap")
+    [InlineData("fuse", "--mountpoint", "/m", "--apisock", "/a", "--config", "/c")]           // a shared daemon takes configs per mount
+    [InlineData("fuse", "--mountpoint", "/m", "--apisock", "/a", "--sock", "/vhost.sock")]    // vhost-user is the virtiofs subcommand's
+    [InlineData("fuse", "--mountpoint", "/m", "--apisock", "/a", "--shared-dir", "/d")]
+    [InlineData("fuse", "--mountpoint", "/m", "--apisock", "/a", "/extra")]
+    [InlineData("fuse", "--mountpoint")]
+    [InlineData("--socket-path=/s", "--shared-dir=/d", "--mountpoint", "/m")]                 // fuse flags outside vfsd fuse
+    [InlineData("--socket-path=/s", "--shared-dir=/d", "--thread-num", "4")]
+    [InlineData("--socket-path=/s", "--shared-dir=/d", "--syslog", "--log-file", "/l.log")]      // one log destination
+    [InlineData("mount", "--bootstrap", "/b", "--blob-dir", "/d", "-M", "/m", "/mnt")]         // nydusd short options only in vfsd fuse
+    public void Bad_fuse_command_lines_are_one_line_errors(params string[] args)
+    {
+        var e = Assert.Throws<OptionParser.UsageException>(() => OptionParser.Parse(args));
+        Assert.DoesNotContain('\n', e.Message);
+    }
+
+    [Fact]
+    public void Backend_source_refusal_says_why()
+    {
+        var e = Assert.Throws<OptionParser.UsageException>(() => OptionParser.Parse(["fuse", "--mountpoint", "/m", "--bootstrap", "/b",
+            "--config", "/c", "--backend-source", "http://x/api/v1/daemons/d/backend"]));
+        Assert.Contains("--backend-source", e.Message, StringComparison.Ordinal);
+        Assert.Contains("enable_backend_source", e.Message, StringComparison.Ordinal);
+    }
+}

@@ -22,6 +22,9 @@ public enum DaemonMode
 {
     VhostUser,
     FuseMount,
+    /// <summary><c>vfsd fuse --mountpoint M ...</c>: nydusd's <c>fuse</c> subcommand as nydus-snapshotter runs it; one
+    /// image with <c>--bootstrap</c> (a dedicated daemon), else a mount tree filled through the API (a shared one).</summary>
+    NydusFuse,
 }
 
 /// <summary>Where cached chunks are checked against their digests (<c>--verify</c>).</summary>
@@ -110,4 +113,16 @@ public sealed class DaemonOptions
     public bool PreserveNoatime { get; set; }
     /// <summary>virtiofsd <c>--socket-group</c>: the socket is made mode 0770 and owned by this group.</summary>
     public string? SocketGroup { get; set; }
+    // ---- nydusd's fuse subcommand and its global logging flags (nydus src/bin/nydusd/main.rs) ----
+    /// <summary><c>--thread-num</c> / <c>--fuse-threads</c>: threads reading the one /dev/fuse session fd (nydusd's
+    /// default is 4, range 1-1024).</summary>
+    public int FuseThreads { get; set; } = DefaultFuseThreads;
+
+    public const int DefaultFuseThreads = 4;
+
+    /// <summary><c>--log-file F</c>: log to F instead of stderr (".log" is added when F has no extension, as nydusd does).</summary>
+    public string? LogFile { get; set; }
+
+    /// <summary><c>--log-rotation-size N</c>: rotate the log file once it exceeds N MiB; 0 (the default) never rotates.</summary>
+    public ulong LogRotationSizeMiB { get; set; }
 }

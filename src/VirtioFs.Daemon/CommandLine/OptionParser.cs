@@ -22,6 +22,7 @@ public static class OptionParser
                vfsd --image HOST/REPO:TAG --cache-dir DIR (--socket-path PATH | --fd N) [image options]
                vfsd mount --image HOST/REPO:TAG --cache-dir DIR [image options] MOUNTPOINT
                vfsd virtiofs [--hybrid-mode] --apisock PATH --sock PATH [options]
+               vfsd fuse --mountpoint M [--bootstrap B --config C] [--apisock A] [--thread-num N] [...]
         Serves a host directory, or a RAFS (nydus) image, to a virtual machine as a vhost-user virtio-fs device
         (a virtiofsd drop-in); `vfsd mount` serves an image on the host through /dev/fuse until it is unmounted
         or the daemon gets SIGTERM.
@@ -65,6 +66,9 @@ public static class OptionParser
           --root-digest HEX         refuse the image unless its merkle root is HEX; check digests as it is read
           --trust-key FILE          refuse the image unless its root is signed by this Ed25519 public key
           --log-level LEVEL         error | warn | info | debug | trace | off (default info)
+          --log-file FILE           log to FILE instead of stderr (".log" added when FILE has no extension)
+          --log-rotation-size N     rotate FILE when it exceeds N MiB, keeping the 10 newest gzip-compressed
+                                    (FILE_rYYYY-MM-DD_HH-MM-SS.EXT.gz); 0 (default) never rotates
           --print-capabilities      print the vhost-user backend capabilities as JSON and exit
           --socket-group GROUP      make the socket mode 0770 and owned by GROUP (with --socket-path)
           --allow-mmap              let the guest mmap MAP_SHARED files opened for direct I/O (cache=never)
@@ -85,6 +89,15 @@ public static class OptionParser
         -o max_idle_threads, nydusd's singleton (--fscache) mode.
         Accepted and ignored for compatibility: --sandbox, --seccomp, --modcaps, --security-label, --posix-acl,
         --killpriv-v2.
+        vfsd fuse (nydusd's fuse subcommand, as nydus-snapshotter runs it; -M -A -C -B -D -m -l -L as in nydusd):
+          --mountpoint M            where the FUSE mount goes (an existing directory)
+          --bootstrap B --config C  a dedicated daemon serving one image at M (or --localfs-dir DIR for --config);
+                                    without them a shared daemon: POST /api/v1/mount?mountpoint=/ID puts images at M/ID
+          --thread-num N            threads serving /dev/fuse, 1-1024 (default 4); alias --fuse-threads
+          --prefetch-files FILE     as above: a file naming image paths to prefetch, one per line
+          --virtual-mountpoint /    accepted only as /; --writable and --backend-source are refused
+        Accepted and ignored for compatibility: --sandbox, --seccomp, --inode-file-handles, --modcaps,
+        --socket-group, --security-label, --posix-acl, --killpriv-v2, --allow-direct-io, --preserve-noatime.
         """;
 
     // Options that change nothing in vfsd but that callers of virtiofsd pass: accepted so those callers keep working.
@@ -110,6 +123,7 @@ public static class OptionParser
     {
         var options = new DaemonOptions();
         bool platformGiven = false;
+        bool localfsDir = false;
         int first = 0;
         if (args.Count > 0 && args[0] == "mount")
         {
@@ -131,6 +145,11 @@ public static class OptionParser
                 ? "nydusd's `singleton --fscache` mode (EROFS over fscache) is not supported: serve the image with `vfsd mount` (FUSE) or over virtio-fs"
                 : "nydusd's `singleton` mode (a shared blob cache/fscache service) is not supported");
         }
+        else if (args.Count > 0 && args[0] == "fuse")
+        {
+            options.Mode = DaemonMode.NydusFuse;
+            first = 1;
+        }
         for (int i = first; i < args.Count; i++)
         {
             string arg = args[i];
@@ -140,6 +159,11 @@ public static class OptionParser
             {
                 name = arg[..eq];
                 inlineValue = arg[(eq + 1)..];
+            }
+            else if (options.Mode == DaemonMode.NydusFuse && NydusShortOption(arg, out string? longName, out string? attached))
+            {
+                name = longName;
+                inlineValue = attached;
             }
 
             string Value()
@@ -221,6 +245,21 @@ public static class OptionParser
                     }
                     options.HybridMode = true;
                     break;
+                // nydusd's global logging flags (any mode) and its fuse subcommand's flags (vfsd fuse only).
+                case "--log-file": options.LogFile = NonEmpty(name, Value()); break;
+                case "--log-rotation-size": options.LogRotationSizeMiB = ParseRotationSize(Value()); break;
+                case "--mountpoint" when options.Mode == DaemonMode.NydusFuse: options.MountPoint = NonEmpty(name, Value()); break;
+                case "--thread-num" or "--fuse-threads" when options.Mode == DaemonMode.NydusFuse: options.FuseThreads = ParseThreads(name, Value()); break;
+                case "--localfs-dir" when options.Mode == DaemonMode.NydusFuse: options.BlobDir = NonEmpty(name, Value()); localfsDir = true; break;
+                case "--virtual-mountpoint" when options.Mode == DaemonMode.NydusFuse:
+                    if (Value() != "/") throw new UsageException("--virtual-mountpoint other than / is not supported: a dedicated vfsd fuse serves its image at the mount's root");
+                    break;
+                case "--writable" when options.Mode == DaemonMode.NydusFuse:
+                    throw new UsageException("--writable does not apply: vfsd fuse serves read-only RAFS images");
+                case "--backend-source":
+                    // nydusd's parser has no such option either (clap refuses it); nydus-snapshotter adds it only with
+                    // its experimental enable_backend_source, so a working deployment leaves that off.
+                    throw new UsageException("--backend-source is not supported (nydusd has no such option; turn off nydus-snapshotter's experimental.enable_backend_source)");
                 default:
                     if (options.Mode == DaemonMode.FuseMount && !arg.StartsWith('-') && options.MountPoint is null)
                     {
@@ -254,9 +293,59 @@ public static class OptionParser
         if (!options.ShowHelp && !options.ShowVersion && !options.PrintCapabilities)
         {
             if (platformGiven && options.Image is null && options.ApiSocket is null) throw new UsageException("--platform needs --image (or --apisock, for mounts of image references)");
+            if (localfsDir && options.ConfigFile is not null) throw new UsageException("--localfs-dir and --config cannot be used together (as in nydusd)");
+            if (options.LogFile is not null && options.Syslog) throw new UsageException("--log-file and --syslog cannot be used together");
             Validate(options);
         }
         return options;
+    }
+
+    /// <summary>
+    /// nydusd's one-letter options (clap: <c>-M value</c>, <c>-M=value</c> or <c>-Mvalue</c>), mapped to their long names;
+    /// only in <c>vfsd fuse</c>, where they cannot be mistaken for a virtiofsd option.
+    /// </summary>
+    private static bool NydusShortOption(string arg, out string name, out string? attached)
+    {
+        name = arg;
+        attached = null;
+        if (arg.Length < 2 || arg[0] != '-' || arg[1] == '-') return false;
+        string? longName = arg[1] switch
+        {
+            'M' => "--mountpoint",
+            'A' => "--apisock",
+            'C' => "--config",
+            'B' => "--bootstrap",
+            'D' => "--localfs-dir",
+            'm' => "--virtual-mountpoint",
+            'l' => "--log-level",
+            'L' => "--log-file",
+            _ => null,
+        };
+        if (longName is null) return false;
+        name = longName;
+        if (arg.Length > 2) attached = arg[2] == '=' ? arg[3..] : arg[2..];
+        return true;
+    }
+
+    /// <summary>nydusd's validate_threads_configuration: 1 to 1024.</summary>
+    private static int ParseThreads(string name, string value)
+    {
+        if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out int n) || n is < 1 or > 1024)
+        {
+            throw new UsageException($"option {name}: invalid thread number '{value}', valid range: [1-1024]");
+        }
+        return n;
+    }
+
+    /// <summary>MiB, 0 disabling rotation (nydusd multiplies by 1024 * 1024, so the product must fit 64 bits).</summary>
+    private static ulong ParseRotationSize(string value)
+    {
+        const ulong Max = ulong.MaxValue >> 20;
+        if (!ulong.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out ulong n) || n > Max)
+        {
+            throw new UsageException($"option --log-rotation-size: '{value}' is not a size in MiB from 0 to {Max}");
+        }
+        return n;
     }
 
     private static void Validate(DaemonOptions options)
@@ -273,7 +362,17 @@ public static class OptionParser
         {
             throw new UsageException("--bootstrap and --image cannot be used together (--image fetches the bootstrap itself)");
         }
-        if (options.Mode == DaemonMode.FuseMount)
+        if (options.Mode == DaemonMode.NydusFuse)
+        {
+            // nydus-snapshotter (pkg/manager/daemon_adaptor.go): a dedicated daemon gets --bootstrap and --config, a
+            // shared one neither; images then arrive through POST /api/v1/mount on --apisock.
+            if (options.MountPoint is null) throw new UsageException("vfsd fuse needs --mountpoint M");
+            if (options.SocketPath is not null || options.ListenFd is not null || options.SharedDir is not null)
+                throw new UsageException("vfsd fuse serves RAFS images through /dev/fuse: --sock/--socket-path, --fd and --shared-dir do not apply");
+            if (!options.ServesImage && options.ApiSocket is null)
+                throw new UsageException("vfsd fuse needs --bootstrap B (a dedicated daemon) or --apisock A (a shared one, images mounted through the API)");
+        }
+        else if (options.Mode == DaemonMode.FuseMount)
         {
             if (!options.ServesImage) throw new UsageException("vfsd mount needs --bootstrap IMAGE or --image REF");
             if (options.MountPoint is null) throw new UsageException("vfsd mount needs a MOUNTPOINT");
