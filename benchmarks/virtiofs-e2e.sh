@@ -118,10 +118,15 @@ for round in $(seq 1 "$rounds"); do
           ended=$((ended + 1));;
         "@@SUM "*) echo "${line#@@SUM }" >> "$work/sums.$daemon.$round";;
       esac
-    done < <(tests/guest/run-guest.sh --script "$work/guest.sh" --fs vfs="$sock" --mem 1G 2>&1)
+    done < <(tests/guest/run-guest.sh --script "$work/guest.sh" --fs vfs="$sock" --mem 1G 2>&1 | tee "$work/guest.out")
     # The daemon exits when the guest disconnects; a non-zero status is a failed run.
     wait $dpid || { echo "benchmark: $daemon exited with status $? in round $round" >&2; exit 1; }
-    [ "$ended" = 4 ] || { echo "benchmark: the guest finished $ended of 4 workloads with $daemon in round $round" >&2; exit 1; }
+    if [ "$ended" != 4 ]; then
+      echo "benchmark: the guest finished $ended of 4 workloads with $daemon in round $round; its last lines:" >&2
+      tail -n 15 "$work/guest.out" >&2
+      cat "$work/peer.log" >&2 2>/dev/null || true
+      exit 1
+    fi
     rm -rf "${data:?}/scratch"/*
     pos=$((pos + 1))
   done
