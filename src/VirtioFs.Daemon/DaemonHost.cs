@@ -54,13 +54,16 @@ internal static partial class DaemonHost
                 SharedDir = sharedDir,
                 ReadOnly = options.ReadOnly,
                 Cache = ToPolicy(options.Cache),
-                Xattr = options.Xattr,
+                Xattr = options.XattrEnabled,
                 AnnounceSubmounts = options.AnnounceSubmounts,
+                XattrMap = options.XattrMap,
+                PosixAcl = options.PosixAcl,
+                SecurityLabel = options.SecurityLabel,
             },
             loggerFactory.CreateLogger("vfsd.passthrough"));
         return ServeVhostUser(options, fs, ServerOptions(options), loggerFactory, logger, cancel,
             () => Log.Starting(logger, Program.Version, sharedDir, options.Cache.ToString().ToLowerInvariant(), options.ReadOnly,
-                options.Xattr, options.RequestQueues, options.ThreadPoolSize));
+                options.XattrEnabled, options.RequestQueues, options.ThreadPoolSize));
     }
 
     /// <summary>
@@ -210,6 +213,11 @@ internal static partial class DaemonHost
         PosixLocks = options.PosixLock,
         FlockLocks = options.Flock,
         AnnounceSubmounts = options.AnnounceSubmounts,
+        HandleKillPrivV2 = options.KillPrivV2 && !options.ReadOnly,
+        PosixAcl = options.PosixAcl,
+        SecurityLabel = options.SecurityLabel,
+        // setxattr_flags carry FUSE_SETXATTR_ACL_KILL_SGID, which posix ACLs need; harmless otherwise.
+        SetxattrExt = options.PosixAcl,
     };
 
     private static CachePolicy ToPolicy(CacheMode mode) => mode switch

@@ -68,6 +68,11 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
     private volatile bool _writeback;
     private volatile bool _killPrivV2;
     private volatile bool _submounts;
+    private volatile bool _posixAcl;
+    private volatile bool _dontMask;
+    private volatile bool _securityLabel;
+    /// <summary>The NUL-terminated host name security.capability maps to when the xattr map renames it; else null.</summary>
+    private readonly byte[]? _mappedCapability;
 
     /// <summary>
     /// Opens the shared directory. Sets the process umask to 0 (as virtiofsd does): the kernel already applied the
@@ -86,6 +91,14 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
             _ => TimeSpan.FromSeconds(86400),
         };
         umask(0);
+        if ((options.XattrMap is not null || options.PosixAcl || options.SecurityLabel) && !options.Xattr)
+        {
+            throw new ArgumentException("xattrmap, posix ACLs and security labels need Xattr (virtiofsd: they imply --xattr)", nameof(options));
+        }
+        if (options.XattrMap?.MapClientName("security.capability"u8) is { } cap && !cap.AsSpan().SequenceEqual("security.capability"u8))
+        {
+            _mappedCapability = [.. cap, 0];
+        }
 
         byte[] path = System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(options.SharedDir) + "\0");
         int fd;
@@ -136,6 +149,14 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
         _killPrivV2 = (negotiated & FuseInitFlags.HandleKillprivV2) != 0;
         // FUSE_ATTR_SUBMOUNT means nothing to a kernel that did not agree to FUSE_SUBMOUNTS.
         _submounts = _options.AnnounceSubmounts && (negotiated & FuseInitFlags.Submounts) != 0;
+        // virtiofsd init(): posix ACLs need the kernel to leave the umask to us (DONT_MASK) and to say when an ACL
+        // change must drop SGID (SETXATTR_EXT); security labels need SECURITY_CTX. Without them the session is refused.
+        const FuseInitFlags aclFlags = FuseInitFlags.PosixAcl | FuseInitFlags.DontMask | FuseInitFlags.SetxattrExt;
+        if (_options.PosixAcl && (negotiated & aclFlags) != aclFlags) return Errno.EPROTO;
+        if (_options.SecurityLabel && (negotiated & FuseInitFlags.SecurityCtx) == 0) return Errno.EPROTO;
+        _posixAcl = _options.PosixAcl;
+        _dontMask = (negotiated & FuseInitFlags.DontMask) != 0;
+        _securityLabel = _options.SecurityLabel;
         return 0;
     }
 
@@ -325,10 +346,33 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
     private static readonly uint OwnFsUid = unchecked((uint)setfsuid(uint.MaxValue));
     private static readonly uint OwnFsGid = unchecked((uint)setfsgid(uint.MaxValue));
 
-    /// <summary>Creates as the guest's caller: fsuid/fsgid are per-thread on Linux, restored on dispose.</summary>
+    /// <summary>The daemon's supplementary groups, put back on a thread after a create without them.</summary>
+    private static readonly uint[] OwnGroups = ReadOwnGroups();
+
+    private static uint[] ReadOwnGroups()
+    {
+        int n = getgroups(0, null);
+        if (n <= 0) return [];
+        var groups = new uint[n];
+        fixed (uint* g = groups)
+        {
+            n = getgroups(n, g); // SAFETY: g has room for n gids.
+        }
+        return n <= 0 ? [] : groups[..n];
+    }
+
+    /// <summary>
+    /// Creates as the guest's caller: fsuid/fsgid are per-thread on Linux, restored on dispose. A non-root caller also
+    /// loses the daemon's supplementary groups for the call (CVE-2022-0358): the kernel's inode_init_owner keeps the
+    /// SGID bit a caller asks for in an SGID directory only if in_group_p(dir group), which counts the thread's
+    /// supplementary groups, so with root's groups a guest user who is not in the group would get an SGID file of it.
+    /// virtiofsd drops supplementary groups for the same reason. The switch to a non-zero fsuid already drops CAP_FSETID.
+    /// The raw setgroups system call changes this thread only (glibc's wrapper would change every thread).
+    /// </summary>
     private readonly ref struct Credentials
     {
         private readonly bool _switched;
+        private readonly bool _groupsDropped;
         private readonly ILogger? _logger;
 
         public Credentials(in FuseContext ctx, ILogger logger)
@@ -337,6 +381,10 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
             _switched = ctx.Uid != OwnFsUid || ctx.Gid != OwnFsGid;
             if (_switched)
             {
+                if (ctx.Uid != 0 && OwnGroups.Length > 0)
+                {
+                    _groupsDropped = syscall(SysSetgroups, 0, null) == 0; // SAFETY: an empty list.
+                }
                 // gid first: once fsuid is unprivileged, CAP_SETGID still allows it, but keep the order canonical.
                 setfsgid(ctx.Gid);
                 setfsuid(ctx.Uid);
@@ -349,6 +397,14 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
             {
                 setfsuid(OwnFsUid);
                 setfsgid(OwnFsGid);
+                if (_groupsDropped)
+                {
+                    fixed (uint* g = OwnGroups)
+                    {
+                        // SAFETY: g holds OwnGroups.Length gids; CAP_SETGID is back with fsuid 0 (it is not an fs cap anyway).
+                        if (syscall(SysSetgroups, OwnGroups.Length, g) != 0 && _logger is not null) PassthroughLog.CredentialRestoreFailed(_logger);
+                    }
+                }
                 if ((uint)setfsuid(uint.MaxValue) != OwnFsUid || (uint)setfsgid(uint.MaxValue) != OwnFsGid)
                 {
                     if (_logger is not null) PassthroughLog.CredentialRestoreFailed(_logger);

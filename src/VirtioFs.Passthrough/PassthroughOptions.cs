@@ -24,4 +24,14 @@ public sealed class PassthroughOptions
     public bool Xattr { get; init; }
     /// <summary>Mark mount points inside the shared dir with FUSE_ATTR_SUBMOUNT (needs FUSE_SUBMOUNTS negotiated).</summary>
     public bool AnnounceSubmounts { get; init; }
+    /// <summary>virtiofsd --xattrmap: guest xattr names are mapped (and filtered) by these rules; needs <see cref="Xattr"/>.</summary>
+    public XattrMap? XattrMap { get; init; }
+    /// <summary>
+    /// virtiofsd --posix-acl: system.posix_acl_* pass through and creates honour the guest's umask only where the
+    /// parent has no default ACL (the session must negotiate FUSE_POSIX_ACL, FUSE_DONT_MASK and FUSE_SETXATTR_EXT).
+    /// Without it those names answer ENOTSUP and are hidden from listxattr, as in virtiofsd. Needs <see cref="Xattr"/>.
+    /// </summary>
+    public bool PosixAcl { get; init; }
+    /// <summary>virtiofsd --security-label: the security context sent with a create (FUSE_SECURITY_CTX) is set on the new inode.</summary>
+    public bool SecurityLabel { get; init; }
 }

@@ -36,6 +36,12 @@ public static class OptionParser
           --cache MODE              never | auto | metadata | always (default auto); 'none' means never
           --readonly                refuse every change with EROFS
           --xattr / --no-xattr      enable or disable extended attributes (default off)
+          --xattrmap MAP            map and filter guest xattr names (virtiofsd rule syntax, e.g.
+                                    ':prefix:all::user.virtiofs.::bad:all:::'); implies --xattr
+          --posix-acl / --no-posix-acl  serve POSIX ACLs (FUSE_POSIX_ACL; implies --xattr; default off)
+          --security-label          set the security context a guest sends with a create (FUSE_SECURITY_CTX; implies --xattr)
+          --killpriv-v2 / --no-killpriv-v2  clear SUID/SGID on write, truncate and chown ourselves (FUSE_HANDLE_KILLPRIV_V2;
+                                    default off)
           --announce-submounts      tell the guest about host mount points inside DIR
           --thread-pool-size N      worker threads behind each request queue (0: serve in the queue thread)
           --writeback               enable the guest's writeback cache
@@ -66,25 +72,27 @@ public static class OptionParser
           --print-capabilities      print the vhost-user backend capabilities as JSON and exit
           -o OPT[,OPT...]           legacy options: source=DIR, cache=MODE, xattr, no_xattr, announce_submounts,
                                     readonly, writeback, no_writeback, readdirplus, no_readdirplus, posix_lock,
-                                    no_posix_lock, flock, no_flock, log_level=LEVEL, sandbox=..., xattrmap=...
+                                    no_posix_lock, flock, no_flock, log_level=LEVEL, sandbox=..., xattrmap=MAP,
+                                    posix_acl, no_posix_acl, security_label, no_security_label, killpriv_v2,
+                                    no_killpriv_v2
           -f                        stay in the foreground (always the case; accepted for compatibility)
           -d, --debug               same as --log-level debug
           -h, --help                this text
           -V, --version             print the version
         Accepted and ignored for compatibility: --sandbox, --seccomp, --inode-file-handles, --modcaps,
-        --socket-group, --security-label, --posix-acl, --killpriv-v2, --allow-direct-io, --preserve-noatime.
+        --socket-group, --allow-direct-io, --preserve-noatime.
         """;
 
     // Options that change nothing in vfsd but that callers of virtiofsd pass: accepted so those callers keep working.
     private static readonly HashSet<string> IgnoredWithValue = new(StringComparer.Ordinal)
     {
-        "--sandbox", "--seccomp", "--inode-file-handles", "--modcaps", "--socket-group", "--xattrmap",
+        "--sandbox", "--seccomp", "--inode-file-handles", "--modcaps", "--socket-group",
         "--migration-mode", "--migration-on-error", "--migration-verify-handles", "--migration-confirm-paths",
     };
 
     private static readonly HashSet<string> IgnoredFlags = new(StringComparer.Ordinal)
     {
-        "-f", "--security-label", "--posix-acl", "--no-posix-acl", "--killpriv-v2", "--no-killpriv-v2",
+        "-f",
         "--allow-direct-io", "--preserve-noatime", "--allow-mmap", "--no-announce-submounts", "--daemonize",
     };
 
@@ -147,6 +155,12 @@ public static class OptionParser
                 case "--announce-submounts": NoValue(); options.AnnounceSubmounts = true; break;
                 case "--xattr": NoValue(); options.Xattr = true; break;
                 case "--no-xattr": NoValue(); options.Xattr = false; break;
+                case "--xattrmap": options.XattrMap = ParseXattrMap(Value()); break;
+                case "--posix-acl": NoValue(); options.PosixAcl = true; break;
+                case "--no-posix-acl": NoValue(); options.PosixAcl = false; break;
+                case "--security-label": NoValue(); options.SecurityLabel = true; break;
+                case "--killpriv-v2": NoValue(); options.KillPrivV2 = true; break;
+                case "--no-killpriv-v2": NoValue(); options.KillPrivV2 = false; break;
                 case "--readonly": NoValue(); options.ReadOnly = true; break;
                 case "--writeback": NoValue(); options.Writeback = true; break;
                 case "--no-readdirplus": NoValue(); options.Readdirplus = false; break;
@@ -248,6 +262,12 @@ public static class OptionParser
         {
             throw new UsageException("--blob-dir, --cache-dir, --verify, --prefetch-*, --config, --root-digest and --trust-key need --bootstrap or --image");
         }
+        if ((options.XattrMap is not null || options.PosixAcl || options.SecurityLabel || options.KillPrivV2) && options.SharedDir is null)
+        {
+            // They change how a writable host directory is served; images are read-only and --apisock mounts share
+            // one session whose INIT cannot promise them for every filesystem.
+            throw new UsageException("--xattrmap, --posix-acl, --security-label and --killpriv-v2 need --shared-dir");
+        }
         if (options.PrefetchAll && (options.PrefetchFilesList is not null || options.NoPrefetch))
         {
             throw new UsageException("--prefetch-all cannot be combined with --prefetch-files or --no-prefetch");
@@ -268,6 +288,10 @@ public static class OptionParser
             }
         }
     }
+
+    /// <summary>virtiofsd --xattrmap rules (doc/xattr-mapping.md); a bad map is refused with the parser's reason.</summary>
+    private static VirtioFs.Passthrough.XattrMap ParseXattrMap(string value) =>
+        VirtioFs.Passthrough.XattrMap.TryParse(value, out VirtioFs.Passthrough.XattrMap? map, out string error) ? map : throw new UsageException($"--xattrmap: {error}");
 
     private static OciReference ParseImage(string value) =>
         OciReference.TryParse(value, out OciReference r, out string error) ? r : throw new UsageException($"--image '{value}': {error}");
@@ -326,9 +350,15 @@ public static class OptionParser
                 case "no_posix_lock": options.PosixLock = false; break;
                 case "flock": options.Flock = true; break;
                 case "no_flock": options.Flock = false; break;
-                case "sandbox" or "xattrmap" or "modcaps" or "max_idle_threads" or "timeout" or "killpriv_v2" or "no_killpriv_v2"
-                    or "allow_direct_io" or "no_allow_direct_io" or "posix_acl" or "no_posix_acl" or "security_label"
-                    or "no_security_label" or "rw":
+                case "xattrmap": options.XattrMap = ParseXattrMap(Need()); break;
+                case "posix_acl": options.PosixAcl = true; break;
+                case "no_posix_acl": options.PosixAcl = false; break;
+                case "security_label": options.SecurityLabel = true; break;
+                case "no_security_label": options.SecurityLabel = false; break;
+                case "killpriv_v2": options.KillPrivV2 = true; break;
+                case "no_killpriv_v2": options.KillPrivV2 = false; break;
+                case "sandbox" or "modcaps" or "max_idle_threads" or "timeout"
+                    or "allow_direct_io" or "no_allow_direct_io" or "rw":
                     break;
                 default: throw new UsageException($"unknown -o option '{key}'");
             }
