@@ -346,33 +346,19 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
     private static readonly uint OwnFsUid = unchecked((uint)setfsuid(uint.MaxValue));
     private static readonly uint OwnFsGid = unchecked((uint)setfsgid(uint.MaxValue));
 
-    /// <summary>The daemon's supplementary groups, put back on a thread after a create without them.</summary>
-    private static readonly uint[] OwnGroups = ReadOwnGroups();
-
-    private static uint[] ReadOwnGroups()
-    {
-        int n = getgroups(0, null);
-        if (n <= 0) return [];
-        var groups = new uint[n];
-        fixed (uint* g = groups)
-        {
-            n = getgroups(n, g); // SAFETY: g has room for n gids.
-        }
-        return n <= 0 ? [] : groups[..n];
-    }
-
     /// <summary>
     /// Creates as the guest's caller: fsuid/fsgid are per-thread on Linux, restored on dispose. A non-root caller also
     /// loses the daemon's supplementary groups for the call (CVE-2022-0358): the kernel's inode_init_owner keeps the
     /// SGID bit a caller asks for in an SGID directory only if in_group_p(dir group), which counts the thread's
     /// supplementary groups, so with root's groups a guest user who is not in the group would get an SGID file of it.
     /// virtiofsd drops supplementary groups for the same reason. The switch to a non-zero fsuid already drops CAP_FSETID.
-    /// The raw setgroups system call changes this thread only (glibc's wrapper would change every thread).
+    /// The raw setgroups system call changes this thread only (glibc's wrapper would change every thread); the thread's
+    /// own groups are read at each switch and put back after.
     /// </summary>
     private readonly ref struct Credentials
     {
         private readonly bool _switched;
-        private readonly bool _groupsDropped;
+        private readonly uint[]? _droppedGroups;
         private readonly ILogger? _logger;
 
         public Credentials(in FuseContext ctx, ILogger logger)
@@ -381,14 +367,28 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
             _switched = ctx.Uid != OwnFsUid || ctx.Gid != OwnFsGid;
             if (_switched)
             {
-                if (ctx.Uid != 0 && OwnGroups.Length > 0)
+                if (ctx.Uid != 0)
                 {
-                    _groupsDropped = syscall(SysSetgroups, 0, null) == 0; // SAFETY: an empty list.
+                    _droppedGroups = DropGroups();
                 }
                 // gid first: once fsuid is unprivileged, CAP_SETGID still allows it, but keep the order canonical.
                 setfsgid(ctx.Gid);
                 setfsuid(ctx.Uid);
             }
+        }
+
+        /// <summary>Empties this thread's supplementary groups; returns the ones to put back (null: there were none).</summary>
+        private static uint[]? DropGroups()
+        {
+            int n = getgroups(0, null);
+            if (n <= 0) return null; // the common case in a container: nothing to drop, no allocation
+            var groups = new uint[n];
+            fixed (uint* g = groups)
+            {
+                n = getgroups(n, g); // SAFETY: g has room for n gids.
+            }
+            if (n <= 0) return null;
+            return syscall(SysSetgroups, 0, null) == 0 ? groups[..n] : null; // SAFETY: an empty list.
         }
 
         public void Dispose()
@@ -397,12 +397,12 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
             {
                 setfsuid(OwnFsUid);
                 setfsgid(OwnFsGid);
-                if (_groupsDropped)
+                if (_droppedGroups is not null)
                 {
-                    fixed (uint* g = OwnGroups)
+                    fixed (uint* g = _droppedGroups)
                     {
-                        // SAFETY: g holds OwnGroups.Length gids; CAP_SETGID is back with fsuid 0 (it is not an fs cap anyway).
-                        if (syscall(SysSetgroups, OwnGroups.Length, g) != 0 && _logger is not null) PassthroughLog.CredentialRestoreFailed(_logger);
+                        // SAFETY: g holds _droppedGroups.Length gids (CAP_SETGID is not an fs capability: never dropped).
+                        if (syscall(SysSetgroups, _droppedGroups.Length, g) != 0 && _logger is not null) PassthroughLog.CredentialRestoreFailed(_logger);
                     }
                 }
                 if ((uint)setfsuid(uint.MaxValue) != OwnFsUid || (uint)setfsgid(uint.MaxValue) != OwnFsGid)
