@@ -126,6 +126,10 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
         _byId[root.Id] = root;
         _byKey[(root.Dev, root.Ino)] = root;
         PassthroughLog.Started(logger, options.SharedDir, options.Cache, options.ReadOnly, options.Xattr);
+        if (options.XattrMap is not null || options.PosixAcl || options.SecurityLabel)
+        {
+            PassthroughLog.XattrPolicy(logger, options.XattrMap?.Rules.Count ?? 0, _mappedCapability is not null, options.PosixAcl, options.SecurityLabel);
+        }
     }
 
     /// <summary>Inodes currently held (the root included); each holds one O_PATH fd.</summary>
