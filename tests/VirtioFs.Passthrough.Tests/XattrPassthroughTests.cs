@@ -207,22 +207,23 @@ public sealed class XattrPassthroughTests : IDisposable
         PassthroughFileSystem fs = Fs(acl: true);
         ulong aclDir = Lookup(fs, "acl");
         ulong plainDir = Lookup(fs, "plain");
-        // The guest sets the default ACL through the passthrough (u::rwx g::r-x o::---).
-        byte[] acl = Acl((UserObj, 7), (GroupObj, 5), (Other, 0));
+        // The guest sets the default ACL through the passthrough (u::rwx g::rwx o::r-x): it grants group-write, which
+        // the umask would take away, so the modes below tell which of the two won.
+        byte[] acl = Acl((UserObj, 7), (GroupObj, 7), (Other, 5));
         Assert.Equal(0, fs.SetXattr(Ctx, aclDir, N("system.posix_acl_default"), acl, 0, 0));
         Assert.Contains("system.posix_acl_default", List(fs, aclDir));
 
         // FUSE_DONT_MASK: mode 0666 arrives unmasked with umask 022.
         Assert.Equal(0, fs.Create(Ctx, aclDir, N("f"), 0x1B6, (uint)O_RDWR, 0x12, 0, out _, out FuseOpenResult h1));
         fs.Release(Ctx, 0, h1.Handle, 0, 0, 0);
-        Assert.Equal(0x1A0u, LStat(P("acl/f")).stx_mode & 0xFFFu); // 0640: the ACL, not the umask
+        Assert.Equal(0x1B4u, LStat(P("acl/f")).stx_mode & 0xFFFu); // 0664: the ACL, not the umask
         Assert.Equal(0, fs.Create(Ctx, plainDir, N("f"), 0x1B6, (uint)O_RDWR, 0x12, 0, out _, out FuseOpenResult h2));
         fs.Release(Ctx, 0, h2.Handle, 0, 0, 0);
         Assert.Equal(0x1A4u, LStat(P("plain/f")).stx_mode & 0xFFFu); // 0644: the umask
 
         // A subdirectory inherits the default ACL, and mkdir follows the same rule.
         Assert.Equal(0, fs.MkDir(Ctx, aclDir, N("sub"), 0x1FF, 0x3F, out FuseEntry sub));
-        Assert.Equal(0x1E8u, LStat(P("acl/sub")).stx_mode & 0xFFFu); // 0750 from the ACL despite umask 077
+        Assert.Equal(0x1FDu, LStat(P("acl/sub")).stx_mode & 0xFFFu); // 0775 from the ACL despite umask 077
         Assert.Equal(0, Get(fs, sub.NodeId, "system.posix_acl_default", out _));
         Assert.Equal(0, fs.MkDir(Ctx, plainDir, N("sub"), 0x1FF, 0x3F, out _));
         Assert.Equal(0x1C0u, LStat(P("plain/sub")).stx_mode & 0xFFFu); // 0700
