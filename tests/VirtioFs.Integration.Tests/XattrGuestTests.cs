@@ -71,6 +71,41 @@ public sealed class XattrGuestTests(ITestOutputHelper output)
         Assert.Equal(0, vfsd.WaitForExit(TimeSpan.FromSeconds(30)));
     }
 
+    [Fact]
+    public void Guest_on_posix_acl_and_security_label_mounts_and_default_acls_beat_its_umask()
+    {
+        // A 6.1 guest offers FUSE_POSIX_ACL, DONT_MASK, SETXATTR_EXT and SECURITY_CTX; it appends a security context
+        // header (nr_secctx 0 without SELinux) to every create in the pre-7.38 layout, which must parse as "none".
+        using var tree = new TestTree();
+        string root = tree.Root;
+        Directory.CreateDirectory(Path.Combine(root, "acl"));
+        Directory.CreateDirectory(Path.Combine(root, "plain"));
+        // u::rwx g::rwx o::r-x: grants group-write, which the guest's umask 022 would take away.
+        byte[] acl = Convert.FromHexString("02000000" + "01000700FFFFFFFF" + "04000700FFFFFFFF" + "20000500FFFFFFFF");
+        TreeCompare.SetXattr(Path.Combine(root, "acl"), "system.posix_acl_default", acl);
+        using var vfsd = Vfsd.Start("--shared-dir", root, "--cache", "auto", "--tag", "vfs", "--posix-acl", "--security-label");
+
+        const string script = """
+            cd /mnt/vfs
+            umask 022
+            : > acl/f && : > plain/f && mkdir acl/d plain/d && ln -s f plain/l && mkfifo plain/p
+            sync
+            echo "@@DONE ok"
+            """;
+        var result = Guest.Run(script, [("vfs", vfsd.SocketPath)], output);
+
+        Assert.Equal(0, result.ExitCode);
+        Assert.Equal("ok", result.Single("DONE"));
+        Assert.Contains("PosixAcl", vfsd.Process.Output, StringComparison.Ordinal);
+        Assert.Contains("SecurityCtx", vfsd.Process.Output, StringComparison.Ordinal);
+        Assert.Equal(Convert.ToInt32("664", 8), Mode(Path.Combine(root, "acl/f")));
+        Assert.Equal(Convert.ToInt32("644", 8), Mode(Path.Combine(root, "plain/f")));
+        Assert.Equal(Convert.ToInt32("775", 8), Mode(Path.Combine(root, "acl/d")));
+        Assert.Equal(Convert.ToInt32("755", 8), Mode(Path.Combine(root, "plain/d")));
+        Assert.True(HostStat.IsFifo(Path.Combine(root, "plain/p")));
+        Assert.Equal(0, vfsd.WaitForExit(TimeSpan.FromSeconds(30)));
+    }
+
     private static string Hex(string s) => Convert.ToHexString(Encoding.UTF8.GetBytes(s));
 
     private static int Mode(string path) => TreeCompare.Lstat(path).stx_mode & 0xFFF;
