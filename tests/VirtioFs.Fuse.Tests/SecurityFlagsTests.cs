@@ -193,6 +193,34 @@ public class SecurityFlagsTests
     }
 
     [Fact]
+    public void Random_extension_blocks_get_an_answer_and_never_a_bad_context()
+    {
+        // Fixed seed: a hostile guest's total_extlen and extension bytes, after a valid mkdir.
+        var fs = new RecordingFs();
+        using var h = new Harness(fs, new FuseServerOptions { SecurityLabel = true });
+        h.Init(flags: AllLow, flags2: 1);
+        byte[] args = Concat(Bytes(new FuseMkdirIn { mode = 0x1ED }), Name("d"));
+        var rng = new Random(90210);
+        for (int i = 0; i < 3000; i++)
+        {
+            byte[] ext = new byte[rng.Next(1, 9) * 8];
+            rng.NextBytes(ext);
+            if (rng.Next(2) == 0) MemoryMarshal.Write(ext, new FuseExtHeader { size = (uint)ext.Length, type = (uint)rng.Next(0, 3) });
+            fs.LastContext = null;
+            FuseReply r = h.Send(WithExtensions(FuseOpcode.MkDir, 1, args, ext));
+            Assert.True(r.HasReply);
+            int error = h.ReplyHeader.error;
+            Assert.True(error is 0 or -Errno.EINVAL, $"error {error}");
+            if (error == 0 && fs.LastContext is { } c)
+            {
+                Assert.InRange(c.Name.Length, 1, 255);
+                Assert.DoesNotContain((byte)0, c.Name);
+                Assert.True(c.Value.Length <= ext.Length);
+            }
+        }
+    }
+
+    [Fact]
     public void Without_security_ctx_negotiated_trailing_bytes_are_not_read_as_a_context()
     {
         var fs = new RecordingFs();
