@@ -58,10 +58,13 @@ internal static partial class DaemonHost
                 SharedDir = sharedDir,
                 ReadOnly = options.ReadOnly,
                 Cache = ToPolicy(options.Cache),
-                Xattr = options.Xattr,
+                Xattr = options.XattrEnabled,
                 AnnounceSubmounts = options.AnnounceSubmounts,
                 AllowDirectIo = options.AllowDirectIo,
                 PreserveNoatime = options.PreserveNoatime,
+                XattrMap = options.XattrMap,
+                PosixAcl = options.PosixAcl,
+                SecurityLabel = options.SecurityLabel,
             },
             loggerFactory.CreateLogger("vfsd.passthrough"));
         if (OpenListener(options, logger) is not { } listener)
@@ -70,7 +73,7 @@ internal static partial class DaemonHost
         }
         return ServeVhostUser(options, listener, fs, ServerOptions(options), loggerFactory, logger, cancel,
             () => Log.Starting(logger, Program.Version, sharedDir, options.Cache.ToString().ToLowerInvariant(), options.ReadOnly,
-                options.Xattr, options.RequestQueues, options.ThreadPoolSize));
+                options.XattrEnabled, options.RequestQueues, options.ThreadPoolSize));
     }
 
     /// <summary>
@@ -259,6 +262,11 @@ internal static partial class DaemonHost
         FlockLocks = options.Flock,
         AnnounceSubmounts = options.AnnounceSubmounts,
         DirectIoAllowMmap = options.AllowMmap,
+        HandleKillPrivV2 = options.KillPrivV2 && !options.ReadOnly,
+        PosixAcl = options.PosixAcl,
+        SecurityLabel = options.SecurityLabel,
+        // setxattr_flags carry FUSE_SETXATTR_ACL_KILL_SGID, which posix ACLs need; harmless otherwise.
+        SetxattrExt = options.PosixAcl,
     };
 
     private static CachePolicy ToPolicy(CacheMode mode) => mode switch

@@ -256,6 +256,8 @@ public struct FuseWriteIn
 [StructLayout(LayoutKind.Sequential)] public struct FuseSetxattrIn { public uint size; public uint flags; public uint setxattr_flags; public uint padding; }
 [StructLayout(LayoutKind.Sequential)] public struct FuseGetxattrIn { public uint size; public uint padding; }
 [StructLayout(LayoutKind.Sequential)] public struct FuseGetxattrOut { public uint size; public uint padding; }
+/// <summary>fuse.h struct fuse_ext_header (also the layout of fuse_secctx_header and fuse_secctx: two u32).</summary>
+[StructLayout(LayoutKind.Sequential)] public struct FuseExtHeader { public uint size; public uint type; }
 
 [StructLayout(LayoutKind.Sequential)]
 public struct FuseLkIn

@@ -26,6 +26,9 @@ internal static partial class FuseLog
     [LoggerMessage(EventId = 4006, Level = LogLevel.Information, Message = "FUSE DESTROY received")]
     public static partial void Destroyed(ILogger logger);
 
+    [LoggerMessage(EventId = 4007, Level = LogLevel.Error, Message = "FUSE INIT refused: the kernel does not offer {Missing}, which the options ask for")]
+    public static partial void InitMissingFlags(ILogger logger, FuseInitFlags missing);
+
     [LoggerMessage(EventId = 4050, Level = LogLevel.Information, Message = "Mounted FUSE at {MountPoint} (fd {Fd}, {Threads} threads)")]
     public static partial void Mounted(ILogger logger, string mountPoint, int fd, int threads);
 

@@ -161,6 +161,16 @@ public sealed class FuseServer
         if (_options.SetxattrExt) want |= FuseInitFlags.SetxattrExt;
         if (_options.ExportSupport) want |= FuseInitFlags.ExportSupport;
         if (_options.DirectIoAllowMmap) want |= FuseInitFlags.DirectIoAllowMmap;
+        FuseInitFlags required = FuseInitFlags.None;
+        if (_options.PosixAcl) required |= FuseInitFlags.PosixAcl | FuseInitFlags.DontMask | FuseInitFlags.SetxattrExt;
+        if (_options.SecurityLabel) required |= FuseInitFlags.SecurityCtx;
+        if ((kernel & required) != required)
+        {
+            // virtiofsd's init() refuses the session (EPROTO) rather than silently serve without ACLs or labels.
+            FuseLog.InitMissingFlags(_logger, required & ~kernel);
+            return Error(b, h.unique, Errno.EPROTO);
+        }
+        want |= required;
         FuseInitFlags negotiated = want & kernel;
 
         if (_initialized)
@@ -222,11 +232,14 @@ public sealed class FuseServer
                 return Error(b, unique, Errno.ENOSYS);
         }
 
-        if (!b.TryReadArgs((int)Math.Min(argLen, int.MaxValue), out Span<byte> argSpan))
+        // Request extensions (fuse.h struct fuse_ext_header, total_extlen 8-byte units) follow the arguments.
+        long extLen = h.total_extlen * 8L;
+        if (!b.TryReadArgs((int)Math.Min(argLen + extLen, int.MaxValue), out Span<byte> argSpan))
         {
             return Malformed(b, op, h, "arguments too large or truncated");
         }
-        ReadOnlySpan<byte> args = argSpan;
+        ReadOnlySpan<byte> args = argSpan[..(int)argLen];
+        ReadOnlySpan<byte> extensions = argSpan[(int)argLen..];
         int err;
         switch (op)
         {
@@ -265,19 +278,22 @@ public sealed class FuseServer
             case FuseOpcode.Symlink:
             {
                 if (!TakeName(ref args, out var name) || !TakeName(ref args, out var target)) return Malformed(b, op, h, "names");
-                err = _fs.Symlink(ctx, target, node, name, out FuseEntry e);
+                if (!TrySecurityContext(ctx, args, extensions, out FuseContext cctx)) return Malformed(b, op, h, "security context");
+                err = _fs.Symlink(cctx, target, node, name, out FuseEntry e);
                 return err != 0 ? Error(b, unique, err) : Ok(b, unique, ToEntryOut(e));
             }
             case FuseOpcode.MkNod:
             {
                 if (!Take(ref args, out FuseMknodIn m) || !TakeName(ref args, out var name)) return Malformed(b, op, h, "mknod_in");
-                err = _fs.MkNod(ctx, node, name, m.mode, m.rdev, m.umask, out FuseEntry e);
+                if (!TrySecurityContext(ctx, args, extensions, out FuseContext cctx)) return Malformed(b, op, h, "security context");
+                err = _fs.MkNod(cctx, node, name, m.mode, m.rdev, m.umask, out FuseEntry e);
                 return err != 0 ? Error(b, unique, err) : Ok(b, unique, ToEntryOut(e));
             }
             case FuseOpcode.MkDir:
             {
                 if (!Take(ref args, out FuseMkdirIn m) || !TakeName(ref args, out var name)) return Malformed(b, op, h, "mkdir_in");
-                err = _fs.MkDir(ctx, node, name, m.mode, m.umask, out FuseEntry e);
+                if (!TrySecurityContext(ctx, args, extensions, out FuseContext cctx)) return Malformed(b, op, h, "security context");
+                err = _fs.MkDir(cctx, node, name, m.mode, m.umask, out FuseEntry e);
                 return err != 0 ? Error(b, unique, err) : Ok(b, unique, ToEntryOut(e));
             }
             case FuseOpcode.Unlink:
@@ -415,11 +431,14 @@ public sealed class FuseServer
                 if (op == FuseOpcode.Create)
                 {
                     if (!TakeName(ref args, out var name)) return Malformed(b, op, h, "name");
-                    err = _fs.Create(ctx, node, name, c.mode, c.flags, c.umask, c.open_flags, out e, out r);
+                    if (!TrySecurityContext(ctx, args, extensions, out FuseContext cctx)) return Malformed(b, op, h, "security context");
+                    err = _fs.Create(cctx, node, name, c.mode, c.flags, c.umask, c.open_flags, out e, out r);
                 }
                 else
                 {
-                    err = _fs.TmpFile(ctx, node, c.mode, c.flags, c.umask, c.open_flags, out e, out r);
+                    // TMPFILE (Linux 6.7+) always sends its security context as an extension.
+                    if (!TrySecurityContext(ctx, default, extensions, out FuseContext cctx)) return Malformed(b, op, h, "security context");
+                    err = _fs.TmpFile(cctx, node, c.mode, c.flags, c.umask, c.open_flags, out e, out r);
                 }
                 if (err != 0) return Error(b, unique, err);
                 if (!b.SkipWrite(OutHeaderSize) || !b.TryWrite(ToEntryOut(e))
@@ -528,6 +547,55 @@ public sealed class FuseServer
     }
 
     // ---- argument parsing -----------------------------------------------------------------------------------------
+
+    /// <summary>Largest security context value taken from a request (an SELinux label is well under 4 KiB).</summary>
+    private const int MaxSecurityContext = 4096;
+
+    /// <summary>
+    /// With FUSE_SECURITY_CTX the kernel sends the new inode's security context with a create: since 7.38 (Linux 6.2)
+    /// as a request extension after the arguments (in_header.total_extlen; fuse.h struct fuse_ext_header, whose types
+    /// 0..31 are a fuse_secctx_header with nr_secctx = type), before that appended to the arguments after the name.
+    /// Each of the nr_secctx records is struct fuse_secctx {size, padding}, a NUL-terminated xattr name and size bytes
+    /// of value. The kernel sends at most one (fs/fuse/dir.c get_security_context); more, or a record that overruns
+    /// its header, is malformed. False only for a malformed request.
+    /// </summary>
+    private bool TrySecurityContext(in FuseContext ctx, ReadOnlySpan<byte> trailingArgs, ReadOnlySpan<byte> extensions, out FuseContext result)
+    {
+        result = ctx;
+        if ((_negotiated & FuseInitFlags.SecurityCtx) == 0) return true;
+        ReadOnlySpan<byte> block = default;
+        if (extensions.Length > 0)
+        {
+            while (extensions.Length > 0)
+            {
+                if (!MemoryMarshal.TryRead(extensions, out FuseExtHeader eh) || eh.size < 8 || eh.size % 8 != 0 || eh.size > (uint)extensions.Length)
+                    return false;
+                if (eh.type <= 31)
+                {
+                    if (!block.IsEmpty) return false; // two security context headers
+                    block = extensions[..(int)eh.size];
+                }
+                extensions = extensions[(int)eh.size..];
+            }
+        }
+        else if (trailingArgs.Length >= 8)
+        {
+            if (!MemoryMarshal.TryRead(trailingArgs, out FuseExtHeader eh) || eh.size < 8 || eh.size > (uint)trailingArgs.Length) return false;
+            block = trailingArgs[..(int)eh.size];
+        }
+        if (block.IsEmpty) return true;
+        uint count = MemoryMarshal.Read<FuseExtHeader>(block).type;
+        if (count == 0) return true;
+        if (count > 1) return false;
+        ReadOnlySpan<byte> rest = block[8..];
+        if (!Take(ref rest, out FuseExtHeader sc) || !TakeName(ref rest, out ReadOnlySpan<byte> name)) return false;
+        if (name.IsEmpty || name.Length > 255 || sc.size > MaxSecurityContext || sc.size > (uint)rest.Length) return false;
+        result = new FuseContext(ctx.Uid, ctx.Gid, ctx.Pid, ctx.Unique)
+        {
+            SecurityContext = new FuseSecurityContext(name.ToArray(), rest[..(int)sc.size].ToArray()),
+        };
+        return true;
+    }
 
     private static bool Take<T>(ref ReadOnlySpan<byte> args, out T value) where T : unmanaged
     {

@@ -20,6 +20,13 @@ public sealed class FuseServerOptions
     public bool AnnounceSubmounts { get; init; }
     /// <summary>FUSE_HANDLE_KILLPRIV_V2: the filesystem clears suid/sgid on write/truncate/chown itself.</summary>
     public bool HandleKillPrivV2 { get; init; }
+    /// <summary>
+    /// FUSE_POSIX_ACL with the FUSE_DONT_MASK and FUSE_SETXATTR_EXT it depends on (virtiofsd --posix-acl): a kernel
+    /// that does not offer all three fails INIT with EPROTO, as virtiofsd does, rather than run without ACLs.
+    /// </summary>
+    public bool PosixAcl { get; init; }
+    /// <summary>FUSE_SECURITY_CTX (virtiofsd --security-label): a kernel that does not offer it fails INIT with EPROTO.</summary>
+    public bool SecurityLabel { get; init; }
     /// <summary>FUSE_SETXATTR_EXT: fuse_setxattr_in grows to 16 bytes carrying setxattr_flags.</summary>
     public bool SetxattrExt { get; init; }
     /// <summary>FUSE_DO_READDIRPLUS (+ READDIRPLUS_AUTO).</summary>

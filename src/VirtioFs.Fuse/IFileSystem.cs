@@ -15,6 +15,19 @@ public readonly struct FuseContext
     public uint Gid { get; }
     public uint Pid { get; }
     public ulong Unique { get; }
+
+    /// <summary>
+    /// The security context the guest sent with CREATE, MKDIR, MKNOD, SYMLINK or TMPFILE when FUSE_SECURITY_CTX was
+    /// negotiated (fuse.h struct fuse_secctx); null otherwise, or when the guest's LSM has none to send.
+    /// </summary>
+    public FuseSecurityContext? SecurityContext { get; init; }
+}
+
+/// <summary>One security context: its xattr name (e.g. "security.selinux") and value, copied out of the request.</summary>
+public sealed class FuseSecurityContext(byte[] name, byte[] value)
+{
+    public byte[] Name { get; } = name;
+    public byte[] Value { get; } = value;
 }
 
 /// <summary>The result of a name lookup (becomes fuse_entry_out). NodeId 0 means "negative entry".</summary>

@@ -166,6 +166,14 @@ internal static unsafe partial class Interop
     [LibraryImport(Libc, SetLastError = true)] public static partial int setfsuid(uint uid);
     [LibraryImport(Libc, SetLastError = true)] public static partial int setfsgid(uint gid);
     [LibraryImport(Libc)] public static partial uint umask(uint mask);
+    [LibraryImport(Libc, SetLastError = true)] public static partial int getgroups(int size, uint* list);
+    /// <summary>The raw system call, not glibc's wrapper: setgroups(2) through syscall(2) changes only the calling thread.</summary>
+    [LibraryImport(Libc, SetLastError = true)] public static partial long syscall(long number, long arg1, uint* arg2);
+
+    /// <summary>__NR_setgroups: x86_64 116, aarch64 (asm-generic) 159.</summary>
+    public static long SysSetgroups => RuntimeInformation.ProcessArchitecture == Architecture.Arm64 ? 159 : 116;
+
+    public const int XATTR_NAME_MAX = 255;
 
     public static int LastErrno => Marshal.GetLastPInvokeError();
 }

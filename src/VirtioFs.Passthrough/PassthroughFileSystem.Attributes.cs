@@ -60,6 +60,9 @@ public sealed unsafe partial class PassthroughFileSystem
                     uint gid = (s.valid & FuseConstants.FATTR_GID) != 0 ? s.gid : uint.MaxValue;
                     // SAFETY: empty path + AT_EMPTY_PATH changes the O_PATH fd's inode itself, never following links.
                     if (fchownat(lease.Fd, empty, uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return LastErrno;
+                    // The host dropped suid (and sgid with group-exec) and security.capability itself (chown_common
+                    // passes ATTR_KILL_SUID/SGID/PRIV, also for root), but not a capability the map renamed.
+                    if (regOrDir) DropMappedCapability(lease.Fd);
                 }
                 if ((s.valid & FuseConstants.FATTR_SIZE) != 0)
                 {
@@ -67,6 +70,7 @@ public sealed unsafe partial class PassthroughFileSystem
                     if (inode.Type != S_IFREG) return inode.Type == S_IFDIR ? Errno.EISDIR : Errno.EINVAL;
                     int rc = hfd >= 0 ? ftruncate(hfd, (long)s.size) : truncate(pp, (long)s.size); // SAFETY: as above.
                     if (rc != 0) return LastErrno;
+                    DropMappedCapability(lease.Fd);
                 }
                 if ((s.valid & (FuseConstants.FATTR_ATIME | FuseConstants.FATTR_MTIME)) != 0)
                 {
@@ -100,20 +104,37 @@ public sealed unsafe partial class PassthroughFileSystem
         return new Timespec { tv_sec = (long)sec, tv_nsec = nsec % 1_000_000_000 };
     }
 
-    /// <summary>HANDLE_KILLPRIV_V2: we run privileged, so clear suid (and sgid with group-exec) ourselves.</summary>
+    /// <summary>
+    /// FUSE_HANDLE_KILLPRIV_V2: the guest kernel sets FUSE_WRITE_KILL_SUIDGID, FATTR_KILL_SUIDGID or
+    /// FUSE_OPEN_KILL_SUIDGID when its caller lacks CAP_FSETID, and leaves the clearing to us. We write as root with
+    /// CAP_FSETID, so the host kernel would keep the bits: clear them as the kernel would for that caller (fuse.h: "suid
+    /// is always killed; sgid only if the file has group execute permission", should_remove_suid), regular files only.
+    /// A set-group-ID file without group-exec is the mandatory-locking marker and keeps its bit. A file capability
+    /// under its own name the host drops itself on write/truncate (cap_inode_need_killpriv does not look at the writer).
+    /// </summary>
     private static void KillSuidGid(int pathFd)
     {
         Statx st;
-        if (StatFd(pathFd, &st) != 0) return;
-        uint mode = st.stx_mode;
-        uint kill = S_ISUID | ((mode & S_IXGRP) != 0 ? S_ISGID : 0);
-        if ((mode & kill) == 0 || (mode & S_IFMT) != S_IFREG) return;
+        if (StatFd(pathFd, &st) != 0 || (st.stx_mode & S_IFMT) != S_IFREG) return;
+        ClearMode(pathFd, S_ISUID | ((st.stx_mode & S_IXGRP) != 0 ? S_ISGID : 0), st.stx_mode);
+    }
+
+    /// <summary>Clears <paramref name="bits"/> from the mode of a regular file or directory (nothing to do when none is set).</summary>
+    private static void ClearMode(int pathFd, uint bits, uint mode = uint.MaxValue)
+    {
+        if (mode == uint.MaxValue)
+        {
+            Statx st;
+            if (StatFd(pathFd, &st) != 0) return;
+            mode = st.stx_mode;
+        }
+        if ((mode & bits) == 0 || (mode & S_IFMT) is not (S_IFREG or S_IFDIR)) return;
         Span<byte> name = stackalloc byte[32];
         int dir = ProcFdName(pathFd, name);
         fixed (byte* np = name)
         {
-            // SAFETY: NUL-terminated name of the magic link of a regular file, relative to dir.
-            fchmodat(dir, np, mode & 0xFFF & ~kill, 0);
+            // SAFETY: NUL-terminated name of the magic link of a regular file or directory, relative to dir.
+            fchmodat(dir, np, mode & 0xFFF & ~bits, 0);
         }
     }
 

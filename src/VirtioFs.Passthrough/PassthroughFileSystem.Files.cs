@@ -36,9 +36,10 @@ public sealed unsafe partial class PassthroughFileSystem
             if (inode.Type != S_IFREG) return Errno.ENXIO; // fifos, devices, sockets and links are never opened on the host
             int fd = ReopenFd(lease.Fd, SanitizeOpenFlags(flags));
             if (fd < 0) return LastErrno;
-            if (_killPrivV2 && (fuseOpenFlags & FuseConstants.FUSE_OPEN_KILL_SUIDGID) != 0 && ((int)flags & O_TRUNC) != 0)
+            if (((int)flags & O_TRUNC) != 0)
             {
-                KillSuidGid(lease.Fd);
+                if (_killPrivV2 && (fuseOpenFlags & FuseConstants.FUSE_OPEN_KILL_SUIDGID) != 0) KillSuidGid(lease.Fd);
+                DropMappedCapability(lease.Fd);
             }
             result = OpenResult(AddHandle(fd, nodeId), false);
             return 0;
@@ -46,6 +47,35 @@ public sealed unsafe partial class PassthroughFileSystem
         finally
         {
             lease.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// The mode a create passes to the host. Without FUSE_DONT_MASK the guest kernel already applied its umask. With it
+    /// (--posix-acl) the umask is ours to apply, and POSIX.1e says a default ACL on the parent replaces it: the host
+    /// applies that ACL itself (our process umask is 0), so the umask is applied only where the parent has none.
+    /// virtiofsd sets a per-thread umask around the create instead; .NET threads share one umask, so we ask the parent.
+    /// </summary>
+    private uint CreateMode(int parentFd, uint mode, uint umask)
+    {
+        if (!_dontMask) return mode & 0xFFF;
+        Span<byte> proc = stackalloc byte[32];
+        ProcPath(parentFd, proc);
+        nint n;
+        fixed (byte* pp = proc)
+        fixed (byte* np = "system.posix_acl_default\0"u8)
+        {
+            n = getxattr(pp, np, null, 0); // SAFETY: NUL-terminated strings; a size probe writes nothing.
+        }
+        return n > 0 ? mode & 0xFFF : mode & 0xFFF & ~umask;
+    }
+
+    /// <summary>Removes a name just created when finishing it (its security context) failed.</summary>
+    private static void UnlinkNew(int parentFd, ReadOnlySpan<byte> cname, int flags)
+    {
+        fixed (byte* n = cname)
+        {
+            unlinkat(parentFd, n, flags); // SAFETY: the NUL-terminated single component created a moment ago.
         }
     }
 
@@ -75,15 +105,33 @@ public sealed unsafe partial class PassthroughFileSystem
             Span<byte> cname = stackalloc byte[NameMax + 1];
             ToCString(name, cname);
             int open = (SanitizeOpenFlags(flags) | O_CREAT | O_NOFOLLOW) | ((int)flags & O_EXCL);
+            uint createMode = CreateMode(lease.Fd, mode, umask);
             int fd;
+            bool existed;
             using (new Credentials(ctx, _logger))
             {
                 fixed (byte* n = cname)
                 {
                     // SAFETY: single NUL-terminated component; O_NOFOLLOW refuses to create through a symlink.
-                    fd = openat(lease.Fd, n, open, mode & 0xFFF);
+                    // O_EXCL first tells a new file from an existing one: only a new file gets the security context.
+                    fd = openat(lease.Fd, n, open | O_EXCL, createMode);
+                    existed = fd < 0 && LastErrno == Errno.EEXIST && (open & O_EXCL) == 0;
+                    if (existed) fd = openat(lease.Fd, n, open, createMode); // SAFETY: as above.
                 }
                 if (fd < 0) return LastErrno;
+            }
+            if (!existed && (err = ApplySecurityContext(ctx, fd)) != 0)
+            {
+                close(fd);
+                UnlinkNew(lease.Fd, cname, 0);
+                return err;
+            }
+            if (existed && ((int)flags & O_TRUNC) != 0)
+            {
+                // An O_CREAT|O_TRUNC open of an existing file truncates it like OPEN does (fuse_create_open sets
+                // FUSE_OPEN_KILL_SUIDGID the same way).
+                if (_killPrivV2 && (fuseOpenFlags & FuseConstants.FUSE_OPEN_KILL_SUIDGID) != 0) KillSuidGid(fd);
+                DropMappedCapability(fd);
             }
             err = DoLookup(p, lease.Fd, name, out entry);
             if (err != 0)
@@ -105,6 +153,7 @@ public sealed unsafe partial class PassthroughFileSystem
         entry = default;
         result = default;
         if (_options.ReadOnly) return Errno.EROFS;
+        int err;
         var lease = new FdLease();
         try
         {
@@ -115,8 +164,13 @@ public sealed unsafe partial class PassthroughFileSystem
             using (new Credentials(ctx, _logger))
             {
                 byte* dot = stackalloc byte[2] { (byte)'.', 0 };
-                fd = openat(lease.Fd, dot, open, mode & 0xFFF); // SAFETY: "." of a directory fd.
+                fd = openat(lease.Fd, dot, open, CreateMode(lease.Fd, mode, umask)); // SAFETY: "." of a directory fd.
                 if (fd < 0) return LastErrno;
+            }
+            if ((err = ApplySecurityContext(ctx, fd)) != 0)
+            {
+                close(fd); // an unnamed file: closing it is removing it
+                return err;
             }
             int pathFd = ReopenFd(fd, O_PATH | O_CLOEXEC);
             Statx st;
@@ -183,9 +237,11 @@ public sealed unsafe partial class PassthroughFileSystem
         try
         {
             if (!TryHandle(handle, out OpenHandle h, ref lease)) return Errno.EBADF;
-            if (_killPrivV2 && (writeFlags & FuseConstants.FUSE_WRITE_KILL_SUIDGID) != 0 && TryInode(h.NodeId, out _, ref ilease))
+            if ((_killPrivV2 && (writeFlags & FuseConstants.FUSE_WRITE_KILL_SUIDGID) != 0 || _mappedCapability is not null)
+                && TryInode(h.NodeId, out _, ref ilease))
             {
-                KillSuidGid(ilease.Fd);
+                if (_killPrivV2 && (writeFlags & FuseConstants.FUSE_WRITE_KILL_SUIDGID) != 0) KillSuidGid(ilease.Fd);
+                DropMappedCapability(ilease.Fd);
             }
             long total = 0;
             fixed (IoSegment* segs = source)

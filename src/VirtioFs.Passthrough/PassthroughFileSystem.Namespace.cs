@@ -7,7 +7,8 @@ namespace VirtioFs.Passthrough;
 public sealed unsafe partial class PassthroughFileSystem
 {
     /// <summary>Runs a creating call as the caller under the parent, then looks the result up.</summary>
-    private int CreateNode(in FuseContext ctx, ulong parent, ReadOnlySpan<byte> name, out FuseEntry entry, int kind, uint mode, ulong rdev, ReadOnlySpan<byte> target)
+    private int CreateNode(in FuseContext ctx, ulong parent, ReadOnlySpan<byte> name, out FuseEntry entry, int kind, uint mode, ulong rdev, ReadOnlySpan<byte> target,
+        uint umask = 0)
     {
         entry = default;
         if (_options.ReadOnly) return Errno.EROFS;
@@ -20,6 +21,7 @@ public sealed unsafe partial class PassthroughFileSystem
             Span<byte> cname = stackalloc byte[NameMax + 1];
             ToCString(name, cname);
             int rc;
+            if (kind != 2) mode = (mode & S_IFMT) | CreateMode(lease.Fd, mode, umask);
             using (new Credentials(ctx, _logger))
             {
                 fixed (byte* n = cname)
@@ -45,6 +47,21 @@ public sealed unsafe partial class PassthroughFileSystem
                 }
                 if (rc != 0) return LastErrno;
             }
+            if (_securityLabel && ctx.SecurityContext is not null)
+            {
+                int fd;
+                fixed (byte* n = cname)
+                {
+                    fd = openat(lease.Fd, n, O_PATH | O_NOFOLLOW | O_CLOEXEC, 0); // SAFETY: the component just created.
+                }
+                err = fd < 0 ? LastErrno : ApplySecurityContext(ctx, fd);
+                if (fd >= 0) close(fd);
+                if (err != 0)
+                {
+                    UnlinkNew(lease.Fd, cname, kind == 0 ? AT_REMOVEDIR : 0);
+                    return err;
+                }
+            }
             return DoLookup(p, lease.Fd, name, out entry);
         }
         finally
@@ -54,10 +71,10 @@ public sealed unsafe partial class PassthroughFileSystem
     }
 
     public int MkDir(in FuseContext ctx, ulong parent, ReadOnlySpan<byte> name, uint mode, uint umask, out FuseEntry entry) =>
-        CreateNode(ctx, parent, name, out entry, 0, mode, 0, default);
+        CreateNode(ctx, parent, name, out entry, 0, mode, 0, default, umask);
 
     public int MkNod(in FuseContext ctx, ulong parent, ReadOnlySpan<byte> name, uint mode, uint rdev, uint umask, out FuseEntry entry) =>
-        CreateNode(ctx, parent, name, out entry, 1, mode, rdev, default);
+        CreateNode(ctx, parent, name, out entry, 1, mode, rdev, default, umask);
 
     public int Symlink(in FuseContext ctx, ReadOnlySpan<byte> target, ulong parent, ReadOnlySpan<byte> name, out FuseEntry entry)
     {

@@ -68,6 +68,11 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
     private volatile bool _writeback;
     private volatile bool _killPrivV2;
     private volatile bool _submounts;
+    private volatile bool _posixAcl;
+    private volatile bool _dontMask;
+    private volatile bool _securityLabel;
+    /// <summary>The NUL-terminated host name security.capability maps to when the xattr map renames it; else null.</summary>
+    private readonly byte[]? _mappedCapability;
 
     /// <summary>
     /// Opens the shared directory. Sets the process umask to 0 (as virtiofsd does): the kernel already applied the
@@ -86,6 +91,14 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
             _ => TimeSpan.FromSeconds(86400),
         };
         umask(0);
+        if ((options.XattrMap is not null || options.PosixAcl || options.SecurityLabel) && !options.Xattr)
+        {
+            throw new ArgumentException("xattrmap, posix ACLs and security labels need Xattr (virtiofsd: they imply --xattr)", nameof(options));
+        }
+        if (options.XattrMap?.MapClientName("security.capability"u8) is { } cap && !cap.AsSpan().SequenceEqual("security.capability"u8))
+        {
+            _mappedCapability = [.. cap, 0];
+        }
 
         byte[] path = System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(options.SharedDir) + "\0");
         int fd;
@@ -113,6 +126,10 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
         _byId[root.Id] = root;
         _byKey[(root.Dev, root.Ino)] = root;
         PassthroughLog.Started(logger, options.SharedDir, options.Cache, options.ReadOnly, options.Xattr);
+        if (options.XattrMap is not null || options.PosixAcl || options.SecurityLabel)
+        {
+            PassthroughLog.XattrPolicy(logger, options.XattrMap?.Rules.Count ?? 0, _mappedCapability is not null, options.PosixAcl, options.SecurityLabel);
+        }
     }
 
     /// <summary>Inodes currently held (the root included); each holds one O_PATH fd.</summary>
@@ -136,6 +153,14 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
         _killPrivV2 = (negotiated & FuseInitFlags.HandleKillprivV2) != 0;
         // FUSE_ATTR_SUBMOUNT means nothing to a kernel that did not agree to FUSE_SUBMOUNTS.
         _submounts = _options.AnnounceSubmounts && (negotiated & FuseInitFlags.Submounts) != 0;
+        // virtiofsd init(): posix ACLs need the kernel to leave the umask to us (DONT_MASK) and to say when an ACL
+        // change must drop SGID (SETXATTR_EXT); security labels need SECURITY_CTX. Without them the session is refused.
+        const FuseInitFlags aclFlags = FuseInitFlags.PosixAcl | FuseInitFlags.DontMask | FuseInitFlags.SetxattrExt;
+        if (_options.PosixAcl && (negotiated & aclFlags) != aclFlags) return Errno.EPROTO;
+        if (_options.SecurityLabel && (negotiated & FuseInitFlags.SecurityCtx) == 0) return Errno.EPROTO;
+        _posixAcl = _options.PosixAcl;
+        _dontMask = (negotiated & FuseInitFlags.DontMask) != 0;
+        _securityLabel = _options.SecurityLabel;
         return 0;
     }
 
@@ -325,10 +350,19 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
     private static readonly uint OwnFsUid = unchecked((uint)setfsuid(uint.MaxValue));
     private static readonly uint OwnFsGid = unchecked((uint)setfsgid(uint.MaxValue));
 
-    /// <summary>Creates as the guest's caller: fsuid/fsgid are per-thread on Linux, restored on dispose.</summary>
+    /// <summary>
+    /// Creates as the guest's caller: fsuid/fsgid are per-thread on Linux, restored on dispose. A non-root caller also
+    /// loses the daemon's supplementary groups for the call (CVE-2022-0358): the kernel's inode_init_owner keeps the
+    /// SGID bit a caller asks for in an SGID directory only if in_group_p(dir group), which counts the thread's
+    /// supplementary groups, so with root's groups a guest user who is not in the group would get an SGID file of it.
+    /// virtiofsd drops supplementary groups for the same reason. The switch to a non-zero fsuid already drops CAP_FSETID.
+    /// The raw setgroups system call changes this thread only (glibc's wrapper would change every thread); the thread's
+    /// own groups are read at each switch and put back after.
+    /// </summary>
     private readonly ref struct Credentials
     {
         private readonly bool _switched;
+        private readonly uint[]? _droppedGroups;
         private readonly ILogger? _logger;
 
         public Credentials(in FuseContext ctx, ILogger logger)
@@ -337,10 +371,28 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
             _switched = ctx.Uid != OwnFsUid || ctx.Gid != OwnFsGid;
             if (_switched)
             {
+                if (ctx.Uid != 0)
+                {
+                    _droppedGroups = DropGroups();
+                }
                 // gid first: once fsuid is unprivileged, CAP_SETGID still allows it, but keep the order canonical.
                 setfsgid(ctx.Gid);
                 setfsuid(ctx.Uid);
             }
+        }
+
+        /// <summary>Empties this thread's supplementary groups; returns the ones to put back (null: there were none).</summary>
+        private static uint[]? DropGroups()
+        {
+            int n = getgroups(0, null);
+            if (n <= 0) return null; // the common case in a container: nothing to drop, no allocation
+            var groups = new uint[n];
+            fixed (uint* g = groups)
+            {
+                n = getgroups(n, g); // SAFETY: g has room for n gids.
+            }
+            if (n <= 0) return null;
+            return syscall(SysSetgroups, 0, null) == 0 ? groups[..n] : null; // SAFETY: an empty list.
         }
 
         public void Dispose()
@@ -349,6 +401,14 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
             {
                 setfsuid(OwnFsUid);
                 setfsgid(OwnFsGid);
+                if (_droppedGroups is not null)
+                {
+                    fixed (uint* g = _droppedGroups)
+                    {
+                        // SAFETY: g holds _droppedGroups.Length gids (CAP_SETGID is not an fs capability: never dropped).
+                        if (syscall(SysSetgroups, _droppedGroups.Length, g) != 0 && _logger is not null) PassthroughLog.CredentialRestoreFailed(_logger);
+                    }
+                }
                 if ((uint)setfsuid(uint.MaxValue) != OwnFsUid || (uint)setfsgid(uint.MaxValue) != OwnFsGid)
                 {
                     if (_logger is not null) PassthroughLog.CredentialRestoreFailed(_logger);

@@ -13,4 +13,7 @@ internal static partial class PassthroughLog
 
     [LoggerMessage(EventId = 4102, Level = LogLevel.Debug, Message = "Forget of unknown node {NodeId}")]
     public static partial void UnknownForget(ILogger logger, ulong nodeId);
+
+    [LoggerMessage(EventId = 4103, Level = LogLevel.Information, Message = "Xattr map of {Rules} rules (security.capability renamed: {CapabilityRenamed}); posix ACLs {PosixAcl}, security labels {SecurityLabel}")]
+    public static partial void XattrPolicy(ILogger logger, int rules, bool capabilityRenamed, bool posixAcl, bool securityLabel);
 }

@@ -29,4 +29,14 @@ public sealed class PassthroughOptions
     /// <summary>virtiofsd --preserve-noatime: keep the guest's O_NOATIME on the host open. By default it is dropped, as
     /// virtiofsd does: with the guest's fsuid an O_NOATIME open of a file it does not own fails with EPERM.</summary>
     public bool PreserveNoatime { get; init; }
+    /// <summary>virtiofsd --xattrmap: guest xattr names are mapped (and filtered) by these rules; needs <see cref="Xattr"/>.</summary>
+    public XattrMap? XattrMap { get; init; }
+    /// <summary>
+    /// virtiofsd --posix-acl: system.posix_acl_* pass through and creates honour the guest's umask only where the
+    /// parent has no default ACL (the session must negotiate FUSE_POSIX_ACL, FUSE_DONT_MASK and FUSE_SETXATTR_EXT).
+    /// Without it those names answer ENOTSUP and are hidden from listxattr, as in virtiofsd. Needs <see cref="Xattr"/>.
+    /// </summary>
+    public bool PosixAcl { get; init; }
+    /// <summary>virtiofsd --security-label: the security context sent with a create (FUSE_SECURITY_CTX) is set on the new inode.</summary>
+    public bool SecurityLabel { get; init; }
 }

@@ -6,14 +6,15 @@ namespace VirtioFs.Passthrough.Tests;
 /// <summary>A passthrough of a fresh temp dir mounted through /dev/fuse; always lazily unmounted on dispose.</summary>
 internal sealed class MountFixture : IDisposable
 {
+    /// <param name="passthrough">Builds the passthrough options from the source directory instead of the flags above.</param>
     public MountFixture(bool readOnly = false, bool xattr = false, CachePolicy cache = CachePolicy.Never, int threads = 2,
-        FuseServerOptions? serverOptions = null)
+        FuseServerOptions? serverOptions = null, Func<string, PassthroughOptions>? passthrough = null)
     {
         Root = Directory.CreateTempSubdirectory("vfs-pt-");
         Source = Directory.CreateDirectory(Path.Combine(Root.FullName, "src")).FullName;
         MountPoint = Directory.CreateDirectory(Path.Combine(Root.FullName, "mnt")).FullName;
         FileSystem = new PassthroughFileSystem(
-            new PassthroughOptions { SharedDir = Source, ReadOnly = readOnly, Xattr = xattr, Cache = cache },
+            passthrough?.Invoke(Source) ?? new PassthroughOptions { SharedDir = Source, ReadOnly = readOnly, Xattr = xattr, Cache = cache },
             NullLogger.Instance);
         Server = new FuseServer(FileSystem, serverOptions ?? new FuseServerOptions(), NullLogger.Instance);
         try

@@ -64,6 +64,12 @@ internal static unsafe partial class TestInterop
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int rename(string oldPath, string newPath);
 
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int getgroups(int size, uint* list);
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial long syscall(long number, long arg1, uint* arg2);
+    public static long SysSetgroups => RuntimeInformation.ProcessArchitecture == Architecture.Arm64 ? 159 : 116;
+
     public const int O_RDONLY = 0, O_WRONLY = 1, O_RDWR = 2, O_CREAT = 0x40, O_TRUNC = 0x200;
     public const int MNT_DETACH = 2;
 

@@ -84,6 +84,16 @@ public sealed class DaemonOptions
     public int ThreadPoolSize { get; set; }
     public bool AnnounceSubmounts { get; set; }
     public bool Xattr { get; set; }
+    /// <summary>--xattrmap: guest xattr names mapped and filtered by these rules (implies xattr, as in virtiofsd).</summary>
+    public VirtioFs.Passthrough.XattrMap? XattrMap { get; set; }
+    /// <summary>--posix-acl: negotiate FUSE_POSIX_ACL (implies xattr).</summary>
+    public bool PosixAcl { get; set; }
+    /// <summary>--security-label: negotiate FUSE_SECURITY_CTX and label new inodes (implies xattr).</summary>
+    public bool SecurityLabel { get; set; }
+    /// <summary>--killpriv-v2: negotiate FUSE_HANDLE_KILLPRIV_V2 (off by default, as in virtiofsd).</summary>
+    public bool KillPrivV2 { get; set; }
+    /// <summary>Extended attributes are served: --xattr, or an option that implies it (virtiofsd main.rs).</summary>
+    public bool XattrEnabled => Xattr || XattrMap is not null || PosixAcl || SecurityLabel;
     public bool ReadOnly { get; set; }
     public bool Writeback { get; set; }
     public bool Readdirplus { get; set; } = true;

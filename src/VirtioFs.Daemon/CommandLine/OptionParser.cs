@@ -39,6 +39,12 @@ public static class OptionParser
           --cache MODE              never | auto | metadata | always (default auto); 'none' means never
           --readonly                refuse every change with EROFS
           --xattr / --no-xattr      enable or disable extended attributes (default off)
+          --xattrmap MAP            map and filter guest xattr names (virtiofsd rule syntax, e.g.
+                                    ':prefix:all::user.virtiofs.::bad:all:::'); implies --xattr
+          --posix-acl / --no-posix-acl  serve POSIX ACLs (FUSE_POSIX_ACL; implies --xattr; default off)
+          --security-label          set the security context a guest sends with a create (FUSE_SECURITY_CTX; implies --xattr)
+          --killpriv-v2 / --no-killpriv-v2  clear SUID/SGID on write, truncate and chown ourselves (FUSE_HANDLE_KILLPRIV_V2;
+                                    default off)
           --announce-submounts      tell the guest about host mount points inside DIR
           --thread-pool-size N      worker threads behind each request queue (0: serve in the queue thread)
           --writeback               enable the guest's writeback cache
@@ -79,7 +85,8 @@ public static class OptionParser
           -o OPT[,OPT...]           legacy options: source=DIR, cache=MODE, xattr, no_xattr, announce_submounts,
                                     readonly, rw, writeback, no_writeback, readdirplus, no_readdirplus, posix_lock,
                                     no_posix_lock, flock, no_flock, allow_direct_io, no_allow_direct_io,
-                                    log_level=LEVEL, loglevel=LEVEL, sandbox=..., xattrmap=...
+                                    log_level=LEVEL, loglevel=LEVEL, sandbox=..., xattrmap=MAP, posix_acl,
+                                    no_posix_acl, security_label, no_security_label, killpriv_v2, no_killpriv_v2
           -f                        stay in the foreground (always the case; accepted for compatibility)
           -d, --debug               same as --log-level debug
           -h, --help                this text
@@ -87,8 +94,7 @@ public static class OptionParser
         nydusd's launch form: vfsd virtiofs [--hybrid-mode] --log-level L --apisock A --sock S (Kata virtio-fs-nydus).
         Refused with an error: --migration-*, --daemonize, --inode-file-handles=prefer|mandatory, -o timeout,
         -o max_idle_threads, nydusd's singleton (--fscache) mode.
-        Accepted and ignored for compatibility: --sandbox, --seccomp, --modcaps, --security-label, --posix-acl,
-        --killpriv-v2.
+        Accepted and ignored for compatibility: --sandbox, --seccomp, --modcaps.
         vfsd fuse (nydusd's fuse subcommand, as nydus-snapshotter runs it; -M -A -C -B -D -m -l -L as in nydusd):
           --mountpoint M            where the FUSE mount goes (an existing directory)
           --bootstrap B --config C  a dedicated daemon serving one image at M (or --localfs-dir DIR for --config);
@@ -96,19 +102,12 @@ public static class OptionParser
           --thread-num N            threads serving /dev/fuse, 1-1024 (default 4); alias --fuse-threads
           --prefetch-files FILE     as above: a file naming image paths to prefetch, one per line
           --virtual-mountpoint /    accepted only as /; --writable and --backend-source are refused
-        Accepted and ignored for compatibility: --sandbox, --seccomp, --inode-file-handles, --modcaps,
-        --socket-group, --security-label, --posix-acl, --killpriv-v2, --allow-direct-io, --preserve-noatime.
         """;
 
     // Options that change nothing in vfsd but that callers of virtiofsd pass: accepted so those callers keep working.
     private static readonly HashSet<string> IgnoredWithValue = new(StringComparer.Ordinal)
     {
-        "--sandbox", "--seccomp", "--modcaps", "--xattrmap",
-    };
-
-    private static readonly HashSet<string> IgnoredFlags = new(StringComparer.Ordinal)
-    {
-        "--security-label", "--posix-acl", "--no-posix-acl", "--killpriv-v2", "--no-killpriv-v2",
+        "--sandbox", "--seccomp", "--modcaps",
     };
 
     // virtiofsd 1.13's live-migration options (src/main.rs: --migration-mode, --migration-on-error,
@@ -205,6 +204,12 @@ public static class OptionParser
                 case "--announce-submounts": NoValue(); options.AnnounceSubmounts = true; break;
                 case "--xattr": NoValue(); options.Xattr = true; break;
                 case "--no-xattr": NoValue(); options.Xattr = false; break;
+                case "--xattrmap": options.XattrMap = ParseXattrMap(Value()); break;
+                case "--posix-acl": NoValue(); options.PosixAcl = true; break;
+                case "--no-posix-acl": NoValue(); options.PosixAcl = false; break;
+                case "--security-label": NoValue(); options.SecurityLabel = true; break;
+                case "--killpriv-v2": NoValue(); options.KillPrivV2 = true; break;
+                case "--no-killpriv-v2": NoValue(); options.KillPrivV2 = false; break;
                 case "--readonly": NoValue(); options.ReadOnly = true; break;
                 case "--writeback": NoValue(); options.Writeback = true; break;
                 case "--no-readdirplus": NoValue(); options.Readdirplus = false; break;
@@ -277,10 +282,6 @@ public static class OptionParser
                     else if (IgnoredWithValue.Contains(name))
                     {
                         _ = Value();
-                    }
-                    else if (IgnoredFlags.Contains(name))
-                    {
-                        NoValue();
                     }
                     else
                     {
@@ -414,6 +415,12 @@ public static class OptionParser
             // virtiofsd: --socket-group conflicts with --fd; an inherited socket belongs to whoever made it.
             throw new UsageException("--socket-group needs --socket-path (an inherited --fd socket is owned by its creator)");
         }
+        if ((options.XattrMap is not null || options.PosixAcl || options.SecurityLabel || options.KillPrivV2) && options.SharedDir is null)
+        {
+            // They change how a writable host directory is served; images are read-only and --apisock mounts share
+            // one session whose INIT cannot promise them for every filesystem.
+            throw new UsageException("--xattrmap, --posix-acl, --security-label and --killpriv-v2 need --shared-dir");
+        }
         if (options.PrefetchAll && (options.PrefetchFilesList is not null || options.NoPrefetch))
         {
             throw new UsageException("--prefetch-all cannot be combined with --prefetch-files or --no-prefetch");
@@ -434,6 +441,10 @@ public static class OptionParser
             }
         }
     }
+
+    /// <summary>virtiofsd --xattrmap rules (doc/xattr-mapping.md); a bad map is refused with the parser's reason.</summary>
+    private static VirtioFs.Passthrough.XattrMap ParseXattrMap(string value) =>
+        VirtioFs.Passthrough.XattrMap.TryParse(value, out VirtioFs.Passthrough.XattrMap? map, out string error) ? map : throw new UsageException($"--xattrmap: {error}");
 
     private static OciReference ParseImage(string value) =>
         OciReference.TryParse(value, out OciReference r, out string error) ? r : throw new UsageException($"--image '{value}': {error}");
@@ -501,8 +512,14 @@ public static class OptionParser
                     throw new UsageException("-o max_idle_threads (C virtiofsd) is not supported: use --thread-pool-size N");
                 case "timeout":
                     throw new UsageException("-o timeout (C virtiofsd) is not supported: the timeouts follow --cache never|auto|metadata|always");
-                case "sandbox" or "xattrmap" or "modcaps" or "killpriv_v2" or "no_killpriv_v2"
-                    or "posix_acl" or "no_posix_acl" or "security_label" or "no_security_label":
+                case "xattrmap": options.XattrMap = ParseXattrMap(Need()); break;
+                case "posix_acl": options.PosixAcl = true; break;
+                case "no_posix_acl": options.PosixAcl = false; break;
+                case "security_label": options.SecurityLabel = true; break;
+                case "no_security_label": options.SecurityLabel = false; break;
+                case "killpriv_v2": options.KillPrivV2 = true; break;
+                case "no_killpriv_v2": options.KillPrivV2 = false; break;
+                case "sandbox" or "modcaps":
                     break;
                 default: throw new UsageException($"unknown -o option '{key}'");
             }
