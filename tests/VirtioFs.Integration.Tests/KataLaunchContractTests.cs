@@ -118,6 +118,8 @@ public sealed class KataLaunchContractTests(ITestOutputHelper output) : IDisposa
         Process vfsd = Start(Repo.Vfsd, args);
         using HttpClient http = VfsdApi.Client(api);
         await WaitForRunning(http, vfsd, attempts, delayMs, backOff: !runtimeRs);
+        // RUNNING is all the runtime waits for before it starts the VM: the vhost-user socket must exist by then.
+        Assert.True(File.Exists(socket), "the API said RUNNING before the vhost-user socket existed");
         using (var mount = await http.PostAsync(new Uri("http://unix/api/v1/mount?mountpoint=/containers"),
             VfsdApi.Body("passthrough_fs", Shared(), "")))
         {
