@@ -17,6 +17,8 @@ namespace VirtioFs.VhostUser;
 public static unsafe class VhostUserServer
 {
     private static readonly ConditionalWeakTable<Socket, SafeFileHandle> PidLocks = new();
+    // The path a renamed socket is reachable at: getsockname() still reports the temporary name it was bound to.
+    private static readonly ConditionalWeakTable<Socket, string> PublicPaths = new();
 
     /// <summary>
     /// Creates a listening Unix socket at <paramref name="socketPath"/> with mode 0700 (0770 and owned by
@@ -72,6 +74,7 @@ public static unsafe class VhostUserServer
                 throw;
             }
             PidLocks.Add(socket, pidLock);
+            PublicPaths.Add(socket, socketPath);
             return socket;
         }
         catch
@@ -173,7 +176,11 @@ public static unsafe class VhostUserServer
     {
         ArgumentNullException.ThrowIfNull(listener);
         logger ??= NullLogger.Instance;
-        if (listener.LocalEndPoint is { } ep)
+        if (PublicPaths.TryGetValue(listener, out string? path))
+        {
+            Log.Listening(logger, path);
+        }
+        else if (listener.LocalEndPoint is { } ep)
         {
             Log.Listening(logger, ep.ToString() ?? "?");
         }

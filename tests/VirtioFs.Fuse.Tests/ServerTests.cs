@@ -68,6 +68,23 @@ public class InitTests
         Assert.Equal(128u * 1024, o.max_readahead); // never more than the kernel offered
     }
 
+    [Theory]
+    [InlineData(true, true, true)]    // --allow-mmap and a kernel (6.6+) that offers it
+    [InlineData(true, false, false)]  // an older guest kernel: not negotiated
+    [InlineData(false, true, false)]  // not asked for: never offered back
+    public void Direct_io_allow_mmap_is_negotiated_in_flags2_only_when_asked_and_offered(bool asked, bool kernelOffers, bool expected)
+    {
+        // virtiofsd --allow-mmap sets FUSE_DIRECT_IO_ALLOW_MMAP (bit 36, flags2 bit 4) so cache=never files, which are
+        // FOPEN_DIRECT_IO, may still be mmap'd MAP_SHARED in the guest.
+        var fs = new FakeFs();
+        using var h = new Harness(fs, new FuseServerOptions { DirectIoAllowMmap = asked });
+        h.Init(flags: (uint)(FuseInitFlags.AsyncRead | FuseInitFlags.InitExt), flags2: kernelOffers ? 1u << 4 : 0);
+        var o = h.ReplyBody<FuseInitOut>();
+        var got = (FuseInitFlags)(o.flags | ((ulong)o.flags2 << 32));
+        Assert.Equal(expected, (got & FuseInitFlags.DirectIoAllowMmap) != 0);
+        Assert.Equal(expected, (o.flags2 & (1u << 4)) != 0);
+    }
+
     [Fact]
     public void Writeback_cache_only_when_asked()
     {

@@ -213,4 +213,54 @@ public sealed class DirectApiTests : IDisposable
         Assert.Equal(0, _fs.Release(RootCtx, e.NodeId, h.Handle, 0, 0, 0));
         Assert.Equal(Errno.EBADF, _fs.Release(RootCtx, e.NodeId, h.Handle, 0, 0, 0));
     }
+
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(true, true)]
+    public void O_noatime_and_o_direct_reach_the_host_only_when_asked(bool preserve, bool expectKept)
+    {
+        // virtiofsd drops the guest's O_NOATIME unless --preserve-noatime and O_DIRECT unless --allow-direct-io
+        // (passthrough/mod.rs do_open, open_inode). The host fd's flags are read from /proc/self/fdinfo.
+        const int ONoatime = 0x40000, ODirect = 0x4000;
+        using var fs = new PassthroughFileSystem(new PassthroughOptions { SharedDir = _src, PreserveNoatime = preserve, AllowDirectIo = preserve }, NullLogger.Instance);
+        fs.Init(FuseInitFlags.None);
+        string file = Path.Combine(_src, "atime.txt");
+        File.WriteAllBytes(file, new byte[4096]);
+        Assert.Equal(0, fs.Lookup(RootCtx, Root, N("atime.txt"), out FuseEntry e));
+        Assert.Equal(0, fs.Open(RootCtx, e.NodeId, (uint)(O_RDONLY | ONoatime | ODirect), 0, out FuseOpenResult h));
+        int flags = HostOpenFlags(file);
+        Assert.Equal(expectKept, (flags & ONoatime) != 0);
+        Assert.Equal(expectKept, (flags & ODirect) != 0);
+        Assert.Equal(0, fs.Release(RootCtx, e.NodeId, h.Handle, 0, 0, 0));
+    }
+
+    /// <summary>The flags of the one non-O_PATH fd this process holds on <paramref name="path"/>.</summary>
+    private static int HostOpenFlags(string path)
+    {
+        const int OPath = 0x200000;
+        foreach (string fd in Directory.GetFiles("/proc/self/fd"))
+        {
+            string? target;
+            try
+            {
+                target = new FileInfo(fd).LinkTarget;
+            }
+            catch (IOException)
+            {
+                continue;
+            }
+            if (target != path)
+            {
+                continue;
+            }
+            string info = File.ReadAllText($"/proc/self/fdinfo/{Path.GetFileName(fd)}");
+            string octal = info.Split('\n').First(l => l.StartsWith("flags:", StringComparison.Ordinal))["flags:".Length..].Trim();
+            int flags = Convert.ToInt32(octal, 8);
+            if ((flags & OPath) == 0)
+            {
+                return flags;
+            }
+        }
+        throw new InvalidOperationException($"no open fd on {path}");
+    }
 }

@@ -242,6 +242,11 @@ public static class OptionParser
                 case "-f": break;
                 case "--daemonize":
                     throw new UsageException("--daemonize is not supported: vfsd stays in the foreground so its caller can supervise it");
+                // nydusd (service/src/fusedev.rs create_vfs_backend): hybrid mode sets the VFS options a passthrough
+                // needs (open, opendir, killpriv_v2) even when a RAFS is mounted at start, so both kinds can be mounted
+                // in one tree at run time. vfsd's Vfs leaves OPEN to each mount, so its tree always works that way.
+                // (nydusd's clap declares the flag ArgAction::SetFalse and reads it with is_present, so there it turns
+                // hybrid mode off; without --bootstrap, Kata's case, its tree is passthrough-capable either way.)
                 case "--hybrid-mode":
                     NoValue();
                     if (!options.NydusVirtiofs)
