@@ -28,12 +28,16 @@ if [[ ! -x $out/tools/sharpfuzz ]]; then
   dotnet tool install --tool-path "$out/tools" SharpFuzz.CommandLine --version 2.3.0
 fi
 
-# A fresh build each run: sharpfuzz rewrites assemblies in place and refuses to instrument one twice.
-rm -rf "$out/bin"
-dotnet build tests/fuzz/VirtioFs.Fuzz -c Release -o "$out/bin" -v quiet --nologo
-for dll in VirtioFs.VhostUser VirtioFs.Virtio VirtioFs.Fuse VirtioFs.Passthrough VirtioFs.Rafs VirtioFs.RafsFs VirtioFs.Storage VirtioFs.Oci; do
-  "$out/tools/sharpfuzz" "$out/bin/$dll.dll" >/dev/null
-done
+# A fresh build each run (VFS_FUZZ_REUSE=1 keeps the last one): sharpfuzz rewrites assemblies in place and refuses
+# to instrument one twice.
+if [[ ${VFS_FUZZ_REUSE:-0} != 1 || ! -f $out/bin/.instrumented ]]; then
+  rm -rf "$out/bin"
+  dotnet build tests/fuzz/VirtioFs.Fuzz -c Release -o "$out/bin" -v quiet --nologo
+  for dll in VirtioFs.VhostUser VirtioFs.Virtio VirtioFs.Fuse VirtioFs.Passthrough VirtioFs.Rafs VirtioFs.RafsFs VirtioFs.Storage VirtioFs.Oci; do
+    "$out/tools/sharpfuzz" "$out/bin/$dll.dll" >/dev/null
+  done
+  touch "$out/bin/.instrumented"
+fi
 
 findings=$out/findings/$target
 rm -rf "$findings"

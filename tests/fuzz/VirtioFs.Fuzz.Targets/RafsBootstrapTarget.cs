@@ -56,6 +56,10 @@ public sealed class RafsBootstrapTarget : IFuzzTarget
         using (image)
         {
             Explore(image);
+            if (_entries.Any(e => e.Attr.Size / Math.Max(image.ChunkSize, 1u) > 1 << 16))
+            {
+                return; // the checker lists whole files: see the bound in Explore
+            }
             try
             {
                 _ = ImageChecker.Check(image, blobDir: null, trustedKey: null);
@@ -108,7 +112,12 @@ public sealed class RafsBootstrapTarget : IFuzzTarget
             }
             _ = image.GetXattr(ino, "user.absent"u8, out _);
             _chunks.Clear();
-            _ = image.GetChunks(ino, _chunks);
+            if (attr.Size / Math.Max(image.ChunkSize, 1u) <= 1 << 16)
+            {
+                // The whole-file list (the checker's, the merkle verifier's) is bounded by RafsImage's chunk limit per
+                // file, 2^24 entries, which is past this harness's allocation cap: list whole files of up to 2^16.
+                _ = image.GetChunks(ino, _chunks);
+            }
             _chunks.Clear();
             _ = image.GetChunks(ino, attr.Size / 2, 4096, _chunks);
             if (attr.FileType == 0x4000)

@@ -12,18 +12,24 @@ if (args.Length < 1)
     Console.Error.WriteLine($"usage: VirtioFs.Fuzz TARGET [--seeds DIR | --replay PATH... | --sweep N SEED]; targets: {string.Join(", ", FuzzTargets.Names)}");
     return 2;
 }
-using IFuzzTarget target = FuzzTargets.Create(args[0]);
 string mode = args.Length > 1 ? args[1] : "--afl";
+if (mode == "--afl")
+{
+    // The target is made inside the loop: its constructor runs instrumented code (warm-up inputs), and SharpFuzz's
+    // trace map exists only once the loop has started (instrumented code before that aborts the fork server).
+    IFuzzTarget? lazy = null;
+    Fuzzer.OutOfProcess.Run(stream =>
+    {
+        lazy ??= FuzzTargets.Create(args[0]);
+        using var buffer = new MemoryStream();
+        stream.CopyTo(buffer);
+        FuzzRunner.RunOne(lazy, buffer.GetBuffer().AsSpan(0, (int)buffer.Length));
+    });
+    return 0;
+}
+using IFuzzTarget target = FuzzTargets.Create(args[0]);
 switch (mode)
 {
-    case "--afl":
-        Fuzzer.OutOfProcess.Run(stream =>
-        {
-            using var buffer = new MemoryStream();
-            stream.CopyTo(buffer);
-            FuzzRunner.RunOne(target, buffer.GetBuffer().AsSpan(0, (int)buffer.Length));
-        });
-        return 0;
     case "--seeds":
         Directory.CreateDirectory(args[2]);
         foreach (var (name, data) in target.Seeds())
