@@ -702,7 +702,12 @@ public sealed class FuseServer
     {
         b.SeekWriter(0);
         b.ReplyErrno = 0;
-        b.TryWrite(new FuseOutHeader { len = (uint)length, error = 0, unique = unique });
+        // A guest that gave less reply space than an out header gets no reply, as in Error: claiming the 16 bytes
+        // anyway would report more written than its buffers hold (found by the fuse fuzz target, RELEASE).
+        if (!b.TryWrite(new FuseOutHeader { len = (uint)length, error = 0, unique = unique }))
+        {
+            return FuseReply.None;
+        }
         return new FuseReply((int)length);
     }
 }

@@ -24,7 +24,7 @@ public static class OciImageConfig
     private const int MaxDiffIds = 10_000;
 
     /// <summary>Parses the parts of a config a converter checks; throws <see cref="InvalidDataException"/> on a bad one.</summary>
-    public static OciImageConfigInfo Parse(byte[] body)
+    public static OciImageConfigInfo Parse(byte[] body) => OciJson.Unicode("image config", () =>
     {
         if (body.Length > MaxConfigBytes) throw new InvalidDataException($"image config of {body.Length} bytes exceeds {MaxConfigBytes}");
         using var doc = ParseObject(body);
@@ -46,11 +46,11 @@ public static class OciImageConfig
         DateTimeOffset? created = null;
         if (Str(r, "created") is { } c && DateTimeOffset.TryParse(c, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var t)) created = t;
         return new OciImageConfigInfo(os, arch, Str(r, "variant"), diffIds, created);
-    }
+    });
 
     /// <summary>The nydus image's config: <paramref name="source"/> with <c>rootfs</c> = {type: layers, diff_ids:
     /// <paramref name="diffIds"/>} and without <c>history</c>; every other member is copied as is and in order.</summary>
-    public static byte[] ForNydus(byte[] source, IReadOnlyList<string> diffIds)
+    public static byte[] ForNydus(byte[] source, IReadOnlyList<string> diffIds) => OciJson.Unicode("image config", () =>
     {
         using var doc = ParseObject(source);
         using var ms = new MemoryStream();
@@ -73,7 +73,7 @@ public static class OciImageConfig
             w.WriteEndObject();
         }
         return ms.ToArray();
-    }
+    });
 
     private static void WriteRootfs(Utf8JsonWriter w, IReadOnlyList<string> diffIds)
     {

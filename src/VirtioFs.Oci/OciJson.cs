@@ -76,11 +76,11 @@ public static class OciJson
             if (r.ValueKind == JsonValueKind.Object && r.TryGetProperty("mediaType", out var mt) && mt.ValueKind == JsonValueKind.String) return mt.GetString()!;
             if (r.ValueKind == JsonValueKind.Object && r.TryGetProperty("manifests", out _)) return OciMediaTypes.ImageIndex;
         }
-        catch (JsonException) { }
+        catch (Exception e) when (e is JsonException or InvalidOperationException) { }
         return OciMediaTypes.ImageManifest;
     }
 
-    public static OciManifest ParseManifest(byte[] body)
+    public static OciManifest ParseManifest(byte[] body) => Unicode("manifest", () =>
     {
         using var doc = Parse(body);
         var r = doc.RootElement;
@@ -88,15 +88,26 @@ public static class OciJson
         var layers = new List<OciDescriptor>();
         foreach (var l in Array(r, "layers")) layers.Add(Descriptor(l));
         return new OciManifest(OptionalString(r, "mediaType") ?? OciMediaTypes.ImageManifest, config, layers, Annotations(r));
-    }
+    });
 
-    public static OciIndex ParseIndex(byte[] body)
+    public static OciIndex ParseIndex(byte[] body) => Unicode("index", () =>
     {
         using var doc = Parse(body);
         var r = doc.RootElement;
         var list = new List<OciDescriptor>();
         foreach (var m in Array(r, "manifests")) list.Add(Descriptor(m));
         return new OciIndex(OptionalString(r, "mediaType") ?? OciMediaTypes.ImageIndex, list);
+    });
+
+    /// <summary>
+    /// Runs a parse over a registry's document. JsonDocument checks the UTF-8 of a string or property name, and its
+    /// escaped surrogate pairs, only when the string is read (GetString, Name), and then throws
+    /// InvalidOperationException; such a document is as bad as one that is not JSON.
+    /// </summary>
+    internal static T Unicode<T>(string what, Func<T> parse)
+    {
+        try { return parse(); }
+        catch (InvalidOperationException e) { throw new InvalidDataException($"{what} holds a string that is not valid Unicode: {e.Message}"); }
     }
 
     /// <summary>

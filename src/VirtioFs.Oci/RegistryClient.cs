@@ -628,7 +628,8 @@ public sealed class RegistryClient : IDisposable
                 if (root.TryGetProperty("expires_in", out var ei) && ei.TryGetInt32(out int e) && e > 0) expiresIn = Math.Min(e, 86400);
             }
         }
-        catch (JsonException) { }
+        // InvalidOperationException: a token string that is not valid Unicode (GetString checks it only then).
+        catch (Exception ex) when (ex is JsonException or InvalidOperationException) { }
         if (string.IsNullOrEmpty(token)) throw new RegistryException("token endpoint answered without a token", (int)resp.StatusCode);
         var life = TimeSpan.FromSeconds(expiresIn);
         var margin = TimeSpan.FromSeconds(Math.Max(5, expiresIn / 10.0));

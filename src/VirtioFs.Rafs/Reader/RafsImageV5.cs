@@ -211,7 +211,8 @@ public sealed unsafe partial class RafsImage
         return 0;
     }
 
-    private int V5GetChunks(ulong ino, List<RafsChunk> chunks)
+    /// <summary>The chunks and implied holes of a regular file that overlap [offset, end).</summary>
+    private int V5GetChunks(ulong ino, ulong offset, ulong end, List<RafsChunk> chunks)
     {
         int rc = V5Rec(ino, out var r);
         if (rc != 0) return rc;
@@ -229,21 +230,28 @@ public sealed unsafe partial class RafsImage
                 || c.file_offset > n.i_size || c.uncompressed_size > n.i_size - c.file_offset) return EIO;
             if ((c.flags & (uint)ChunkFlags.Compressed) == 0 && c.compressed_size != c.uncompressed_size) return EIO;
             if (c.compressed_size > (16u << 20) + 65536) return EIO;
-            AddHoles(chunks, covered, c.file_offset);
-            chunks.Add(new RafsChunk(c.file_offset, c.blob_index, c.index, c.compressed_offset, c.compressed_size, c.uncompressed_offset,
-                c.uncompressed_size, (ChunkFlags)c.flags, Blobs[(int)c.blob_index].Compressor, c.block_id, false));
+            AddHoles(chunks, covered, c.file_offset, offset, end);
+            if (c.file_offset + c.uncompressed_size > offset && c.file_offset < end)
+                chunks.Add(new RafsChunk(c.file_offset, c.blob_index, c.index, c.compressed_offset, c.compressed_size, c.uncompressed_offset,
+                    c.uncompressed_size, (ChunkFlags)c.flags, Blobs[(int)c.blob_index].Compressor, c.block_id, false));
             covered = c.file_offset + c.uncompressed_size;
         }
-        AddHoles(chunks, covered, n.i_size);
+        AddHoles(chunks, covered, n.i_size, offset, end);
         return 0;
     }
 
-    private void AddHoles(List<RafsChunk> chunks, ulong from, ulong to)
+    /// <summary>Hole entries for [from, to), cut at chunk-size boundaries, that overlap [offset, end).</summary>
+    private void AddHoles(List<RafsChunk> chunks, ulong from, ulong to, ulong offset, ulong end)
     {
-        while (from < to)
+        if (offset > from)
+        {
+            // Holes are cut at chunk-size boundaries, so starting at the window's boundary yields the same entries.
+            from = Math.Max(from, Math.Min(to, offset - offset % ChunkSize));
+        }
+        while (from < to && from < end)
         {
             uint len = (uint)Math.Min(ChunkSize - from % ChunkSize, to - from);
-            chunks.Add(new RafsChunk(from, 0, 0, 0, 0, 0, len, ChunkFlags.Hole, Compressor.None, default, true));
+            if (from + len > offset) chunks.Add(new RafsChunk(from, 0, 0, 0, 0, 0, len, ChunkFlags.Hole, Compressor.None, default, true));
             from += len;
         }
     }
