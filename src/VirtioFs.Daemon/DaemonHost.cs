@@ -239,11 +239,11 @@ internal static partial class DaemonHost
     /// <summary>What the logs call the served image: the reference with --image, else the bootstrap path.</summary>
     internal static string ImageName(DaemonOptions options) => options.Image?.ToString() ?? options.Bootstrap!;
 
-    /// <summary>FUSE session knobs for an image: read-only, so no writeback cache and no locks to serve (the kernel
-    /// keeps POSIX locks locally when the filesystem does not offer them).</summary>
     /// <summary>The daemon's FUSE request counters (one daemon per process, as nydusd's global FS_METRICS), read by the API.</summary>
     internal static FsIoStats FsStats { get; } = new();
 
+    /// <summary>FUSE session knobs for an image: read-only, so no writeback cache and no locks to serve (the kernel
+    /// keeps POSIX locks locally when the filesystem does not offer them).</summary>
     internal static FuseServerOptions ImageServerOptions(DaemonOptions options) => new()
     {
         Stats = FsStats,

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text.Json.Nodes;
+using VirtioFs.Daemon.Tests;
 using VirtioFs.Integration.Tests.Infrastructure;
 using Xunit;
 
@@ -33,7 +34,7 @@ public sealed class SingleImageApiTests
         var backend = JsonNode.Parse(await http.GetStringAsync(new Uri("http://vfsd/api/v1/metrics/backend?id=/")))!;
         Assert.True((long)backend["read_amount_total"]! >= data.Length / 2, backend.ToJsonString()); // lz4 of random data: about its size
         var cache = JsonNode.Parse(await http.GetStringAsync(new Uri("http://vfsd/api/v1/metrics/blobcache")))!;
-        Assert.NotNull(cache["/"]);
+        Assert.Equal("/", (string?)cache["id"]); // without an id: the only image's document, as nydusd answers
         string prom = await http.GetStringAsync(new Uri("http://vfsd/metrics"));
         Assert.Contains("vfsd_image_info{mountpoint=\"/\"", prom, StringComparison.Ordinal);
         Assert.DoesNotContain("vfsd_fuse_requests_total", prom, StringComparison.Ordinal); // no Vfs: only the image's counters
@@ -46,5 +47,47 @@ public sealed class SingleImageApiTests
         Assert.Equal(0, m.Process.WaitForExit(TimeSpan.FromSeconds(20)));
         Assert.False(ImageWorkspace.IsMounted(m.MountPoint), "exit through the API unmounts");
         Assert.False(File.Exists(api), "the API socket is removed");
+    }
+
+    /// <summary>
+    /// nydus-snapshotter's calls to a dedicated daemon (pkg/daemon/client.go; pkg/metrics/serve.go passes no id to a
+    /// dedicated daemon): out/vfsd started with <c>--id</c>, each answer decoded into the snapshotter's own types
+    /// (pkg/daemon/types/types.go) strictly.
+    /// </summary>
+    [Fact]
+    public async Task A_dedicated_daemon_answers_the_snapshotter_calls_in_its_types()
+    {
+        using var ws = new ImageWorkspace();
+        var data = new byte[200_000];
+        new Random(4).NextBytes(data);
+        File.WriteAllBytes(ws.S("file"), data);
+        ws.Build();
+        string api = Path.Combine(ws.Root, "api.sock");
+        using var m = ws.Mount("--cache-dir", ws.CacheDir, "--apisock", api, "--id", "snapshotter-daemon-7");
+        VfsdApi.WaitFor(() => File.Exists(api), m.Process);
+        using var http = VfsdApi.Client(api);
+
+        var info = ClientJson.Decode<SnapshotterDaemonInfo>(await http.GetStringAsync(new Uri("http://unix/api/v1/daemon")));
+        Assert.Equal("snapshotter-daemon-7", info.ID);
+        Assert.Equal("RUNNING", info.State);
+
+        Assert.Equal(data, File.ReadAllBytes(m.M("file")));
+        var fs = ClientJson.Decode<SnapshotterFsMetrics>(await http.GetStringAsync(new Uri("http://unix/api/v1/metrics")));
+        Assert.Equal(15, fs.FopHits.Length);
+        Assert.Equal(8, fs.BlockCountRead.Length);
+        Assert.Equal(8, fs.ReadLatencyDist.Length);
+        Assert.True(fs.FopHits[4] >= 1, "reads are counted at StatsFop::Read");
+        Assert.True(fs.DataRead >= (ulong)data.Length);
+
+        var cache = ClientJson.Decode<SnapshotterCacheMetrics>(await http.GetStringAsync(new Uri("http://unix/api/v1/metrics/blobcache")));
+        string blob = Assert.Single(cache.UnderlyingFiles);
+        Assert.True(File.Exists(Path.Combine(cache.StorePath, blob)), $"{cache.StorePath}/{blob}");
+        Assert.EndsWith(".blob.data", blob, StringComparison.Ordinal);
+
+        using (var inflight = await http.GetAsync(new Uri("http://unix/api/v1/metrics/inflight")))
+            Assert.Equal(HttpStatusCode.NoContent, inflight.StatusCode);
+        using (var exit = await http.PutAsync(new Uri("http://unix/api/v1/daemon/exit"), null))
+            Assert.Equal(HttpStatusCode.NoContent, exit.StatusCode);
+        Assert.Equal(0, m.Process.WaitForExit(TimeSpan.FromSeconds(20)));
     }
 }

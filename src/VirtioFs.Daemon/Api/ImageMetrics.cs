@@ -65,6 +65,7 @@ public sealed record ImageMetrics(string MountPoint, string BackendType, Backend
         foreach (long b in BackendMetrics.LatencyBoundsMicros) bounds.Add((JsonNode)JsonValue.Create(b));
         return new JsonObject
         {
+            ["id"] = MountPoint, // not in nydus's serialisation (its id is skipped); says which image this is
             ["backend_type"] = BackendType,
             ["read_count"] = m.Requests,
             ["read_errors"] = m.Errors,

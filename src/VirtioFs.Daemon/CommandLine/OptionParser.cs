@@ -34,7 +34,7 @@ public static class OptionParser
           --apisock PATH            nydusd-style HTTP API: filesystems are mounted at run time (POST /api/v1/mount);
                                     then neither --shared-dir nor --bootstrap is given. --sock is --socket-path.
                                     With --bootstrap/--image (also for vfsd mount) it reports on that one image:
-                                    GET /api/v1/daemon, /api/v1/metrics/backend, /api/v1/metrics/blobcache, /metrics
+                                    GET /api/v1/daemon, /api/v1/metrics[/inflight|/backend|/blobcache], /metrics
           --id ID                   the daemon's name, reported as "id" by GET /api/v1/daemon (nydusd --id)
           --cache MODE              never | auto | metadata | always (default auto); 'none' means never
           --readonly                refuse every change with EROFS
