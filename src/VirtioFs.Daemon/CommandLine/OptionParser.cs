@@ -62,6 +62,12 @@ public static class OptionParser
                                     instead of the flags; with --image it tunes the registry backend
           --root-digest HEX         refuse the image unless its merkle root is HEX; check digests as it is read
           --trust-key FILE          refuse the image unless its root is signed by this Ed25519 public key
+        Failover and hot upgrade of the /dev/fuse mount (vfsd mount, with --apisock; nydus-snapshotter's supervisor):
+          --supervisor PATH         Unix socket to hand the session fd and state to (PUT /api/v1/daemon/fuse/sendfd)
+                                    and take them back from (PUT /api/v1/daemon/fuse/takeover)
+          --upgrade                 do not mount: wait for takeover, then PUT /api/v1/daemon/start
+          --failover-policy resend|flush|none
+                                    requests a crashed daemon left unanswered: served again (default), failed, or left
           --log-level LEVEL         error | warn | info | debug | trace | off (default info)
           --print-capabilities      print the vhost-user backend capabilities as JSON and exit
           -o OPT[,OPT...]           legacy options: source=DIR, cache=MODE, xattr, no_xattr, announce_submounts,
@@ -93,6 +99,7 @@ public static class OptionParser
     {
         var options = new DaemonOptions();
         bool platformGiven = false;
+        bool failoverGiven = false;
         int first = 0;
         if (args.Count > 0 && args[0] == "mount")
         {
@@ -168,6 +175,9 @@ public static class OptionParser
                 case "--config": options.ConfigFile = NonEmpty(name, Value()); break;
                 case "--root-digest": options.RootDigest = ParseDigest(Value()); break;
                 case "--trust-key": options.TrustKeyFile = NonEmpty(name, Value()); break;
+                case "--supervisor": options.Supervisor = NonEmpty(name, Value()); failoverGiven = true; break;
+                case "--upgrade": NoValue(); options.Upgrade = true; failoverGiven = true; break;
+                case "--failover-policy": options.FailoverPolicy = ParseFailoverPolicy(Value()); failoverGiven = true; break;
                 default:
                     if (options.Mode == DaemonMode.FuseMount && !arg.StartsWith('-') && options.MountPoint is null)
                     {
@@ -197,10 +207,28 @@ public static class OptionParser
         if (!options.ShowHelp && !options.ShowVersion && !options.PrintCapabilities)
         {
             if (platformGiven && options.Image is null && options.ApiSocket is null) throw new UsageException("--platform needs --image (or --apisock, for mounts of image references)");
+            if (failoverGiven) ValidateFailover(options);
             Validate(options);
         }
         return options;
     }
+
+    /// <summary>--supervisor, --upgrade and --failover-policy belong to the /dev/fuse mount (nydusd's fuse mode).</summary>
+    private static void ValidateFailover(DaemonOptions options)
+    {
+        if (options.Mode != DaemonMode.FuseMount)
+            throw new UsageException("--supervisor, --upgrade and --failover-policy apply to the /dev/fuse mount (vfsd mount)");
+        if (options.Upgrade && (options.Supervisor is null || options.ApiSocket is null))
+            throw new UsageException("--upgrade needs --supervisor and --apisock (the state is taken over through them)");
+    }
+
+    private static FailoverPolicy ParseFailoverPolicy(string value) => value switch
+    {
+        "resend" => FailoverPolicy.Resend,
+        "flush" => FailoverPolicy.Flush,
+        "none" => FailoverPolicy.None,
+        _ => throw new UsageException($"failover policy '{value}' is not one of resend, flush, none"),
+    };
 
     private static void Validate(DaemonOptions options)
     {

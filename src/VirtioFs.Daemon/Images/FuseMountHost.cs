@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using VirtioFs.Daemon.Api;
 using VirtioFs.Daemon.CommandLine;
+using VirtioFs.Daemon.Failover;
 using VirtioFs.Fuse;
 using VirtioFs.RafsFs;
 
@@ -18,7 +19,8 @@ internal static class FuseMountHost
     {
         ILogger logger = loggerFactory.CreateLogger("vfsd");
         string mountPoint = Path.GetFullPath(options.MountPoint!);
-        if (!Directory.Exists(mountPoint))
+        // A mount point still mounted by a dead predecessor must not be stat()ed: nobody answers the GETATTR yet.
+        if (!FuseMountDaemon.IsFuseMount(mountPoint) && !Directory.Exists(mountPoint))
         {
             Log.Fatal(logger, $"mount point {mountPoint} is not a directory");
             return 1;
@@ -29,9 +31,11 @@ internal static class FuseMountHost
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => Stop(ctx, cancel, logger));
 
         RafsMount image;
+        RafsMountOptions imageOptions;
         try
         {
-            image = RafsMount.Open(ImageOptions.From(options, logger), loggerFactory);
+            imageOptions = ImageOptions.From(options, logger);
+            image = RafsMount.Open(imageOptions, loggerFactory);
         }
         catch (RafsMountException e)
         {
@@ -40,13 +44,43 @@ internal static class FuseMountHost
         }
         using (image)
         {
-            if (!DaemonHost.TryStartApi(options, new SingleImageControl(image, DaemonHost.ImageName(options), cancel.Cancel), loggerFactory, logger, out ApiServer? api))
+            // nydusd (fusedev.rs create_fuse_daemon): with --upgrade, or when a predecessor crashed, do not mount; wait in
+            // INIT for the supervisor's takeover. Checked before our API server replaces the stale socket.
+            bool crashed = options.ApiSocket is { } sock && !options.Upgrade && FuseMountDaemon.PredecessorCrashed(mountPoint, sock);
+            bool takeOver = options.Upgrade || crashed;
+            if (crashed && options.Supervisor is null)
+            {
+                Log.Fatal(logger, $"{mountPoint} is still mounted by a daemon that died; without --supervisor it cannot be taken over (unmount it first)");
+                return 1;
+            }
+            var daemon = new FuseMountDaemon(options, mountPoint, image, imageOptions.Bootstrap, loggerFactory, cancel.Cancel);
+            if (!DaemonHost.TryStartApi(options, daemon, loggerFactory, logger, out ApiServer? api))
             {
                 return 1;
             }
             try
             {
-                return Serve(options, loggerFactory, logger, mountPoint, image, cancel);
+                if (takeOver)
+                {
+                    if (crashed) FailoverLog.PredecessorCrashed(logger, mountPoint, options.ApiSocket!);
+                    else FailoverLog.WaitingForTakeover(logger, mountPoint);
+                }
+                else
+                {
+                    try
+                    {
+                        daemon.MountAndServe();
+                    }
+                    catch (IOException e)
+                    {
+                        Log.Fatal(logger, e.Message);
+                        return 1;
+                    }
+                    ImageLog.Serving(logger, Program.Version, DaemonHost.ImageName(options), "/dev/fuse", options.BlobDir ?? (options.Image is not null ? "(registry)" : "(config)"),
+                        options.CacheDir ?? "(none)", options.Verify?.ToString().ToLowerInvariant() ?? "fetch");
+                    ImageLog.Mounted(logger, mountPoint);
+                }
+                return Serve(logger, mountPoint, daemon, cancel, image);
             }
             finally
             {
@@ -55,40 +89,43 @@ internal static class FuseMountHost
         }
     }
 
-    /// <summary>Mounts the image through /dev/fuse and serves it until it is unmounted or the daemon is told to stop.</summary>
-    private static int Serve(DaemonOptions options, ILoggerFactory loggerFactory, ILogger logger, string mountPoint, RafsMount image, CancellationTokenSource cancel)
+    /// <summary>Serves until the mount goes away or the daemon is told to stop; then unmounts, unless the session is
+    /// the supervisor's or a successor's (after sendfd, or never started).</summary>
+    private static int Serve(ILogger logger, string mountPoint, FuseMountDaemon daemon, CancellationTokenSource cancel, RafsMount image)
     {
-        var server = new FuseServer(image.FileSystem, DaemonHost.ImageServerOptions(options), loggerFactory.CreateLogger("vfsd.fuse"));
-        FuseDeviceSession session;
-        try
+        bool unmounted = false;
+        // Joins the readers in short slices so SIGTERM is noticed too (WaitForExit(0) reports false even when
+        // they have all stopped, so a zero poll would never see the unmount).
+        while (!cancel.IsCancellationRequested)
         {
-            session = FuseDeviceSession.Mount(mountPoint, server,
-                new FuseDeviceOptions { Source = DaemonHost.ImageName(options), Subtype = "vfsd", Threads = Math.Max(2, options.ThreadPoolSize) },
-                loggerFactory.CreateLogger("vfsd.fusedev"));
-        }
-        catch (IOException e)
-        {
-            Log.Fatal(logger, e.Message);
-            return 1;
-        }
-        using (session)
-        {
-            ImageLog.Serving(logger, Program.Version, DaemonHost.ImageName(options), "/dev/fuse", options.BlobDir ?? (options.Image is not null ? "(registry)" : "(config)"),
-                options.CacheDir ?? "(none)", options.Verify?.ToString().ToLowerInvariant() ?? "fetch");
-            ImageLog.Mounted(logger, mountPoint);
-            bool unmounted = false;
-            // Joins the readers in short slices so SIGTERM is noticed too (WaitForExit(0) reports false even when
-            // they have all stopped, so a zero poll would never see the unmount).
-            while (!cancel.IsCancellationRequested)
+            if (daemon.IsRunning && daemon.Session is { } running)
             {
-                if (session.WaitForExit(TimeSpan.FromMilliseconds(200)))
+                if (running.WaitForExit(TimeSpan.FromMilliseconds(200)))
                 {
                     unmounted = true;
                     break;
                 }
             }
-            if (unmounted) ImageLog.Unmounted(logger, mountPoint);
-            else ImageLog.Unmounting(logger, mountPoint);
+            else
+            {
+                cancel.Token.WaitHandle.WaitOne(200);
+            }
+        }
+        FuseDeviceSession? session = daemon.Session;
+        if (unmounted)
+        {
+            ImageLog.Unmounted(logger, mountPoint);
+            session?.Dispose();
+        }
+        else if (daemon.LeaveMounted || !daemon.IsRunning)
+        {
+            // Every request already read is answered before the readers stop; the rest wait in the kernel.
+            session?.StopServing(TimeSpan.FromSeconds(10));
+        }
+        else
+        {
+            ImageLog.Unmounting(logger, mountPoint);
+            session?.Dispose();
         }
         image.LogMetrics();
         return 0;
