@@ -333,6 +333,7 @@ public sealed unsafe class FuseDeviceSession : IDisposable
     private bool CountResent(byte* request)
     {
         Interlocked.Increment(ref _replayed);
+        // SAFETY: the caller checked the request holds at least a 40-byte fuse_in_header.
         uint op = *(uint*)(request + 4);
         return FailResentRequests && op is not ((uint)FuseOpcode.Forget or (uint)FuseOpcode.BatchForget or (uint)FuseOpcode.Interrupt);
     }
@@ -340,6 +341,7 @@ public sealed unsafe class FuseDeviceSession : IDisposable
     /// <summary>Answers a resent request with EIO (same unique, resend bit included: the kernel matches on it).</summary>
     private static FuseReply FailResent(byte* request, byte* reply)
     {
+        // SAFETY: request holds a full fuse_in_header; reply is the worker's buffer of at least MinReadBuffer bytes.
         *(uint*)reply = 16;
         *(int*)(reply + 4) = -Errno.EIO;
         *(ulong*)(reply + 8) = *(ulong*)(request + 8);

@@ -194,7 +194,7 @@ public sealed class RafsFileSystem : ReadOnlyFileSystem, IDisposable
         {
             if (n.NodeId == FuseConstants.RootId) continue;
             if (_image.GetAttr(ToIno(n.NodeId), out RafsAttr a) != 0 || a.Ino != n.Ino || a.Mode != n.Mode)
-                return $"node {n.NodeId} named inode {n.Ino} (mode {Convert.ToString(n.Mode, 8)}) and does not in this image";
+                return $"node {n.NodeId} named inode {n.Ino} (mode {Convert.ToString(n.Mode, 8)}); in this image it names something else";
         }
         foreach (HeldNode n in nodes)
         {
