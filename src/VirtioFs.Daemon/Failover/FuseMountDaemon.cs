@@ -264,7 +264,10 @@ internal sealed class FuseMountDaemon : IDaemonControl
             case FailoverPolicy.Resend:
             {
                 int rc = session.NotifyResend();
-                if (rc < 0) FailoverLog.ResendFailed(_logger, -rc);
+                if (rc >= 0) return "resend";
+                // nydusd falls back to the fusectl "resend" file some vendor kernels have.
+                if (session.Device is { } dev && TryWriteControl(dev, "resend")) return "resend (fusectl)";
+                FailoverLog.ResendFailed(_logger, -rc);
                 return "resend";
             }
             case FailoverPolicy.Flush:
