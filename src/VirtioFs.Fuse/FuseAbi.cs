@@ -23,6 +23,10 @@ public static class FuseConstants
     /// <summary>Oldest minor accepted: the same floor as Rust virtiofsd (7.27 brought the structs we rely on).</summary>
     public const uint MinimumMinorVersion = 27;
     public const ulong RootId = 1;
+    /// <summary>fuse.h FUSE_NOTIFY_RESEND (Linux 6.9, protocol 7.40): replay the requests read but never answered.</summary>
+    public const int NotifyResend = 7;
+    /// <summary>fuse.h FUSE_UNIQUE_RESEND: bit 63 of a resent request's unique.</summary>
+    public const ulong UniqueResend = 1UL << 63;
     /// <summary>fuse.h FUSE_MIN_READ_BUFFER: a /dev/fuse read buffer must be at least this large.</summary>
     public const int MinReadBuffer = 8192;
     /// <summary>Linux FUSE_MAX_MAX_PAGES default (fs/fuse/fuse_i.h); init_out.max_pages above it is clamped by the kernel.</summary>

@@ -51,6 +51,12 @@ public sealed unsafe class FuseDeviceSession : IDisposable
     private int _fd;
     private int _running;
     private int _disposed;
+    private int _started;
+    // Handover (failover, hot upgrade): readers poll the device together with this eventfd, so they can be stopped
+    // at a request boundary without unmounting; the kernel keeps unread requests for the successor.
+    private int _stopFd;
+    private volatile bool _stopping;
+    private long _replayed;
 
     private FuseDeviceSession(string mountPoint, int fd, FuseServer server, FuseDeviceOptions options, ILogger logger)
     {
@@ -64,6 +70,15 @@ public sealed unsafe class FuseDeviceSession : IDisposable
         _readaheadKb = options.ReadaheadKb;
         // fs/fuse/dev.c refuses reads smaller than max_write + one page of headers (and than FUSE_MIN_READ_BUFFER).
         _bufferSize = (int)Math.Max(options.MaxWrite + 4096u, (uint)FuseConstants.MinReadBuffer);
+        _stopFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (_stopFd < 0)
+        {
+            throw new IOException($"eventfd failed: errno {errno}");
+        }
+        // Every reader of this device polls before it blocks (see Worker), so the shared open file can be non-blocking:
+        // O_NONBLOCK is a flag of the open file description, which a successor that takes the fd over shares.
+        int fl = fcntl(fd, F_GETFL, 0);
+        if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
         _threads = new Thread[Math.Max(1, options.Threads)];
         for (int i = 0; i < _threads.Length; i++)
         {
@@ -118,18 +133,108 @@ public sealed unsafe class FuseDeviceSession : IDisposable
         }
 
         var session = new FuseDeviceSession(mountPoint, fd, server, options, logger);
-        session._running = session._threads.Length;
-        foreach (Thread t2 in session._threads)
-        {
-            t2.Start();
-        }
+        session.Start();
         FuseLog.Mounted(logger, mountPoint, fd, session._threads.Length);
         return session;
+    }
+
+    /// <summary>
+    /// Takes over the /dev/fuse fd of a session another daemon mounted at <paramref name="mountPoint"/> (failover, hot
+    /// upgrade; the fd came from the supervisor). Nothing is read until <see cref="Start"/>; the session owns the fd
+    /// from here on. <paramref name="server"/> must already be resumed (<see cref="FuseServer.Resume"/>).
+    /// </summary>
+    public static FuseDeviceSession Adopt(string mountPoint, int fd, FuseServer server, FuseDeviceOptions options, ILogger logger)
+    {
+        ArgumentNullException.ThrowIfNull(mountPoint);
+        ArgumentNullException.ThrowIfNull(server);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(logger);
+        ArgumentOutOfRangeException.ThrowIfNegative(fd);
+        // The INIT reply that raises the readahead window was written by the predecessor, which set it already.
+        return new FuseDeviceSession(Path.GetFullPath(mountPoint), fd, server, options, logger) { _readaheadSet = 1 };
+    }
+
+    /// <summary>Starts the reader threads (once). A session from <see cref="Mount"/> is started already.</summary>
+    public void Start()
+    {
+        if (Interlocked.Exchange(ref _started, 1) != 0) return;
+        _running = _threads.Length;
+        foreach (Thread t in _threads)
+        {
+            t.Start();
+        }
+    }
+
+    /// <summary>
+    /// When set, a request the kernel resent (FUSE_UNIQUE_RESEND in its unique, after FUSE_NOTIFY_RESEND) is answered
+    /// with EIO instead of being served: the "flush" failover policy, for which mainline kernels have no control file.
+    /// </summary>
+    public bool FailResentRequests { get; set; }
+
+    /// <summary>Resent requests seen so far (requests a dead predecessor had read and never answered).</summary>
+    public long ResentRequests => Interlocked.Read(ref _replayed);
+
+    /// <summary>A new fd for the same open /dev/fuse file (the FUSE connection), for the supervisor; the caller
+    /// closes it. -errno on failure.</summary>
+    public int DuplicateDevice()
+    {
+        int fd = Volatile.Read(ref _fd);
+        if (fd < 0) return -EBADF;
+        int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        return dup < 0 ? -errno : dup;
+    }
+
+    /// <summary>
+    /// FUSE_NOTIFY_RESEND (fuse.h notify code 7, Linux 6.9): the kernel moves the requests it had handed to any reader
+    /// of this connection and that were never answered back to its input queue, marked with FUSE_UNIQUE_RESEND, so they
+    /// are read again. Returns 0 or -errno (EINVAL on kernels without it).
+    /// </summary>
+    public int NotifyResend()
+    {
+        int fd = Volatile.Read(ref _fd);
+        if (fd < 0) return -EBADF;
+        // A notification is an out header with unique 0 and the notify code in the error field, no payload.
+        Span<byte> header = stackalloc byte[16];
+        header.Clear();
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(header, 16);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(header[4..], FuseConstants.NotifyResend);
+        fixed (byte* h = header)
+        {
+            // SAFETY: h points at 16 pinned bytes.
+            long w = write(fd, h, 16);
+            return w == 16 ? 0 : w < 0 ? -errno : -EIO;
+        }
+    }
+
+    /// <summary>
+    /// Stops serving without unmounting (the supervisor or a successor holds the connection): each reader finishes and
+    /// answers the request it holds, then stops; requests not yet read stay queued in the kernel. The last reader
+    /// closes this daemon's fd. <see cref="Dispose"/> then leaves the mount alone.
+    /// </summary>
+    public bool StopServing(TimeSpan timeout)
+    {
+        _stopping = true;
+        Interlocked.Exchange(ref _disposed, 1);
+        long one = 1;
+        int stopFd = Volatile.Read(ref _stopFd);
+        // SAFETY: 8-byte write from a local to our own eventfd (-1 once the session ended: EBADF, harmless).
+        if (stopFd >= 0) write(stopFd, &one, 8);
+        if (Volatile.Read(ref _started) == 0)
+        {
+            CloseDevice();
+            return true;
+        }
+        return WaitForExit(timeout);
     }
 
     /// <summary>Blocks until every reader thread has stopped (the filesystem was unmounted).</summary>
     public bool WaitForExit(TimeSpan timeout)
     {
+        if (Volatile.Read(ref _started) == 0)
+        {
+            Thread.Sleep(timeout);
+            return false;
+        }
         var deadline = DateTime.UtcNow + timeout;
         foreach (Thread t in _threads)
         {
@@ -152,14 +257,19 @@ public sealed unsafe class FuseDeviceSession : IDisposable
             // The fd stays open until the last reader has stopped (see Dispose): a reader never touches a closed,
             // possibly reused, fd number.
             int fd = _fd;
-            while (true)
+            while (!_stopping)
             {
                 // SAFETY: request is a live allocation of _bufferSize bytes owned by this thread.
                 long n = read(fd, request, (size_t)_bufferSize);
                 if (n < 0)
                 {
                     int e = errno;
-                    if (e == EINTR || e == EAGAIN || e == ENOENT)
+                    if (e == EAGAIN)
+                    {
+                        WaitReadable(fd);
+                        continue;
+                    }
+                    if (e == EINTR || e == ENOENT)
                     {
                         continue; // ENOENT: the request was interrupted before we read it.
                     }
@@ -169,10 +279,19 @@ public sealed unsafe class FuseDeviceSession : IDisposable
                     }
                     return; // ENODEV: unmounted / aborted.
                 }
-                buffers.Clear();
-                buffers.AddReadable(request, (int)n);
-                buffers.AddWritable(reply, _bufferSize);
-                FuseReply r = _server.Handle(buffers);
+                FuseReply r;
+                // fuse_in_header: len u32, opcode u32, unique u64 (bit 63 = FUSE_UNIQUE_RESEND).
+                if (n >= 40 && (*(ulong*)(request + 8) & FuseConstants.UniqueResend) != 0 && CountResent(request))
+                {
+                    r = FailResent(request, reply);
+                }
+                else
+                {
+                    buffers.Clear();
+                    buffers.AddReadable(request, (int)n);
+                    buffers.AddWritable(reply, _bufferSize);
+                    r = _server.Handle(buffers);
+                }
                 if (!r.HasReply)
                 {
                     continue;
@@ -210,9 +329,42 @@ public sealed unsafe class FuseDeviceSession : IDisposable
         }
     }
 
+    /// <summary>Counts a resent request; true when it is to be failed rather than served (flush policy).</summary>
+    private bool CountResent(byte* request)
+    {
+        Interlocked.Increment(ref _replayed);
+        // SAFETY: the caller checked the request holds at least a 40-byte fuse_in_header.
+        uint op = *(uint*)(request + 4);
+        return FailResentRequests && op is not ((uint)FuseOpcode.Forget or (uint)FuseOpcode.BatchForget or (uint)FuseOpcode.Interrupt);
+    }
+
+    /// <summary>Answers a resent request with EIO (same unique, resend bit included: the kernel matches on it).</summary>
+    private static FuseReply FailResent(byte* request, byte* reply)
+    {
+        // SAFETY: request holds a full fuse_in_header; reply is the worker's buffer of at least MinReadBuffer bytes.
+        *(uint*)reply = 16;
+        *(int*)(reply + 4) = -Errno.EIO;
+        *(ulong*)(reply + 8) = *(ulong*)(request + 8);
+        return new FuseReply(16);
+    }
+
+    /// <summary>Blocks until the device has a request, is torn down, or <see cref="StopServing"/> is called.</summary>
+    private void WaitReadable(int fd)
+    {
+        pollfd* fds = stackalloc pollfd[2];
+        fds[0].fd = fd;
+        fds[0].events = POLLIN;
+        fds[1].fd = _stopFd;
+        fds[1].events = POLLIN;
+        // SAFETY: fds points at two initialised pollfd on our stack. EINTR: the loop polls again.
+        poll(fds, 2, -1);
+    }
+
     private void CloseDevice()
     {
         int fd = Interlocked.Exchange(ref _fd, -1);
+        int stopFd = Interlocked.Exchange(ref _stopFd, -1);
+        if (stopFd >= 0) close(stopFd);
         if (fd >= 0)
         {
             close(fd);
@@ -263,6 +415,12 @@ public sealed unsafe class FuseDeviceSession : IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
         {
+            return;
+        }
+        if (Volatile.Read(ref _started) == 0)
+        {
+            // Adopted and never started: the mount belongs to whoever holds the connection; just let go of the fd.
+            CloseDevice();
             return;
         }
         byte[] target = Encoding.UTF8.GetBytes(MountPoint + "\0");

@@ -55,6 +55,21 @@ public sealed class FuseServer
     public bool IsInitialized => _initialized;
 
     /// <summary>
+    /// Takes over a session another daemon initialised (failover, hot upgrade): the kernel sends INIT once per
+    /// connection, so the successor adopts the flags its predecessor agreed instead of waiting for one. Returns the
+    /// filesystem's errno from <see cref="IFileSystem.Init"/> (0 = resumed).
+    /// </summary>
+    public int Resume(FuseInitFlags negotiated)
+    {
+        if (_initialized) return Errno.EINVAL;
+        int err = _fs.Init(negotiated);
+        if (err != 0) return err;
+        _negotiated = negotiated;
+        _initialized = true;
+        return 0;
+    }
+
+    /// <summary>
     /// Handles one request. Never throws for bad input: a request whose header cannot be read gets no reply; a truncated or
     /// inconsistent one gets EINVAL; filesystem exceptions become EIO.
     /// </summary>

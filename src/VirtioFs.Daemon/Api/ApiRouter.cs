@@ -73,6 +73,13 @@ public sealed class ApiRouter
                 return BadRequest();
             case Root + "/mount":
                 return Mount(r);
+            // Failover and hot upgrade (nydus-snapshotter pkg/daemon/client.go: PUT with no body, 204 expected).
+            case Root + "/daemon/fuse/sendfd":
+                return put && !r.HasBody ? FromResult(_control.SendFd(), "DaemonAbnormal") : BadRequest();
+            case Root + "/daemon/fuse/takeover":
+                return put && !r.HasBody ? FromResult(_control.TakeOver(), "DaemonAbnormal") : BadRequest();
+            case Root + "/daemon/start":
+                return put && !r.HasBody ? FromResult(_control.Start(), "DaemonAbnormal") : BadRequest();
             case Root + "/metrics":
                 return Metrics(r, MetricsKind.Global);
             case Root + "/metrics/files":

@@ -128,4 +128,13 @@ public interface IDaemonControl
 
     /// <summary>PUT /api/v1/daemon/exit: called after the 204 reply has been sent.</summary>
     void Exit();
+
+    /// <summary>PUT /api/v1/daemon/fuse/sendfd: hand the /dev/fuse fd and the daemon's state to the supervisor.</summary>
+    ApiResult SendFd() => ApiResult.Fail(ApiErrorKind.Unsupported, "failover needs a /dev/fuse mount (vfsd mount) started with --supervisor");
+
+    /// <summary>PUT /api/v1/daemon/fuse/takeover: fetch the fd and state from the supervisor and restore them (INIT to READY).</summary>
+    ApiResult TakeOver() => ApiResult.Fail(ApiErrorKind.Unsupported, "failover needs a /dev/fuse mount (vfsd mount) started with --supervisor");
+
+    /// <summary>PUT /api/v1/daemon/start: serve the taken-over session (READY to RUNNING).</summary>
+    ApiResult Start() => ApiResult.Fail(ApiErrorKind.Unsupported, "this daemon starts serving by itself");
 }

@@ -36,12 +36,31 @@ public enum VerifyOption
     Always,
 }
 
+/// <summary>What a successor does with the requests a crashed daemon had read and never answered (nydusd
+/// <c>--failover-policy</c>, service/src/upgrade.rs FailoverPolicy).</summary>
+public enum FailoverPolicy
+{
+    /// <summary>Nothing: those requests wait until the connection ends.</summary>
+    None,
+    /// <summary>FUSE_NOTIFY_RESEND: the kernel hands them out again and they are served (nydusd's default).</summary>
+    Resend,
+    /// <summary>They fail: the kernel's own flush where it has one, else resend and answer each with EIO.</summary>
+    Flush,
+}
+
 /// <summary>What the daemon was asked to do, after parsing; no I/O happens while these are built.</summary>
 public sealed class DaemonOptions
 {
     public DaemonMode Mode { get; set; } = DaemonMode.VhostUser;
     /// <summary>The host directory <c>vfsd mount</c> mounts the image on.</summary>
     public string? MountPoint { get; set; }
+
+    // ---- failover and hot upgrade of the /dev/fuse mount (nydus-snapshotter's supervisor) ----
+    /// <summary><c>--supervisor PATH</c>: the Unix socket the session fd and state are handed to and fetched from.</summary>
+    public string? Supervisor { get; set; }
+    /// <summary><c>--upgrade</c>: do not mount; wait in INIT for PUT /api/v1/daemon/fuse/takeover.</summary>
+    public bool Upgrade { get; set; }
+    public FailoverPolicy FailoverPolicy { get; set; } = FailoverPolicy.Resend;
 
     // ---- image serving (nydusd-style): a RAFS bootstrap instead of --shared-dir ----
     public string? Bootstrap { get; set; }

@@ -71,6 +71,12 @@ public static class OptionParser
                                     instead of the flags; with --image it tunes the registry backend
           --root-digest HEX         refuse the image unless its merkle root is HEX; check digests as it is read
           --trust-key FILE          refuse the image unless its root is signed by this Ed25519 public key
+        Failover and hot upgrade of the /dev/fuse mount (vfsd mount, with --apisock; nydus-snapshotter's supervisor):
+          --supervisor PATH         Unix socket to hand the session fd and state to (PUT /api/v1/daemon/fuse/sendfd)
+                                    and take them back from (PUT /api/v1/daemon/fuse/takeover)
+          --upgrade                 do not mount: wait for takeover, then PUT /api/v1/daemon/start
+          --failover-policy resend|flush|none
+                                    requests a crashed daemon left unanswered: served again (default), failed, or left
           --log-level LEVEL         error | warn | info | debug | trace | off (default info)
           --log-file FILE           log to FILE instead of stderr (".log" added when FILE has no extension)
           --log-rotation-size N     rotate FILE when it exceeds N MiB, keeping the 10 newest gzip-compressed
@@ -123,6 +129,7 @@ public static class OptionParser
         var options = new DaemonOptions();
         bool platformGiven = false;
         bool localfsDir = false;
+        bool failoverGiven = false;
         int first = 0;
         if (args.Count > 0 && args[0] == "mount")
         {
@@ -270,6 +277,9 @@ public static class OptionParser
                     // nydusd's parser has no such option either (clap refuses it); nydus-snapshotter adds it only with
                     // its experimental enable_backend_source, so a working deployment leaves that off.
                     throw new UsageException("--backend-source is not supported (nydusd has no such option; turn off nydus-snapshotter's experimental.enable_backend_source)");
+                case "--supervisor": options.Supervisor = NonEmpty(name, Value()); failoverGiven = true; break;
+                case "--upgrade": NoValue(); options.Upgrade = true; failoverGiven = true; break;
+                case "--failover-policy": options.FailoverPolicy = ParseFailoverPolicy(Value()); failoverGiven = true; break;
                 default:
                     if (options.Mode == DaemonMode.FuseMount && !arg.StartsWith('-') && options.MountPoint is null)
                     {
@@ -301,6 +311,7 @@ public static class OptionParser
             if (platformGiven && options.Image is null && options.ApiSocket is null) throw new UsageException("--platform needs --image (or --apisock, for mounts of image references)");
             if (localfsDir && options.ConfigFile is not null) throw new UsageException("--localfs-dir and --config cannot be used together (as in nydusd)");
             if (options.LogFile is not null && options.Syslog) throw new UsageException("--log-file and --syslog cannot be used together");
+            if (failoverGiven) ValidateFailover(options);
             Validate(options);
         }
         return options;
@@ -353,6 +364,32 @@ public static class OptionParser
         }
         return n;
     }
+
+    /// <summary>--supervisor, --upgrade and --failover-policy belong to the /dev/fuse mount (nydusd's fuse mode).</summary>
+    private static void ValidateFailover(DaemonOptions options)
+    {
+        if (options.Mode is not (DaemonMode.FuseMount or DaemonMode.NydusFuse))
+        {
+            throw new UsageException("--supervisor, --upgrade and --failover-policy apply to the /dev/fuse mount (vfsd fuse, vfsd mount)");
+        }
+        // nydus-snapshotter (pkg/manager/daemon_adaptor.go) passes --failover-policy to every fusedev daemon and
+        // --supervisor when its recover policy is failover. A shared daemon's run-time mounts are not part of the
+        // handed-over state, so taking one over is refused rather than done half.
+        if (options.Mode == DaemonMode.NydusFuse && !options.ServesImage && (options.Supervisor is not null || options.Upgrade))
+        {
+            throw new UsageException("--supervisor and --upgrade need a dedicated daemon (--bootstrap): a shared vfsd fuse daemon's mounts cannot be handed over (snapshotter: daemon_mode = \"dedicated\", or recover_policy = \"restart\")");
+        }
+        if (options.Upgrade && (options.Supervisor is null || options.ApiSocket is null))
+            throw new UsageException("--upgrade needs --supervisor and --apisock (the state is taken over through them)");
+    }
+
+    private static FailoverPolicy ParseFailoverPolicy(string value) => value switch
+    {
+        "resend" => FailoverPolicy.Resend,
+        "flush" => FailoverPolicy.Flush,
+        "none" => FailoverPolicy.None,
+        _ => throw new UsageException($"failover policy '{value}' is not one of resend, flush, none"),
+    };
 
     private static void Validate(DaemonOptions options)
     {

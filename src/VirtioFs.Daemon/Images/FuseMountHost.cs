@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using VirtioFs.Daemon.Api;
 using VirtioFs.Daemon.CommandLine;
+using VirtioFs.Daemon.Failover;
 using VirtioFs.Fuse;
 using VirtioFs.RafsFs;
 using VirtioFs.Vfs;
@@ -13,7 +14,8 @@ namespace VirtioFs.Daemon.Images;
 /// <c>vfsd mount</c> and <c>vfsd fuse</c>: serve on the host through /dev/fuse with the same FUSE server the virtio-fs
 /// device uses (as nydusd's fusedev mode): one image (<see cref="Run"/>), or a mount tree filled through the API
 /// (<see cref="RunShared"/>). Runs until the mount point is unmounted, or SIGTERM/SIGINT or PUT /api/v1/daemon/exit
-/// arrives, then unmounts and logs the cache counters.
+/// arrives, then unmounts and logs the cache counters. One image hands over to a successor daemon for failover and
+/// hot upgrade (<see cref="FuseMountDaemon"/>).
 /// </summary>
 internal static class FuseMountHost
 {
@@ -21,7 +23,8 @@ internal static class FuseMountHost
     {
         ILogger logger = loggerFactory.CreateLogger("vfsd");
         string mountPoint = Path.GetFullPath(options.MountPoint!);
-        if (!Directory.Exists(mountPoint))
+        // A mount point still mounted by a dead predecessor must not be stat()ed: nobody answers the GETATTR yet.
+        if (!FuseMountDaemon.IsFuseMount(mountPoint) && !Directory.Exists(mountPoint))
         {
             Log.Fatal(logger, $"mount point {mountPoint} is not a directory");
             return 1;
@@ -32,9 +35,11 @@ internal static class FuseMountHost
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => Stop(ctx, cancel, logger));
 
         RafsMount image;
+        RafsMountOptions imageOptions;
         try
         {
-            image = RafsMount.Open(ImageOptions.From(options, logger), loggerFactory);
+            imageOptions = ImageOptions.From(options, logger);
+            image = RafsMount.Open(imageOptions, loggerFactory);
         }
         catch (RafsMountException e)
         {
@@ -43,34 +48,91 @@ internal static class FuseMountHost
         }
         using (image)
         {
-            var server = new FuseServer(image.FileSystem, DaemonHost.ImageServerOptions(options), loggerFactory.CreateLogger("vfsd.fuse"));
-            if (!TryMount(options, loggerFactory, logger, mountPoint, server, DaemonHost.ImageName(options), out FuseDeviceSession? session))
+            // nydusd (fusedev.rs create_fuse_daemon): with --upgrade, or when a predecessor crashed, do not mount; wait in
+            // INIT for the supervisor's takeover. Checked before our API server replaces the stale socket.
+            bool crashed = options.ApiSocket is { } sock && !options.Upgrade && FuseMountDaemon.PredecessorCrashed(mountPoint, sock);
+            bool takeOver = options.Upgrade || crashed;
+            if (crashed && options.Supervisor is null)
+            {
+                Log.Fatal(logger, $"{mountPoint} is still mounted by a daemon that died; without --supervisor it cannot be taken over (unmount it first)");
+                return 1;
+            }
+            var daemon = new FuseMountDaemon(options, mountPoint, image, imageOptions.Bootstrap, loggerFactory, cancel.Cancel);
+            if (!DaemonHost.TryStartApi(options, daemon, loggerFactory, logger, out ApiServer? api))
             {
                 return 1;
             }
-            using (session)
+            try
             {
-                ImageLog.Serving(logger, Program.Version, DaemonHost.ImageName(options), "/dev/fuse", options.BlobDir ?? (options.Image is not null ? "(registry)" : "(config)"),
-                    options.CacheDir ?? "(none)", options.Verify?.ToString().ToLowerInvariant() ?? "fetch");
-                ImageLog.Mounted(logger, mountPoint);
-                // The API comes up once the mount is in place (as nydusd starts its API server after the FUSE daemon):
-                // nydus-snapshotter waits for the socket, then for state RUNNING, and then uses the mount.
-                if (!DaemonHost.TryStartApi(options, new SingleImageControl(image, DaemonHost.ImageName(options), cancel.Cancel, options.DaemonId), loggerFactory, logger, out ApiServer? api))
+                if (takeOver)
                 {
-                    return 1;
+                    if (crashed) FailoverLog.PredecessorCrashed(logger, mountPoint, options.ApiSocket!);
+                    else FailoverLog.WaitingForTakeover(logger, mountPoint);
                 }
-                try
+                else
                 {
-                    ServeUntilStopped(session, logger, mountPoint, cancel);
+                    try
+                    {
+                        daemon.MountAndServe();
+                    }
+                    catch (IOException e)
+                    {
+                        Log.Fatal(logger, e.Message);
+                        return 1;
+                    }
+                    ImageLog.Serving(logger, Program.Version, DaemonHost.ImageName(options), "/dev/fuse", options.BlobDir ?? (options.Image is not null ? "(registry)" : "(config)"),
+                        options.CacheDir ?? "(none)", options.Verify?.ToString().ToLowerInvariant() ?? "fetch");
+                    ImageLog.Mounted(logger, mountPoint);
                 }
-                finally
+                return Serve(logger, mountPoint, daemon, cancel, image);
+            }
+            finally
+            {
+                api?.StopAsync().GetAwaiter().GetResult();
+            }
+        }
+    }
+
+    /// <summary>Serves until the mount goes away or the daemon is told to stop; then unmounts, unless the session is
+    /// the supervisor's or a successor's (after sendfd, or never started).</summary>
+    private static int Serve(ILogger logger, string mountPoint, FuseMountDaemon daemon, CancellationTokenSource cancel, RafsMount image)
+    {
+        bool unmounted = false;
+        // Joins the readers in short slices so SIGTERM is noticed too (WaitForExit(0) reports false even when
+        // they have all stopped, so a zero poll would never see the unmount).
+        while (!cancel.IsCancellationRequested)
+        {
+            if (daemon.IsRunning && daemon.Session is { } running)
+            {
+                if (running.WaitForExit(TimeSpan.FromMilliseconds(200)))
                 {
-                    api?.StopAsync().GetAwaiter().GetResult();
+                    unmounted = true;
+                    break;
                 }
             }
-            image.LogMetrics();
-            return 0;
+            else
+            {
+                cancel.Token.WaitHandle.WaitOne(200);
+            }
         }
+        FuseDeviceSession? session = daemon.Session;
+        if (unmounted)
+        {
+            ImageLog.Unmounted(logger, mountPoint);
+            session?.Dispose();
+        }
+        else if (daemon.LeaveMounted || !daemon.IsRunning)
+        {
+            // Every request already read is answered before the readers stop; the rest wait in the kernel.
+            session?.StopServing(TimeSpan.FromSeconds(10));
+        }
+        else
+        {
+            ImageLog.Unmounting(logger, mountPoint);
+            session?.Dispose();
+        }
+        image.LogMetrics();
+        return 0;
     }
 
     /// <summary>
