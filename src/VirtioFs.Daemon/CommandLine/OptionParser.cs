@@ -1,5 +1,6 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging;
+using VirtioFs.Daemon.Sandbox;
 using VirtioFs.Oci;
 
 namespace VirtioFs.Daemon.CommandLine;
@@ -42,6 +43,12 @@ public static class OptionParser
           --no-readdirplus          answer READDIR only
           --request-queues N        number of request queues offered (default 1)
           --rlimit-nofile N         raise the open-file limit to N
+          --sandbox namespace|chroot|none
+                                    confine the daemon (default namespace: new mount, pid, ipc and net namespaces,
+                                    the shared dir as root); see README "Security"
+          --seccomp kill|log|trap|none
+                                    action for a syscall off vfsd's allow-list (default kill)
+          --modcaps +CAP:-CAP...    add to or remove from the capabilities kept (e.g. +sys_admin:-mknod)
           --syslog                  log to syslog instead of stderr
         Image options (instead of --shared-dir):
           --bootstrap IMAGE         the RAFS v5/v6 bootstrap to serve read-only
@@ -71,14 +78,14 @@ public static class OptionParser
           -d, --debug               same as --log-level debug
           -h, --help                this text
           -V, --version             print the version
-        Accepted and ignored for compatibility: --sandbox, --seccomp, --inode-file-handles, --modcaps,
+        Accepted and ignored for compatibility: --inode-file-handles,
         --socket-group, --security-label, --posix-acl, --killpriv-v2, --allow-direct-io, --preserve-noatime.
         """;
 
     // Options that change nothing in vfsd but that callers of virtiofsd pass: accepted so those callers keep working.
     private static readonly HashSet<string> IgnoredWithValue = new(StringComparer.Ordinal)
     {
-        "--sandbox", "--seccomp", "--inode-file-handles", "--modcaps", "--socket-group", "--xattrmap",
+        "--inode-file-handles", "--socket-group", "--xattrmap",
         "--migration-mode", "--migration-on-error", "--migration-verify-handles", "--migration-confirm-paths",
     };
 
@@ -142,6 +149,9 @@ public static class OptionParser
                 case "--cache": options.Cache = ParseCache(Value()); break;
                 case "--thread-pool-size": options.ThreadPoolSize = ParseInt(name, Value(), 0, 1024); break;
                 case "--request-queues": options.RequestQueues = ParseInt(name, Value(), 1, 64); break;
+                case "--sandbox": options.Sandbox = ParseSandbox(Value()); break;
+                case "--seccomp": options.Seccomp = ParseSeccomp(Value()); break;
+                case "--modcaps": options.ModCaps = Capabilities.ParseModCaps(Value()); break;
                 case "--rlimit-nofile": options.RlimitNofile = (ulong)ParseInt(name, Value(), 0, int.MaxValue); break;
                 case "--log-level": options.LogLevel = ParseLogLevel(Value()); break;
                 case "--announce-submounts": NoValue(); options.AnnounceSubmounts = true; break;
@@ -269,6 +279,23 @@ public static class OptionParser
         }
     }
 
+    private static SandboxMode ParseSandbox(string value) => value switch
+    {
+        "namespace" => SandboxMode.Namespace,
+        "chroot" => SandboxMode.Chroot,
+        "none" => SandboxMode.None,
+        _ => throw new UsageException($"--sandbox '{value}' is not one of namespace, chroot, none"),
+    };
+
+    private static SeccompAction ParseSeccomp(string value) => value switch
+    {
+        "kill" => SeccompAction.Kill,
+        "log" => SeccompAction.Log,
+        "trap" => SeccompAction.Trap,
+        "none" => SeccompAction.None,
+        _ => throw new UsageException($"--seccomp '{value}' is not one of kill, log, trap, none"),
+    };
+
     private static OciReference ParseImage(string value) =>
         OciReference.TryParse(value, out OciReference r, out string error) ? r : throw new UsageException($"--image '{value}': {error}");
 
@@ -326,7 +353,9 @@ public static class OptionParser
                 case "no_posix_lock": options.PosixLock = false; break;
                 case "flock": options.Flock = true; break;
                 case "no_flock": options.Flock = false; break;
-                case "sandbox" or "xattrmap" or "modcaps" or "max_idle_threads" or "timeout" or "killpriv_v2" or "no_killpriv_v2"
+                case "sandbox": options.Sandbox = ParseSandbox(Need()); break;
+                case "modcaps": options.ModCaps = Capabilities.ParseModCaps(Need()); break;
+                case "xattrmap" or "max_idle_threads" or "timeout" or "killpriv_v2" or "no_killpriv_v2"
                     or "allow_direct_io" or "no_allow_direct_io" or "posix_acl" or "no_posix_acl" or "security_label"
                     or "no_security_label" or "rw":
                     break;
