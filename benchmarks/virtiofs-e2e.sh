@@ -4,6 +4,7 @@
 # ratio vfsd / virtiofsd (below 1.00 means vfsd is faster or cheaper).
 #
 #   benchmarks/virtiofs-e2e.sh [--rounds N] [--cache auto|always|never]
+#   VFSD_EXTRA_ARGS="--sandbox none --seccomp none" benchmarks/virtiofs-e2e.sh ...   (the sandbox's cost: run both)
 #
 # Workloads (issue 2): sequential read of a 256 MiB file; find over a 4,000-entry tree; reading every file of that
 # tree; creating and deleting 2,000 small files. Guest page cache is dropped before each, so the daemon serves it.
@@ -85,7 +86,8 @@ for round in $(seq 1 "$rounds"); do
     sock=$work/$daemon.sock
     rm -f "$sock" "$sock.pid"
     if [ $daemon = vfsd ]; then
-      out/vfsd --socket-path "$sock" --shared-dir "$data" --cache "$cache" --thread-pool-size 1 --log-level warn &
+      # shellcheck disable=SC2086 # VFSD_EXTRA_ARGS is a list of options
+      out/vfsd --socket-path "$sock" --shared-dir "$data" --cache "$cache" --thread-pool-size 1 --log-level warn ${VFSD_EXTRA_ARGS:-} &
     else
       "$peer" --socket-path="$sock" -o source="$data" -o cache="$([ "$cache" = never ] && echo none || echo "$cache")" \
         -o sandbox=chroot > /dev/null 2>&1 &

@@ -144,7 +144,7 @@ static void wait_for_child(const struct plan *p, pid_t pid)
     sa.sa_handler = forward;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
-    int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 };
+    int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT };
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
     int status;
     pid_t r;
@@ -169,6 +169,14 @@ static void wait_for_child(const struct plan *p, pid_t pid)
     _exit(1);
 }
 
+// As pid 1 of its namespace the daemon ignores every signal it has no handler for, and the runtime installs its
+// handlers only later: a SIGTERM forwarded in that window would be lost. Until the runtime replaces it (and for the
+// signals it leaves alone) this one ends the daemon as the default action would have.
+static void early_signal(int sig)
+{
+    _exit(128 + sig);
+}
+
 static void fork_daemon(const struct plan *p)
 {
     // A pipe whose write end only the parent holds: if the parent dies before the child has asked for
@@ -184,6 +192,8 @@ static void fork_daemon(const struct plan *p)
     close(alive[1]);
     // SIGKILL, not SIGTERM: as pid 1 of its namespace the daemon ignores any signal it has no handler for yet.
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die("PR_SET_PDEATHSIG");
+    int stop[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT };
+    for (size_t i = 0; i < sizeof stop / sizeof stop[0]; i++) signal(stop[i], early_signal);
     struct pollfd pfd = { .fd = alive[0], .events = POLLIN };
     if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLHUP | POLLERR))) _exit(1);
     close(alive[0]);

@@ -73,6 +73,8 @@ public sealed partial class SandboxTests(ITestOutputHelper output)
         // SIGTERM is forwarded; the daemon's exit status becomes the parent's, and the parent removes the socket.
         using var polite = Vfsd.Start("--shared-dir", tree.Root);
         DaemonPid(polite, forks: true);
+        var ready = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (!polite.Process.Output.Contains("listening", StringComparison.Ordinal) && DateTime.UtcNow < ready) Thread.Sleep(50);
         Assert.Equal(0, kill(polite.Process.Id, 15));
         Assert.Equal(0, polite.WaitForExit(TimeSpan.FromSeconds(60)));
         Assert.False(File.Exists(polite.SocketPath));
@@ -148,13 +150,22 @@ public sealed partial class SandboxTests(ITestOutputHelper output)
             File.WriteAllText(Path.Combine(outside, sentinel + "-2"), "outside the share");
             using var vfsd = Vfsd.Start("--shared-dir", share, "--cache", "never", "--tag", "vfs");
             // The host moves the held directory out as soon as the guest says it is inside.
-            var mover = Task.Run(() =>
+            Exception? moveFailed = null;
+            var mover = new Thread(() =>
             {
-                var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(10);
-                while (!File.Exists(Path.Combine(share, "ready")) && DateTime.UtcNow < deadline) Thread.Sleep(100);
-                Directory.Move(Path.Combine(share, "held"), Path.Combine(outside, "held"));
-                File.WriteAllText(Path.Combine(share, "moved"), "");
+                try
+                {
+                    var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(10);
+                    while (!File.Exists(Path.Combine(share, "ready")) && DateTime.UtcNow < deadline) Thread.Sleep(100);
+                    Directory.Move(Path.Combine(share, "held"), Path.Combine(outside, "held"));
+                    File.WriteAllText(Path.Combine(share, "moved"), "");
+                }
+                catch (IOException e)
+                {
+                    moveFailed = e;
+                }
             });
+            mover.Start();
             const string script = """
                 cd /mnt/vfs/held/sub
                 touch /mnt/vfs/ready
@@ -168,7 +179,8 @@ public sealed partial class SandboxTests(ITestOutputHelper output)
                 echo "@@DONE ok"
                 """;
             var result = Guest.Run(script, [("vfs", vfsd.SocketPath)], output);
-            mover.GetAwaiter().GetResult();
+            mover.Join();
+            Assert.Null(moveFailed);
             Assert.Equal("ok", result.Single("DONE"));
             Assert.DoesNotContain("held", result.Single("MOVED"), StringComparison.Ordinal);
             Assert.DoesNotContain(sentinel, result.Console, StringComparison.Ordinal);
