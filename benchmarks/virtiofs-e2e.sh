@@ -5,6 +5,7 @@
 # alternating order, N rounds (default 5), medians with min-max, results in benchmarks/results/virtiofs-e2e.csv.
 #
 #   benchmarks/virtiofs-e2e.sh [--rounds N] [--results FILE] [--cache auto|always|never] [--sandbox chroot|namespace]
+#   VFSD_EXTRA_ARGS="--sandbox none --seccomp none" benchmarks/virtiofs-e2e.sh ...   (the sandbox's cost: run both)
 #
 # Both daemons get the settings Kata gives virtiofsd by default (configuration-qemu.toml: virtio_fs_cache = "auto",
 # virtio_fs_extra_args = ["--thread-pool-size=1", "--announce-submounts"]) and the same sandbox mode (chroot: the C
@@ -95,8 +96,9 @@ for round in $(seq 1 "$rounds"); do
     sock=$work/$daemon.sock
     rm -f "$sock" "$sock.pid"
     if [ $daemon = vfsd ]; then
+      # shellcheck disable=SC2086 # VFSD_EXTRA_ARGS is a list of options; given last, they win
       out/vfsd --socket-path "$sock" --shared-dir "$data" --cache "$cache" --thread-pool-size=1 --announce-submounts \
-        --sandbox "$sandbox" --log-level warn &
+        --sandbox "$sandbox" --log-level warn ${VFSD_EXTRA_ARGS:-} &
     else
       "$peer" --socket-path="$sock" -o source="$data" -o cache="$([ "$cache" = never ] && echo none || echo "$cache")" \
         --thread-pool-size=1 -o announce_submounts -o sandbox="$sandbox" > "$work/peer.log" 2>&1 &

@@ -288,7 +288,7 @@ internal static partial class DaemonHost
     /// Every inode the guest looks up holds an O_PATH fd, so the default 1024 is far too low; virtiofsd raises the
     /// soft limit to the hard limit (or to --rlimit-nofile).
     /// </summary>
-    private static void RaiseFileLimit(ulong? requested, ILogger logger)
+    internal static void RaiseFileLimit(ulong? requested, ILogger logger)
     {
         const int RlimitNofile = 7;
         Span<ulong> limits = stackalloc ulong[2];

@@ -86,6 +86,19 @@ internal static class Program
             // rotates nothing, and neither does vfsd: said once, so the flag is not silently dropped.
             Log.RotationWithoutLogFile(loggerFactory.CreateLogger("vfsd"), options.LogRotationSizeMiB);
         }
+        // The sandbox (README "Security") is entered here: vfsd re-executes itself into it and comes back through this line.
+        try
+        {
+            if (Sandbox.SandboxLauncher.Enter(args, options, loggerFactory) is int exit)
+            {
+                return exit;
+            }
+        }
+        catch (OptionParser.UsageException e)
+        {
+            Console.Error.WriteLine($"vfsd: {e.Message} (see vfsd --help)");
+            return 2;
+        }
         return DaemonHost.Run(options, loggerFactory);
     }
 

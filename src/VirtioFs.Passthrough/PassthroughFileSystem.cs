@@ -254,12 +254,19 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
         dest[name.Length] = 0;
     }
 
-    /// <summary>"/proc/self/fd/N": re-opens an O_PATH fd's inode without a path walk through the shared tree.</summary>
+    /// <summary>"/proc/self/fd/N": re-opens an O_PATH fd's inode without a path walk through the shared tree. Inside
+    /// vfsd's sandbox the root is the shared directory, where "/proc" would be a name the guest controls; there the
+    /// working directory is the sandbox's /proc/self/fd and the name is the relative "N".</summary>
     private static void ProcPath(int fd, Span<byte> dest)
     {
-        "/proc/self/fd/"u8.CopyTo(dest);
-        fd.TryFormat(dest[14..], out int n, default, System.Globalization.CultureInfo.InvariantCulture);
-        dest[14 + n] = 0;
+        int start = 0;
+        if (!ProcFd.IsWorkingDirectory)
+        {
+            "/proc/self/fd/"u8.CopyTo(dest);
+            start = 14;
+        }
+        fd.TryFormat(dest[start..], out int n, default, System.Globalization.CultureInfo.InvariantCulture);
+        dest[start + n] = 0;
     }
 
     /// <summary>
@@ -272,7 +279,7 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
 
     private static int OpenProcSelfFd()
     {
-        fixed (byte* p = "/proc/self/fd\0"u8)
+        fixed (byte* p = ProcFd.IsWorkingDirectory ? ".\0"u8 : "/proc/self/fd\0"u8)
         {
             // SAFETY: NUL-terminated constant path; the fd lives as long as the process and is never closed.
             return openat(AT_FDCWD, p, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);

@@ -151,6 +151,18 @@ public static unsafe class VhostUserServer
         return handle;
     }
 
+    /// <summary>Lets <paramref name="listener"/> and its pid lock survive execve: vfsd re-executes itself into its
+    /// sandbox (native-shim/sandbox.c) after making the socket, and must keep both.</summary>
+    public static void KeepAcrossExec(Socket listener)
+    {
+        ArgumentNullException.ThrowIfNull(listener);
+        fcntl((int)listener.Handle, F_SETFD, 0);
+        if (PidLocks.TryGetValue(listener, out SafeFileHandle? pidLock))
+        {
+            fcntl((int)pidLock.DangerousGetHandle(), F_SETFD, 0);
+        }
+    }
+
     /// <summary>Wraps an inherited, already listening socket (Kata passes <c>--fd=3</c>).</summary>
     public static Socket FromInheritedFd(int fd)
     {

@@ -122,6 +122,12 @@ public sealed class DaemonOptions
     public LogLevel LogLevel { get; set; } = LogLevel.Information;
     public int RequestQueues { get; set; } = 1;
     public ulong? RlimitNofile { get; set; }
+    /// <summary><c>--sandbox</c>; null: the default for the serving mode (<see cref="Sandbox.SandboxPolicy"/>).</summary>
+    public Sandbox.SandboxMode? Sandbox { get; set; }
+    /// <summary><c>--seccomp</c>; null: the default for the serving mode.</summary>
+    public Sandbox.SeccompAction? Seccomp { get; set; }
+    /// <summary><c>--modcaps</c>: capabilities added to (true) or removed from (false) the kept set, in order.</summary>
+    public IReadOnlyList<(int Cap, bool Add)> ModCaps { get; set; } = [];
     public bool PrintCapabilities { get; set; }
     public bool ShowHelp { get; set; }
     public bool ShowVersion { get; set; }

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging;
+using VirtioFs.Daemon.Sandbox;
 using VirtioFs.Oci;
 
 namespace VirtioFs.Daemon.CommandLine;
@@ -51,6 +52,12 @@ public static class OptionParser
           --no-readdirplus          answer READDIR only
           --request-queues N        number of request queues offered (default 1)
           --rlimit-nofile N         raise the open-file limit to N
+          --sandbox namespace|chroot|none
+                                    confine the daemon (default namespace: new mount, pid, ipc and net namespaces,
+                                    the shared dir as root); see README "Security"
+          --seccomp kill|log|trap|none
+                                    action for a syscall off vfsd's allow-list (default kill)
+          --modcaps +CAP:-CAP...    add to or remove from the capabilities kept (e.g. +sys_admin:-mknod)
           --syslog                  log to syslog instead of stderr
         Image options (instead of --shared-dir):
           --bootstrap IMAGE         the RAFS v5/v6 bootstrap to serve read-only
@@ -100,7 +107,6 @@ public static class OptionParser
         nydusd's launch form: vfsd virtiofs [--hybrid-mode] --log-level L --apisock A --sock S (Kata virtio-fs-nydus).
         Refused with an error: --migration-*, --daemonize, --inode-file-handles=prefer|mandatory, -o timeout,
         -o max_idle_threads, nydusd's singleton (--fscache) mode.
-        Accepted and ignored for compatibility: --sandbox, --seccomp, --modcaps.
         vfsd fuse (nydusd's fuse subcommand, as nydus-snapshotter runs it; -M -A -C -B -D -m -l -L as in nydusd):
           --mountpoint M            where the FUSE mount goes (an existing directory)
           --bootstrap B --config C  a dedicated daemon serving one image at M (or --localfs-dir DIR for --config);
@@ -109,12 +115,6 @@ public static class OptionParser
           --prefetch-files FILE     as above: a file naming image paths to prefetch, one per line
           --virtual-mountpoint /    accepted only as /; --writable and --backend-source are refused
         """;
-
-    // Options that change nothing in vfsd but that callers of virtiofsd pass: accepted so those callers keep working.
-    private static readonly HashSet<string> IgnoredWithValue = new(StringComparer.Ordinal)
-    {
-        "--sandbox", "--seccomp", "--modcaps",
-    };
 
     // virtiofsd 1.13's live-migration options (src/main.rs: --migration-mode, --migration-on-error,
     // --migration-verify-handles, --migration-confirm-paths). vfsd does not implement vhost-user device-state transfer.
@@ -206,6 +206,9 @@ public static class OptionParser
                 case "--cache": options.Cache = ParseCache(Value()); break;
                 case "--thread-pool-size": options.ThreadPoolSize = ParseInt(name, Value(), 0, 1024); break;
                 case "--request-queues": options.RequestQueues = ParseInt(name, Value(), 1, 64); break;
+                case "--sandbox": options.Sandbox = ParseSandbox(Value()); break;
+                case "--seccomp": options.Seccomp = ParseSeccomp(Value()); break;
+                case "--modcaps": options.ModCaps = Capabilities.ParseModCaps(Value()); break;
                 case "--rlimit-nofile": options.RlimitNofile = (ulong)ParseInt(name, Value(), 0, int.MaxValue); break;
                 case "--log-level": options.LogLevel = ParseLogLevel(Value()); break;
                 case "--announce-submounts": NoValue(); options.AnnounceSubmounts = true; break;
@@ -293,10 +296,6 @@ public static class OptionParser
                     else if (MigrationOptions.Contains(name))
                     {
                         throw new UsageException($"{name} is not supported: vfsd does not implement vhost-user live migration (device state transfer)");
-                    }
-                    else if (IgnoredWithValue.Contains(name))
-                    {
-                        _ = Value();
                     }
                     else
                     {
@@ -488,6 +487,23 @@ public static class OptionParser
     private static VirtioFs.Passthrough.XattrMap ParseXattrMap(string value) =>
         VirtioFs.Passthrough.XattrMap.TryParse(value, out VirtioFs.Passthrough.XattrMap? map, out string error) ? map : throw new UsageException($"--xattrmap: {error}");
 
+    private static SandboxMode ParseSandbox(string value) => value switch
+    {
+        "namespace" => SandboxMode.Namespace,
+        "chroot" => SandboxMode.Chroot,
+        "none" => SandboxMode.None,
+        _ => throw new UsageException($"--sandbox '{value}' is not one of namespace, chroot, none"),
+    };
+
+    private static SeccompAction ParseSeccomp(string value) => value switch
+    {
+        "kill" => SeccompAction.Kill,
+        "log" => SeccompAction.Log,
+        "trap" => SeccompAction.Trap,
+        "none" => SeccompAction.None,
+        _ => throw new UsageException($"--seccomp '{value}' is not one of kill, log, trap, none"),
+    };
+
     private static OciReference ParseImage(string value) =>
         OciReference.TryParse(value, out OciReference r, out string error) ? r : throw new UsageException($"--image '{value}': {error}");
 
@@ -561,7 +577,8 @@ public static class OptionParser
                 case "no_security_label": options.SecurityLabel = false; break;
                 case "killpriv_v2": options.KillPrivV2 = true; break;
                 case "no_killpriv_v2": options.KillPrivV2 = false; break;
-                case "sandbox" or "modcaps":
+                case "sandbox": options.Sandbox = ParseSandbox(Need()); break;
+                case "modcaps": options.ModCaps = Capabilities.ParseModCaps(Need());
                     break;
                 default: throw new UsageException($"unknown -o option '{key}'");
             }

@@ -23,16 +23,44 @@ public sealed class SyslogLoggerProvider : ILoggerProvider
     {
         _minimum = minimum;
         _prefix = $"{identity}[{Environment.ProcessId}]: ";
+        // A sandboxed daemon cannot reach /dev/log from its new root: it inherits the socket its parent connected.
+        if (Environment.GetEnvironmentVariable(InheritedFdVariable) is { } inherited
+            && int.TryParse(inherited, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int fd))
+        {
+            Environment.SetEnvironmentVariable(InheritedFdVariable, null);
+            _socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
+            return;
+        }
+        _socket = Connect();
+    }
+
+    private const string InheritedFdVariable = "VFSD_SYSLOG_FD";
+
+    private static Socket? Connect()
+    {
         try
         {
             var socket = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
             socket.Connect(new UnixDomainSocketEndPoint(SocketPath));
-            _socket = socket;
+            return socket;
         }
         catch (SocketException)
         {
-            _socket = null;
+            return null;
         }
+    }
+
+    /// <summary>Connects to /dev/log for a child about to be re-executed into the sandbox: the socket survives exec and
+    /// its number is in the environment the child inherits. Null when there is no syslog to connect to.</summary>
+    internal static Socket? ConnectForChild()
+    {
+        Socket? socket = Connect();
+        if (socket is not null)
+        {
+            VirtioFs.VhostUser.VhostUserServer.KeepAcrossExec(socket);
+            Environment.SetEnvironmentVariable(InheritedFdVariable, ((int)socket.Handle).ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+        return socket;
     }
 
     public ILogger CreateLogger(string categoryName) => new SyslogLogger(this);
