@@ -397,3 +397,29 @@ public class FuseSubcommandOptionTests
         Assert.Contains("enable_backend_source", e.Message, StringComparison.Ordinal);
     }
 }
+
+/// <summary>The failover flags on nydus-snapshotter's fuse argv (pkg/manager/daemon_adaptor.go adds --supervisor and
+/// --id with recover_policy failover, and --failover-policy to every fusedev daemon, shared ones included).</summary>
+public class FuseFailoverOptionTests
+{
+    [Fact]
+    public void A_dedicated_daemon_takes_the_failover_flags()
+    {
+        var o = OptionParser.Parse(["fuse", "--upgrade", "--thread-num", "4", "--id", "d1", "--config", "/c.json", "--bootstrap", "/b",
+            "--mountpoint", "/m", "--apisock", "/a.sock", "--log-level", "info", "--supervisor", "/s.sock", "--failover-policy", "flush"]);
+        Assert.True(o.Upgrade);
+        Assert.Equal("/s.sock", o.Supervisor);
+        Assert.Equal(FailoverPolicy.Flush, o.FailoverPolicy);
+        Assert.Equal("d1", o.DaemonId);
+    }
+
+    [Fact]
+    public void A_shared_daemon_takes_the_policy_but_refuses_a_supervisor()
+    {
+        var o = OptionParser.Parse(["fuse", "--thread-num", "4", "--mountpoint", "/m", "--apisock", "/a.sock", "--failover-policy", "resend"]);
+        Assert.Equal(FailoverPolicy.Resend, o.FailoverPolicy);
+        var e = Assert.Throws<OptionParser.UsageException>(() => OptionParser.Parse(["fuse", "--mountpoint", "/m", "--apisock", "/a.sock",
+            "--supervisor", "/s.sock", "--id", "shared", "--failover-policy", "resend"]));
+        Assert.Contains("dedicated", e.Message, StringComparison.Ordinal);
+    }
+}

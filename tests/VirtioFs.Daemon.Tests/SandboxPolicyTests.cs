@@ -121,4 +121,25 @@ public class SandboxPolicyTests
         Assert.True(Resolve(["--socket-path=/s", "--shared-dir=/d"], hasSandbox: false).IsNoop);
         Assert.Throws<OptionParser.UsageException>(() => Resolve(["--socket-path=/s", "--shared-dir=/d", "--seccomp=kill"], hasSandbox: false));
     }
+
+    [Fact]
+    public void Nydus_fuse_mounts_on_the_host_like_vfsd_mount()
+    {
+        // nydus-snapshotter's dedicated and shared argv (pkg/manager/daemon_adaptor.go): the FUSE mount must be made in,
+        // and stay visible from, the host's mount namespace, and mounting takes CAP_SYS_ADMIN.
+        Assert.True(Resolve(["fuse", "--thread-num", "4", "--config", "/c.json", "--bootstrap", "/b", "--mountpoint", "/m",
+            "--apisock", "/a.sock"], image: LocalImage).IsNoop);
+        Assert.True(Resolve(["fuse", "--mountpoint", "/m", "--apisock", "/a.sock"]).IsNoop);
+        Assert.Throws<OptionParser.UsageException>(() => Resolve(["fuse", "--mountpoint", "/m", "--apisock", "/a.sock", "--seccomp=kill"]));
+    }
+
+    [Fact]
+    public void A_log_file_outside_the_new_root_is_not_sandboxed_away()
+    {
+        SandboxPlan plan = Resolve(["--socket-path=/s", "--shared-dir=/d", "--log-file=/var/log/vfsd.log"]);
+        Assert.Equal(SandboxMode.None, plan.Mode);
+        Assert.Equal(SeccompAction.Kill, plan.Seccomp);
+        Assert.Contains("--log-file", plan.Note, StringComparison.Ordinal);
+        Assert.Throws<OptionParser.UsageException>(() => Resolve(["--socket-path=/s", "--shared-dir=/d", "--log-file=/l", "--sandbox=namespace"]));
+    }
 }
