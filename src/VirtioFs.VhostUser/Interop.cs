@@ -21,6 +21,4 @@ internal static partial class Interop
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial nint getgrnam(string name);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    public static unsafe partial nint readlink(string path, byte* buffer, nint size);
 }

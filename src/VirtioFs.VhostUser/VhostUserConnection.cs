@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using VirtioFs.Virtio;
+using Tmds.Linux;
 using static Tmds.Linux.LibC;
 
 namespace VirtioFs.VhostUser;
@@ -281,14 +282,17 @@ internal sealed unsafe class VhostUserConnection : IDisposable
         return Outcome.Failed;
     }
 
-    /// <summary>True when <paramref name="fd"/> is an eventfd: its /proc/self/fd link reads "anon_inode:[eventfd]".</summary>
+    /// <summary>
+    /// True when <paramref name="fd"/> can be an eventfd: an anonymous inode (eventfd(2) makes one, with no file type
+    /// in its mode), not a regular file, pipe, socket or device a buggy front-end passed instead, which the ring worker
+    /// would poll in a busy loop. Checked with fstat, not by reading /proc/self/fd: inside the sandbox "/" is the shared
+    /// directory, where that path is the guest's to fill.
+    /// </summary>
     internal static bool IsEventFd(int fd)
     {
-        ReadOnlySpan<byte> expected = "anon_inode:[eventfd]"u8;
-        byte* target = stackalloc byte[64];
-        // SAFETY: target holds 64 bytes; readlink writes at most that many and returns the count.
-        nint n = Interop.readlink($"/proc/self/fd/{fd}", target, 64);
-        return n == expected.Length && new ReadOnlySpan<byte>(target, (int)n).SequenceEqual(expected);
+        stat st;
+        // SAFETY: st is a local the kernel fills; fstat writes nothing else.
+        return fstat(fd, &st) == 0 && ((uint)st.st_mode & (uint)S_IFMT) == 0;
     }
 
     private int TakeFd(int i)
