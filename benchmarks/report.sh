@@ -93,5 +93,9 @@ set grid
 set key left top
 plot {", ".join(plots)}
 ''', out, 760, 420)
+# The .dat files only feed gnuplot: the CSVs are the data kept.
+for f in os.listdir(charts):
+    if f.endswith(".dat"):
+        os.remove(os.path.join(charts, f))
 print("\n".join(made) if made else "no results files in " + results)
 PY
