@@ -155,6 +155,10 @@ public sealed class DaemonOptions
 
     public const int DefaultFuseThreads = 4;
 
+    /// <summary>Threads reading the /dev/fuse session fd: <c>vfsd fuse</c> takes nydusd's <c>--thread-num</c>;
+    /// <c>vfsd mount</c> keeps its <c>--thread-pool-size</c>, at least two so a slow read never stalls every other request.</summary>
+    public int FuseReaderThreads => Mode == DaemonMode.NydusFuse ? FuseThreads : Math.Max(2, ThreadPoolSize);
+
     /// <summary><c>--log-file F</c>: log to F instead of stderr (".log" is added when F has no extension, as nydusd does).</summary>
     public string? LogFile { get; set; }
 

@@ -122,9 +122,7 @@ internal sealed class FuseMountDaemon : IDaemonControl
     {
         Source = DaemonHost.ImageName(_options),
         Subtype = "vfsd",
-        // vfsd fuse: --thread-num readers on the one session fd (nydusd's fuse-threads); vfsd mount keeps its
-        // --thread-pool-size, at least two so a slow read never stalls every other request.
-        Threads = _options.Mode == DaemonMode.NydusFuse ? _options.FuseThreads : Math.Max(2, _options.ThreadPoolSize),
+        Threads = _options.FuseReaderThreads,
         MaxWrite = maxWrite,
     };
 

@@ -97,24 +97,7 @@ internal static class FuseMountHost
     /// the supervisor's or a successor's (after sendfd, or never started).</summary>
     private static int Serve(ILogger logger, string mountPoint, FuseMountDaemon daemon, CancellationTokenSource cancel, RafsMount image)
     {
-        bool unmounted = false;
-        // Joins the readers in short slices so SIGTERM is noticed too (WaitForExit(0) reports false even when
-        // they have all stopped, so a zero poll would never see the unmount).
-        while (!cancel.IsCancellationRequested)
-        {
-            if (daemon.IsRunning && daemon.Session is { } running)
-            {
-                if (running.WaitForExit(TimeSpan.FromMilliseconds(200)))
-                {
-                    unmounted = true;
-                    break;
-                }
-            }
-            else
-            {
-                cancel.Token.WaitHandle.WaitOne(200);
-            }
-        }
+        bool unmounted = WaitUntilUnmounted(() => daemon.IsRunning ? daemon.Session : null, cancel);
         FuseDeviceSession? session = daemon.Session;
         if (unmounted)
         {
@@ -185,13 +168,10 @@ internal static class FuseMountHost
     private static bool TryMount(DaemonOptions options, ILoggerFactory loggerFactory, ILogger logger, string mountPoint, FuseServer server,
         string source, [NotNullWhen(true)] out FuseDeviceSession? session)
     {
-        // vfsd fuse: --thread-num readers on the one session fd (nydusd's fuse-threads); vfsd mount keeps its
-        // --thread-pool-size, at least two so a slow read never stalls every other request.
-        int threads = options.Mode == DaemonMode.NydusFuse ? options.FuseThreads : Math.Max(2, options.ThreadPoolSize);
         try
         {
             session = FuseDeviceSession.Mount(mountPoint, server,
-                new FuseDeviceOptions { Source = source, Subtype = "vfsd", Threads = threads },
+                new FuseDeviceOptions { Source = source, Subtype = "vfsd", Threads = options.FuseReaderThreads },
                 loggerFactory.CreateLogger("vfsd.fusedev"));
             return true;
         }
@@ -206,19 +186,33 @@ internal static class FuseMountHost
     /// <summary>Serves until the mount point is unmounted or the daemon is told to stop (signal, API exit).</summary>
     private static void ServeUntilStopped(FuseDeviceSession session, ILogger logger, string mountPoint, CancellationTokenSource cancel)
     {
-        bool unmounted = false;
-        // Joins the readers in short slices so SIGTERM is noticed too (WaitForExit(0) reports false even when
-        // they have all stopped, so a zero poll would never see the unmount).
+        if (WaitUntilUnmounted(() => session, cancel)) ImageLog.Unmounted(logger, mountPoint);
+        else ImageLog.Unmounting(logger, mountPoint);
+    }
+
+    /// <summary>
+    /// Waits until the mount goes away (true) or the daemon is told to stop (false). The readers of the session
+    /// <paramref name="serving"/> names are joined in short slices so SIGTERM is noticed too (WaitForExit(0) reports
+    /// false even when they have all stopped, so a zero poll would never see the unmount); while no session serves
+    /// (a daemon waiting for takeover), it only waits for the stop.
+    /// </summary>
+    private static bool WaitUntilUnmounted(Func<FuseDeviceSession?> serving, CancellationTokenSource cancel)
+    {
         while (!cancel.IsCancellationRequested)
         {
-            if (session.WaitForExit(TimeSpan.FromMilliseconds(200)))
+            if (serving() is { } session)
             {
-                unmounted = true;
-                break;
+                if (session.WaitForExit(TimeSpan.FromMilliseconds(200)))
+                {
+                    return true;
+                }
+            }
+            else
+            {
+                cancel.Token.WaitHandle.WaitOne(200);
             }
         }
-        if (unmounted) ImageLog.Unmounted(logger, mountPoint);
-        else ImageLog.Unmounting(logger, mountPoint);
+        return false;
     }
 
     private static void Stop(PosixSignalContext context, CancellationTokenSource cancel, ILogger logger)
