@@ -59,8 +59,8 @@ public sealed record BackendMetrics(long Requests, long Bytes, long Errors, Time
     public long[] LatencyBuckets()
     {
         var all = new long[LatencyBucketCount];
-        for (int s = 0; s < SizeClasses; s++)
-            for (int b = 0; b < all.Length; b++) all[b] += SizeLatencyBuckets[s * LatencyBucketCount + b];
+        for (int sizeClass = 0; sizeClass < SizeClasses; sizeClass++)
+            for (int bucket = 0; bucket < all.Length; bucket++) all[bucket] += SizeLatencyBuckets[sizeClass * LatencyBucketCount + bucket];
         return all;
     }
 
@@ -68,8 +68,8 @@ public sealed record BackendMetrics(long Requests, long Bytes, long Errors, Time
     public long[] RequestsPerSizeClass()
     {
         var per = new long[SizeClasses];
-        for (int s = 0; s < SizeClasses; s++)
-            for (int b = 0; b < LatencyBucketCount; b++) per[s] += SizeLatencyBuckets[s * LatencyBucketCount + b];
+        for (int sizeClass = 0; sizeClass < SizeClasses; sizeClass++)
+            for (int bucket = 0; bucket < LatencyBucketCount; bucket++) per[sizeClass] += SizeLatencyBuckets[sizeClass * LatencyBucketCount + bucket];
         return per;
     }
 
@@ -87,12 +87,12 @@ public sealed record BackendMetrics(long Requests, long Bytes, long Errors, Time
         if (total == 0) return TimeSpan.Zero;
         double rank = q * total;
         long seen = 0;
-        for (int b = 0; b < buckets.Length; b++)
+        for (int bucket = 0; bucket < buckets.Length; bucket++)
         {
-            if (buckets[b] == 0 || seen + buckets[b] < rank) { seen += buckets[b]; continue; }
-            if (b == buckets.Length - 1) return MaxLatency;
-            double lower = b == 0 ? 0 : LatencyBoundsMicros[b - 1], upper = LatencyBoundsMicros[b];
-            double us = lower + (upper - lower) * ((rank - seen) / buckets[b]);
+            if (buckets[bucket] == 0 || seen + buckets[bucket] < rank) { seen += buckets[bucket]; continue; }
+            if (bucket == buckets.Length - 1) return MaxLatency;
+            double lower = bucket == 0 ? 0 : LatencyBoundsMicros[bucket - 1], upper = LatencyBoundsMicros[bucket];
+            double us = lower + (upper - lower) * ((rank - seen) / buckets[bucket]);
             return TimeSpan.FromMicroseconds(Math.Min(us, MaxLatency.TotalMicroseconds));
         }
         return MaxLatency;
@@ -101,9 +101,9 @@ public sealed record BackendMetrics(long Requests, long Bytes, long Errors, Time
     /// <summary>Size class of a request of <paramref name="bytes"/> bytes.</summary>
     public static int SizeClassOf(long bytes)
     {
-        int s = SizeClasses - 1;
-        while (s > 0 && bytes < SizeClassLowerBounds[s]) s--;
-        return s;
+        int sizeClass = SizeClasses - 1;
+        while (sizeClass > 0 && bytes < SizeClassLowerBounds[sizeClass]) sizeClass--;
+        return sizeClass;
     }
 }
 
@@ -138,9 +138,9 @@ public sealed class BackendCounters
         }
         // Failed requests are timed too (a timeout is exactly the latency worth seeing), classed by the size asked for.
         int size = BackendMetrics.SizeClassOf(bytes);
-        int b = 0;
-        while (b < BoundsTicks.Length && ticks > BoundsTicks[b]) b++;
-        Interlocked.Increment(ref _dist[size * BackendMetrics.LatencyBucketCount + b]);
+        int bucket = 0;
+        while (bucket < BoundsTicks.Length && ticks > BoundsTicks[bucket]) bucket++;
+        Interlocked.Increment(ref _dist[size * BackendMetrics.LatencyBucketCount + bucket]);
         Interlocked.Add(ref _sizeTicks[size], ticks);
     }
 

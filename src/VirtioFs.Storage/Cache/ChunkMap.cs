@@ -255,10 +255,10 @@ internal sealed class ChunkMap : IDisposable
         foreach (uint i in indexes)
         {
             if (i >= _count) continue;
-            ref ulong w = ref _bits[i >> 6];
-            ulong m = 1UL << (int)(i & 63);
-            if (((w & m) != 0) == ready) continue;
-            Volatile.Write(ref w, ready ? w | m : w & ~m);
+            ref ulong word = ref _bits[i >> 6];
+            ulong mask = 1UL << (int)(i & 63);
+            if (((word & mask) != 0) == ready) continue;
+            Volatile.Write(ref word, ready ? word | mask : word & ~mask);
             _ready += ready ? 1 : -1;
         }
     }
@@ -271,11 +271,11 @@ internal sealed class ChunkMap : IDisposable
         foreach (uint i in indexes)
         {
             if (i >= _count) continue;
-            ref ulong w = ref _durable[i >> 6];
-            ulong m = 1UL << (int)(i & 63);
-            if (((w & m) != 0) == durable) continue;
-            if (onlyIfReady && (_bits[i >> 6] & m) == 0) continue;
-            w = durable ? w | m : w & ~m;
+            ref ulong word = ref _durable[i >> 6];
+            ulong mask = 1UL << (int)(i & 63);
+            if (((word & mask) != 0) == durable) continue;
+            if (onlyIfReady && (_bits[i >> 6] & mask) == 0) continue;
+            word = durable ? word | mask : word & ~mask;
             lo = Math.Min(lo, (int)(i / 8));
             hi = Math.Max(hi, (int)(i / 8));
         }

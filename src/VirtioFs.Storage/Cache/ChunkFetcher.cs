@@ -1,0 +1,272 @@
+using System.Buffers;
+using VirtioFs.Rafs.Reader;
+
+namespace VirtioFs.Storage.Cache;
+
+/// <summary>
+/// Brings chunks into the cache: claims missing chunks in the blob's <see cref="ChunkMap"/> (so one chunk is fetched
+/// once however many readers want it), extends a claim over the chunks that follow in the blob (amplification), fetches
+/// contiguous claims in one merged backend read, verifies each chunk, writes it to the cache file, hands it to the
+/// reader that asked (<see cref="Delivery"/>) and completes the claims so waiting readers go on.
+/// </summary>
+internal sealed class ChunkFetcher(CacheContext context, ChunkVerifier verifier)
+{
+    private const int EIO = Errno.EIO;
+
+    /// <summary>Largest merged backend read: the amplification size, but at least 1 MiB for the chunks one read needs.</summary>
+    private readonly int _mergeCap = Math.Max(context.Options.AmplificationBytes, 1 << 20);
+
+    /// <summary>
+    /// Makes every chunk of <paramref name="chunks"/> from index <paramref name="first"/> that starts before
+    /// <paramref name="end"/> ready: claims the missing ones, extends the last claim with following missing chunks
+    /// (amplification), fetches them in merged backend reads, then waits for chunks other readers are fetching.
+    /// Returns 0 or the errno of the first needed chunk that failed; a chunk another reader failed to fetch is tried
+    /// once more here.
+    /// </summary>
+    public int EnsureReady(IReadOnlyList<RafsChunk> chunks, int first, ulong end, bool retryFailedWaits = true) =>
+        EnsureReady(chunks, first, end, default, retryFailedWaits);
+
+    public int EnsureReady(IReadOnlyList<RafsChunk> chunks, int first, ulong end, Delivery delivery, bool retryFailedWaits = true)
+    {
+        List<(int Index, Inflight Flight)>? claimed = null;
+        List<(int Index, Inflight Flight)>? waits = null;
+        int rc = 0, lastNeeded = -1;
+        for (int i = first; i < chunks.Count && chunks[i].FileOffset < end; i++)
+        {
+            var chunk = chunks[i];
+            lastNeeded = i;
+            if (chunk.IsHole) continue;
+            if (!context.Validate(chunk, out var blob)) { rc = EIO; break; }
+            switch (blob.Map!.TryClaim(chunk.ChunkIndex, out var flight))
+            {
+                case ClaimResult.Ready:
+                    Interlocked.Increment(ref context.Counters.Hits);
+                    break;
+                case ClaimResult.Pending:
+                    Interlocked.Increment(ref context.Counters.PendingWaits);
+                    (waits ??= new()).Add((i, flight!));
+                    break;
+                default:
+                    Interlocked.Increment(ref context.Counters.Misses);
+                    (claimed ??= new()).Add((i, flight!));
+                    break;
+            }
+        }
+        if (claimed is not null)
+        {
+            // Every claim must be completed, so fetch them even if a later chunk was refused.
+            if (rc == 0 && claimed[^1].Index == lastNeeded) chunks = Amplify(chunks, claimed);
+            int fetchRc = FetchClaimed(chunks, claimed, lastNeeded, prefetch: false, delivery);
+            if (rc == 0) rc = fetchRc;
+        }
+        if (waits is not null)
+        {
+            foreach (var (index, flight) in waits)
+            {
+                int waitRc = flight.Wait();
+                // The other fetcher (often a background prefetch) failed: try once ourselves before failing the read,
+                // so a transient backend error there does not become a guest EIO here.
+                if (waitRc != 0 && retryFailedWaits) waitRc = EnsureReady(chunks, index, chunks[index].FileOffset + 1, retryFailedWaits: false);
+                if (rc == 0 && waitRc != 0) rc = waitRc;
+            }
+        }
+        return rc;
+    }
+
+    /// <summary>
+    /// Claims the missing chunks that follow the last claimed one while they continue it in the blob, up to the
+    /// amplification size (nydus amplify_io): one backend read then brings what the next reads will want. At the end of
+    /// the file the run goes on into the chunks the blob holds next (the next files of the directory, as the builder laid
+    /// them out) when <see cref="CacheContext.Neighbours"/> knows them; the list returned then has those after the
+    /// file's own, so claim indexes keep pointing into it.
+    /// </summary>
+    private IReadOnlyList<RafsChunk> Amplify(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed)
+    {
+        long budget = context.Options.AmplificationBytes;
+        var previous = chunks[claimed[^1].Index];
+        for (int j = claimed[^1].Index + 1; j < chunks.Count; j++)
+        {
+            var chunk = chunks[j];
+            if (chunk.IsHole) continue;
+            if (budget <= 0 || chunk.BlobIndex != previous.BlobIndex || chunk.CompressedOffset != previous.CompressedOffset + previous.CompressedSize) return chunks;
+            if (chunk.CompressedSize > budget || !context.Validate(chunk, out var blob)) return chunks;
+            if (!blob.Map!.TryClaimMissing(chunk.ChunkIndex, out var flight)) return chunks;
+            claimed.Add((j, flight!));
+            budget -= chunk.CompressedSize;
+            previous = chunk;
+        }
+        if (context.Neighbours is not { } index) return chunks;
+        List<RafsChunk>? more = null;
+        for (uint next = previous.ChunkIndex + 1; budget > 0 && next != 0 && index.TryGet(previous.BlobIndex, next, out var chunk); next++)
+        {
+            if (chunk.CompressedOffset != previous.CompressedOffset + previous.CompressedSize || chunk.CompressedSize > budget || !context.Validate(chunk, out var blob)) break;
+            if (!blob.Map!.TryClaimMissing(chunk.ChunkIndex, out var flight)) break;
+            more ??= new();
+            claimed.Add((chunks.Count + more.Count, flight!));
+            more.Add(chunk);
+            budget -= chunk.CompressedSize;
+            previous = chunk;
+        }
+        if (more is not null) Interlocked.Add(ref context.Counters.CrossFileChunks, more.Count);
+        return more is null ? chunks : new ChunkListWithTail(chunks, more);
+    }
+
+    /// <summary>A file's chunk list followed by chunks of other files (a view; nothing is copied).</summary>
+    private sealed class ChunkListWithTail(IReadOnlyList<RafsChunk> head, List<RafsChunk> tail) : IReadOnlyList<RafsChunk>
+    {
+        public int Count => head.Count + tail.Count;
+        public RafsChunk this[int index] => index < head.Count ? head[index] : tail[index - head.Count];
+        public IEnumerator<RafsChunk> GetEnumerator() => head.Concat(tail).GetEnumerator();
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+    }
+
+    /// <summary>Fetches claimed chunks, merging neighbours (same blob, contiguous compressed ranges) into one backend
+    /// read each, and completes every claim. Returns the first errno among chunks at or before <paramref name="lastNeeded"/>.</summary>
+    public int FetchClaimed(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int lastNeeded, bool prefetch) =>
+        FetchClaimed(chunks, claimed, lastNeeded, prefetch, default);
+
+    private int FetchClaimed(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int lastNeeded, bool prefetch, Delivery delivery)
+    {
+        int rc = 0;
+        int start = 0;
+        while (start < claimed.Count)
+        {
+            var head = chunks[claimed[start].Index];
+            ulong runEnd = head.CompressedOffset + head.CompressedSize;
+            int stop = start + 1;
+            while (stop < claimed.Count)
+            {
+                var chunk = chunks[claimed[stop].Index];
+                if (chunk.BlobIndex != head.BlobIndex || chunk.CompressedOffset != runEnd || runEnd + chunk.CompressedSize - head.CompressedOffset > (ulong)_mergeCap) break;
+                runEnd += chunk.CompressedSize;
+                stop++;
+            }
+            int runRc = FetchRun(chunks, claimed, start, stop, lastNeeded, prefetch, delivery);
+            if (rc == 0 && runRc != 0) rc = runRc;
+            start = stop;
+        }
+        return rc;
+    }
+
+    private int FetchRun(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int start, int stop, int lastNeeded, bool prefetch, Delivery delivery)
+    {
+        var head = chunks[claimed[start].Index];
+        var blob = context.Blobs[head.BlobIndex];
+        var tail = chunks[claimed[stop - 1].Index];
+        int total = (int)(tail.CompressedOffset + tail.CompressedSize - head.CompressedOffset);
+        var results = new int[stop - start];
+        Array.Fill(results, EIO);
+        byte[] stored = ArrayPool<byte>.Shared.Rent(total);
+        byte[] plain = ArrayPool<byte>.Shared.Rent((int)blob.Info.ChunkSize);
+        try
+        {
+            if (ReadBackend(blob, head.CompressedOffset, stored.AsSpan(0, total)) != 0) return ErrorOfNeeded(claimed, start, results, lastNeeded);
+            int fetched = 0;
+            long fetchedBytes = 0;
+            for (int k = start; k < stop; k++)
+            {
+                var chunk = chunks[claimed[k].Index];
+                var source = stored.AsSpan((int)(chunk.CompressedOffset - head.CompressedOffset), (int)chunk.CompressedSize);
+                // A chunk stored uncompressed is checked and written from where it was read.
+                var data = chunk.IsCompressed ? plain.AsSpan(0, (int)chunk.UncompressedSize) : source;
+                if ((chunk.IsCompressed ? verifier.DecodeVerify(chunk, blob, source, data) : verifier.Verify(chunk, blob, source)) != 0) continue;
+                try
+                {
+                    RandomAccess.Write(blob.Data!, data, (long)chunk.UncompressedOffset);
+                }
+                catch (IOException e)
+                {
+                    StorageLog.CacheIoFailed(context.Logger, blob.DataPath, "pwrite", e.Message);
+                    continue;
+                }
+                results[k - start] = 0;
+                delivery.Deliver(claimed[k].Index, chunk, data);
+                fetched++;
+                fetchedBytes += chunk.CompressedSize;
+            }
+            if (fetched == 0) return ErrorOfNeeded(claimed, start, results, lastNeeded);
+            // Ready for readers now; durable (fdatasync, then the ready bits, never the other way round) with the
+            // blob's next group commit (BlobCacheFiles.Commit).
+            Span<uint> ready = fetched <= 256 ? stackalloc uint[fetched] : new uint[fetched];
+            int n = 0;
+            long plainBytes = 0;
+            for (int k = start; k < stop; k++)
+            {
+                if (results[k - start] != 0) continue;
+                ready[n++] = chunks[claimed[k].Index].ChunkIndex;
+                plainBytes += chunks[claimed[k].Index].UncompressedSize;
+            }
+            blob.Files!.Commit(ready, plainBytes);
+            Interlocked.Add(ref context.Counters.ChunksFetched, fetched);
+            if (prefetch)
+            {
+                Interlocked.Add(ref context.Counters.PrefetchChunks, fetched);
+                Interlocked.Add(ref context.Counters.PrefetchBytes, fetchedBytes);
+            }
+            return ErrorOfNeeded(claimed, start, results, lastNeeded);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(stored);
+            ArrayPool<byte>.Shared.Return(plain);
+            for (int k = start; k < stop; k++)
+            {
+                if (prefetch && results[k - start] != 0) Interlocked.Increment(ref context.Counters.PrefetchErrors);
+                blob.Map!.Complete(chunks[claimed[k].Index].ChunkIndex, claimed[k].Flight, results[k - start]);
+            }
+        }
+    }
+
+    private static int ErrorOfNeeded(List<(int Index, Inflight Flight)> claimed, int start, int[] results, int lastNeeded)
+    {
+        for (int k = 0; k < results.Length; k++)
+            if (results[k] != 0 && claimed[start + k].Index <= lastNeeded) return results[k];
+        return 0;
+    }
+
+    /// <summary>Backend read with the cache's own accounting; returns 0 or a positive errno (logged).</summary>
+    public int ReadBackend(BlobState blob, ulong offset, Span<byte> destination)
+    {
+        Interlocked.Increment(ref context.Counters.BackendReads);
+        int rc;
+        try
+        {
+            rc = context.Backend.ReadAt(blob.Info.BlobId, offset, destination);
+        }
+        catch (Exception e) when (e is IOException or TimeoutException or OperationCanceledException or UnauthorizedAccessException)
+        {
+            rc = EIO; // a backend should return errno results; a stray exception is still only a failed read
+        }
+        if (rc == 0) Interlocked.Add(ref context.Counters.BackendBytes, destination.Length);
+        else StorageLog.BackendFailed(context.Logger, blob.Info.BlobId, offset, destination.Length, rc);
+        return rc;
+    }
+}
+
+/// <summary>Where a reader wants the chunks it fetches itself: its destination, the file range it covers, and which
+/// chunks (by index from <see cref="First"/>) have been copied there. Chunks a read fetches are copied to it from the
+/// buffer they were verified in, rather than written to the cache file and read back (a copy less per byte).</summary>
+internal readonly ref struct Delivery(ReadOnlySpan<IoSegment> destination, ulong offset, ulong end, int first, Span<bool> done)
+{
+    /// <summary>Most chunks one read tracks (a 1 MiB read of 4 KiB chunks, plus one).</summary>
+    public const int MaxTracked = 260;
+
+    private readonly ReadOnlySpan<IoSegment> _destination = destination;
+    private readonly Span<bool> _done = done;
+    public int First { get; } = first;
+
+    /// <summary>Copies the part of chunk <paramref name="index"/> (verified plain data) the reader wants.</summary>
+    public void Deliver(int index, in RafsChunk chunk, ReadOnlySpan<byte> plain)
+    {
+        int slot = index - First;
+        if (slot < 0 || slot >= _done.Length) return;
+        ulong from = Math.Max(chunk.FileOffset, offset), to = Math.Min(chunk.FileOffset + (ulong)plain.Length, end);
+        if (from >= to) return;
+        var cursor = new SegmentCursor(_destination);
+        // Within the destination: [from - offset, to - offset) lies inside [0, end - offset), which the caller sized.
+        if (cursor.TrySkip((long)(from - offset)) && cursor.TryWrite(plain.Slice((int)(from - chunk.FileOffset), (int)(to - from))))
+        {
+            _done[slot] = true;
+        }
+    }
+}
