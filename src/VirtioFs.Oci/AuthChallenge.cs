@@ -1,3 +1,5 @@
+using VirtioFs.Oci.Http;
+
 namespace VirtioFs.Oci;
 
 /// <summary>
@@ -85,13 +87,8 @@ public sealed record AuthChallenge(string Scheme, IReadOnlyDictionary<string, st
     private static bool IsTokenChar(char c) => char.IsAsciiLetterOrDigit(c) || "!#$%&'*+-.^_`|~".Contains(c, StringComparison.Ordinal);
 }
 
-/// <summary>A registry operation failed. <see cref="Transient"/> says whether trying again may help (connection errors,
-/// timeouts, truncated bodies, 5xx, 429); <see cref="StatusCode"/> is the HTTP status when there was one.</summary>
+/// <summary>A registry operation failed. <see cref="RemoteStorageException.Transient"/> says whether trying again may
+/// help (connection errors, timeouts, truncated bodies, 5xx, 429); <see cref="RemoteStorageException.StatusCode"/> is the
+/// HTTP status when there was one.</summary>
 public sealed class RegistryException(string message, int statusCode = 0, bool transient = false, Exception? inner = null)
-    : Exception(message, inner)
-{
-    public int StatusCode { get; } = statusCode;
-    public bool Transient { get; } = transient;
-    public bool IsNotFound => StatusCode == 404;
-    public bool IsUnauthorized => StatusCode is 401 or 403;
-}
+    : RemoteStorageException(message, statusCode, transient, inner);

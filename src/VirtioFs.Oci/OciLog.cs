@@ -5,17 +5,17 @@ namespace VirtioFs.Oci;
 /// <summary>OCI registry client log messages; event ids 6000-6049.</summary>
 internal static partial class OciLog
 {
-    [LoggerMessage(6000, LogLevel.Warning, "registry {Operation}: attempt {Attempt} failed ({Error}); retrying in {DelayMs} ms")]
-    public static partial void Retrying(ILogger logger, string operation, int attempt, string error, int delayMs);
+    [LoggerMessage(6000, LogLevel.Warning, "{Service} {Operation}: attempt {Attempt} failed ({Error}); retrying in {DelayMs} ms")]
+    public static partial void Retrying(ILogger logger, string service, string operation, int attempt, string error, int delayMs);
 
-    [LoggerMessage(6001, LogLevel.Error, "registry {Operation}: giving up after {Attempts} attempts: {Error}")]
-    public static partial void GaveUp(ILogger logger, string operation, int attempts, string error);
+    [LoggerMessage(6001, LogLevel.Error, "{Service} {Operation}: giving up after {Attempts} attempts: {Error}")]
+    public static partial void GaveUp(ILogger logger, string service, string operation, int attempts, string error);
 
     [LoggerMessage(6002, LogLevel.Debug, "registry token for scope '{Scope}' fetched from {Realm}, valid {Seconds} s")]
     public static partial void TokenFetched(ILogger logger, string scope, string realm, int seconds);
 
-    [LoggerMessage(6003, LogLevel.Debug, "blob {Digest} redirected to {Host}")]
-    public static partial void Redirected(ILogger logger, string digest, string host);
+    [LoggerMessage(6003, LogLevel.Debug, "{What} redirected to {Host}")]
+    public static partial void Redirected(ILogger logger, string what, string host);
 
     [LoggerMessage(6004, LogLevel.Warning, "proxy {Proxy} failed ({Error}); reading from the registry directly until it answers again")]
     public static partial void ProxyDown(ILogger logger, string proxy, string error);
