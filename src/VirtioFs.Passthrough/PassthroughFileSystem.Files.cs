@@ -95,15 +95,12 @@ public sealed unsafe partial class PassthroughFileSystem
     {
         entry = default;
         result = default;
-        if (_options.ReadOnly) return Errno.EROFS;
-        int err = CheckName(name);
-        if (err != 0) return err;
         var lease = new FdLease();
         try
         {
-            if (!TryInode(parent, out Inode p, ref lease)) return Errno.EBADF;
             Span<byte> cname = stackalloc byte[NameMax + 1];
-            ToCString(name, cname);
+            int err = BeginCreate(parent, name, cname, out Inode p, ref lease);
+            if (err != 0) return err;
             int open = (SanitizeOpenFlags(flags) | O_CREAT | O_NOFOLLOW) | ((int)flags & O_EXCL);
             uint createMode = CreateMode(lease.Fd, mode, umask);
             int fd;
@@ -199,25 +196,8 @@ public sealed unsafe partial class PassthroughFileSystem
         try
         {
             if (!TryHandle(handle, out _, ref lease)) return Errno.EBADF;
-            long total = 0;
-            fixed (IoSegment* segs = destination)
-            {
-                for (int i = 0; i < destination.Length; i += IOV_MAX)
-                {
-                    int count = Math.Min(IOV_MAX, destination.Length - i);
-                    long want = 0;
-                    for (int j = i; j < i + count; j++) want += segs[j].Length;
-                    // SAFETY: IoSegment has iovec layout; the segments describe live reply memory for this request.
-                    nint n = preadv(lease.Fd, segs + i, count, (long)offset + total);
-                    if (n < 0)
-                    {
-                        if (total > 0) break;
-                        return LastErrno;
-                    }
-                    total += n;
-                    if (n < want) break; // end of file
-                }
-            }
+            int err = Transfer(lease.Fd, destination, (long)offset, write: false, out long total);
+            if (err != 0) return err;
             bytesRead = (int)total;
             return 0;
         }
@@ -243,25 +223,8 @@ public sealed unsafe partial class PassthroughFileSystem
                 if (_killPrivV2 && (writeFlags & FuseConstants.FUSE_WRITE_KILL_SUIDGID) != 0) KillSuidGid(ilease.Fd);
                 DropMappedCapability(ilease.Fd);
             }
-            long total = 0;
-            fixed (IoSegment* segs = source)
-            {
-                for (int i = 0; i < source.Length; i += IOV_MAX)
-                {
-                    int count = Math.Min(IOV_MAX, source.Length - i);
-                    long want = 0;
-                    for (int j = i; j < i + count; j++) want += segs[j].Length;
-                    // SAFETY: IoSegment has iovec layout; the segments describe live request memory.
-                    nint n = pwritev(lease.Fd, segs + i, count, (long)offset + total);
-                    if (n < 0)
-                    {
-                        if (total > 0) break;
-                        return LastErrno;
-                    }
-                    total += n;
-                    if (n < want) break;
-                }
-            }
+            int err = Transfer(lease.Fd, source, (long)offset, write: true, out long total);
+            if (err != 0) return err;
             bytesWritten = (int)total;
             return 0;
         }
@@ -270,6 +233,35 @@ public sealed unsafe partial class PassthroughFileSystem
             ilease.Dispose();
             lease.Dispose();
         }
+    }
+
+    /// <summary>
+    /// preadv or pwritev of <paramref name="segments"/> (IoSegment has iovec layout, so they go as they are) in batches
+    /// of IOV_MAX, stopping at a short transfer (end of file, full disk). An error after some bytes moved ends the
+    /// transfer with what moved, as read(2)/write(2) would; an error before is returned.
+    /// </summary>
+    private static int Transfer(int fd, ReadOnlySpan<IoSegment> segments, long offset, bool write, out long total)
+    {
+        total = 0;
+        fixed (IoSegment* segs = segments)
+        {
+            for (int i = 0; i < segments.Length; i += IOV_MAX)
+            {
+                int count = Math.Min(IOV_MAX, segments.Length - i);
+                long want = 0;
+                for (int j = i; j < i + count; j++) want += segs[j].Length;
+                // SAFETY: segs + i .. + count lie inside the pinned span; each segment describes memory its owner keeps
+                // mapped for this request (guest buffers of an outstanding chain, or a /dev/fuse buffer).
+                nint n = write ? pwritev(fd, segs + i, count, offset + total) : preadv(fd, segs + i, count, offset + total);
+                if (n < 0)
+                {
+                    return total > 0 ? 0 : LastErrno;
+                }
+                total += n;
+                if (n < want) break;
+            }
+        }
+        return 0;
     }
 
     public int Flush(in FuseContext ctx, ulong nodeId, ulong handle, ulong lockOwner)

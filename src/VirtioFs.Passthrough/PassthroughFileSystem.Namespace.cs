@@ -6,20 +6,32 @@ namespace VirtioFs.Passthrough;
 /// <summary>Creating, removing, renaming and linking names (as the caller).</summary>
 public sealed unsafe partial class PassthroughFileSystem
 {
+    /// <summary>
+    /// The start every create shares: refused on a read-only share, the name checked as one path component, the
+    /// parent's fd leased and the name NUL-terminated into <paramref name="cname"/> (NAME_MAX + 1 bytes).
+    /// </summary>
+    private int BeginCreate(ulong parent, ReadOnlySpan<byte> name, scoped Span<byte> cname, out Inode parentInode, ref FdLease lease)
+    {
+        parentInode = null!;
+        if (_options.ReadOnly) return Errno.EROFS;
+        int err = CheckName(name);
+        if (err != 0) return err;
+        if (!TryInode(parent, out parentInode, ref lease)) return Errno.EBADF;
+        ToCString(name, cname);
+        return 0;
+    }
+
     /// <summary>Runs a creating call as the caller under the parent, then looks the result up.</summary>
     private int CreateNode(in FuseContext ctx, ulong parent, ReadOnlySpan<byte> name, out FuseEntry entry, int kind, uint mode, ulong rdev, ReadOnlySpan<byte> target,
         uint umask = 0)
     {
         entry = default;
-        if (_options.ReadOnly) return Errno.EROFS;
-        int err = CheckName(name);
-        if (err != 0) return err;
         var lease = new FdLease();
         try
         {
-            if (!TryInode(parent, out Inode p, ref lease)) return Errno.EBADF;
             Span<byte> cname = stackalloc byte[NameMax + 1];
-            ToCString(name, cname);
+            int err = BeginCreate(parent, name, cname, out Inode p, ref lease);
+            if (err != 0) return err;
             int rc;
             if (kind != 2) mode = (mode & S_IFMT) | CreateMode(lease.Fd, mode, umask);
             using (new Credentials(ctx, _logger))

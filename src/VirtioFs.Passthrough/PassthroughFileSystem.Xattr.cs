@@ -32,6 +32,14 @@ public sealed unsafe partial class PassthroughFileSystem
         return 0;
     }
 
+    /// <summary>The start every per-name xattr call shares: <see cref="XattrTarget"/> into <paramref name="proc"/>, then
+    /// <see cref="HostXattrName"/> into <paramref name="cname"/>.</summary>
+    private int XattrTargetAndName(ulong nodeId, ReadOnlySpan<byte> name, bool forGet, ref FdLease lease, scoped Span<byte> proc, scoped Span<byte> cname)
+    {
+        int err = XattrTarget(nodeId, ref lease, proc);
+        return err != 0 ? err : HostXattrName(name, cname, forGet);
+    }
+
     /// <summary>
     /// The host name for a guest's xattr name, NUL-terminated in <paramref name="dest"/> (<see cref="XattrNameBuffer"/>
     /// bytes), or the errno the guest gets. <paramref name="forGet"/>: a <c>bad</c> rule answers ENODATA instead of EPERM.
@@ -68,10 +76,8 @@ public sealed unsafe partial class PassthroughFileSystem
         try
         {
             Span<byte> proc = stackalloc byte[32];
-            int err = XattrTarget(nodeId, ref lease, proc);
-            if (err != 0) return err;
             Span<byte> cname = stackalloc byte[XattrNameBuffer];
-            err = HostXattrName(name, cname, forGet: true);
+            int err = XattrTargetAndName(nodeId, name, forGet: true, ref lease, proc, cname);
             if (err != 0) return err;
             fixed (byte* pp = proc)
             fixed (byte* np = cname)
@@ -148,10 +154,8 @@ public sealed unsafe partial class PassthroughFileSystem
         try
         {
             Span<byte> proc = stackalloc byte[32];
-            int err = XattrTarget(nodeId, ref lease, proc);
-            if (err != 0) return err;
             Span<byte> cname = stackalloc byte[XattrNameBuffer];
-            err = HostXattrName(name, cname, forGet: false);
+            int err = XattrTargetAndName(nodeId, name, forGet: false, ref lease, proc, cname);
             if (err != 0) return err;
             if (_posixAcl && (setxattrFlags & FuseConstants.FUSE_SETXATTR_ACL_KILL_SGID) != 0
                 && cname[..cname.IndexOf((byte)0)].SequenceEqual(AclAccessName))
@@ -183,10 +187,8 @@ public sealed unsafe partial class PassthroughFileSystem
         try
         {
             Span<byte> proc = stackalloc byte[32];
-            int err = XattrTarget(nodeId, ref lease, proc);
-            if (err != 0) return err;
             Span<byte> cname = stackalloc byte[XattrNameBuffer];
-            err = HostXattrName(name, cname, forGet: false);
+            int err = XattrTargetAndName(nodeId, name, forGet: false, ref lease, proc, cname);
             if (err != 0) return err;
             fixed (byte* pp = proc)
             fixed (byte* np = cname)

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Tmds.Linux;
 using static Tmds.Linux.LibC;
@@ -69,26 +70,21 @@ public sealed unsafe class GuestMemory : IDisposable
     /// Translate a guest-physical range to a host pointer. The whole range must lie in one region: a buffer ending on
     /// the region's last byte is valid (cloud-hypervisor #2450 was an off-by-one here), one crossing out is not.
     /// </summary>
-    public bool TryTranslate(ulong guestPhysAddr, ulong length, out byte* host)
-    {
-        foreach (MappedRegion r in Volatile.Read(ref _table))
-        {
-            if (TryRange(guestPhysAddr, length, r.Info.GuestPhysAddr, r.Info.MemorySize, out ulong offset))
-            {
-                host = r.Base + offset;
-                return true;
-            }
-        }
-        host = null;
-        return false;
-    }
+    public bool TryTranslate(ulong guestPhysAddr, ulong length, out byte* host) =>
+        TryTranslate(guestPhysAddr, length, userAddress: false, out host);
 
     /// <summary>Translate a front-end user virtual address range (SET_VRING_ADDR) to a host pointer.</summary>
-    public bool TryTranslateUser(ulong userAddr, ulong length, out byte* host)
+    public bool TryTranslateUser(ulong userAddr, ulong length, out byte* host) =>
+        TryTranslate(userAddr, length, userAddress: true, out host);
+
+    /// <summary>The one lookup behind both address spaces: the region whose guest-physical (or front-end user) range
+    /// holds the whole of [addr, addr + length).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryTranslate(ulong addr, ulong length, bool userAddress, out byte* host)
     {
         foreach (MappedRegion r in Volatile.Read(ref _table))
         {
-            if (TryRange(userAddr, length, r.Info.UserspaceAddr, r.Info.MemorySize, out ulong offset))
+            if (TryRange(addr, length, userAddress ? r.Info.UserspaceAddr : r.Info.GuestPhysAddr, r.Info.MemorySize, out ulong offset))
             {
                 host = r.Base + offset;
                 return true;
