@@ -389,21 +389,7 @@ public sealed unsafe class FuseDeviceSession : IDisposable
     }
 
     /// <summary>MAJ:MIN of the mount's anonymous device (/proc/self/mountinfo field 3), which names its BDI.</summary>
-    private static string? FindDevice(string mountPoint)
-    {
-        try
-        {
-            foreach (string line in File.ReadLines("/proc/self/mountinfo"))
-            {
-                string[] f = line.Split(' ');
-                if (f.Length > 4 && f[4] == mountPoint && f[2].Contains(':', StringComparison.Ordinal)) return f[2];
-            }
-        }
-        catch (IOException)
-        {
-        }
-        return null;
-    }
+    private static string? FindDevice(string mountPoint) => MountInfo.Find(mountPoint)?.Device;
 
     /// <summary>
     /// Lazily unmounts and waits for the readers to see ENODEV. If the mount is still busy (open files keep the

@@ -68,27 +68,7 @@ internal sealed class FuseMountDaemon : IDaemonControl
     /// </summary>
     public static bool PredecessorCrashed(string mountPoint, string apiSocket) => IsFuseMount(mountPoint) && IsStaleSocket(apiSocket);
 
-    internal static bool IsFuseMount(string mountPoint)
-    {
-        try
-        {
-            foreach (string line in File.ReadLines("/proc/self/mountinfo"))
-            {
-                // mountinfo: id parent maj:min root mountpoint options [optional...] - fstype source superoptions
-                string[] f = line.Split(' ');
-                int dash = Array.IndexOf(f, "-");
-                if (f.Length > 4 && dash > 4 && dash + 1 < f.Length && f[4] == mountPoint
-                    && (f[dash + 1] == "fuse" || f[dash + 1].StartsWith("fuse.", StringComparison.Ordinal)))
-                {
-                    return true;
-                }
-            }
-        }
-        catch (IOException)
-        {
-        }
-        return false;
-    }
+    internal static bool IsFuseMount(string mountPoint) => MountInfo.Find(mountPoint)?.IsFuse == true;
 
     internal static bool IsStaleSocket(string path)
     {

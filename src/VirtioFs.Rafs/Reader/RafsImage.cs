@@ -45,7 +45,7 @@ public sealed unsafe partial class RafsImage : IDisposable
 {
     public const int EIO = Errno.EIO, ENOENT = Errno.ENOENT, ENOTDIR = Errno.ENOTDIR, EINVAL = Errno.EINVAL, ENODATA = Errno.ENODATA,
         ENOTSUP = Errno.EOPNOTSUPP, ERANGE = Errno.ERANGE, EISDIR = Errno.EISDIR;
-    private const int B = V6.BlockSize;
+    private const int BlockSize = V6.BlockSize;
     private const int MaxChunksPerFile = 1 << 24;
 
     private readonly MemoryMappedFile _mmf;
@@ -92,7 +92,7 @@ public sealed unsafe partial class RafsImage : IDisposable
         _view = view;
         _base = b;
         _size = size;
-        if (size < B) throw new RafsFormatException($"bootstrap is {size} bytes, smaller than one 4096-byte block (truncated?)");
+        if (size < BlockSize) throw new RafsFormatException($"bootstrap is {size} bytes, smaller than one 4096-byte block (truncated?)");
         if (BinaryPrimitives.ReadUInt32LittleEndian(Span(0, 4)) == V5.Magic)
         {
             Version = RafsVersion.V5;
@@ -121,12 +121,12 @@ public sealed unsafe partial class RafsImage : IDisposable
         if (incompat != 0) throw new RafsFormatException($"unsupported EROFS incompat features 0x{incompat:x}");
         if (_sb.s_extslots != 0) throw new RafsFormatException("unsupported superblock extension slots");
         if (_sb.s_inos == 0) throw new RafsFormatException("superblock says zero inodes");
-        _metaBase = (long)_sb.s_meta_blkaddr * B;
+        _metaBase = (long)_sb.s_meta_blkaddr * BlockSize;
         if (_metaBase >= size) throw new RafsFormatException($"meta block address {_sb.s_meta_blkaddr} beyond the end of the bootstrap");
         if (!rafs)
         {
             // Plain EROFS (e.g. from mkfs.erofs): metadata only, no RAFS blob/chunk tables.
-            ChunkSize = B;
+            ChunkSize = BlockSize;
             Compressor = Compressor.None;
             Digester = Digester.Blake3;
             Blobs = [];
@@ -139,7 +139,7 @@ public sealed unsafe partial class RafsImage : IDisposable
         uint cs = _ext.s_chunk_size;
         ChunkSize = cs;
         Flags = (RafsSuperFlags)_ext.s_flags;
-        if (!BitOperationsIsPow2(cs) || cs < B || cs > 16u << 20) throw new RafsFormatException($"invalid chunk size {cs} in extended superblock");
+        if (!BitOperationsIsPow2(cs) || cs < BlockSize || cs > 16u << 20) throw new RafsFormatException($"invalid chunk size {cs} in extended superblock");
         var f = (RafsSuperFlags)_ext.s_flags;
         Compressor = (f & (RafsSuperFlags.CompressionNone | RafsSuperFlags.CompressionLz4 | RafsSuperFlags.CompressionGzip | RafsSuperFlags.CompressionZstd)) switch
         {
@@ -238,7 +238,7 @@ public sealed unsafe partial class RafsImage : IDisposable
     {
         if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("RAFS is little-endian; this reader maps it directly");
         long size = new FileInfo(path).Length;
-        if (size < B) throw new RafsFormatException($"bootstrap is {size} bytes, smaller than one 4096-byte block (truncated?)");
+        if (size < BlockSize) throw new RafsFormatException($"bootstrap is {size} bytes, smaller than one 4096-byte block (truncated?)");
         var mmf = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
         MemoryMappedViewAccessor? view = null;
         try
@@ -289,429 +289,4 @@ public sealed unsafe partial class RafsImage : IDisposable
         s = new ReadOnlySpan<byte>(_base + off, (int)len);
         return true;
     }
-
-    // ---------------- inodes ----------------
-
-    /// <summary>Decoded EROFS inode header.</summary>
-    internal readonly struct Inode
-    {
-        public required ulong Nid { get; init; }
-        public required long Offset { get; init; }
-        public required int InodeSize { get; init; }
-        public required int XattrSize { get; init; }
-        public required ushort Layout { get; init; }
-        public required uint Mode { get; init; }
-        public required ulong Size { get; init; }
-        public required uint U { get; init; }
-        public required uint Ino { get; init; }
-        public required uint Uid { get; init; }
-        public required uint Gid { get; init; }
-        public required long Mtime { get; init; }
-        public required uint MtimeNsec { get; init; }
-        public required uint Nlink { get; init; }
-        public long TailOffset => Offset + InodeSize + XattrSize;
-    }
-
-    internal int TryInode(ulong nid, out Inode inode)
-    {
-        inode = default;
-        if (nid > (ulong)(_size >> V6.InodeSlotBits)) return EIO;
-        long off = _metaBase + (long)nid * V6.InodeSlotSize;
-        if (!TrySpan(off, RafsV6InodeCompact.Size, out var s)) return EIO;
-        ushort format = BinaryPrimitives.ReadUInt16LittleEndian(s);
-        ushort layout = (ushort)((format >> 1) & 0x7);
-        if ((format & ~0xF) != 0 && (format >> 4) != 0) { /* newer EROFS bits; tolerate */ }
-        if (layout is not (V6.InodeFlatPlain or V6.InodeFlatInline or V6.InodeChunkBased)) return EIO;
-        ushort icount = BinaryPrimitives.ReadUInt16LittleEndian(s[2..]);
-        int xsize = icount == 0 ? 0 : ErofsXattrIbodyHeader.Size + (icount - 1) * 4;
-        if ((format & 1) == V6.InodeLayoutExtended)
-        {
-            if (!TrySpan(off, RafsV6InodeExtended.Size, out s)) return EIO;
-            var e = MemoryMarshal.Read<RafsV6InodeExtended>(s);
-            inode = new Inode
-            {
-                Nid = nid, Offset = off, InodeSize = RafsV6InodeExtended.Size, XattrSize = xsize, Layout = layout, Mode = e.i_mode,
-                Size = e.i_size, U = e.i_u, Ino = e.i_ino, Uid = e.i_uid, Gid = e.i_gid, Mtime = (long)e.i_mtime, MtimeNsec = e.i_mtime_nsec, Nlink = e.i_nlink,
-            };
-        }
-        else
-        {
-            var c = MemoryMarshal.Read<RafsV6InodeCompact>(s);
-            inode = new Inode
-            {
-                Nid = nid, Offset = off, InodeSize = RafsV6InodeCompact.Size, XattrSize = xsize, Layout = layout, Mode = c.i_mode,
-                Size = c.i_size, U = c.i_u, Ino = c.i_ino, Uid = c.i_uid, Gid = c.i_gid, Mtime = (long)_sb.s_build_time, MtimeNsec = _sb.s_build_time_nsec, Nlink = c.i_nlink,
-            };
-        }
-        if (!InRange(inode.TailOffset, 0)) return EIO;
-        if (inode.MtimeNsec >= 1_000_000_000) return EIO;
-        return 0;
-    }
-
-    public int GetAttr(ulong ino, out RafsAttr attr)
-    {
-        if (Version == RafsVersion.V5) return V5GetAttr(ino, out attr);
-        attr = default;
-        int rc = TryInode(ino, out var n);
-        if (rc != 0) return rc;
-        ulong rdev = (n.Mode & 0xF000) is 0x2000 or 0x6000 ? Builder.V6Writer.DecodeDev(n.U) : 0;
-        ulong size = (n.Mode & 0xF000) is 0x2000 or 0x6000 or 0x1000 or 0xC000 ? 0 : n.Size;
-        attr = new RafsAttr(n.Ino, n.Mode, n.Nlink, n.Uid, n.Gid, size, rdev, n.Mtime, n.MtimeNsec);
-        return 0;
-    }
-
-    /// <summary>Bytes [pos, pos+len) of a plain or inline inode's data (directory blocks, symlink target).</summary>
-    private bool TryData(in Inode n, ulong pos, int len, out ReadOnlySpan<byte> s)
-    {
-        s = default;
-        if (pos > n.Size || (ulong)len > n.Size - pos) return false;
-        if (n.Layout == V6.InodeFlatPlain)
-        {
-            return TrySpan((long)n.U * B + (long)pos, len, out s);
-        }
-        if (n.Layout == V6.InodeFlatInline)
-        {
-            ulong tailStart = n.Size / B * B;
-            if (n.Size % B == 0) tailStart = n.Size;
-            if (pos >= tailStart)
-            {
-                long t = n.TailOffset + (long)(pos - tailStart);
-                // The inline tail must stay inside the inode's block (EROFS rule).
-                if ((n.TailOffset % B) + (long)(n.Size - tailStart) > B) return false;
-                return TrySpan(t, len, out s);
-            }
-            if (pos + (ulong)len > tailStart) return false;
-            return TrySpan((long)n.U * B + (long)pos, len, out s);
-        }
-        return false;
-    }
-
-    public int ReadLink(ulong ino, out byte[] target)
-    {
-        if (Version == RafsVersion.V5) return V5ReadLink(ino, out target);
-        target = [];
-        int rc = TryInode(ino, out var n);
-        if (rc != 0) return rc;
-        if ((n.Mode & 0xF000) != 0xA000) return EINVAL;
-        if (n.Size > 4096 || !TryData(n, 0, (int)n.Size, out var s)) return EIO;
-        target = s.ToArray();
-        return 0;
-    }
-
-    // ---------------- directories ----------------
-
-    private readonly ref struct DirBlock
-    {
-        public readonly ReadOnlySpan<byte> Data;
-        public readonly int Count;
-        public DirBlock(ReadOnlySpan<byte> data, int count) { Data = data; Count = count; }
-    }
-
-    private static int ParseBlock(ReadOnlySpan<byte> blk, out int count)
-    {
-        count = 0;
-        if (blk.Length < V6.DirentSize) return EIO;
-        int nameoff0 = BinaryPrimitives.ReadUInt16LittleEndian(blk[8..]);
-        if (nameoff0 < V6.DirentSize || nameoff0 % V6.DirentSize != 0 || nameoff0 > blk.Length) return EIO;
-        count = nameoff0 / V6.DirentSize;
-        return 0;
-    }
-
-    /// <summary>Entry i of a parsed block: name, nid, file type.</summary>
-    private static int Entry(ReadOnlySpan<byte> blk, int count, int i, out ReadOnlySpan<byte> name, out ulong nid, out byte ft)
-    {
-        name = default;
-        var d = blk.Slice(i * V6.DirentSize, V6.DirentSize);
-        nid = BinaryPrimitives.ReadUInt64LittleEndian(d);
-        int start = BinaryPrimitives.ReadUInt16LittleEndian(d[8..]);
-        ft = d[10];
-        int end = i + 1 < count ? BinaryPrimitives.ReadUInt16LittleEndian(blk[((i + 1) * V6.DirentSize + 8)..]) : blk.Length;
-        if (start < count * V6.DirentSize || end > blk.Length || start >= end) return EIO;
-        name = blk[start..end];
-        if (i + 1 == count)
-        {
-            int z = name.IndexOf((byte)0);
-            if (z >= 0) name = name[..z];
-        }
-        // A name with '/' or NUL would let a hostile image alias paths.
-        if (name.Length == 0 || name.Length > 255 || name.IndexOfAny((byte)'/', (byte)0) >= 0) return EIO;
-        return 0;
-    }
-
-    private int Block(in Inode dir, ulong b, out ReadOnlySpan<byte> blk)
-    {
-        ulong pos = b * B;
-        int len = (int)Math.Min(B, dir.Size - pos);
-        return TryData(dir, pos, len, out blk) ? 0 : EIO;
-    }
-
-    private static ulong BlockCount(in Inode dir) => (dir.Size + B - 1) / B;
-
-    public int Lookup(ulong parent, ReadOnlySpan<byte> name, out ulong ino)
-    {
-        if (Version == RafsVersion.V5) return V5Lookup(parent, name, out ino);
-        ino = 0;
-        int rc = TryInode(parent, out var dir);
-        if (rc != 0) return rc;
-        if ((dir.Mode & 0xF000) != 0x4000) return ENOTDIR;
-        if (name.Length == 0 || name.Length > 255) return ENOENT;
-        ulong lo = 0, hi = BlockCount(dir);
-        if (hi > (ulong)(_size / B) + 1) return EIO;
-        // Binary search for the last block whose first name <= name, then within it (EROFS dirs are sorted).
-        while (lo < hi)
-        {
-            ulong mid = lo + (hi - lo) / 2;
-            if ((rc = Block(dir, mid, out var blk)) != 0 || (rc = ParseBlock(blk, out int cnt)) != 0) return rc;
-            if ((rc = Entry(blk, cnt, 0, out var first, out _, out _)) != 0) return rc;
-            int c = first.SequenceCompareTo(name);
-            if (c == 0) { ino = BinaryPrimitives.ReadUInt64LittleEndian(blk); return 0; }
-            if (c < 0) lo = mid + 1; else hi = mid;
-        }
-        if (lo == 0) return ENOENT;
-        {
-            if ((rc = Block(dir, lo - 1, out var blk)) != 0 || (rc = ParseBlock(blk, out int cnt)) != 0) return rc;
-            int l = 0, h = cnt - 1;
-            while (l <= h)
-            {
-                int m = l + (h - l) / 2;
-                if ((rc = Entry(blk, cnt, m, out var nm, out ulong nid, out _)) != 0) return rc;
-                int c = nm.SequenceCompareTo(name);
-                if (c == 0) { ino = nid; return 0; }
-                if (c < 0) l = m + 1; else h = m - 1;
-            }
-        }
-        return ENOENT;
-    }
-
-    /// <summary>Lists a directory from <paramref name="offset"/> (0 = start; otherwise a value a previous callback
-    /// got as nextOffset). Offsets encode (block &lt;&lt; 16 | entry), so resuming is O(1).</summary>
-    public int ReadDir(ulong dirIno, ulong offset, ReadDirCallback callback)
-    {
-        if (Version == RafsVersion.V5) return V5ReadDir(dirIno, offset, callback);
-        int rc = TryInode(dirIno, out var dir);
-        if (rc != 0) return rc;
-        if ((dir.Mode & 0xF000) != 0x4000) return ENOTDIR;
-        ulong nblocks = BlockCount(dir);
-        ulong b = offset >> 16;
-        int start = (int)(offset & 0xFFFF);
-        for (; b < nblocks; b++, start = 0)
-        {
-            if ((rc = Block(dir, b, out var blk)) != 0 || (rc = ParseBlock(blk, out int cnt)) != 0) return rc;
-            for (int i = start; i < cnt; i++)
-            {
-                if ((rc = Entry(blk, cnt, i, out var name, out ulong nid, out byte ft)) != 0) return rc;
-                ulong next = i + 1 < cnt ? (b << 16) | (uint)(i + 1) : (b + 1) << 16;
-                if (!callback(name, nid, V6.ModeOfFileType(ft), next)) return 0;
-            }
-        }
-        return 0;
-    }
-
-    // ---------------- xattrs ----------------
-
-    internal delegate bool XattrVisitor(byte index, ReadOnlySpan<byte> suffix, ReadOnlySpan<byte> value);
-
-    private int WalkXattrs(ulong ino, XattrVisitor visit)
-    {
-        if (Version == RafsVersion.V5) return V5WalkXattrs(ino, visit);
-        int rc = TryInode(ino, out var n);
-        if (rc != 0) return rc;
-        if (n.XattrSize == 0) return 0;
-        if (!TrySpan(n.Offset + n.InodeSize, n.XattrSize, out var x)) return EIO;
-        int shared = x[4];
-        int p = ErofsXattrIbodyHeader.Size + shared * 4;
-        if (p > x.Length) return EIO;
-        // Shared xattrs (mkfs.erofs; nydus does not emit them): u32 ids into the shared area at s_xattr_blkaddr.
-        for (int i = 0; i < shared; i++)
-        {
-            long at = (long)_sb.s_xattr_blkaddr * B + (long)BinaryPrimitives.ReadUInt32LittleEndian(x[(ErofsXattrIbodyHeader.Size + i * 4)..]) * 4;
-            if (!TrySpan(at, ErofsXattrEntry.Size, out var eh)) return EIO;
-            int snlen = eh[0], sidx = eh[1], svlen = BinaryPrimitives.ReadUInt16LittleEndian(eh[2..]);
-            if (!TrySpan(at + 4, snlen + svlen, out var body)) return EIO;
-            if (!visit((byte)sidx, body[..snlen], body[snlen..])) return 0;
-        }
-        while (p + ErofsXattrEntry.Size <= x.Length)
-        {
-            int nlen = x[p], idx = x[p + 1], vlen = BinaryPrimitives.ReadUInt16LittleEndian(x[(p + 2)..]);
-            if (p + 4 + nlen + vlen > x.Length) return EIO;
-            if (!visit((byte)idx, x.Slice(p + 4, nlen), x.Slice(p + 4 + nlen, vlen))) return 0;
-            p = (p + 4 + nlen + vlen + 3) & ~3;
-        }
-        return 0;
-    }
-
-    /// <summary>Appends every xattr the image serves for <paramref name="ino"/> (full name, value), in stored order.</summary>
-    public int GetXattrs(ulong ino, List<KeyValuePair<byte[], byte[]>> xattrs)
-    {
-        return WalkXattrs(ino, (idx, suffix, value) =>
-        {
-            var prefix = idx == 0 ? default : Builder.V6Writer.XattrPrefix(idx);
-            if (prefix.IsEmpty && idx != 0) return true; // an unknown name index is never served (ListXattr skips it too)
-            var full = new byte[prefix.Length + suffix.Length];
-            prefix.CopyTo(full);
-            suffix.CopyTo(full.AsSpan(prefix.Length));
-            xattrs.Add(new(full, value.ToArray()));
-            return true;
-        });
-    }
-
-    public int ListXattr(ulong ino, List<byte[]> names)
-    {
-        return WalkXattrs(ino, (idx, suffix, _) =>
-        {
-            var prefix = idx == 0 ? default : Builder.V6Writer.XattrPrefix(idx);
-            if (prefix.IsEmpty && idx != 0) return true;
-            var full = new byte[prefix.Length + suffix.Length];
-            prefix.CopyTo(full);
-            suffix.CopyTo(full.AsSpan(prefix.Length));
-            names.Add(full);
-            return true;
-        });
-    }
-
-    public int GetXattr(ulong ino, ReadOnlySpan<byte> name, out byte[] value)
-    {
-        byte[]? found = null;
-        var want = name.ToArray();
-        int rc = WalkXattrs(ino, (idx, suffix, v) =>
-        {
-            var prefix = idx == 0 ? default : Builder.V6Writer.XattrPrefix(idx);
-            if ((prefix.IsEmpty && idx != 0) || want.Length != prefix.Length + suffix.Length) return true;
-            if (!want.AsSpan().StartsWith(prefix) || !want.AsSpan(prefix.Length).SequenceEqual(suffix)) return true;
-            found = v.ToArray();
-            return false;
-        });
-        value = found ?? [];
-        if (rc != 0) return rc;
-        return found is null ? ENODATA : 0;
-    }
-
-    // ---------------- chunks ----------------
-
-    private (uint Blob, uint Index) ChunkKey(long i)
-    {
-        var s = Span(_chunkTableOff + i * RafsV5ChunkInfo.Size, RafsV5ChunkInfo.Size);
-        return (BinaryPrimitives.ReadUInt32LittleEndian(s[32..]), BinaryPrimitives.ReadUInt32LittleEndian(s[72..]));
-    }
-
-    private long FindChunk(uint blob, uint index)
-    {
-        if (_chunkTableSorted)
-        {
-            long lo = 0, hi = _chunkTableCount - 1;
-            while (lo <= hi)
-            {
-                long m = lo + (hi - lo) / 2;
-                var (b, x) = ChunkKey(m);
-                int c = b != blob ? b.CompareTo(blob) : x.CompareTo(index);
-                if (c == 0) return m;
-                if (c < 0) lo = m + 1; else hi = m - 1;
-            }
-            return -1;
-        }
-        var map = _chunkMap;
-        if (map is null)
-        {
-            // nydus sorts its v6 chunk table by digest; index it once.
-            map = new Dictionary<(uint, uint), long>((int)Math.Min(_chunkTableCount, 1 << 20));
-            for (long i = 0; i < _chunkTableCount; i++) map.TryAdd(ChunkKey(i), i);
-            _chunkMap = map;
-        }
-        return map.TryGetValue((blob, index), out long r) ? r : -1;
-    }
-
-    /// <summary>Appends the chunks of a regular file, in file order, to <paramref name="chunks"/>.</summary>
-    public int GetChunks(ulong ino, List<RafsChunk> chunks) => GetChunks(ino, 0, ulong.MaxValue, chunks);
-
-    /// <summary>Appends, in file order, the chunks that overlap [offset, offset + length) of a regular file (what a
-    /// FUSE READ needs); for v6 this decodes only those chunk indexes.</summary>
-    public int GetChunks(ulong ino, ulong offset, ulong length, List<RafsChunk> chunks)
-    {
-        if (Version == RafsVersion.V5)
-        {
-            // Only the window: v5 holes are implied by i_size, so listing the whole file for a READ would cost
-            // i_size / chunk size entries whatever the bootstrap's size (found by the rafs fuzz target).
-            ulong end5 = length > ulong.MaxValue - offset ? ulong.MaxValue : offset + length;
-            return V5GetChunks(ino, offset, end5, chunks);
-        }
-        int rc = TryInode(ino, out var n);
-        if (rc != 0) return rc;
-        if ((n.Mode & 0xF000) != 0x8000) return (n.Mode & 0xF000) == 0x4000 ? EISDIR : EINVAL;
-        if (n.Size == 0) return 0;
-        if (n.Layout != V6.InodeChunkBased) return EIO;
-        if ((n.U & V6.ChunkFormatIndexes) == 0) return ENOTSUP; // block-map chunk format carries no blob index
-        int bits = (int)(n.U & V6.ChunkFormatSizeMask) + V6.BlockBits;
-        if (bits > 40) return EIO;
-        ulong ics = 1UL << bits;
-        ulong count = (n.Size + ics - 1) / ics;
-        if (count > MaxChunksPerFile) return EIO;
-        long idxOff = (n.Offset + n.InodeSize + n.XattrSize + 7) & ~7L;
-        if (!TrySpan(idxOff, (long)count * V6.ChunkAddrSize, out var idx)) return EIO;
-        ulong cs = ChunkSize;
-        if (length == 0 || offset >= n.Size) return 0;
-        ulong last = length > n.Size - offset ? count : Math.Min(count, (offset + length + ics - 1) / ics);
-        for (ulong i = offset / ics; i < last; i++)
-        {
-            var a = MemoryMarshal.Read<RafsV6InodeChunkAddr>(idx[(int)(i * V6.ChunkAddrSize)..]);
-            ulong fileOff = i * ics;
-            ulong len = Math.Min(ics, n.Size - fileOff);
-            if (a.c_blk_addr == V6.NullAddr)
-            {
-                chunks.Add(new RafsChunk(fileOff, 0, 0, 0, 0, 0, (uint)len, ChunkFlags.Hole, Compressor.None, default, true));
-                continue;
-            }
-            uint dev = (uint)(a.c_blob_addr_hi & 0xFF);
-            if (dev == 0 || dev > Blobs.Count) return EIO;
-            uint blob = dev - 1;
-            uint ci = ((uint)(a.c_blob_addr_hi >> 8) << 16) | a.c_blob_addr_lo;
-            // An index may cover several fs chunks when nydus merged a contiguous file; they are consecutive in the blob.
-            ulong sub = (len + cs - 1) / cs;
-            for (ulong k = 0; k < sub; k++)
-            {
-                long t = FindChunk(blob, checked(ci + (uint)k));
-                if (t < 0) return EIO;
-                var info = MemoryMarshal.Read<RafsV5ChunkInfo>(Span(_chunkTableOff + t * RafsV5ChunkInfo.Size, RafsV5ChunkInfo.Size));
-                if (k == 0 && info.uncompressed_offset / B != a.c_blk_addr) return EIO;
-                ulong expect = Math.Min(cs, len - k * cs);
-                if (info.uncompressed_size != expect || info.compressed_size > (16u << 20) + 65536) return EIO;
-                if ((info.flags & (uint)ChunkFlags.Compressed) == 0 && info.compressed_size != info.uncompressed_size) return EIO;
-                chunks.Add(new RafsChunk(fileOff + k * cs, blob, info.index, info.compressed_offset, info.compressed_size, info.uncompressed_offset,
-                    info.uncompressed_size, (ChunkFlags)info.flags, Blobs[(int)blob].Compressor, info.block_id, false));
-            }
-        }
-        return 0;
-    }
-
-    /// <summary>The merkle table row of inode number <paramref name="iIno"/> (<see cref="MerkleRow"/>), or empty when the
-    /// image has no version 2 extension or the number is out of range.</summary>
-    private ReadOnlySpan<byte> MerkleRowOf(ulong iIno)
-    {
-        if (!HasMerkle || iIno == 0 || iIno > (ulong)_merkleRows) return default;
-        return Span(_merkleOff + ((long)iIno - 1) * MerkleExtension.RowSize, MerkleExtension.RowSize);
-    }
-
-    /// <summary>Inode digest of an inode (by its i_ino) from the merkle extension, or empty when the image has none.</summary>
-    public ReadOnlySpan<byte> GetInodeDigest(ulong iIno)
-    {
-        var row = MerkleRowOf(iIno);
-        return row.IsEmpty ? default : row.Slice(MerkleRow.InodeDigestOffset, Codec.DigestSize);
-    }
-
-    /// <summary>Content digest of an inode (by its i_ino) from the merkle extension, or empty when the image has none.</summary>
-    public ReadOnlySpan<byte> GetContentDigest(ulong iIno)
-    {
-        var row = MerkleRowOf(iIno);
-        return row.IsEmpty ? default : row.Slice(MerkleRow.ContentDigestOffset, Codec.DigestSize);
-    }
-
-    /// <summary>The metadata copy in an inode's merkle row (only as trustworthy as a check of the inode digest makes it).</summary>
-    public bool TryGetBoundMeta(ulong iIno, out BoundMeta meta)
-    {
-        var row = MerkleRowOf(iIno);
-        meta = row.IsEmpty ? default : BoundMeta.Read(row[MerkleRow.MetaOffset..]);
-        return !row.IsEmpty;
-    }
-
-    /// <summary>The digest a RAFS v5 inode record carries (nydus's tree: directory = H(child digests)); empty for v6.</summary>
-    public ReadOnlySpan<byte> GetNativeDigest(ulong ino) => Version == RafsVersion.V5 ? V5Digest(ino) : default;
 }

@@ -18,7 +18,7 @@ public sealed unsafe partial class RafsImage
         if (_sb5.s_fs_version != V5.Version) throw new RafsFormatException($"unsupported RAFS version 0x{_sb5.s_fs_version:x} (expected 0x500)");
         if (_sb5.s_sb_size != V5.SuperBlockSize) throw new RafsFormatException($"RAFS v5 superblock size {_sb5.s_sb_size} (expected 8192)");
         uint cs = _sb5.s_block_size;
-        if (!BitOperationsIsPow2(cs) || cs < B || cs > 16u << 20) throw new RafsFormatException($"invalid chunk size {cs} in RAFS v5 superblock");
+        if (!BitOperationsIsPow2(cs) || cs < BlockSize || cs > 16u << 20) throw new RafsFormatException($"invalid chunk size {cs} in RAFS v5 superblock");
         var f = (RafsSuperFlags)_sb5.s_flags;
         var comp = (f & (RafsSuperFlags.CompressionNone | RafsSuperFlags.CompressionLz4 | RafsSuperFlags.CompressionGzip | RafsSuperFlags.CompressionZstd)) switch
         {
