@@ -14,6 +14,8 @@
 //
 // The plan is one line per item, "key value":
 //   mode namespace|chroot|none     what to enter
+//   userns 1                       namespace, not root: a user namespace first (virtiofsd's unprivileged mode)
+//   uidmap IN OUT COUNT / gidmap   its maps (repeatable; none: the caller's own id mapped to itself)
 //   root DIR                       namespace/chroot: the shared directory becomes "/"
 //   bind DIR-OR-FILE / bindro ...  namespace without root: a tmpfs root holding only these, at their host paths
 //   cwd DIR                        the working directory inside a tmpfs root
@@ -48,9 +50,17 @@
 #include <unistd.h>
 
 #define MAX_ITEMS 32
+#define MAX_MAPS 16
+
+struct idmap {
+    unsigned inside, outside, count;
+};
 
 struct plan {
     const char *mode;
+    int userns;
+    struct idmap uidmap[MAX_MAPS], gidmap[MAX_MAPS];
+    int nuidmap, ngidmap;
     const char *root;
     const char *binds[MAX_ITEMS];
     int bind_ro[MAX_ITEMS];
@@ -96,6 +106,15 @@ static void parse_plan(char *text, struct plan *p)
             p->binds[p->nbinds++] = value;
         }
         else if (!strcmp(line, "cwd")) p->cwd = value;
+        else if (!strcmp(line, "userns")) p->userns = atoi(value);
+        else if (!strcmp(line, "uidmap") || !strcmp(line, "gidmap")) {
+            int uid = line[0] == 'u';
+            int *n = uid ? &p->nuidmap : &p->ngidmap;
+            struct idmap *m = uid ? p->uidmap : p->gidmap;
+            if (*n == MAX_MAPS) fail("too many id maps");
+            if (sscanf(value, "%u %u %u", &m[*n].inside, &m[*n].outside, &m[*n].count) != 3) fail("malformed id map");
+            (*n)++;
+        }
         else if (!strcmp(line, "net")) p->net = atoi(value);
         else if (!strcmp(line, "listenfd")) p->listenfd = atoi(value);
         else if (!strcmp(line, "unlink")) {
@@ -197,6 +216,109 @@ static void fork_daemon(const struct plan *p)
     struct pollfd pfd = { .fd = alive[0], .events = POLLIN };
     if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLHUP | POLLERR))) _exit(1);
     close(alive[0]);
+}
+
+// ---- the user namespace of an unprivileged daemon (virtiofsd sandbox.rs enter_namespace, setup_id_mappings) ----
+
+// newuidmap/newgidmap PID IN OUT COUNT...: the setuid helpers of the uidmap package, which check /etc/subuid and
+// /etc/subgid; needed for anything beyond mapping oneself (user_namespaces(7): an unprivileged writer may map only
+// its own id, once).
+static int run_idmap_tool(const char *tool, pid_t target, const struct idmap *m, int n)
+{
+    char args[2 + 3 * MAX_MAPS][16];
+    char *argv[2 + 3 * MAX_MAPS + 1];
+    int k = 0;
+    snprintf(args[k], sizeof args[k], "%s", tool);
+    argv[k] = args[k]; k++;
+    snprintf(args[k], sizeof args[k], "%d", (int)target);
+    argv[k] = args[k]; k++;
+    for (int i = 0; i < n; i++) {
+        unsigned v[3] = { m[i].inside, m[i].outside, m[i].count };
+        for (int j = 0; j < 3; j++, k++) {
+            snprintf(args[k], sizeof args[k], "%u", v[j]);
+            argv[k] = args[k];
+        }
+    }
+    argv[k] = NULL;
+    pid_t pid = fork();
+    if (pid < 0) return 0;
+    if (pid == 0) {
+        execvp(tool, argv);
+        dprintf(2, "vfsd: sandbox: cannot run %s (install the uidmap package): %s\n", tool, strerror(errno));
+        _exit(127);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) return 0;
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        dprintf(2, "vfsd: sandbox: %s failed (are the ranges in /etc/subuid and /etc/subgid?)\n", tool);
+        return 0;
+    }
+    return 1;
+}
+
+static int write_proc(pid_t target, const char *file, const char *text)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)target, file);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        dprintf(2, "vfsd: sandbox: open %s: %s\n", path, strerror(errno));
+        return 0;
+    }
+    ssize_t len = (ssize_t)strlen(text);
+    int ok = write(fd, text, (size_t)len) == len;
+    if (!ok) dprintf(2, "vfsd: sandbox: write %s: %s\n", path, strerror(errno));
+    close(fd);
+    return ok;
+}
+
+// One id kind: written directly when it maps only our own id once (what an unprivileged writer may do), else by the
+// setuid tool. gid_map needs setgroups "deny" first when written directly.
+static int set_idmap(pid_t target, int gid, const struct idmap *m, int n, unsigned own)
+{
+    if (n != 1 || m[0].outside != own || m[0].count > 1) return run_idmap_tool(gid ? "newgidmap" : "newuidmap", target, m, n);
+    if (gid && !write_proc(target, "setgroups", "deny")) return 0;
+    char line[48];
+    snprintf(line, sizeof line, "%u %u 1\n", m[0].inside, m[0].outside);
+    return write_proc(target, gid ? "gid_map" : "uid_map", line);
+}
+
+// The maps of a user namespace must be written from outside it (newuidmap runs in the parent namespace): a helper is
+// forked first, the caller unshares, the helper writes the caller's maps and reports, and the caller becomes root
+// of the namespace, which gives it every capability there for the mounts that follow.
+static void enter_user_namespace(const struct plan *p)
+{
+    unsigned uid = (unsigned)geteuid(), gid = (unsigned)getegid();
+    struct idmap own_uid = { uid, uid, 1 }, own_gid = { gid, gid, 1 };
+    int go[2], done[2];
+    if (pipe2(go, O_CLOEXEC) != 0 || pipe2(done, O_CLOEXEC) != 0) die("pipe");
+    pid_t helper = fork();
+    if (helper < 0) die("fork");
+    if (helper == 0) {
+        close(go[1]);
+        close(done[0]);
+        char c;
+        if (read(go[0], &c, 1) != 1) _exit(1); // the caller failed to unshare, or died
+        pid_t target = getppid();
+        int ok = set_idmap(target, 0, p->nuidmap ? p->uidmap : &own_uid, p->nuidmap ? p->nuidmap : 1, uid)
+              && set_idmap(target, 1, p->ngidmap ? p->gidmap : &own_gid, p->ngidmap ? p->ngidmap : 1, gid);
+        if (ok && write(done[1], "d", 1) != 1) ok = 0;
+        _exit(ok ? 0 : 1);
+    }
+    close(go[0]);
+    close(done[1]);
+    if (unshare(CLONE_NEWUSER) != 0) die("unshare(CLONE_NEWUSER) (are unprivileged user namespaces allowed?)");
+    if (write(go[1], "g", 1) != 1) die("signal the id-map helper");
+    char c;
+    if (read(done[0], &c, 1) != 1) fail("the user namespace's uid/gid maps could not be set (see above)");
+    while (waitpid(helper, NULL, 0) < 0 && errno == EINTR) {}
+    close(go[1]);
+    close(done[0]);
+    // As virtiofsd: root of the namespace if 0 is mapped; otherwise carry on as the mapped id (it warns too).
+    if (setresgid(0, 0, 0) != 0) dprintf(2, "vfsd: sandbox: gid 0 is not mapped in the user namespace: %s\n", strerror(errno));
+    if (setresuid(0, 0, 0) != 0) dprintf(2, "vfsd: sandbox: uid 0 is not mapped in the user namespace: %s\n", strerror(errno));
 }
 
 // ---- mounts (virtiofsd sandbox.rs setup_mounts) ----
@@ -367,6 +489,8 @@ __attribute__((constructor)) static void vfsd_sandbox(void)
         // The pid namespace first: it applies to the children, so the daemon forked next is its pid 1. The rest only
         // in the daemon: the waiting parent must keep the host's mount namespace (pivot_root would move its root too)
         // to remove the socket at its host path.
+        // Unprivileged: the user namespace first, so the ones below are owned by it (and the daemon may mount).
+        if (p.userns) enter_user_namespace(&p);
         if (unshare(CLONE_NEWPID) != 0) die("unshare(CLONE_NEWPID)");
         fork_daemon(&p); // only the daemon returns
         if (unshare(CLONE_NEWNS | CLONE_NEWIPC | (p.net ? CLONE_NEWNET : 0)) != 0) die("unshare");
@@ -399,8 +523,8 @@ __attribute__((constructor)) static void vfsd_sandbox(void)
     install_seccomp(p.seccomp);
 
     char active[256];
-    snprintf(active, sizeof active, "mode=%s,procfd=%d,rooted=%d,listenfd=%d,net=%d,seccomp=%s,caps=%s%llx", p.mode, procfd,
-             rooted, p.listenfd, p.net, p.seccomp, p.caps_given ? "" : "-", (unsigned long long)p.caps);
+    snprintf(active, sizeof active, "mode=%s,procfd=%d,rooted=%d,listenfd=%d,net=%d,userns=%d,seccomp=%s,caps=%s%llx", p.mode,
+             procfd, rooted, p.listenfd, p.net, p.userns, p.seccomp, p.caps_given ? "" : "-", (unsigned long long)p.caps);
     if (setenv("VFSD_SANDBOX_ACTIVE", active, 1) != 0 || unsetenv("VFSD_SANDBOX") != 0) fail("environment");
     free(text);
 }

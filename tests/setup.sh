@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(qemu-system-x86 linux-image-amd64 busybox-static cpio fuse3 attr erofs-utils squashfs-tools squashfuse fio
-          gcc libc6-dev linux-libc-dev docker-registry)
+          gcc libc6-dev linux-libc-dev docker-registry
+          uidmap                       # newuidmap/newgidmap: vfsd's unprivileged --sandbox namespace with --uid-map
+          linux-libc-dev-arm64-cross)  # aarch64 headers: native-shim checks seccomp_aarch64.list against them
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,6 +18,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" > /tmp/vfs-apt.log 2>&1 || { tail -n 30 /tmp/vfs-apt.log; exit 1; }
 fi
+# A subordinate id range for nobody, so the rootless sandbox test (SandboxTests.Rootless.cs) can run newuidmap.
+grep -q '^nobody:' /etc/subuid 2>/dev/null || usermod --add-subuids 1065536-1131071 nobody
+grep -q '^nobody:' /etc/subgid 2>/dev/null || usermod --add-subgids 1065536-1131071 nobody
 command -v dotnet > /dev/null || { echo "setup: the .NET 10 SDK is required (dotnet on PATH)" >&2; exit 1; }
 [ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
 

@@ -65,6 +65,8 @@ internal static partial class DaemonHost
                 XattrMap = options.XattrMap,
                 PosixAcl = options.PosixAcl,
                 SecurityLabel = options.SecurityLabel,
+                Uids = Sandbox.IdMaps.ToTranslator("--translate-uid", options.TranslateUid),
+                Gids = Sandbox.IdMaps.ToTranslator("--translate-gid", options.TranslateGid),
             },
             loggerFactory.CreateLogger("vfsd.passthrough"));
         if (OpenListener(options, logger) is not { } listener)

@@ -58,6 +58,9 @@ public sealed unsafe partial class PassthroughFileSystem
                 {
                     uint uid = (s.valid & FuseConstants.FATTR_UID) != 0 ? s.uid : uint.MaxValue;
                     uint gid = (s.valid & FuseConstants.FATTR_GID) != 0 ? s.gid : uint.MaxValue;
+                    // --translate-uid/gid: the guest names guest ids (virtiofsd setattr: map_guest_uid, EPERM if forbidden).
+                    if (uid != uint.MaxValue && _options.Uids is { } um && !um.TryToHost(uid, out uid)) return Errno.EPERM;
+                    if (gid != uint.MaxValue && _options.Gids is { } gm && !gm.TryToHost(gid, out gid)) return Errno.EPERM;
                     // SAFETY: empty path + AT_EMPTY_PATH changes the O_PATH fd's inode itself, never following links.
                     if (fchownat(lease.Fd, empty, uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return LastErrno;
                     // The host dropped suid (and sgid with group-exec) and security.capability itself (chown_common

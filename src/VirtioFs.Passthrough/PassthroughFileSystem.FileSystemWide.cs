@@ -39,12 +39,13 @@ public sealed unsafe partial class PassthroughFileSystem
             if (_options.ReadOnly && (mask & 2) != 0 && (st.stx_mode & S_IFMT) is S_IFREG or S_IFDIR) return Errno.EROFS;
             if (mask == 0) return 0; // F_OK
             uint mode = st.stx_mode;
-            if (ctx.Uid == 0)
+            if (!TryHostCaller(ctx, out FuseContext caller)) return Errno.EPERM;
+            if (caller.Uid == 0)
             {
                 // root: everything but execute of a file with no execute bit at all.
                 return (mask & 1) != 0 && (mode & S_IFMT) != S_IFDIR && (mode & 0x49) == 0 ? Errno.EACCES : 0;
             }
-            uint bits = ctx.Uid == st.stx_uid ? (mode >> 6) & 7 : ctx.Gid == st.stx_gid ? (mode >> 3) & 7 : mode & 7;
+            uint bits = caller.Uid == st.stx_uid ? (mode >> 6) & 7 : caller.Gid == st.stx_gid ? (mode >> 3) & 7 : mode & 7;
             return (mask & 7 & ~bits) != 0 ? Errno.EACCES : 0;
         }
         finally

@@ -105,7 +105,8 @@ public sealed unsafe partial class PassthroughFileSystem
             uint createMode = CreateMode(lease.Fd, mode, umask);
             int fd;
             bool existed;
-            using (new Credentials(ctx, _logger))
+            if (!TryHostCaller(ctx, out FuseContext caller)) return Errno.EPERM;
+            using (new Credentials(caller, _logger))
             {
                 fixed (byte* n = cname)
                 {
@@ -158,7 +159,8 @@ public sealed unsafe partial class PassthroughFileSystem
             int open = (SanitizeOpenFlags(flags) & ~O_ACCMODE & ~O_DIRECTORY) | O_TMPFILE
                 | (((int)flags & O_ACCMODE) == O_RDONLY ? O_RDWR : (int)flags & O_ACCMODE);
             int fd;
-            using (new Credentials(ctx, _logger))
+            if (!TryHostCaller(ctx, out FuseContext caller)) return Errno.EPERM;
+            using (new Credentials(caller, _logger))
             {
                 byte* dot = stackalloc byte[2] { (byte)'.', 0 };
                 fd = openat(lease.Fd, dot, open, CreateMode(lease.Fd, mode, umask)); // SAFETY: "." of a directory fd.

@@ -29,7 +29,29 @@ public sealed unsafe partial class PassthroughFileSystem
         }
     }
 
-    private static FuseAttr ToAttr(in Statx st) => new()
+    /// <summary>The caller as the host knows it (--translate-uid/gid); false when its uid or gid is forbidden (EPERM).</summary>
+    private bool TryHostCaller(in FuseContext ctx, out FuseContext host)
+    {
+        uint uid = ctx.Uid, gid = ctx.Gid;
+        if ((_options.Uids is { } u && !u.TryToHost(ctx.Uid, out uid)) || (_options.Gids is { } g && !g.TryToHost(ctx.Gid, out gid)))
+        {
+            host = default;
+            return false;
+        }
+        host = _options.Uids is null && _options.Gids is null ? ctx : new FuseContext(uid, gid, ctx.Pid, ctx.Unique) { SecurityContext = ctx.SecurityContext };
+        return true;
+    }
+
+    /// <summary>The host's owner as the guest sees it (--translate-uid/gid).</summary>
+    private FuseAttr ToAttr(in Statx st)
+    {
+        FuseAttr attr = ToHostAttr(st);
+        if (_options.Uids is { } u) attr.uid = u.ToGuest(attr.uid);
+        if (_options.Gids is { } g) attr.gid = g.ToGuest(attr.gid);
+        return attr;
+    }
+
+    private static FuseAttr ToHostAttr(in Statx st) => new()
     {
         ino = st.stx_ino,
         size = st.stx_size,

@@ -34,7 +34,8 @@ public sealed unsafe partial class PassthroughFileSystem
             if (err != 0) return err;
             int rc;
             if (kind != 2) mode = (mode & S_IFMT) | CreateMode(lease.Fd, mode, umask);
-            using (new Credentials(ctx, _logger))
+            if (!TryHostCaller(ctx, out FuseContext caller)) return Errno.EPERM;
+            using (new Credentials(caller, _logger))
             {
                 fixed (byte* n = cname)
                 {

@@ -39,4 +39,8 @@ public sealed class PassthroughOptions
     public bool PosixAcl { get; init; }
     /// <summary>virtiofsd --security-label: the security context sent with a create (FUSE_SECURITY_CTX) is set on the new inode.</summary>
     public bool SecurityLabel { get; init; }
+    /// <summary>virtiofsd --translate-uid: uids translated between guest and host by the daemon (null: none).</summary>
+    public IdTranslator? Uids { get; init; }
+    /// <summary>virtiofsd --translate-gid.</summary>
+    public IdTranslator? Gids { get; init; }
 }

@@ -116,10 +116,119 @@ public class SandboxPolicyTests
         Assert.Equal(SandboxMode.None, user.Mode);
         Assert.Null(user.KeepCaps);
         Assert.Equal(SeccompAction.Kill, user.Seccomp);
-        var e = Assert.Throws<OptionParser.UsageException>(() => Resolve(["--socket-path=/s", "--shared-dir=/d", "--sandbox=namespace"], root: false));
+        Assert.Contains("--sandbox namespace", user.Note, StringComparison.Ordinal);
+        var e = Assert.Throws<OptionParser.UsageException>(() => Resolve(["--socket-path=/s", "--shared-dir=/d", "--sandbox=chroot"], root: false));
         Assert.Contains("root", e.Message, StringComparison.Ordinal);
         Assert.True(Resolve(["--socket-path=/s", "--shared-dir=/d"], hasSandbox: false).IsNoop);
         Assert.Throws<OptionParser.UsageException>(() => Resolve(["--socket-path=/s", "--shared-dir=/d", "--seccomp=kill"], hasSandbox: false));
+    }
+
+    [Fact]
+    public void Uid_and_gid_maps_parse_as_virtiofsd_idmap_rs_does()
+    {
+        // virtiofsd src/main.rs --uid-map/--gid-map ":namespace_uid:host_uid:count:", repeatable; src/idmap.rs takes
+        // any non-alphanumeric delimiter, the same at both ends.
+        var o = OptionParser.Parse(["--socket-path=/s", "--shared-dir=/d", "--uid-map=:0:100000:65536:", "--uid-map", "/65536/1000/1/",
+            "--gid-map", ":0:100000:65536:"]);
+        Assert.Equal([new NamespaceIdMap(0, 100000, 65536), new NamespaceIdMap(65536, 1000, 1)], o.UidMaps);
+        Assert.Equal([new NamespaceIdMap(0, 100000, 65536)], o.GidMaps);
+        Assert.Equal("0 100000 65536\n65536 1000 1\n", IdMaps.ToProcText(o.UidMaps));
+    }
+
+    [Theory]
+    [InlineData("--uid-map=")]
+    [InlineData("--uid-map=:0:1000:")]            // two values
+    [InlineData("--uid-map=:0:1000:1:2:")]        // four values
+    [InlineData("--uid-map=0:1000:1:")]           // does not start with the delimiter
+    [InlineData("--uid-map=:0:1000:1/")]          // ends with another one
+    [InlineData("--gid-map=x0x1000x1x")]          // alphanumeric delimiter
+    [InlineData("--gid-map=:a:1000:1:")]
+    [InlineData("--gid-map=:-1:1000:1:")]
+    [InlineData("--gid-map=:0:4294967296:1:")]    // not a u32
+    [InlineData("--uid-map=:0:1000:0:")]          // an empty range
+    [InlineData("--uid-map=:4294967295:0:2:")]    // past 2^32
+    [InlineData("--translate-uid=guest:1000:2000")]
+    [InlineData("--translate-uid=guest:1000:2000:1:1")]
+    [InlineData("--translate-uid=forbid-guest:0:1:1")]
+    [InlineData("--translate-uid=user:0:1:1")]
+    [InlineData("--translate-gid=guest")]
+    [InlineData("--translate-gid=map:0:x:1")]
+    [InlineData("--translate-gid=host:0:4294967295:2")]
+    public void Malformed_id_maps_are_refused_with_one_line(string arg)
+    {
+        var e = Assert.Throws<OptionParser.UsageException>(() => OptionParser.Parse(["--socket-path=/s", "--shared-dir=/d", arg]));
+        Assert.DoesNotContain('\n', e.Message);
+        Assert.StartsWith(arg[..arg.IndexOf('=', StringComparison.Ordinal)], e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Translations_parse_as_virtiofsd_soft_idmap_cmdline_rs_does()
+    {
+        // The type is matched case-insensitively; the separator is the first character not alphanumeric, '-' or '_'.
+        var o = OptionParser.Parse(["--socket-path=/s", "--shared-dir=/d", "--translate-uid=guest:1000:2000:10", "--translate-uid=HOST/0/1/5",
+            "--translate-uid=squash-guest:100000:65534:65536", "--translate-gid=squash-host:5:6:7", "--translate-gid=map:0:100000:65536",
+            "--translate-gid=forbid-guest:70000:20"]);
+        Assert.Equal([new IdTranslation(IdTranslationKind.Guest, 1000, 2000, 10), new IdTranslation(IdTranslationKind.Host, 0, 1, 5),
+            new IdTranslation(IdTranslationKind.SquashGuest, 100000, 65534, 65536)], o.TranslateUid);
+        Assert.Equal([new IdTranslation(IdTranslationKind.SquashHost, 5, 6, 7), new IdTranslation(IdTranslationKind.Map, 0, 100000, 65536),
+            new IdTranslation(IdTranslationKind.ForbidGuest, 70000, 0, 20)], o.TranslateGid);
+        // main.rs: conflicts_with = "posix_acl"; and an image has no ids to translate.
+        Assert.Throws<OptionParser.UsageException>(() => OptionParser.Parse(["--socket-path=/s", "--shared-dir=/d", "--posix-acl", "--translate-uid=map:0:1:1"]));
+        Assert.Throws<OptionParser.UsageException>(() => OptionParser.Parse(["--socket-path=/s", "--bootstrap=/b", "--blob-dir=/d", "--translate-gid=map:0:1:1"]));
+    }
+
+    [Fact]
+    public void Translations_map_each_direction_as_virtiofsd_soft_idmap_does()
+    {
+        var o = OptionParser.Parse(["--socket-path=/s", "--shared-dir=/d", "--translate-uid=map:1000:0:1", "--translate-uid=squash-guest:2000:65534:100",
+            "--translate-uid=forbid-guest:3000:10", "--translate-uid=host:500:7000:5"]);
+        VirtioFs.Passthrough.IdTranslator t = IdMaps.ToTranslator("--translate-uid", o.TranslateUid)!;
+        Assert.True(t.TryToHost(1000, out uint h) && h == 0);          // map: guest 1000 is host 0 ...
+        Assert.Equal(1000u, t.ToGuest(0));                              // ... and back
+        Assert.True(t.TryToHost(2099, out h) && h == 65534);           // squash-guest
+        Assert.Equal(65534u, t.ToGuest(65534));                         // one-way: not mapped back
+        Assert.False(t.TryToHost(3009, out _));                         // forbid-guest: EPERM
+        Assert.True(t.TryToHost(3010, out h) && h == 3010);            // outside every range: unchanged
+        Assert.Equal(7004u, t.ToGuest(504));                            // host
+        Assert.True(t.TryToHost(504, out h) && h == 504);
+        Assert.Null(IdMaps.ToTranslator("--translate-gid", o.TranslateGid));
+        // Overlapping ranges in one direction are refused (soft_idmap do_push), with one line.
+        var e = Assert.Throws<OptionParser.UsageException>(() => OptionParser.Parse(["--socket-path=/s", "--shared-dir=/d",
+            "--translate-gid=guest:0:100:10", "--translate-gid=forbid-guest:5:1"]));
+        Assert.Contains("intersects", e.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain('\n', e.Message);
+        OptionParser.Parse(["--socket-path=/s", "--shared-dir=/d", "--translate-gid=guest:0:100:10", "--translate-gid=host:5:1:1"]);
+    }
+
+    [Fact]
+    public void Unprivileged_namespace_sandbox_is_a_user_namespace_with_the_maps()
+    {
+        SandboxPlan plan = Resolve(["--socket-path=/s", "--shared-dir=/srv/share", "--sandbox=namespace", "--uid-map=:0:100000:65536:",
+            "--gid-map=:0:100000:65536:"], root: false);
+        Assert.Equal(SandboxMode.Namespace, plan.Mode);
+        Assert.True(plan.UserNamespace);
+        Assert.Equal("/srv/share", plan.Root);
+        Assert.Equal([new NamespaceIdMap(0, 100000, 65536)], plan.UidMaps);
+        Assert.Equal([new NamespaceIdMap(0, 100000, 65536)], plan.GidMaps);
+        // Root of its namespace, the daemon holds every capability there: cut to virtiofsd's list like a root daemon's.
+        Assert.Equal(0x880000dbUL, plan.KeepCaps);
+        // The maps alone ask for the namespace sandbox (virtiofsd's default mode).
+        Assert.True(Resolve(["--socket-path=/s", "--shared-dir=/d", "--uid-map=:0:1000:1:"], root: false).UserNamespace);
+        // No maps: the caller's own ids (the shim maps them).
+        SandboxPlan own = Resolve(["--socket-path=/s", "--shared-dir=/d", "--sandbox=namespace"], root: false);
+        Assert.True(own.UserNamespace);
+        Assert.Empty(own.UidMaps);
+        Assert.False(Resolve(["--socket-path=/s", "--shared-dir=/d", "--sandbox=namespace"]).UserNamespace);
+    }
+
+    [Fact]
+    public void Id_maps_are_refused_where_virtiofsd_refuses_them()
+    {
+        // virtiofsd sandbox.rs enter(): SandboxModeInvalidUidMap (root, or not namespace) and SandboxModeInvalidUID.
+        Assert.Throws<OptionParser.UsageException>(() => Resolve(["--socket-path=/s", "--shared-dir=/d", "--uid-map=:0:0:1:"]));
+        Assert.Throws<OptionParser.UsageException>(() => Resolve(["--socket-path=/s", "--shared-dir=/d", "--gid-map=:0:1000:1:", "--sandbox=none"], root: false));
+        Assert.Throws<OptionParser.UsageException>(() => Resolve(["--socket-path=/s", "--shared-dir=/d", "--sandbox=chroot"], root: false));
+        Assert.Throws<OptionParser.UsageException>(() => Resolve(["mount", "--bootstrap=/b", "--blob-dir=/d", "--uid-map=:0:1000:1:", "/mnt"], root: false, image: LocalImage));
     }
 
     [Fact]

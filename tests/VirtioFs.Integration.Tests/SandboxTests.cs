@@ -227,12 +227,14 @@ public sealed partial class SandboxTests(ITestOutputHelper output)
 
     /// <summary>The serving process: the started one, or (namespace, chroot) its only child; waits until the sandbox's
     /// constructor has installed the filter.</summary>
-    private static int DaemonPid(Vfsd vfsd, bool forks)
+    private static int DaemonPid(Vfsd vfsd, bool forks) => DaemonPid(vfsd.Process, forks);
+
+    private static int DaemonPid(ProcessRunner started, bool forks)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
         while (DateTime.UtcNow < deadline)
         {
-            int pid = vfsd.Process.Id;
+            int pid = started.Id;
             if (forks)
             {
                 string children = TryRead($"/proc/{pid}/task/{pid}/children")?.Trim() ?? "";
@@ -244,7 +246,7 @@ public sealed partial class SandboxTests(ITestOutputHelper output)
             }
             Thread.Sleep(50);
         }
-        throw new TimeoutException($"no sandboxed daemon under {vfsd.Process.Id}:\n{vfsd.Process.Output}");
+        throw new TimeoutException($"no sandboxed daemon under {started.Id}:\n{started.Output}");
     }
 
     private static bool WaitGone(int pid, TimeSpan timeout)

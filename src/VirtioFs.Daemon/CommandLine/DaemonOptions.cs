@@ -128,6 +128,14 @@ public sealed class DaemonOptions
     public Sandbox.SeccompAction? Seccomp { get; set; }
     /// <summary><c>--modcaps</c>: capabilities added to (true) or removed from (false) the kept set, in order.</summary>
     public IReadOnlyList<(int Cap, bool Add)> ModCaps { get; set; } = [];
+    /// <summary>virtiofsd <c>--uid-map</c>/<c>--gid-map</c> (repeatable): the user namespace of an unprivileged
+    /// <c>--sandbox namespace</c>; empty: the caller's own uid/gid mapped to itself, as virtiofsd does.</summary>
+    public List<Sandbox.NamespaceIdMap> UidMaps { get; } = [];
+    public List<Sandbox.NamespaceIdMap> GidMaps { get; } = [];
+    /// <summary>virtiofsd <c>--translate-uid</c>/<c>--translate-gid</c> (repeatable): ids the daemon translates between
+    /// guest and host itself.</summary>
+    public List<Sandbox.IdTranslation> TranslateUid { get; } = [];
+    public List<Sandbox.IdTranslation> TranslateGid { get; } = [];
     public bool PrintCapabilities { get; set; }
     public bool ShowHelp { get; set; }
     public bool ShowVersion { get; set; }

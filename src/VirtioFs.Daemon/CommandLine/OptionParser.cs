@@ -58,6 +58,10 @@ public static class OptionParser
           --seccomp kill|log|trap|none
                                     action for a syscall off vfsd's allow-list (default kill)
           --modcaps +CAP:-CAP...    add to or remove from the capabilities kept (e.g. +sys_admin:-mknod)
+          --uid-map :NS:HOST:COUNT: / --gid-map ...  (repeatable; not root, --sandbox namespace) the user
+                                    namespace's maps, set with newuidmap/newgidmap unless it maps only oneself
+          --translate-uid TYPE:A:B:N / --translate-gid ...  (repeatable) translate ids between guest and host in the
+                                    daemon: guest, host, squash-guest, squash-host, map (A B N) or forbid-guest:A:N
           --syslog                  log to syslog instead of stderr
         Image options (instead of --shared-dir):
           --bootstrap IMAGE         the RAFS v5/v6 bootstrap to serve read-only
@@ -209,6 +213,10 @@ public static class OptionParser
                 case "--sandbox": options.Sandbox = ParseSandbox(Value()); break;
                 case "--seccomp": options.Seccomp = ParseSeccomp(Value()); break;
                 case "--modcaps": options.ModCaps = Capabilities.ParseModCaps(Value()); break;
+                case "--uid-map": options.UidMaps.Add(IdMaps.ParseNamespaceMap(name, Value())); break;
+                case "--gid-map": options.GidMaps.Add(IdMaps.ParseNamespaceMap(name, Value())); break;
+                case "--translate-uid": options.TranslateUid.Add(IdMaps.ParseTranslation(name, Value())); break;
+                case "--translate-gid": options.TranslateGid.Add(IdMaps.ParseTranslation(name, Value())); break;
                 case "--rlimit-nofile": options.RlimitNofile = (ulong)ParseInt(name, Value(), 0, int.MaxValue); break;
                 case "--log-level": options.LogLevel = ParseLogLevel(Value()); break;
                 case "--announce-submounts": NoValue(); options.AnnounceSubmounts = true; break;
@@ -461,6 +469,14 @@ public static class OptionParser
             // They change how a writable host directory is served; images are read-only and --apisock mounts share
             // one session whose INIT cannot promise them for every filesystem.
             throw new UsageException("--xattrmap, --posix-acl, --security-label and --killpriv-v2 need --shared-dir");
+        }
+        if (options.TranslateUid.Count + options.TranslateGid.Count > 0)
+        {
+            // virtiofsd main.rs: conflicts_with = "posix_acl" (ACL entries carry ids the daemon would not translate).
+            if (options.PosixAcl) throw new UsageException("--translate-uid/--translate-gid cannot be used with --posix-acl (the ids inside ACLs would not be translated)");
+            if (options.SharedDir is null) throw new UsageException("--translate-uid/--translate-gid need --shared-dir (images keep the ids they were built with)");
+            IdMaps.ToTranslator("--translate-uid", options.TranslateUid);
+            IdMaps.ToTranslator("--translate-gid", options.TranslateGid);
         }
         if (options.PrefetchAll && (options.PrefetchFilesList is not null || options.NoPrefetch))
         {

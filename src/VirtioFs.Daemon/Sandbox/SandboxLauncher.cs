@@ -76,6 +76,12 @@ internal static partial class SandboxLauncher
 
         var text = new StringBuilder();
         text.Append("mode ").Append(Lower(plan.Mode)).Append('\n');
+        if (plan.UserNamespace)
+        {
+            text.Append("userns 1\n");
+            foreach (NamespaceIdMap m in plan.UidMaps) text.Append(CultureInfo.InvariantCulture, $"uidmap {m.Inside} {m.Outside} {m.Count}\n");
+            foreach (NamespaceIdMap m in plan.GidMaps) text.Append(CultureInfo.InvariantCulture, $"gidmap {m.Inside} {m.Outside} {m.Count}\n");
+        }
         if (plan.Root is { } r) text.Append("root ").Append(r).Append('\n');
         foreach (var (path, readOnly) in plan.Binds) text.Append(readOnly ? "bindro " : "bind ").Append(path).Append('\n');
         if (plan.Mode == SandboxMode.Namespace && plan.Root is null) text.Append("cwd ").Append(Environment.CurrentDirectory).Append('\n');
@@ -139,6 +145,7 @@ internal static partial class SandboxLauncher
         }
         string mode = fields.GetValueOrDefault("mode", "?");
         string namespaces = mode == "namespace" ? (fields.GetValueOrDefault("net") == "1" ? "mount,pid,ipc,net" : "mount,pid,ipc (no net)") : "none";
+        if (fields.GetValueOrDefault("userns") == "1") namespaces = "user," + namespaces;
         string caps = fields.GetValueOrDefault("caps", "-") is { } c && !c.StartsWith('-')
             && ulong.TryParse(c, NumberStyles.HexNumber, CultureInfo.InvariantCulture, out ulong mask) ? Capabilities.Describe(mask) : "(unchanged)";
         SandboxLog.Active(logger, mode, namespaces, fields.GetValueOrDefault("seccomp", "?"), caps);

@@ -37,6 +37,11 @@ public sealed record SandboxPlan
     /// <summary>Image modes: what the tmpfs root holds, at the host paths, parents before children.</summary>
     public IReadOnlyList<(string Path, bool ReadOnly)> Binds { get; init; } = [];
     public bool NewNetNamespace { get; init; }
+    /// <summary>Not root: a new user namespace first, with <see cref="UidMaps"/>/<see cref="GidMaps"/> (empty: the
+    /// caller's own id mapped to itself), in which the daemon then becomes root.</summary>
+    public bool UserNamespace { get; init; }
+    public IReadOnlyList<NamespaceIdMap> UidMaps { get; init; } = [];
+    public IReadOnlyList<NamespaceIdMap> GidMaps { get; init; } = [];
     /// <summary>Why a default was chosen where it is not the usual one (logged).</summary>
     public string? Note { get; init; }
 
@@ -70,13 +75,13 @@ public static class SandboxPolicy
         {
             // A host FUSE mount is made in, and must stay visible from, the host's mount namespace, and mounting it
             // takes CAP_SYS_ADMIN, most of root: no root, namespace or capability set of ours would hold.
-            if (explicitSandbox || explicitSeccomp || o.ModCaps.Count > 0)
+            if (explicitSandbox || explicitSeccomp || o.ModCaps.Count > 0 || o.UidMaps.Count + o.GidMaps.Count > 0)
                 throw new OptionParser.UsageException("vfsd mount and vfsd fuse mount on the host: --sandbox, --seccomp and --modcaps do not apply (use none)");
             return noop with { Note = "/dev/fuse mount: no sandbox (the mount lives in the host mount namespace)" };
         }
         if (!hasSandbox)
         {
-            if (explicitSandbox || explicitSeccomp || o.ModCaps.Count > 0) throw new OptionParser.UsageException(NoSandboxBuild);
+            if (explicitSandbox || explicitSeccomp || o.ModCaps.Count > 0 || o.UidMaps.Count + o.GidMaps.Count > 0) throw new OptionParser.UsageException(NoSandboxBuild);
             return noop with { Note = NoSandboxBuild };
         }
 
@@ -113,17 +118,37 @@ public static class SandboxPolicy
             mode = SandboxMode.None;
             note = "--log-file: no mount sandbox (the log file lies outside the new root)";
         }
+        bool idMaps = o.UidMaps.Count + o.GidMaps.Count > 0;
+        bool userNamespace = false;
+        if (idMaps && (isRoot || mode != SandboxMode.Namespace))
+        {
+            // virtiofsd sandbox.rs enter(): SandboxModeInvalidUidMap / SandboxModeInvalidGidMap.
+            throw new OptionParser.UsageException(isRoot
+                ? "--uid-map/--gid-map apply only when vfsd is not root (they set up the user namespace of --sandbox namespace)"
+                : "--uid-map/--gid-map need --sandbox namespace (they set up its user namespace)");
+        }
         if (!isRoot && mode != SandboxMode.None)
         {
-            if (o.Sandbox is not null)
-                throw new OptionParser.UsageException($"--sandbox {mode.ToString().ToLowerInvariant()} needs root: the unprivileged user-namespace mode (--uid-map/--gid-map) is not implemented (use --sandbox none)");
-            mode = SandboxMode.None;
-            note = "not root: no mount sandbox (the unprivileged user-namespace mode is not implemented)";
+            if (mode == SandboxMode.Chroot)
+                throw new OptionParser.UsageException("--sandbox chroot needs root (use --sandbox namespace: a user namespace)");
+            if (o.Sandbox is null && !idMaps)
+            {
+                // virtiofsd would go into a user namespace here by default; vfsd asks for it to be named, so a host
+                // without unprivileged user namespaces (some distributions restrict them) keeps a daemon that starts.
+                mode = SandboxMode.None;
+                note = "not root: no mount sandbox (ask for one with --sandbox namespace: a user namespace, see --uid-map)";
+            }
+            else
+            {
+                // An unprivileged namespace sandbox (virtiofsd sandbox.rs enter_namespace with CLONE_NEWUSER).
+                userNamespace = true;
+            }
         }
 
         ulong? caps = null;
-        if (isRoot)
+        if (isRoot || userNamespace)
         {
+            // In a user namespace the daemon is root of it with every capability there: dropped the same way.
             caps = Capabilities.Mask(image is null ? Capabilities.Passthrough : Capabilities.Image, o.ModCaps);
         }
         else if (o.ModCaps.Count > 0)
@@ -144,6 +169,9 @@ public static class SandboxPolicy
             Root = image is null && mode != SandboxMode.None ? Path.GetFullPath(o.SharedDir!) : null,
             Binds = binds,
             NewNetNamespace = mode == SandboxMode.Namespace,
+            UserNamespace = userNamespace,
+            UidMaps = [.. o.UidMaps],
+            GidMaps = [.. o.GidMaps],
             Note = note,
         };
     }

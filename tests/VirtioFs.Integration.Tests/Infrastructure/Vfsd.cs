@@ -39,6 +39,25 @@ internal sealed class Vfsd : IDisposable
         return new Vfsd(process, socket);
     }
 
+    /// <summary>Starts out/vfsd through <paramref name="launcher"/> (e.g. setpriv as another user) with
+    /// <c>--socket-path <paramref name="socket"/></c> plus <paramref name="args"/>, and waits for the socket.</summary>
+    public static Vfsd StartAs(IReadOnlyList<string> launcher, string socket, params string[] args)
+    {
+        var process = ProcessRunner.Start(launcher[0], [.. launcher.Skip(1), Repo.Vfsd, "--socket-path", socket, .. args]);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (!File.Exists(socket))
+        {
+            if (process.HasExited || DateTime.UtcNow > deadline)
+            {
+                string output = process.Output;
+                process.Dispose();
+                throw new InvalidOperationException($"vfsd did not create its socket; output:\n{output}");
+            }
+            Thread.Sleep(20);
+        }
+        return new Vfsd(process, socket);
+    }
+
     /// <summary>The C virtiofsd Debian's QEMU ships: run the same tests against it with VFS_TEST_PEER=virtiofsd.</summary>
     public const string PeerVirtiofsd = "/usr/lib/qemu/virtiofsd";
 
