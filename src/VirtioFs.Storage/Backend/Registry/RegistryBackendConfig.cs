@@ -32,19 +32,7 @@ public static class RegistryBackendConfig
         RegistryCredentials? creds = null;
         if (Str(c, "auth") is { Length: > 0 } auth) creds = RegistryCredentials.FromAuth(auth);
         else if (Str(c, "docker_config") is { Length: > 0 } dc) creds = DockerConfig.Find(host, dc);
-        RegistryProxyOptions? proxy = null;
-        if (c.TryGetProperty("proxy", out var p) && p.ValueKind == JsonValueKind.Object && Str(p, "url") is { Length: > 0 } url)
-        {
-            proxy = new RegistryProxyOptions
-            {
-                Url = url,
-                PingUrl = Str(p, "ping_url") is { Length: > 0 } pu ? pu : null,
-                Fallback = Bool(p, "fallback") ?? true,
-                CheckInterval = Seconds(p, "check_interval") ?? TimeSpan.FromSeconds(5),
-                UseHttp = Bool(p, "use_http") ?? false,
-                CheckPauseElapsed = Seconds(p, "check_pause_elapsed") ?? TimeSpan.FromSeconds(300),
-            };
-        }
+        RegistryProxyOptions? proxy = ParseProxy(c);
         var scheme = Str(c, "scheme");
         var o = new RegistryOptions
         {
@@ -65,13 +53,29 @@ public static class RegistryBackendConfig
         return o;
     }
 
-    private static string? Str(JsonElement e, string name)
+
+    /// <summary>The <c>proxy</c> object every nydus HTTP backend shares (registry, oss, s3), or null without a url.</summary>
+    internal static RegistryProxyOptions? ParseProxy(JsonElement c)
+    {
+        if (!c.TryGetProperty("proxy", out var p) || p.ValueKind != JsonValueKind.Object || Str(p, "url") is not { Length: > 0 } url) return null;
+        return new RegistryProxyOptions
+        {
+            Url = url,
+            PingUrl = Str(p, "ping_url") is { Length: > 0 } pu ? pu : null,
+            Fallback = Bool(p, "fallback") ?? true,
+            CheckInterval = Seconds(p, "check_interval") ?? TimeSpan.FromSeconds(5),
+            UseHttp = Bool(p, "use_http") ?? false,
+            CheckPauseElapsed = Seconds(p, "check_pause_elapsed") ?? TimeSpan.FromSeconds(300),
+        };
+    }
+
+    internal static string? Str(JsonElement e, string name)
     {
         if (!e.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return null;
         return v.ValueKind == JsonValueKind.String ? v.GetString() : throw new FormatException($"'{name}' must be a string");
     }
 
-    private static bool? Bool(JsonElement e, string name)
+    internal static bool? Bool(JsonElement e, string name)
     {
         if (!e.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return null;
         return v.ValueKind switch
@@ -82,13 +86,13 @@ public static class RegistryBackendConfig
         };
     }
 
-    private static int? Int(JsonElement e, string name)
+    internal static int? Int(JsonElement e, string name)
     {
         if (!e.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return null;
         return v.TryGetInt32(out int i) && i >= 0 ? i : throw new FormatException($"'{name}' must be a non-negative integer");
     }
 
-    private static TimeSpan? Seconds(JsonElement e, string name)
+    internal static TimeSpan? Seconds(JsonElement e, string name)
     {
         if (!e.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return null;
         if (!v.TryGetDouble(out double s) || !(s > 0) || s > 86400) throw new FormatException($"'{name}' must be a number of seconds in (0, 86400]");
