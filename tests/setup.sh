@@ -41,3 +41,11 @@ for p in Daemon:vfsd ImageTool:vfs-image; do
   cp out/.publish-${p##*:}/${p##*:} out/${p##*:}
 done
 echo "setup: built $(ls out | tr '\n' ' ')for $isa"
+
+# The S3-compatible server the object storage tests start on 127.0.0.1: npm's s3rver, with Debian's Node. Installed
+# into out/s3rver (not the system), pinned, and only when missing.
+if [ ! -e out/s3rver/node_modules/s3rver/bin/s3rver.js ]; then
+  command -v npm > /dev/null || { apt-get install -y -qq --no-install-recommends nodejs npm > /tmp/vfs-apt.log 2>&1 || { tail -n 30 /tmp/vfs-apt.log; exit 1; }; }
+  npm install --prefix out/s3rver --no-audit --no-fund --silent s3rver@3.7.1 > /tmp/vfs-npm.log 2>&1 || { tail -n 30 /tmp/vfs-npm.log; exit 1; }
+  echo "setup: installed s3rver into out/s3rver"
+fi

@@ -2,7 +2,7 @@ using Microsoft.Extensions.Logging;
 
 namespace VirtioFs.Oci;
 
-/// <summary>OCI registry client log messages; event ids 6000-6049.</summary>
+/// <summary>OCI registry and object storage client log messages; event ids 6000-6049.</summary>
 internal static partial class OciLog
 {
     [LoggerMessage(6000, LogLevel.Warning, "{Service} {Operation}: attempt {Attempt} failed ({Error}); retrying in {DelayMs} ms")]
@@ -31,4 +31,10 @@ internal static partial class OciLog
 
     [LoggerMessage(6008, LogLevel.Information, "registry {Host}: credentials replaced at run time (user {User})")]
     public static partial void CredentialsUpdated(ILogger logger, string host, string user);
+
+    [LoggerMessage(6010, LogLevel.Information, "{Service} bucket {Bucket}: credentials from the {Source}, access key id {KeyId}")]
+    public static partial void ObjectStorageCredentials(ILogger logger, string service, string bucket, string source, string keyId);
+
+    [LoggerMessage(6011, LogLevel.Information, "{Object}: {Outcome}")]
+    public static partial void ObjectUploaded(ILogger logger, string @object, string outcome);
 }

@@ -7,7 +7,8 @@ namespace VirtioFs.RafsFs;
 /// <summary>
 /// Reads the nydusd RAFS configuration (JSON, "v1" shape, nydus docs/nydusd.md and api/src/config.rs) into
 /// <see cref="RafsMountOptions"/>. Understood: <c>device.backend.type</c> = localfs with <c>config.dir</c> or
-/// <c>config.blob_file</c>, or registry with nydus's registry fields (see <see cref="RegistryBackendConfig"/>); <c>device.cache.type</c> = blobcache (or filecache) with <c>config.work_dir</c>, or
+/// <c>config.blob_file</c>, or registry with nydus's registry fields (see <see cref="RegistryBackendConfig"/>), or s3/oss with nydus's object
+/// storage fields (see <see cref="VirtioFs.Storage.Backend.ObjectStorage.ObjectStorageBackendConfig"/>); <c>device.cache.type</c> = blobcache (or filecache) with <c>config.work_dir</c>, or
 /// empty/dummycache for no cache; <c>digest_validate</c> (true re-verifies cached chunks on every read);
 /// <c>amplify_io</c>; <c>fs_prefetch.enable</c>, <c>threads_count</c>, <c>bandwidth_rate</c>, <c>prefetch_all</c>.
 /// Keys nydus has that change nothing here (mode, iostats_files, enable_xattr, latest_read_files, access_pattern,
@@ -71,8 +72,19 @@ public static class NydusConfig
                                 throw new ConfigException($"device.backend.config: {e.Message}");
                             }
                             break;
+                        case "s3" or "oss":
+                            if (Get(backend, "config") is not { } oc) throw new ConfigException($"device.backend.type {type} needs device.backend.config");
+                            try
+                            {
+                                options.ObjectStorage = VirtioFs.Storage.Backend.ObjectStorage.ObjectStorageBackendConfig.Parse(type, oc);
+                            }
+                            catch (FormatException e)
+                            {
+                                throw new ConfigException($"device.backend.config: {e.Message}");
+                            }
+                            break;
                         default:
-                            throw new ConfigException($"device.backend.type '{type}' is not supported (localfs or registry)");
+                            throw new ConfigException($"device.backend.type '{type}' is not supported (localfs, registry, s3 or oss)");
                     }
                 }
                 if (Get(device, "cache") is { } cache)

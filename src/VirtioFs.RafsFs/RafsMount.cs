@@ -144,6 +144,13 @@ public sealed class RafsMount : IDisposable
             ILogger log = loggers.CreateLogger("vfsd.registry");
             return new RegistryBackend(new RegistryClient(registry, log), ownsClient: true, log);
         }
+        if (options.ObjectStorage is { } bucket)
+        {
+            foreach (var b in image.Blobs)
+                if (!VirtioFs.Storage.Backend.ObjectStorage.ObjectStorageBackend.IsValidBlobId(b.BlobId))
+                    throw new RafsMountException($"blob id '{b.BlobId}' cannot name an object in a bucket");
+            return new VirtioFs.Storage.Backend.ObjectStorage.ObjectStorageBackend(bucket, loggers.CreateLogger("vfsd.objectstorage"));
+        }
         if (options.BlobFile is { } file)
         {
             // localfs blob_file: one blob. LocalDirectoryBackend finds blobs by id in a directory, so the file must

@@ -32,6 +32,10 @@ public sealed class RafsMountOptions
     /// registry</c>): each blob is the layer whose digest is <c>sha256:</c> + its blob id.</summary>
     public RegistryOptions? Registry { get; set; }
 
+    /// <summary>Read blobs from an S3 or OSS bucket (nydus <c>device.backend.type = s3 | oss</c>): each blob is the
+    /// object <c>object_prefix</c> + its blob id.</summary>
+    public VirtioFs.Oci.ObjectStorage.ObjectStorageOptions? ObjectStorage { get; set; }
+
     /// <summary>Persistent chunk cache directory (nydus blobcache <c>work_dir</c>); null reads through without caching.</summary>
     public string? CacheDir { get; set; }
 

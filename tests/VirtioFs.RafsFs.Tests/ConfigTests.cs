@@ -74,6 +74,20 @@ public sealed class ConfigTests
         Assert.NotNull(r.Credentials);
     }
 
+    [Fact]
+    public void S3_and_oss_backends_are_read_with_nydus_keys()
+    {
+        // nydus api/src/config.rs S3Config / OssConfig; a type nydus does not have stays an error.
+        var o = new RafsMountOptions { Bootstrap = "/b" };
+        NydusConfig.Apply("""{"device":{"backend":{"type":"s3","config":{"endpoint":"127.0.0.1:9000","scheme":"http","region":"us-east-1","bucket_name":"images","object_prefix":"nydus/","access_key_id":"AK","access_key_secret":"SK"}}}}""", o);
+        Assert.Equal(("images", "nydus/", "config"), (o.ObjectStorage!.Bucket, o.ObjectStorage.ObjectPrefix, o.ObjectStorage.CredentialSource));
+        Assert.Null(o.Registry);
+        var oss = new RafsMountOptions { Bootstrap = "/b" };
+        NydusConfig.Apply("""{"device":{"backend":{"type":"oss","config":{"endpoint":"oss-cn-hangzhou.aliyuncs.com","bucket_name":"images"}}}}""", oss);
+        Assert.Equal(VirtioFs.Oci.ObjectStorage.ObjectStorageKind.Oss, oss.ObjectStorage!.Kind);
+        Assert.Throws<NydusConfig.ConfigException>(() => NydusConfig.Apply("""{"device":{"backend":{"type":"nas","config":{}}}}""", new RafsMountOptions { Bootstrap = "/b" }));
+    }
+
     [Theory]
     [InlineData("""{"device":{"backend":{"type":"registry","config":{"host":"h:5000"}}}}""")]
     [InlineData("""{"device":{"backend":{"type":"registry","config":{"host":"h","repo":"Bad Repo"}}}}""")]

@@ -25,11 +25,12 @@ public sealed record ImageMetrics(string MountPoint, string BackendType, Backend
         };
     }
 
-    /// <summary>nydus's backend_type names where they exist ("localfs", "registry").</summary>
+    /// <summary>nydus's backend_type names where they exist ("localfs", "registry", "s3", "oss").</summary>
     public static string BackendTypeOf(IBlobBackend backend) => backend switch
     {
         LocalDirectoryBackend => "localfs",
         RegistryBackend => "registry",
+        RemoteBlobBackend remote => remote.Service,     // "s3", "oss"
         _ => backend.GetType().Name.Replace("Backend", "", StringComparison.Ordinal).ToLowerInvariant(),
     };
 

@@ -48,6 +48,7 @@ internal static class ImageOptions
             m.BlobDir = o.BlobDir;
             m.BlobFile = null;
             m.Registry = null;
+            m.ObjectStorage = null;
         }
         if (o.CacheDir is not null) m.CacheDir = o.CacheDir;
         if (o.Verify is { } v) m.Verify = v == VerifyOption.Always ? VerifyMode.Always : VerifyMode.Fetch;

@@ -164,7 +164,7 @@ internal static partial class SandboxLauncher
         }
         // Only files are read here (no registry is asked): the bootstrap, the config, the lists and the key.
         RafsMountOptions m = ImageOptions.From(options, logger);
-        return new ImageFiles(m.Bootstrap, m.BlobDir, m.BlobFile, m.CacheDir, m.Registry is not null);
+        return new ImageFiles(m.Bootstrap, m.BlobDir, m.BlobFile, m.CacheDir, m.Registry is not null || m.ObjectStorage is not null);
     }
 
     private static string Lower<T>(T value) where T : struct, Enum => value.ToString().ToLowerInvariant();

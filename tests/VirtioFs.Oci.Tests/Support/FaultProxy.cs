@@ -6,7 +6,7 @@ namespace VirtioFs.Oci.Tests.Support;
 
 /// <summary>What the <see cref="FaultProxy"/> does to traffic. Faults apply per read on live connections too, so a
 /// pooled keep-alive connection cannot dodge them.</summary>
-public enum Fault { None, Drop, Http500, Http429, Slow, Truncate, Refuse }
+public enum Fault { None, Drop, Http500, Http429, Slow, Truncate, Refuse, Http503SlowDown }
 
 /// <summary>
 /// A TCP proxy on loopback between a client and the registry that injects network faults: dropped connections,
@@ -37,6 +37,10 @@ public sealed class FaultProxy : IDisposable
     /// <summary>Requests that still get the fault (negative: all).</summary>
     public int FaultsLeft { get => Volatile.Read(ref _faultsLeft); set => Volatile.Write(ref _faultsLeft, value); }
     public int Hits => Volatile.Read(ref _hits);
+
+    /// <summary>Bytes the server sent back to clients through this proxy (headers included): what a read moved.</summary>
+    public long BytesToClient => Interlocked.Read(ref _bytesToClient);
+    private long _bytesToClient;
 
     public void Set(Fault mode, int count = -1)
     {
@@ -99,9 +103,13 @@ public sealed class FaultProxy : IDisposable
                         return;
                     case Fault.Http500:
                     case Fault.Http429:
-                        var code = f == Fault.Http500 ? "500 Internal Server Error" : "429 Too Many Requests";
-                        var body = "{\"errors\":[{\"code\":\"INJECTED\"}]}";
-                        await c.SendAsync(Encoding.ASCII.GetBytes($"HTTP/1.1 {code}\r\nContent-Type: application/json\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n{body}"), cts.Token);
+                    case Fault.Http503SlowDown:
+                        var code = f switch { Fault.Http500 => "500 Internal Server Error", Fault.Http429 => "429 Too Many Requests", _ => "503 Slow Down" };
+                        // S3 throttles with 503 and an XML error document whose code is SlowDown (S3 API "Error responses").
+                        var (type, body) = f == Fault.Http503SlowDown
+                            ? ("application/xml", "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>")
+                            : ("application/json", "{\"errors\":[{\"code\":\"INJECTED\"}]}");
+                        await c.SendAsync(Encoding.ASCII.GetBytes($"HTTP/1.1 {code}\r\nContent-Type: {type}\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n{body}"), cts.Token);
                         c.Shutdown(SocketShutdown.Both);
                         return;
                 }
@@ -130,6 +138,7 @@ public sealed class FaultProxy : IDisposable
                     }
                 }
                 await c.SendAsync(buf.AsMemory(0, n), cts.Token);
+                Interlocked.Add(ref _bytesToClient, n);
             }
         });
         try { await Task.WhenAny(toServer, toClient); }

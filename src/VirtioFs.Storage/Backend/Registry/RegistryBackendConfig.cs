@@ -23,58 +23,62 @@ public static class RegistryBackendConfig
         using (doc) return Parse(doc.RootElement);
     }
 
-    public static RegistryOptions Parse(JsonElement config)
+    public static RegistryOptions Parse(JsonElement c)
     {
-        if (config.ValueKind != JsonValueKind.Object) throw new FormatException("registry backend config must be an object");
-        string host = Str(config, "host") ?? throw new FormatException("registry backend config needs 'host'");
-        string repo = Str(config, "repo") ?? throw new FormatException("registry backend config needs 'repo'");
+        if (c.ValueKind != JsonValueKind.Object) throw new FormatException("registry backend config must be an object");
+        string host = Str(c, "host") ?? throw new FormatException("registry backend config needs 'host'");
+        string repo = Str(c, "repo") ?? throw new FormatException("registry backend config needs 'repo'");
         if (!OciReference.IsValidRepository(repo)) throw new FormatException($"bad repo '{repo}'");
         RegistryCredentials? creds = null;
-        if (Str(config, "auth") is { Length: > 0 } auth) creds = RegistryCredentials.FromAuth(auth);
-        else if (Str(config, "docker_config") is { Length: > 0 } dockerConfigPath) creds = DockerConfig.Find(host, dockerConfigPath);
-        RegistryProxyOptions? proxy = null;
-        if (config.TryGetProperty("proxy", out var proxyElement) && proxyElement.ValueKind == JsonValueKind.Object && Str(proxyElement, "url") is { Length: > 0 } url)
-        {
-            proxy = new RegistryProxyOptions
-            {
-                Url = url,
-                PingUrl = Str(proxyElement, "ping_url") is { Length: > 0 } pingUrl ? pingUrl : null,
-                Fallback = Bool(proxyElement, "fallback") ?? true,
-                CheckInterval = Seconds(proxyElement, "check_interval") ?? TimeSpan.FromSeconds(5),
-                UseHttp = Bool(proxyElement, "use_http") ?? false,
-                CheckPauseElapsed = Seconds(proxyElement, "check_pause_elapsed") ?? TimeSpan.FromSeconds(300),
-            };
-        }
-        var scheme = Str(config, "scheme");
-        var options = new RegistryOptions
+        if (Str(c, "auth") is { Length: > 0 } auth) creds = RegistryCredentials.FromAuth(auth);
+        else if (Str(c, "docker_config") is { Length: > 0 } dc) creds = DockerConfig.Find(host, dc);
+        RegistryProxyOptions? proxy = ParseProxy(c);
+        var scheme = Str(c, "scheme");
+        var o = new RegistryOptions
         {
             Host = host,
             Repository = repo,
             Scheme = string.IsNullOrEmpty(scheme) ? null : scheme,
             Credentials = creds,
-            BearerToken = Str(config, "registry_token") is { Length: > 0 } token ? token : null,
-            SkipVerify = Bool(config, "skip_verify") ?? false,
-            CaFile = Str(config, "ca_file"),
-            Timeout = Seconds(config, "timeout") ?? TimeSpan.FromSeconds(5),
-            ConnectTimeout = Seconds(config, "connect_timeout") ?? TimeSpan.FromSeconds(5),
-            RetryLimit = Int(config, "retry_limit") ?? 3,
+            BearerToken = Str(c, "registry_token") is { Length: > 0 } t ? t : null,
+            SkipVerify = Bool(c, "skip_verify") ?? false,
+            CaFile = Str(c, "ca_file"),
+            Timeout = Seconds(c, "timeout") ?? TimeSpan.FromSeconds(5),
+            ConnectTimeout = Seconds(c, "connect_timeout") ?? TimeSpan.FromSeconds(5),
+            RetryLimit = Int(c, "retry_limit") ?? 3,
             Proxy = proxy,
         };
-        try { options.Validate(); }
+        try { o.Validate(); }
         catch (ArgumentException e) { throw new FormatException(e.Message); }
-        return options;
+        return o;
     }
 
-    private static string? Str(JsonElement element, string name)
+
+    /// <summary>The <c>proxy</c> object every nydus HTTP backend shares (registry, oss, s3), or null without a url.</summary>
+    internal static RegistryProxyOptions? ParseProxy(JsonElement c)
     {
-        if (!element.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null) return null;
-        return value.ValueKind == JsonValueKind.String ? value.GetString() : throw new FormatException($"'{name}' must be a string");
+        if (!c.TryGetProperty("proxy", out var p) || p.ValueKind != JsonValueKind.Object || Str(p, "url") is not { Length: > 0 } url) return null;
+        return new RegistryProxyOptions
+        {
+            Url = url,
+            PingUrl = Str(p, "ping_url") is { Length: > 0 } pu ? pu : null,
+            Fallback = Bool(p, "fallback") ?? true,
+            CheckInterval = Seconds(p, "check_interval") ?? TimeSpan.FromSeconds(5),
+            UseHttp = Bool(p, "use_http") ?? false,
+            CheckPauseElapsed = Seconds(p, "check_pause_elapsed") ?? TimeSpan.FromSeconds(300),
+        };
     }
 
-    private static bool? Bool(JsonElement element, string name)
+    internal static string? Str(JsonElement e, string name)
     {
-        if (!element.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null) return null;
-        return value.ValueKind switch
+        if (!e.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return null;
+        return v.ValueKind == JsonValueKind.String ? v.GetString() : throw new FormatException($"'{name}' must be a string");
+    }
+
+    internal static bool? Bool(JsonElement e, string name)
+    {
+        if (!e.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return null;
+        return v.ValueKind switch
         {
             JsonValueKind.True => true,
             JsonValueKind.False => false,
@@ -82,16 +86,16 @@ public static class RegistryBackendConfig
         };
     }
 
-    private static int? Int(JsonElement element, string name)
+    internal static int? Int(JsonElement e, string name)
     {
-        if (!element.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null) return null;
-        return value.TryGetInt32(out int number) && number >= 0 ? number : throw new FormatException($"'{name}' must be a non-negative integer");
+        if (!e.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return null;
+        return v.TryGetInt32(out int i) && i >= 0 ? i : throw new FormatException($"'{name}' must be a non-negative integer");
     }
 
-    private static TimeSpan? Seconds(JsonElement element, string name)
+    internal static TimeSpan? Seconds(JsonElement e, string name)
     {
-        if (!element.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null) return null;
-        if (!value.TryGetDouble(out double seconds) || !(seconds > 0) || seconds > 86400) throw new FormatException($"'{name}' must be a number of seconds in (0, 86400]");
-        return TimeSpan.FromSeconds(seconds);
+        if (!e.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return null;
+        if (!v.TryGetDouble(out double s) || !(s > 0) || s > 86400) throw new FormatException($"'{name}' must be a number of seconds in (0, 86400]");
+        return TimeSpan.FromSeconds(s);
     }
 }
