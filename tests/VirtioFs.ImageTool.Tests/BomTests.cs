@@ -198,6 +198,17 @@ public sealed class BomTests
         var allFiles = root.GetProperty("components").EnumerateArray()
             .SelectMany(c => c.GetProperty("type").GetString() == "file" ? [c] : c.TryGetProperty("components", out var n) ? n.EnumerateArray().ToArray() : []).ToList();
         Assert.Equal(spdx.RootElement.GetProperty("files").GetArrayLength(), allFiles.Count);
+
+        // --file-digests bootstrap: files of several chunks keep their chunk digests and claim no content hash.
+        using var lean = Bom(boot, blobs, "cyclonedx", "--file-digests", "bootstrap");
+        var leanFiles = lean.RootElement.GetProperty("components").EnumerateArray()
+            .SelectMany(c => c.GetProperty("type").GetString() == "file" ? [c] : c.TryGetProperty("components", out var n) ? n.EnumerateArray().ToArray() : []).ToList();
+        var spdxDigests = FileDigests(spdx).Files;
+        var big = leanFiles.Where(f => !f.TryGetProperty("hashes", out _)).ToList();
+        Assert.NotEmpty(big);
+        Assert.All(big, f => Assert.True(long.Parse(f.GetProperty("properties").EnumerateArray().Single(p => p.GetProperty("name").GetString() == "vfs-image:size").GetProperty("value").GetString()!) > 1 << 20));
+        Assert.All(big, f => Assert.Matches("^blake3:[0-9a-f]{64}(,[0-9a-f]{64})+$", f.GetProperty("properties").EnumerateArray().Single(p => p.GetProperty("name").GetString() == "vfs-image:chunk-digests").GetProperty("value").GetString()));
+        Assert.All(leanFiles.Except(big), f => Assert.Equal(spdxDigests["." + f.GetProperty("name").GetString()], f.GetProperty("hashes")[0].GetProperty("content").GetString()));
     }
 
     [SkippableFact]
@@ -351,6 +362,11 @@ public sealed class BomTests
         Assert.Equal(2, Cli.Run("bom", "x.boot").Code); // no --blob-dir
         Assert.Equal(2, Cli.Run("bom", "x.boot", "--blob-dir", "d", "--format", "swid").Code);
         Assert.Equal(2, Cli.Run("bom", "x.boot", "--blob-dir", "d", "--frobnicate").Code);
+        // SPDX 2.3 requires every file's checksum: without reading data only CycloneDX can be honest about the rest.
+        var (code, text) = Cli.Run("bom", "x.boot", "--blob-dir", "d", "--file-digests", "bootstrap");
+        Assert.Equal(2, code);
+        Assert.Contains("--format cyclonedx", text, StringComparison.Ordinal);
+        Assert.Equal(2, Cli.Run("bom", "x.boot", "--blob-dir", "d", "--file-digests", "md5", "--format", "cyclonedx").Code);
     }
 
     [Theory]

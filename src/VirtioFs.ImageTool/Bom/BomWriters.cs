@@ -36,6 +36,13 @@ public static partial class BomWriters
     private static string DigestNote(BomDocument doc)
     {
         int fromBoot = doc.Files.Count(f => f.Digest.FromBootstrap);
+        int notHeld = doc.Files.Count(f => f.Digest.Value is null);
+        if (notHeld > 0)
+        {
+            return $"File hashes are digests of each file's content, taken from the RAFS bootstrap without reading data, for {fromBoot} of {doc.Files.Count} files "
+                + $"(stored as one chunk, or empty). The other {notHeld} files are stored as several chunks, of which the bootstrap holds only the chunk "
+                + "digests: they carry no content hash, and the property vfs-image:chunk-digests lists their chunk digests in file order instead.";
+        }
         return $"File checksums are digests of each file's content. {fromBoot} of {doc.Files.Count} come from the RAFS bootstrap without reading data "
             + "(a file stored as one chunk: the chunk digest is the digest of the whole file; an empty file: the digest of nothing); "
             + $"{doc.Files.Count - fromBoot} files of several chunks were read and hashed, because the bootstrap holds only digests of their chunks.";
@@ -107,7 +114,7 @@ public static partial class BomWriters
             w.WriteStartArray("checksums");
             w.WriteStartObject();
             w.WriteString("algorithm", SpdxAlgorithm(d.Algorithm));
-            w.WriteString("checksumValue", Convert.ToHexStringLower(d.Value));
+            w.WriteString("checksumValue", Convert.ToHexStringLower(d.Value ?? throw new InvalidOperationException("SPDX needs every file's content digest")));
             w.WriteEndObject();
             w.WriteEndArray();
             w.WriteString("licenseConcluded", "NOASSERTION");
@@ -229,14 +236,22 @@ public static partial class BomWriters
         w.WriteString("type", "file");
         w.WriteString("bom-ref", $"file-{f.Index + 1}");
         w.WriteString("name", f.Entry.Path);
-        w.WriteStartArray("hashes");
-        w.WriteStartObject();
-        w.WriteString("alg", CdxAlgorithm(f.Digest.Algorithm));
-        w.WriteString("content", Convert.ToHexStringLower(f.Digest.Value));
-        w.WriteEndObject();
-        w.WriteEndArray();
+        if (f.Digest.Value is { } value)
+        {
+            w.WriteStartArray("hashes");
+            w.WriteStartObject();
+            w.WriteString("alg", CdxAlgorithm(f.Digest.Algorithm));
+            w.WriteString("content", Convert.ToHexStringLower(value));
+            w.WriteEndObject();
+            w.WriteEndArray();
+        }
         w.WriteStartArray("properties");
         Property(w, "vfs-image:size", f.Entry.Attr.Size.ToString(CultureInfo.InvariantCulture));
+        if (f.Digest.ChunkDigests is { } chunks)
+        {
+            // Not a content digest: the digests of the file's chunks in order, each over that chunk's bytes.
+            Property(w, "vfs-image:chunk-digests", $"{Codec.Name(f.Digest.Algorithm)}:" + string.Join(",", chunks.Select(Convert.ToHexStringLower)));
+        }
         w.WriteEndArray();
         w.WriteEndObject();
     }

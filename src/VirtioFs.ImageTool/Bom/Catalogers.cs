@@ -51,6 +51,10 @@ public static class Catalogers
         }
         Dpkg.Catalog(tree, doc);
         Apk.Catalog(tree, doc);
+        // A file a distribution's package database lists is accounted for by that package: its binaries are not read
+        // for Go build info (each costs chunk fetches from a registry; syft reads them, and reports the Go modules of
+        // a Debian-packaged Go program beside the deb that already names it).
+        var packaged = doc.Packages.SelectMany(p => p.Files).ToHashSet(StringComparer.Ordinal);
         foreach (var e in tree.Entries)
         {
             if (!e.IsFile) continue;
@@ -59,7 +63,7 @@ public static class Catalogers
                 if (e.Path.EndsWith(".dist-info/METADATA", StringComparison.Ordinal)) Language.Python(tree, e, doc);
                 else if (e.Path.EndsWith("/package.json", StringComparison.Ordinal) && Language.IsNodeModulesManifest(e.Path)) Language.Npm(tree, e, doc);
                 else if (e.Path.EndsWith(".deps.json", StringComparison.Ordinal)) Language.DotNet(tree, e, doc);
-                else if ((e.Attr.Mode & 0x49) != 0 /* any x bit, 0111 */ && e.Attr.Size >= GoMinBinarySize) GoBuildInfo.Catalog(tree, e, doc);
+                else if ((e.Attr.Mode & 0x49) != 0 /* any x bit, 0111 */ && e.Attr.Size >= GoMinBinarySize && !packaged.Contains(e.Path)) GoBuildInfo.Catalog(tree, e, doc);
             }
             catch (Exception ex) when (ex is InvalidDataException or FormatException or System.Text.Json.JsonException or DecoderFallbackException)
             {

@@ -38,8 +38,9 @@ public readonly record struct ImageEntry(string Path, ulong Nid, RafsAttr Attr)
     public bool IsSymlink => Attr.FileType == 0xA000;
 }
 
-/// <summary>A file's content digest and where it came from.</summary>
-public readonly record struct FileDigest(Digester Algorithm, byte[] Value, bool FromBootstrap);
+/// <summary>A file's content digest and where it came from. <see cref="Value"/> is null when the bootstrap does not hold
+/// the content digest and the caller asked not to read data; <see cref="ChunkDigests"/> then lists what the bootstrap has.</summary>
+public readonly record struct FileDigest(Digester Algorithm, byte[]? Value, bool FromBootstrap, byte[][]? ChunkDigests = null);
 
 /// <summary>
 /// The file tree of a RAFS image for catalogers: every path from the bootstrap alone, and file contents read on
@@ -65,6 +66,7 @@ public sealed class ImageFiles : IDisposable
     public long HashedBytes { get; private set; }
     public int DigestsFromBootstrap { get; private set; }
     public int DigestsComputed { get; private set; }
+    public int DigestsNotHeld { get; private set; }
 
     public ImageFiles(RafsImage image, IChunkSource chunks)
     {
@@ -163,7 +165,7 @@ public sealed class ImageFiles : IDisposable
     /// bootstrap holds no whole-content digest of a file of several chunks (nydus's per-inode digest and our merkle
     /// row's content digest are digests over the chunk digests), so such a file is read and hashed.
     /// </summary>
-    public FileDigest Digest(in ImageEntry file)
+    public FileDigest Digest(in ImageEntry file, bool readData = true)
     {
         if (_digests.TryGetValue(file.Nid, out var known)) return known;
         _chunks.Clear();
@@ -183,6 +185,11 @@ public sealed class ImageFiles : IDisposable
             var chunkDigest = _chunks[0].Digest;
             d = new FileDigest(digester, ((ReadOnlySpan<byte>)chunkDigest).ToArray(), true);
             DigestsFromBootstrap++;
+        }
+        else if (!readData)
+        {
+            d = new FileDigest(digester, null, false, _chunks.Select(c => { var cd = c.Digest; return ((ReadOnlySpan<byte>)cd).ToArray(); }).ToArray());
+            DigestsNotHeld++;
         }
         else
         {
