@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 packages=(qemu-system-x86 linux-image-amd64 busybox-static cpio fuse3 attr erofs-utils squashfs-tools squashfuse fio
           gcc libc6-dev linux-libc-dev docker-registry
           uidmap                       # newuidmap/newgidmap: vfsd's unprivileged --sandbox namespace with --uid-map
-          linux-libc-dev-arm64-cross)  # aarch64 headers: native-shim checks seccomp_aarch64.list against them
+          linux-libc-dev-arm64-cross   # aarch64 headers: native-shim checks seccomp_aarch64.list against them
+          debootstrap b3sum python3-venv)  # the bom tests' Debian tree, file digests and Python venv
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,6 +24,21 @@ grep -q '^nobody:' /etc/subuid 2>/dev/null || usermod --add-subuids 1065536-1131
 grep -q '^nobody:' /etc/subgid 2>/dev/null || usermod --add-subgids 1065536-1131071 nobody
 command -v dotnet > /dev/null || { echo "setup: the .NET 10 SDK is required (dotnet on PATH)" >&2; exit 1; }
 [ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
+
+# The Debian tree the bom tests catalog (tests/VirtioFs.ImageTool.Tests/BomTests.cs), built once and kept: debootstrap
+# takes minutes, and the tests compare against dpkg-query on the same tree, so an older tree is as good as a new one.
+bom_tree=${VFS_BOM_DEBIAN_TREE:-/var/cache/virtiofs-tests/debian-minbase}
+if [ ! -d "$bom_tree/var/lib/dpkg" ]; then
+  echo "setup: debootstrap --variant=minbase into $bom_tree"
+  mkdir -p "$(dirname "$bom_tree")"
+  rm -rf "$bom_tree.tmp"
+  # The mirror apt uses here (deb822 or one-line sources); none found: debootstrap's default.
+  mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $2 !~ /^\[/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  debootstrap --variant=minbase bookworm "$bom_tree.tmp" $mirror > /tmp/vfs-debootstrap.log 2>&1 \
+    || { tail -n 30 /tmp/vfs-debootstrap.log; exit 1; }
+  mv "$bom_tree.tmp" "$bom_tree"
+fi
 
 # The executables the integration tests and benchmarks run, published NativeAOT for this CPU's x86-64 level: BLAKE3,
 # which checks every chunk read, runs about twice as fast with AVX-512 (x86-64-v4) as with AVX2 (v3). A binary for

@@ -43,6 +43,7 @@ public static class Program
           keygen KEY                      writes KEY (Ed25519 seed) and KEY.pub
           push BOOTSTRAP --blob-dir DIR --target HOST/REPO:TAG [--platform OS/ARCH] [--mount-from REPO] [--json]
           pull HOST/REPO:TAG --bootstrap FILE [--blob-dir DIR] [--platform OS/ARCH] [--json]
+          bom BOOTSTRAP --blob-dir DIR [--format spdx|cyclonedx] [-o FILE] [--name NAME]     SPDX 2.3 / CycloneDX 1.5 JSON
           convert SRC HOST/REPO:TAG [--platform OS/ARCH] [--fs-version 6|5] [--compressor C] [--digester D] [--chunk-size N]
                  [--work-dir DIR] [--mount-from REPO] [--insecure] [--json]     SRC: HOST/REPO:TAG, HOST/REPO@sha256:.., oci:DIR or DIR
                  registry options: --plain-http --skip-verify --ca-file PEM --docker-config FILE --timeout S --retry-limit N
@@ -95,7 +96,7 @@ public static class Program
     /// <summary>Runs a command; <paramref name="binaryOut"/> receives `cat` output (stdout when null).</summary>
     public static int Run(string[] args, TextWriter o, Stream? binaryOut)
     {
-        if (args.Length == 0) throw new UsageException("usage: vfs-image create|check|inspect|ls|cat|stat|unpack|keygen|push|pull|convert ... (vfs-image --help)");
+        if (args.Length == 0) throw new UsageException("usage: vfs-image create|check|inspect|ls|cat|stat|unpack|keygen|push|pull|convert|bom ... (vfs-image --help)");
         var rest = args.Skip(1);
         switch (args[0])
         {
@@ -111,6 +112,7 @@ public static class Program
             case "push": return Registry.RegistryCommands.Push(rest, o, ReferenceEquals(o, Console.Out) && !Console.IsOutputRedirected);
             case "pull": return Registry.RegistryCommands.Pull(rest, o, ReferenceEquals(o, Console.Out) && !Console.IsOutputRedirected);
             case "convert": return Registry.RegistryCommands.Convert(rest, o, ReferenceEquals(o, Console.Out) && !Console.IsOutputRedirected);
+            case "bom": return Bom.BomCommand.Run(rest, o, binaryOut);
             default: throw new UsageException($"unknown command '{args[0]}'");
         }
     }

@@ -59,6 +59,28 @@ public sealed partial class RegistryClient
         }, ct);
     }
 
+    /// <summary>
+    /// The OCI 1.1 Referrers API (distribution-spec "Listing Referrers": GET /v2/NAME/referrers/DIGEST, an image index
+    /// of the manifests whose subject is DIGEST), or null when the registry answers 404, i.e. does not implement it
+    /// (distribution 2.8) and the client must use the tag schema (a "sha256-HEX" tag) instead.
+    /// </summary>
+    public Task<byte[]?> GetReferrersAsync(string subjectDigest, CancellationToken ct = default)
+    {
+        CheckDigest(subjectDigest);
+        return WithRetriesAsync("get referrers " + subjectDigest, _o.Timeout, async t =>
+        {
+            using var resp = await SendAsync(() =>
+            {
+                var r = new HttpRequestMessage(HttpMethod.Get, $"v2/{_o.Repository}/referrers/{subjectDigest}");
+                r.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue(OciMediaTypes.ImageIndex));
+                return r;
+            }, _pullScope, t).ConfigureAwait(false);
+            if (resp.StatusCode == HttpStatusCode.NotFound) return null;
+            EnsureSuccess(resp, "GET referrers " + subjectDigest);
+            return await _pipeline.ReadLimitedAsync(resp.Content, MaxManifestBytes, t).ConfigureAwait(false);
+        }, ct);
+    }
+
     /// <summary>Checks that the registry speaks /v2/ and that the credentials work for pulling (GET /v2/ plus the challenge flow).</summary>
     public Task PingAsync(CancellationToken ct = default) => WithRetriesAsync("ping", _o.Timeout, async t =>
     {

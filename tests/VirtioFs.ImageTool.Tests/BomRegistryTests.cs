@@ -1,0 +1,133 @@
+using System.Text.Json;
+using VirtioFs.Oci;
+using VirtioFs.Oci.Tests.Support;
+using Xunit;
+
+namespace VirtioFs.ImageTool.Tests;
+
+/// <summary>vfs-image bom against Debian's docker-registry (distribution 2.8): the BOM of a pushed image built from
+/// the bootstrap and only the chunks the catalogers read, and --attach / --fetch through the referrers tag schema
+/// (distribution 2.8 has no Referrers API).</summary>
+public sealed class BomRegistryTests
+{
+    private static (int Code, string Out, string Err) RunWithStderr(params string[] args)
+    {
+        var err = new StringWriter();
+        var old = Console.Error;
+        Console.SetError(err);
+        try
+        {
+            var (code, text) = Cli.Run(args);
+            return (code, text, err.ToString());
+        }
+        finally { Console.SetError(old); }
+    }
+
+    private static string Push(RegistryServer server, string boot, string blobs, string repo)
+    {
+        var target = $"{server.Host}/{repo}:v1";
+        var (code, text) = Cli.Run("push", boot, "--blob-dir", blobs, "--target", target);
+        Assert.True(code == 0, text);
+        return target;
+    }
+
+    [SkippableFact]
+    public void Bom_of_a_registry_image_equals_the_local_bom_and_fetches_only_what_the_catalogers_read()
+    {
+        Skip.IfNot(RegistryServer.Available, $"{RegistryServer.Binary} is not installed (tests/setup.sh installs docker-registry)");
+        Skip.IfNot(Directory.Exists(Path.Combine(BomTests.DebianTree, "var/lib/dpkg")), $"no Debian tree at {BomTests.DebianTree}: tests/setup.sh builds it");
+        using var server = RegistryServer.Start();
+        var (boot, o) = BomTests.Build(BomTests.DebianTree);
+        var target = Push(server, boot, o, "bom/debian");
+        long blobBytes = Directory.GetFiles(o).Where(f => Path.GetFileName(f).Length == 64).Sum(f => new FileInfo(f).Length);
+
+        // SPDX (every file's content digest): the same document as from the local blobs; the files of several chunks are read.
+        using var local = BomTests.Bom(boot, o, "spdx");
+        var remoteOut = Path.Combine(o, "remote.json");
+        var (rc, rtext, err) = RunWithStderr("bom", target, "-o", remoteOut);
+        Assert.True(rc == 0, rtext + err);
+        using var remote = JsonDocument.Parse(File.ReadAllBytes(remoteOut));
+        static string Packages(JsonDocument d) => string.Join("\n", d.RootElement.GetProperty("packages").EnumerateArray().Skip(1)
+            .Select(p => p.GetProperty("externalRefs")[0].GetProperty("referenceLocator").GetString()));
+        static string Files(JsonDocument d) => string.Join("\n", d.RootElement.GetProperty("files").EnumerateArray()
+            .Select(f => f.GetProperty("fileName").GetString() + " " + f.GetProperty("checksums")[0].GetProperty("checksumValue").GetString()));
+        Assert.Equal(Packages(local), Packages(remote));
+        Assert.Equal(Files(local), Files(remote));
+        var (spdxFetched, image) = Fetched(err);
+        Assert.True(image > blobBytes, $"image size {image} should include the {blobBytes} blob bytes");
+        Console.WriteLine($"BOM-FIGURE spdx: {err.Trim()}");
+
+        // Content digests from the bootstrap only: the catalogers' chunks and the bootstrap, under 5% of the image.
+        var cdxOut = Path.Combine(o, "remote.cdx.json");
+        (rc, rtext, err) = RunWithStderr("bom", target, "--format", "cyclonedx", "--file-digests", "bootstrap", "-o", cdxOut);
+        Assert.True(rc == 0, rtext + err);
+        var (fetched, image2) = Fetched(err);
+        Assert.Equal(image, image2);
+        Assert.True(fetched < image / 20, $"fetched {fetched} of {image} bytes:\n{err}");
+        Assert.True(fetched < spdxFetched);
+        Console.WriteLine($"BOM-FIGURE cyclonedx --file-digests bootstrap: {err.Trim()}");
+        using var cdx = JsonDocument.Parse(File.ReadAllBytes(cdxOut));
+        Assert.Equal(Packages(local).Split('\n').Order(StringComparer.Ordinal), cdx.RootElement.GetProperty("components").EnumerateArray()
+            .Where(c => c.GetProperty("type").GetString() == "library").Select(c => c.GetProperty("purl").GetString()!).Order(StringComparer.Ordinal));
+    }
+
+    /// <summary>"fetched N bytes (bootstrap layer B, R chunks C) of an image of S bytes (P%)" from bom's stderr.</summary>
+    private static (long Fetched, long Image) Fetched(string err)
+    {
+        var m = System.Text.RegularExpressions.Regex.Match(err, @"fetched (\d+) bytes \(bootstrap layer (\d+), (\d+) chunks (\d+)\) of an image of (\d+) bytes");
+        Assert.True(m.Success, err);
+        return (long.Parse(m.Groups[1].Value), long.Parse(m.Groups[5].Value));
+    }
+
+    [SkippableFact]
+    public void Attach_then_fetch_round_trips_through_the_referrers_tag_schema()
+    {
+        Skip.IfNot(RegistryServer.Available, $"{RegistryServer.Binary} is not installed (tests/setup.sh installs docker-registry)");
+        using var server = RegistryServer.Start();
+        var src = Cli.Temp("bom-attach-src");
+        Directory.CreateDirectory(Path.Combine(src, "app/node_modules/left-pad"));
+        File.WriteAllText(Path.Combine(src, "app/node_modules/left-pad/package.json"), """{"name":"left-pad","version":"1.3.0","license":"WTFPL"}""");
+        var (boot, blobs) = BomTests.Build(src);
+        var target = Push(server, boot, blobs, "bom/attach");
+
+        var (code, text, err) = RunWithStderr("bom", target, "--attach", "-o", Path.Combine(blobs, "spdx.json"));
+        Assert.True(code == 0, text + err);
+        Assert.Contains("(tag sha256-", err, StringComparison.Ordinal); // distribution 2.8: no Referrers API, the fallback tag
+        (code, text, err) = RunWithStderr("bom", target, "--attach", "--format", "cyclonedx", "-o", Path.Combine(blobs, "cdx.json"));
+        Assert.True(code == 0, text + err);
+
+        // The registry holds what the distribution-spec describes: the tag sha256-HEX indexes both referrers.
+        using var c = new RegistryClient(server.Options("bom/attach"));
+        var index = c.GetManifestAsync("v1").GetAwaiter().GetResult();
+        var subject = OciJson.ParseIndex(index.Body).Manifests[0].Digest;
+        var referrers = c.GetManifestAsync("sha256-" + subject[7..]).GetAwaiter().GetResult();
+        using (var idx = JsonDocument.Parse(referrers.Body))
+        {
+            Assert.Equal(OciMediaTypes.ImageIndex, idx.RootElement.GetProperty("mediaType").GetString());
+            Assert.Equal(["application/spdx+json", "application/vnd.cyclonedx+json"],
+                idx.RootElement.GetProperty("manifests").EnumerateArray().Select(m => m.GetProperty("artifactType").GetString()));
+            var refManifest = c.GetManifestAsync(idx.RootElement.GetProperty("manifests")[0].GetProperty("digest").GetString()!).GetAwaiter().GetResult();
+            using var rm = JsonDocument.Parse(refManifest.Body);
+            Assert.Equal(subject, rm.RootElement.GetProperty("subject").GetProperty("digest").GetString());
+            Assert.Equal("application/spdx+json", rm.RootElement.GetProperty("artifactType").GetString());
+            Assert.Equal("application/vnd.oci.empty.v1+json", rm.RootElement.GetProperty("config").GetProperty("mediaType").GetString());
+        }
+
+        var fetchedSpdx = Path.Combine(blobs, "fetched.spdx.json");
+        (code, text, err) = RunWithStderr("bom", "--fetch", target, "-o", fetchedSpdx);
+        Assert.True(code == 0, text + err);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(blobs, "spdx.json")), File.ReadAllBytes(fetchedSpdx));
+        var fetchedCdx = Path.Combine(blobs, "fetched.cdx.json");
+        (code, text, err) = RunWithStderr("bom", "--fetch", target, "--format", "cyclonedx", "-o", fetchedCdx);
+        Assert.True(code == 0, text + err);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(blobs, "cdx.json")), File.ReadAllBytes(fetchedCdx));
+        using (var doc = JsonDocument.Parse(File.ReadAllBytes(fetchedSpdx)))
+            Assert.Contains(doc.RootElement.GetProperty("packages").EnumerateArray(), p => p.GetProperty("name").GetString() == "left-pad");
+
+        // An image with nothing attached: a clear failure, not an empty document.
+        var other = Push(server, boot, blobs, "bom/bare");
+        (code, text, _) = RunWithStderr("bom", "--fetch", other);
+        Assert.Equal(1, code);
+        Assert.Contains("no application/spdx+json or application/vnd.cyclonedx+json document is attached", text, StringComparison.Ordinal);
+    }
+}
