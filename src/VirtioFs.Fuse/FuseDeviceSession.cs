@@ -251,7 +251,9 @@ public sealed unsafe class FuseDeviceSession : IDisposable
     {
         byte* request = (byte*)NativeMemory.Alloc((nuint)_bufferSize);
         byte* reply = (byte*)NativeMemory.Alloc((nuint)_bufferSize);
-        using var buffers = new FuseRequestBuffers(2);
+        // READ data may be left where the filesystem keeps it and sent from there (writev below).
+        using var buffers = new FuseRequestBuffers(2) { ReplyByReference = true };
+        IoSegment* gather = stackalloc IoSegment[FuseRequestBuffers.MaxGatherSegments];
         try
         {
             // The fd stays open until the last reader has stopped (see Dispose): a reader never touches a closed,
@@ -294,10 +296,12 @@ public sealed unsafe class FuseDeviceSession : IDisposable
                 }
                 if (!r.HasReply)
                 {
+                    buffers.ReleaseReferences();
                     continue;
                 }
-                // SAFETY: reply holds r.Length valid bytes written by the server.
-                long w = write(fd, reply, (size_t)r.Length);
+                long w = buffers.HasReferences ? WriteGathered(fd, buffers, r.Length, gather) : write(fd, reply, (size_t)r.Length);
+                // The referenced memory may change again only once the kernel has copied it (writev has returned).
+                buffers.ReleaseReferences();
                 // The kernel applies the INIT reply inside this write (process_init_reply), clamping the window to
                 // max_readahead; only a window set after it sticks. n >= 8: the header's opcode is in bytes 4..8.
                 if (w >= 0 && n >= 8 && *(uint*)(request + 4) == (uint)FuseOpcode.Init && Interlocked.Exchange(ref _readaheadSet, 1) == 0)
@@ -327,6 +331,23 @@ public sealed unsafe class FuseDeviceSession : IDisposable
                 CloseDevice();
             }
         }
+    }
+
+    /// <summary>
+    /// Sends a reply whose READ data partly lies outside the reply buffer (<see cref="FuseRequestBuffers.GatherReply"/>):
+    /// one writev, which fs/fuse/dev.c fuse_dev_write takes as one reply like a write. -1 with errno set on failure.
+    /// </summary>
+    private static long WriteGathered(int fd, FuseRequestBuffers buffers, int length, IoSegment* gather)
+    {
+        // SAFETY: gather is the worker's stack array of MaxGatherSegments; GatherReply fills at most that many, each a
+        // live range of the reply buffer or of memory pinned until ReleaseReferences. IoSegment has iovec layout.
+        int count = buffers.GatherReply(length, new Span<IoSegment>(gather, FuseRequestBuffers.MaxGatherSegments));
+        if (count < 0)
+        {
+            Marshal.SetLastPInvokeError(EIO); // cannot happen: DoRead checked the references lie inside the reply
+            return -1;
+        }
+        return Writev.writev(fd, gather, count);
     }
 
     /// <summary>Counts a resent request; true when it is to be failed rather than served (flush policy).</summary>
@@ -445,4 +466,11 @@ public sealed unsafe class FuseDeviceSession : IDisposable
         {
         }
     }
+}
+
+/// <summary>writev(2), which Tmds.LibC does not declare; its errno reaches <c>LibC.errno</c> (the last P/Invoke error).</summary>
+internal static unsafe partial class Writev
+{
+    [LibraryImport("libc", SetLastError = true)]
+    internal static partial nint writev(int fd, IoSegment* iov, int iovcnt);
 }

@@ -57,6 +57,8 @@ public sealed partial class FuseServer
         {
             errno = Errno.EIO;
         }
+        // An error reply carries no data: whatever a READ referenced is not sent.
+        b.ReleaseReferences();
         b.SeekWriter(0);
         if (b.WriteRemaining < OutHeaderSize)
         {

@@ -400,12 +400,16 @@ public sealed partial class FuseServer
             return FuseReply.None;
         }
         ReadOnlySpan<IoSegment> dest = b.PeekWritableSegments(r.size);
-        int err = _fs.Read(ctx, h.nodeid, r.fh, r.offset, dest, r.flags, out int n);
+        // Over /dev/fuse the filesystem may leave data where it lies (a decoded chunk) and the reply is written with
+        // writev from there: the kernel's copy into the reader's page cache is then the only one.
+        int err = b.ReplyByReference
+            ? _fs.ReadOrReference(ctx, h.nodeid, r.fh, r.offset, dest, b.BeginReferences(OutHeaderSize), r.flags, out int n)
+            : _fs.Read(ctx, h.nodeid, r.fh, r.offset, dest, r.flags, out n);
         if (err != 0)
         {
             return Error(b, h.unique, err);
         }
-        if ((uint)n > Math.Min(r.size, (ulong)b.WriteRemaining))
+        if ((uint)n > Math.Min(r.size, (ulong)b.WriteRemaining) || b.ReferencesEnd > OutHeaderSize + (long)n)
         {
             return Error(b, h.unique, Errno.EIO);
         }

@@ -127,6 +127,14 @@ public interface IFileSystem
         return ENOSYS;
     }
 
+    /// <summary>
+    /// READ on a transport that can send data from where it lies (<see cref="IReplyReferences"/>): the filesystem may
+    /// hand over memory it keeps (a decoded chunk) instead of copying it into <paramref name="destination"/>. By default
+    /// it copies, as <see cref="Read(in FuseContext, ulong, ulong, ulong, ReadOnlySpan{IoSegment}, uint, out int)"/>.
+    /// </summary>
+    int ReadOrReference(in FuseContext ctx, ulong nodeId, ulong handle, ulong offset, ReadOnlySpan<IoSegment> destination,
+        IReplyReferences references, uint flags, out int bytesRead) => Read(ctx, nodeId, handle, offset, destination, flags, out bytesRead);
+
     /// <summary>Writes the bytes described by <paramref name="source"/> (request memory; pwritev-able) at offset.</summary>
     int Write(in FuseContext ctx, ulong nodeId, ulong handle, ulong offset, ReadOnlySpan<IoSegment> source, uint writeFlags, uint flags, out int bytesWritten)
     {

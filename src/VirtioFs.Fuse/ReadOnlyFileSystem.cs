@@ -39,6 +39,9 @@ public abstract class ReadOnlyFileSystem : IFileSystem
         return ENOSYS;
     }
 
+    public virtual int ReadOrReference(in FuseContext ctx, ulong nodeId, ulong handle, ulong offset, ReadOnlySpan<IoSegment> destination,
+        IReplyReferences references, uint flags, out int bytesRead) => Read(ctx, nodeId, handle, offset, destination, flags, out bytesRead);
+
     public virtual int Flush(in FuseContext ctx, ulong nodeId, ulong handle, ulong lockOwner) => 0;
     public virtual int Release(in FuseContext ctx, ulong nodeId, ulong handle, uint flags, uint releaseFlags, ulong lockOwner) => 0;
     public virtual int Fsync(in FuseContext ctx, ulong nodeId, ulong handle, bool dataSync) => 0;

@@ -140,6 +140,13 @@ public sealed partial class RafsFileSystem : ReadOnlyFileSystem, IDisposable
     }
 
     public override int Read(in FuseContext ctx, ulong nodeId, ulong handle, ulong offset, ReadOnlySpan<IoSegment> destination, uint flags, out int bytesRead)
+        => Read(nodeId, handle, offset, destination, null, out bytesRead);
+
+    /// <summary>/dev/fuse: data out of a decoded-chunk slot is referred to, not copied (<see cref="RecentChunks"/>).</summary>
+    public override int ReadOrReference(in FuseContext ctx, ulong nodeId, ulong handle, ulong offset, ReadOnlySpan<IoSegment> destination,
+        IReplyReferences references, uint flags, out int bytesRead) => Read(nodeId, handle, offset, destination, references, out bytesRead);
+
+    private int Read(ulong nodeId, ulong handle, ulong offset, ReadOnlySpan<IoSegment> destination, IReplyReferences? references, out int bytesRead)
     {
         bytesRead = 0;
         OpenFile? f = _open.TryGetValue(handle, out OpenFile? known) ? known : Adopt(handle, nodeId);
@@ -150,7 +157,7 @@ public sealed partial class RafsFileSystem : ReadOnlyFileSystem, IDisposable
         int n;
         if (_recent is not null)
         {
-            n = _recent.Read(_cache, f.Chunks, f.Size, offset, length, destination);
+            n = _recent.Read(_cache, f.Chunks, f.Size, offset, length, destination, references);
         }
         else
         {

@@ -20,20 +20,34 @@ namespace VirtioFs.RafsFs;
 /// pair evicted, so two files read side by side (the kernel's readahead of each, several readers) do not keep
 /// evicting each other's chunk between READs: each eviction would fetch, verify and decode a chunk again.
 /// </para>
+/// <para>
+/// Over /dev/fuse a READ need not copy out of a slot at all: the reply refers to the slot's memory
+/// (<see cref="IReplyReferences"/>) and is sent with writev, the slot pinned until then. The kernel's readahead windows
+/// (256 KiB, 512 KiB, 1 MiB from the first read of a file) never line up with 1 MiB chunks, so most READs of a large
+/// file used to copy part of a slot (libc memmove, ~6.5% of a cold read-all's CPU). A pinned slot is never refilled;
+/// a reader that needs it for another chunk reads that chunk without a slot rather than wait, so a writev holding a pin
+/// never waits on another reader.
+/// </para>
 /// </summary>
-internal sealed unsafe class RecentChunks : IDisposable
+internal sealed class RecentChunks : IReplyPin, IDisposable
 {
     /// <summary>Memory the slots may use together.</summary>
     private const long Budget = 64L << 20;
 
-    private sealed class Slot
+    private sealed class Slot(int id)
     {
+        public readonly int Id = id;
         public readonly Lock Lock = new();
         public bool Valid;
         public uint Blob;
         public uint Index;
-        public byte* Data;
+        // Native memory of the slot's capacity, allocated on first fill and freed by Dispose (or by the last Unpin
+        // after Dispose).
+        public unsafe byte* Data;
         public long LastUse;
+        // Replies in flight that refer to Data: while non-zero the slot holds its chunk (taken under Lock, dropped
+        // by Unpin).
+        public int Pins;
     }
 
     private readonly Slot[] _slots;
@@ -53,7 +67,7 @@ internal sealed unsafe class RecentChunks : IDisposable
         int n = (int)Math.Clamp(Budget / Math.Max(1, _capacity), 2, Math.Max(2, slots)) & ~1;
         _slots = new Slot[n];
         _sets = n / 2;
-        for (int i = 0; i < n; i++) _slots[i] = new Slot();
+        for (int i = 0; i < n; i++) _slots[i] = new Slot(i);
     }
 
     /// <summary>Whole-chunk READs that went straight to the reply (for tests and metrics).</summary>
@@ -73,7 +87,20 @@ internal sealed unsafe class RecentChunks : IDisposable
     /// <paramref name="destination"/>. Returns the byte count, or a negative errno when any chunk it needs fails.
     /// </summary>
     public int Read(BlobCacheManager cache, RafsChunk[] chunks, ulong fileSize, ulong offset, int length, ReadOnlySpan<IoSegment> destination)
+        => Read(cache, chunks, fileSize, offset, length, destination, null);
+
+    /// <summary>READs that referred to a slot instead of copying out of it (for tests and metrics).</summary>
+    public long Referenced => Interlocked.Read(ref _referenced);
+    private long _referenced;
+
+    /// <summary>As <see cref="Read(BlobCacheManager, RafsChunk[], ulong, ulong, int, ReadOnlySpan{IoSegment})"/>; with
+    /// <paramref name="references"/>, what comes out of a slot is referred to (the slot pinned) rather than copied.</summary>
+    public unsafe int Read(BlobCacheManager cache, RafsChunk[] chunks, ulong fileSize, ulong offset, int length, ReadOnlySpan<IoSegment> destination,
+        IReplyReferences? references)
     {
+        // SAFETY: slot memory is read only under the slot's lock, after Fill has written [0, chunk size) of it, and
+        // within + take <= chunk size; a referred range stays valid while the slot is pinned (Fill refuses a pinned slot).
+
         if (offset >= fileSize || length <= 0) return 0;
         ulong end = Math.Min(fileSize, offset + (ulong)length);
         int i = Find(chunks, offset);
@@ -120,13 +147,34 @@ internal sealed unsafe class RecentChunks : IDisposable
                 Slot s = Pick(c.BlobIndex, c.ChunkIndex);
                 lock (s.Lock)
                 {
+                    if (!IsIn(s, c) && s.Pins != 0)
+                    {
+                        // The slot's chunk is still being sent: never wait for that (its sender may be waiting on us).
+                        int r = ReadDirect(cache, chunks, fileSize, pos, take, ref cursor);
+                        if (r < 0) return r;
+                        pos += (ulong)take;
+                        i++;
+                        continue;
+                    }
                     if (!IsIn(s, c))
                     {
                         int r = Fill(s, cache, chunks, fileSize, c);
                         if (r < 0) return r;
                     }
                     s.LastUse = Interlocked.Increment(ref _clock);
-                    if (!cursor.TryWrite(new ReadOnlySpan<byte>(s.Data + within, take))) return -Errno.EIO;
+                    var piece = new IoSegment(s.Data + within, take);
+                    // Pinned under the lock, before anyone could refill it; Unpin comes only once the reply is sent,
+                    // after this READ has returned.
+                    if (references is not null && references.TryAdd(cursor.Consumed, piece, this, s.Id))
+                    {
+                        Interlocked.Increment(ref s.Pins);
+                        Interlocked.Increment(ref _referenced);
+                        if (!cursor.TrySkip(take)) return -Errno.EIO; // cannot happen: TryAdd checked the reply space
+                    }
+                    else if (!cursor.TryWrite(piece.AsSpan()))
+                    {
+                        return -Errno.EIO;
+                    }
                 }
             }
             pos += (ulong)take;
@@ -139,8 +187,11 @@ internal sealed unsafe class RecentChunks : IDisposable
 
     /// <summary>Decodes chunk <paramref name="c"/> into slot <paramref name="s"/>, whose lock the caller holds: the whole
     /// chunk through the storage layer (fetch, digest check, decompress). 0 or a negative errno.</summary>
-    private int Fill(Slot s, BlobCacheManager cache, RafsChunk[] chunks, ulong fileSize, in RafsChunk c)
+    private unsafe int Fill(Slot s, BlobCacheManager cache, RafsChunk[] chunks, ulong fileSize, in RafsChunk c)
     {
+        // SAFETY: the caller holds the slot's lock and no reply refers to it (Pins == 0); Data holds _capacity bytes
+        // and size <= _capacity (chunks larger than a slot never come here).
+        if (s.Pins != 0) return -Errno.EBUSY;
         s.Valid = false;
         if (Volatile.Read(ref _disposed) != 0) return -Errno.EIO;
         if (s.Data is null) s.Data = (byte*)NativeMemory.Alloc((nuint)_capacity);
@@ -220,7 +271,7 @@ internal sealed unsafe class RecentChunks : IDisposable
         if (!s.Lock.TryEnter()) return;
         try
         {
-            if (ReferenceEquals(Pick(c.BlobIndex, c.ChunkIndex), s) && !IsIn(s, c) && Fill(s, cache, chunks, fileSize, c) == 0)
+            if (ReferenceEquals(Pick(c.BlobIndex, c.ChunkIndex), s) && !IsIn(s, c) && s.Pins == 0 && Fill(s, cache, chunks, fileSize, c) == 0)
             {
                 s.LastUse = Interlocked.Increment(ref _clock);
                 Interlocked.Increment(ref _decodedAhead);
@@ -249,6 +300,9 @@ internal sealed unsafe class RecentChunks : IDisposable
         if (b.Valid && b.Blob == blob && b.Index == index) return b;
         if (!a.Valid) return a;
         if (!b.Valid) return b;
+        // A slot a reply still refers to cannot be refilled: prefer the other.
+        bool aPinned = Volatile.Read(ref a.Pins) != 0, bPinned = Volatile.Read(ref b.Pins) != 0;
+        if (aPinned != bPinned) return aPinned ? b : a;
         return Volatile.Read(ref a.LastUse) <= Volatile.Read(ref b.LastUse) ? a : b;
     }
 
@@ -285,6 +339,16 @@ internal sealed unsafe class RecentChunks : IDisposable
         return found;
     }
 
+    /// <summary>A reply that referred to slot <paramref name="token"/> has been sent.</summary>
+    public void Unpin(int token)
+    {
+        Slot s = _slots[token];
+        if (Interlocked.Decrement(ref s.Pins) == 0 && Volatile.Read(ref _disposed) != 0)
+        {
+            lock (s.Lock) Free(s);
+        }
+    }
+
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
@@ -293,9 +357,19 @@ internal sealed unsafe class RecentChunks : IDisposable
             lock (s.Lock)
             {
                 s.Valid = false;
-                if (s.Data is not null) NativeMemory.Free(s.Data);
-                s.Data = null;
+                // A slot a reply in flight still refers to is freed by its last Unpin.
+                if (Volatile.Read(ref s.Pins) == 0) Free(s);
             }
         }
+    }
+
+    /// <summary>Frees a slot's memory; the caller holds its lock and no reply refers to it.</summary>
+    private static unsafe void Free(Slot s)
+    {
+        // SAFETY: Data was allocated by Fill with NativeMemory.Alloc and nothing refers to it (Pins == 0, lock held);
+        // it is set to null so it is freed once.
+        if (s.Pins != 0) return;
+        if (s.Data is not null) NativeMemory.Free(s.Data);
+        s.Data = null;
     }
 }
