@@ -6,6 +6,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging.Abstractions;
 using VirtioFs.Daemon.Api;
+using VirtioFs.Daemon.Tests.Support;
 using Xunit;
 
 namespace VirtioFs.Daemon.Tests;
@@ -83,19 +84,7 @@ public sealed class ApiServerTests : IAsyncLifetime
     }
 
     /// <summary>HttpClient over the Unix socket, as Kata's Go client talks to nydusd.</summary>
-    private static HttpClient Client(string socketPath)
-    {
-        var handler = new SocketsHttpHandler
-        {
-            ConnectCallback = async (_, ct) =>
-            {
-                var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                await s.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), ct);
-                return new NetworkStream(s, ownsSocket: true);
-            },
-        };
-        return new HttpClient(handler) { BaseAddress = new Uri("http://localhost") };
-    }
+    private static HttpClient Client(string socketPath) => ApiDaemon.UnixHttpClient(socketPath);
 
     private static StringContent Body(string json) => new(json, Encoding.UTF8, "application/json");
 

@@ -1,9 +1,7 @@
 using System.Net;
-using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using Microsoft.Extensions.Logging.Abstractions;
 using VirtioFs.Daemon.Api;
 using VirtioFs.Daemon.CommandLine;
 using VirtioFs.Fuse;
@@ -11,7 +9,7 @@ using VirtioFs.Oci;
 using VirtioFs.Oci.Tests.Support;
 using VirtioFs.Rafs;
 using VirtioFs.Rafs.Builder;
-using VirtioFs.Vfs;
+using VirtioFs.Daemon.Tests.Support;
 using Xunit;
 
 namespace VirtioFs.Daemon.Tests;
@@ -31,14 +29,10 @@ public sealed class ClientContractTests : IAsyncLifetime
     private readonly byte[] _data = new byte[300_000];
     private readonly FsIoStats _stats = new();
     private string _blobId = null!;
-    private Vfs.Vfs _vfs = null!;
-    private DaemonControl _control = null!;
-    private ApiServer _api = null!;
-    private FuseDeviceSession _session = null!;
-    private string _mnt = null!;
+    private ApiDaemon _daemon = null!;
 
     private string P(string rel) => Path.Combine(_root, rel);
-    private string Sock => P("api.sock");
+    private string Mnt => _daemon.MountPoint;
 
     public Task InitializeAsync()
     {
@@ -54,48 +48,14 @@ public sealed class ClientContractTests : IAsyncLifetime
         Directory.CreateDirectory(P("shared"));
         File.WriteAllText(P("shared/hello"), "hello\n");
 
-        _vfs = new Vfs.Vfs(new VfsOptions(), NullLogger.Instance);
-        _control = new DaemonControl(_vfs, new DaemonOptions { DaemonId = DaemonId }, NullLoggerFactory.Instance, () => { }, _stats);
-        _api = new ApiServer(Sock, _control, NullLogger.Instance);
-        _api.Start();
-        _mnt = Directory.CreateDirectory(P("mnt")).FullName;
-        var server = new FuseServer(_vfs, new FuseServerOptions { Stats = _stats }, NullLogger.Instance);
-        _session = FuseDeviceSession.Mount(_mnt, server, new FuseDeviceOptions { Threads = 2 }, NullLogger.Instance);
+        _daemon = new ApiDaemon(_root, new DaemonOptions { DaemonId = DaemonId }, new FuseServerOptions { Stats = _stats }, _stats);
         return Task.CompletedTask;
     }
 
-    public async Task DisposeAsync()
-    {
-        await _api.DisposeAsync();
-        try
-        {
-            _session.Dispose();
-        }
-        finally
-        {
-            MetricsTestInterop.umount2(_mnt, MetricsTestInterop.MNT_DETACH);
-            _control.Dispose();
-            _vfs.Dispose();
-            try
-            {
-                Directory.Delete(_root, true);
-            }
-            catch (IOException)
-            {
-            }
-        }
-    }
+    public async Task DisposeAsync() => await _daemon.DisposeAsync();
 
     /// <summary>Go's net/http over a Unix socket, as both Go clients build it (DialContext "unix").</summary>
-    private HttpClient GoClient() => new(new SocketsHttpHandler
-    {
-        ConnectCallback = async (_, ct) =>
-        {
-            var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-            await s.ConnectAsync(new UnixDomainSocketEndPoint(Sock), ct);
-            return new NetworkStream(s, ownsSocket: true);
-        },
-    }) { BaseAddress = new Uri("http://unix") };
+    private HttpClient GoClient() => _daemon.Client("http://unix");
 
     private static T Decode<T>(string json) => ClientJson.Decode<T>(json);
 
@@ -165,7 +125,7 @@ public sealed class ClientContractTests : IAsyncLifetime
         {
             Assert.Equal(HttpStatusCode.NoContent, r.StatusCode);
         }
-        byte[] read = await File.ReadAllBytesAsync(Path.Combine(_mnt, SnapshotId, "data.bin"));
+        byte[] read = await File.ReadAllBytesAsync(Path.Combine(Mnt, SnapshotId, "data.bin"));
         Assert.Equal(_data, read);
 
         // GetFsMetrics(sid) (client.go, pkg/metrics/serve.go): GET /api/v1/metrics?id=%2F<sid>, into types.FsMetrics;
@@ -289,7 +249,7 @@ public sealed class ClientContractTests : IAsyncLifetime
         {
             Assert.Equal(HttpStatusCode.NoContent, r.StatusCode);
         }
-        string file = Path.Combine(_mnt, SnapshotId, "data.bin");
+        string file = Path.Combine(Mnt, SnapshotId, "data.bin");
         Assert.ThrowsAny<IOException>(() => File.ReadAllBytes(file)); // the registry refuses the expired password
 
         using (var r = await http.PutAsync("/api/v1/config?id=%2F" + SnapshotId,
@@ -327,14 +287,14 @@ public sealed class ClientContractTests : IAsyncLifetime
         {
             Assert.Equal(HttpStatusCode.NoContent, r.StatusCode);
         }
-        Assert.Equal("hello\n", await File.ReadAllTextAsync(Path.Combine(_mnt, "containers", "hello")));
+        Assert.Equal("hello\n", await File.ReadAllTextAsync(Path.Combine(Mnt, "containers", "hello")));
         // Mount: the rafs mountpoint, unescaped in the query, matches /rafs/[\w+-\.]+/lowerdir.
         const string Rafs = "/rafs/c0ffee-1/lowerdir";
         using (var r = await http.PostAsync("http://unix/api/v1/mount?mountpoint=" + Rafs, GoMountBody("rafs", P("bootstrap"), SnapshotterConfig(LocalBackend, "cache-kata"))))
         {
             Assert.Equal(HttpStatusCode.NoContent, r.StatusCode);
         }
-        Assert.Equal(_data, await File.ReadAllBytesAsync(Path.Combine(_mnt, "rafs", "c0ffee-1", "lowerdir", "data.bin")));
+        Assert.Equal(_data, await File.ReadAllBytesAsync(Path.Combine(Mnt, "rafs", "c0ffee-1", "lowerdir", "data.bin")));
         // A failure is read with handleMountError: json.Unmarshal into ErrorMessage, its Message returned.
         using (var r = await http.PostAsync("http://unix/api/v1/mount?mountpoint=" + Rafs, GoMountBody("rafs", P("nowhere"), "")))
         {
@@ -378,7 +338,7 @@ public sealed class ClientContractTests : IAsyncLifetime
         {
             Assert.Equal(HttpStatusCode.NoContent, r.StatusCode);
         }
-        Assert.Equal(_data, await File.ReadAllBytesAsync(Path.Combine(_mnt, "rafs", "abc_def.1", "lowerdir", "data.bin")));
+        Assert.Equal(_data, await File.ReadAllBytesAsync(Path.Combine(Mnt, "rafs", "abc_def.1", "lowerdir", "data.bin")));
         using (var r = await Send(HttpMethod.Get, "/api/v1/daemon", null))
         {
             RuntimeRsDaemonInfo info = await DecodeOk<RuntimeRsDaemonInfo>(r);

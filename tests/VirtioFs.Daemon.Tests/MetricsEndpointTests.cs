@@ -1,6 +1,4 @@
 using System.Net;
-using System.Net.Sockets;
-using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -10,18 +8,10 @@ using VirtioFs.Daemon.CommandLine;
 using VirtioFs.Fuse;
 using VirtioFs.Rafs;
 using VirtioFs.Rafs.Builder;
-using VirtioFs.Vfs;
+using VirtioFs.Daemon.Tests.Support;
 using Xunit;
 
 namespace VirtioFs.Daemon.Tests;
-
-internal static partial class MetricsTestInterop
-{
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    public static partial int umount2(string target, int flags);
-
-    public const int MNT_DETACH = 2;
-}
 
 /// <summary>
 /// The metrics endpoints against the real daemon pieces: an image built by the test, mounted through the API into a
@@ -36,12 +26,9 @@ public sealed class MetricsEndpointTests : IAsyncLifetime
 
     private readonly string _root = Directory.CreateTempSubdirectory("vfs-metrics-").FullName;
     private readonly byte[] _big = new byte[2 * ChunkSize + 12345];
-    private Vfs.Vfs _vfs = null!;
-    private DaemonControl _control = null!;
-    private ApiServer _api = null!;
-    private FuseDeviceSession _session = null!;
+    private ApiDaemon _daemon = null!;
     private HttpClient _http = null!;
-    private string _mnt = null!;
+    private string Mnt => _daemon.MountPoint;
 
     private string P(string rel) => Path.Combine(_root, rel);
 
@@ -56,52 +43,15 @@ public sealed class MetricsEndpointTests : IAsyncLifetime
             BlobDir = P("blobs"), Bootstrap = P("bootstrap"), Compressor = Compressor.Lz4Block, ChunkSize = ChunkSize, BuildTime = 1_700_000_000,
         });
 
-        _vfs = new Vfs.Vfs(new VfsOptions(), NullLogger.Instance);
-        _control = new DaemonControl(_vfs, new DaemonOptions(), NullLoggerFactory.Instance, () => { });
-        _api = new ApiServer(P("api.sock"), _control, NullLogger.Instance);
-        _api.Start();
-        _http = Client(P("api.sock"));
-        _mnt = Directory.CreateDirectory(P("mnt")).FullName;
         // Readahead well below the chunk size, so a read later in a chunk the kernel has not cached reaches the cache.
-        var server = new FuseServer(_vfs, new FuseServerOptions { MaxReadahead = 128 * 1024 }, NullLogger.Instance);
-        _session = FuseDeviceSession.Mount(_mnt, server, new FuseDeviceOptions { Threads = 2 }, NullLogger.Instance);
+        _daemon = new ApiDaemon(_root, new DaemonOptions(), new FuseServerOptions { MaxReadahead = 128 * 1024 });
+        _http = _daemon.Client();
     }
 
     public async Task DisposeAsync()
     {
         _http.Dispose();
-        await _api.DisposeAsync();
-        try
-        {
-            _session.Dispose();
-        }
-        finally
-        {
-            MetricsTestInterop.umount2(_mnt, MetricsTestInterop.MNT_DETACH);
-            _control.Dispose();
-            _vfs.Dispose();
-            try
-            {
-                Directory.Delete(_root, true);
-            }
-            catch (IOException)
-            {
-            }
-        }
-    }
-
-    private static HttpClient Client(string socketPath)
-    {
-        var handler = new SocketsHttpHandler
-        {
-            ConnectCallback = async (_, ct) =>
-            {
-                var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                await s.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), ct);
-                return new NetworkStream(s, ownsSocket: true);
-            },
-        };
-        return new HttpClient(handler) { BaseAddress = new Uri("http://localhost") };
+        await _daemon.DisposeAsync();
     }
 
     private async Task MountImage(string mountPoint, string cacheDir, params string[] prefetch)
@@ -133,7 +83,7 @@ public sealed class MetricsEndpointTests : IAsyncLifetime
 
     private byte[] ReadAt(string mountPoint, string file, long offset, int length)
     {
-        using var h = File.OpenHandle(Path.Combine(_mnt, mountPoint.TrimStart('/'), file));
+        using var h = File.OpenHandle(Path.Combine(Mnt, mountPoint.TrimStart('/'), file));
         var buf = new byte[length];
         Assert.Equal(length, RandomAccess.Read(h, buf, offset));
         return buf;
@@ -249,7 +199,7 @@ public sealed class MetricsEndpointTests : IAsyncLifetime
         string sock = P("fake.sock");
         await using var server = new ApiServer(sock, new FakeDaemonControl(), NullLogger.Instance);
         server.Start();
-        using var http = Client(sock);
+        using var http = ApiDaemon.UnixHttpClient(sock);
         using var notFound = await http.GetAsync("/metrics");
         Assert.Equal(HttpStatusCode.NotFound, notFound.StatusCode);
         using JsonDocument d = JsonDocument.Parse(await notFound.Content.ReadAsStringAsync());

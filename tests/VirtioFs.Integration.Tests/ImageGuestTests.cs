@@ -135,7 +135,7 @@ public sealed class ImageGuestTests(ImageTreeFixture image, ITestOutputHelper ou
             Assert.Equal((int)len, RandomAccess.Read(h, buf, off));
             Assert.Equal(sha, Convert.ToHexStringLower(SHA256.HashData(buf)));
         }
-        var inodes = image.HardLinkGroups[0].Select(n => TreeCompare.Lstat(m.M("tree/" + n)).stx_ino).Distinct();
+        var inodes = image.HardLinkGroups[0].Select(n => VirtioFs.Tests.Shared.HostSyscalls.Lstat(m.M("tree/" + n)).stx_ino).Distinct();
         Assert.Single(inodes);
         var (code, log) = m.Stop();
         Assert.Equal(0, code);

@@ -42,7 +42,7 @@ public sealed class PassthroughGuestTests(ITestOutputHelper output)
         File.SetUnixFileMode(Path.Combine(tree.Root, "shared"), (UnixFileMode)Convert.ToInt32("777", 8));
         using var vfsd = Vfsd.Start("--shared-dir", tree.Root, "--cache", "auto", "--tag", "vfs");
 
-        const string script = """
+        const string script = $$"""
             set -ex
             cd /mnt/vfs
             mkdir -p made/sub
@@ -57,16 +57,12 @@ public sealed class PassthroughGuestTests(ITestOutputHelper output)
             ln -s sub/new.txt made/symlink
             ln made/sub/new.txt made/hardlink
             mkfifo made/fifo
-            echo 'root:x:0:0::/tmp:/bin/sh' > /etc/passwd; echo 'u1000:x:1000:1000::/tmp:/bin/sh' >> /etc/passwd
-            echo 'root:x:0:' > /etc/group; echo 'g1000:x:1000:' >> /etc/group
+            {{Guest.AddUser1000}}
             su u1000 -c 'echo mine > shared/by-user-1000; mkdir shared/dir-1000'
             sync
             echo "@@DONE ok"
             """;
-        var result = Guest.Run(script, [("vfs", vfsd.SocketPath)], output);
-
-        Assert.Equal(0, result.ExitCode);
-        Assert.Equal("ok", result.Single("DONE"));
+        var result = Guest.Run(script, [("vfs", vfsd.SocketPath)], output).AssertDone();
         string root = tree.Root;
         Assert.Equal("written by the guest\nappended\n", File.ReadAllText(Path.Combine(root, "made/sub/new.txt")));
         Assert.Equal(33 * 65536, new FileInfo(Path.Combine(root, "made/zeros")).Length);

@@ -67,7 +67,7 @@ public sealed class SnapshotterLaunchTests
     }
 
     /// <summary>Go's os.ModeSocket check: S_ISSOCK of lstat.</summary>
-    private static bool IsSocket(string path) => (TreeCompare.Lstat(path).stx_mode & 0xF000) == 0xC000;
+    private static bool IsSocket(string path) => (VirtioFs.Tests.Shared.HostSyscalls.Lstat(path).stx_mode & 0xF000) == 0xC000;
 
     /// <summary>The FUSE reader threads of <paramref name="pid"/> (FuseDeviceSession names them fuse-dev-N).</summary>
     private static int FuseReaderThreads(int pid) =>

@@ -32,23 +32,19 @@ public sealed class XattrGuestTests(ITestOutputHelper output)
         Chmod(Path.Combine(root, "lockfile"), "2666"); // sgid without group-exec (mandatory-locking marker)
         using var vfsd = Vfsd.Start("--shared-dir", root, "--cache", "auto", "--tag", "vfs", "--xattrmap", Map, "--killpriv-v2");
 
-        const string script = """
+        const string script = $$"""
             cd /mnt/vfs
             xattrset f user.guest from-the-guest
             xattrset f trusted.guest should-not-land
             xattrset -g f trusted.host
             xattrset -g f user.host
             xattrs /mnt/vfs
-            echo 'root:x:0:0::/tmp:/bin/sh' > /etc/passwd; echo 'u1000:x:1000:1000::/tmp:/bin/sh' >> /etc/passwd
-            echo 'root:x:0:' > /etc/group; echo 'g1000:x:1000:' >> /etc/group
+            {{Guest.AddUser1000}}
             su u1000 -c 'echo more >> prog; echo more >> lockfile'
             sync
             echo "@@DONE ok"
             """;
-        var result = Guest.Run(script, [("vfs", vfsd.SocketPath)], output);
-
-        Assert.Equal(0, result.ExitCode);
-        Assert.Equal("ok", result.Single("DONE"));
+        var result = Guest.Run(script, [("vfs", vfsd.SocketPath)], output).AssertDone();
         // The guest's user.guest is stored on the host under the mapped name, and nowhere else.
         Assert.Equal(["user.guest 0"], result.Lines("SETX").Where(l => l.StartsWith("user.", StringComparison.Ordinal)));
         string host = TreeCompare.Xattrs(Path.Combine(root, "f"));
@@ -92,10 +88,7 @@ public sealed class XattrGuestTests(ITestOutputHelper output)
             sync
             echo "@@DONE ok"
             """;
-        var result = Guest.Run(script, [("vfs", vfsd.SocketPath)], output);
-
-        Assert.Equal(0, result.ExitCode);
-        Assert.Equal("ok", result.Single("DONE"));
+        var result = Guest.Run(script, [("vfs", vfsd.SocketPath)], output).AssertDone();
         Assert.Contains("PosixAcl", vfsd.Process.Output, StringComparison.Ordinal);
         Assert.Contains("SecurityCtx", vfsd.Process.Output, StringComparison.Ordinal);
         Assert.Equal(Convert.ToInt32("664", 8), Mode(Path.Combine(root, "acl/f")));
@@ -108,7 +101,7 @@ public sealed class XattrGuestTests(ITestOutputHelper output)
 
     private static string Hex(string s) => Convert.ToHexString(Encoding.UTF8.GetBytes(s));
 
-    private static int Mode(string path) => TreeCompare.Lstat(path).stx_mode & 0xFFF;
+    private static int Mode(string path) => VirtioFs.Tests.Shared.HostSyscalls.Lstat(path).stx_mode & 0xFFF;
 
     private static void Chmod(string path, string octal)
     {

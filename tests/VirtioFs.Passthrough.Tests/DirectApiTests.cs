@@ -119,15 +119,15 @@ public sealed class DirectApiTests : IDisposable
         Assert.Equal(0, _fs.MkNod(user, Root, N("p"), 0x1000 | 0x1A4, 0, 0, out _));
         foreach (string n in new[] { "d", "f", "l", "p" })
         {
-            Statx st = LStat(Path.Combine(_src, n));
+            Statx st = Lstat(Path.Combine(_src, n));
             Assert.True(st.stx_uid == 1234 && st.stx_gid == 5678, $"{n} owned by {st.stx_uid}:{st.stx_gid}");
         }
-        Assert.Equal(0x1A4u, (uint)LStat(Path.Combine(_src, "f")).stx_mode & 0xFFF);
+        Assert.Equal(0x1A4u, (uint)Lstat(Path.Combine(_src, "f")).stx_mode & 0xFFF);
         Assert.Equal(0, _fs.Release(user, 0, h.Handle, 0, 0, 0));
 
         // The worker's fsuid was restored: a root request creates root-owned files again.
         Assert.Equal(0, _fs.MkDir(RootCtx, Root, N("rootdir"), 0x1ED, 0, out _));
-        Assert.Equal(0u, LStat(Path.Combine(_src, "rootdir")).stx_uid);
+        Assert.Equal(0u, Lstat(Path.Combine(_src, "rootdir")).stx_uid);
 
         // Without write permission on the parent the guest user is refused (no DAC override while switched).
         ulong rootDir = LookupOk(Root, "rootdir");

@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Diagnostics;
 using VirtioFs.Fuse;
 using static VirtioFs.Passthrough.Tests.TestInterop;
 
@@ -12,21 +11,10 @@ namespace VirtioFs.Passthrough.Tests;
 /// </summary>
 public class KernelNegotiationMountTests
 {
-    private static (int Code, string Output) Run(string shell)
-    {
-        var psi = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add("-c");
-        psi.ArgumentList.Add(shell);
-        using var p = Process.Start(psi)!;
-        string output = p.StandardOutput.ReadToEnd() + p.StandardError.ReadToEnd();
-        Assert.True(p.WaitForExit(60_000), "tool timed out");
-        return (p.ExitCode, output);
-    }
-
     private static string AsUser1000(string command) =>
         $"setpriv --reuid 1000 --regid 1000 --clear-groups sh -c '{command}'";
 
-    private static uint Mode(string path) => LStat(path).stx_mode & 0xFFFu;
+    private static uint Mode(string path) => Lstat(path).stx_mode & 0xFFFu;
 
     private static void OpenUp(MountFixture m)
     {
@@ -50,7 +38,7 @@ public class KernelNegotiationMountTests
         chmod(m.Src("trunc"), 0xDFF);
         chmod(m.Src("lock"), 0x5B6);  // 02666: sgid without group-exec
 
-        var (code, output) = Run(AsUser1000(
+        var (code, output) = Shell.Run(AsUser1000(
             $"echo more >> {m.Mnt("prog")} && truncate -s 1 {m.Mnt("trunc")} && echo more >> {m.Mnt("lock")}"));
         Assert.True(code == 0, output);
         Assert.Equal(0x1FFu, Mode(m.Src("prog")));
@@ -84,7 +72,7 @@ public class KernelNegotiationMountTests
         Assert.Equal(0, (int)setxattr(m.Mnt("acl"), "system.posix_acl_default", value, (nuint)value.Length, 0));
         Assert.True(getxattr(m.Src("acl"), "system.posix_acl_default", new byte[64], 64) > 0);
 
-        var (code, output) = Run($"umask 022 && : > {m.Mnt("acl/f")} && : > {m.Mnt("plain/f")} && mkdir {m.Mnt("acl/d")} {m.Mnt("plain/d")}");
+        var (code, output) = Shell.Run($"umask 022 && : > {m.Mnt("acl/f")} && : > {m.Mnt("plain/f")} && mkdir {m.Mnt("acl/d")} {m.Mnt("plain/d")}");
         Assert.True(code == 0, output);
         Assert.Equal(0x1B4u, Mode(m.Src("acl/f")));   // 0664: the default ACL decides, not the umask
         Assert.Equal(0x1A4u, Mode(m.Src("plain/f"))); // 0644: umask 022 applied by us (the kernel left it to us)

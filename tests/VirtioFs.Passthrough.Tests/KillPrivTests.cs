@@ -37,7 +37,7 @@ public sealed class KillPrivTests : IDisposable
 
     private static byte[] N(string s) => Encoding.UTF8.GetBytes(s);
     private string P(string name) => Path.Combine(_tmp.FullName, name);
-    private uint Mode(string name) => LStat(P(name)).stx_mode & 0xFFFu;
+    private uint Mode(string name) => Lstat(P(name)).stx_mode & 0xFFFu;
 
     private ulong HostFile(string name, uint mode)
     {
@@ -107,7 +107,7 @@ public sealed class KillPrivTests : IDisposable
         };
         Assert.Equal(0, _fs.SetAttr(RootCtx, f, s, out FuseAttr attr, out _));
         Assert.Equal(0x1EDu, attr.mode & 0xFFF);
-        Assert.Equal(1000u, LStat(P("f")).stx_uid);
+        Assert.Equal(1000u, Lstat(P("f")).stx_uid);
     }
 
     [Fact]
@@ -175,7 +175,7 @@ public sealed class KillPrivTests : IDisposable
         ulong d = SgidDir("shared");
         Assert.Equal(0, _fs.Create(UserCtx, d, N("f"), SGID | 0x1ED, (uint)O_RDWR, 0, 0, out _, out FuseOpenResult h));
         _fs.Release(UserCtx, 0, h.Handle, 0, 0, 0);
-        var st = LStat(P("shared/f"));
+        var st = Lstat(P("shared/f"));
         Assert.Equal(0u, st.stx_gid); // the directory's group is inherited...
         Assert.Equal(0x1EDu, st.stx_mode & 0xFFFu); // ...but not the SGID bit the caller asked for
         Assert.Equal(1000u, st.stx_uid);
@@ -200,7 +200,7 @@ public sealed class KillPrivTests : IDisposable
         // A directory made in an SGID directory is SGID too, whoever makes it.
         Assert.Equal(0, _fs.MkDir(UserCtx, d, N("sub"), 0x1ED, 0, out _));
         Assert.Equal(SGID | 0x1ED, Mode("shared/sub"));
-        Assert.Equal(0u, LStat(P("shared/sub")).stx_gid);
+        Assert.Equal(0u, Lstat(P("shared/sub")).stx_gid);
     }
 
     [Fact]

@@ -45,8 +45,8 @@ public class MountTests
 
         foreach (string rel in srcEntries)
         {
-            Statx s = LStat(m.Src(rel));
-            Statx t = LStat(m.Mnt(rel));
+            Statx s = Lstat(m.Src(rel));
+            Statx t = Lstat(m.Mnt(rel));
             Assert.True(s.stx_mode == t.stx_mode, $"mode of {rel}");
             Assert.True(s.stx_uid == t.stx_uid && s.stx_gid == t.stx_gid, $"owner of {rel}");
             Assert.True(s.stx_size == t.stx_size, $"size of {rel}");
@@ -64,8 +64,8 @@ public class MountTests
             }
         }
         // Hard links share one inode through the mount too.
-        Assert.Equal(LStat(m.Mnt("a/hard2")).stx_ino, LStat(m.Mnt("a/b/c/hard2b")).stx_ino);
-        Assert.Equal(3u, LStat(m.Mnt("a/hard2")).stx_nlink);
+        Assert.Equal(Lstat(m.Mnt("a/hard2")).stx_ino, Lstat(m.Mnt("a/b/c/hard2b")).stx_ino);
+        Assert.Equal(3u, Lstat(m.Mnt("a/hard2")).stx_nlink);
     }
 
     [Fact]
@@ -93,8 +93,8 @@ public class MountTests
         File.SetUnixFileMode(m.Mnt("dir/moved.txt"), UnixFileMode.UserRead | UnixFileMode.GroupRead);
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.GroupRead, File.GetUnixFileMode(m.Src("dir/moved.txt")));
         Assert.True(chown(m.Mnt("dir/moved.txt"), 4321, 8765) == 0, $"chown errno {LastErrno}");
-        Assert.Equal(4321u, LStat(m.Src("dir/moved.txt")).stx_uid);
-        Assert.Equal(8765u, LStat(m.Src("dir/moved.txt")).stx_gid);
+        Assert.Equal(4321u, Lstat(m.Src("dir/moved.txt")).stx_uid);
+        Assert.Equal(8765u, Lstat(m.Src("dir/moved.txt")).stx_gid);
 
         var when = new DateTime(2010, 1, 2, 3, 4, 5, DateTimeKind.Utc);
         File.SetLastWriteTimeUtc(m.Mnt("dir/moved.txt"), when);
@@ -103,7 +103,7 @@ public class MountTests
         File.CreateSymbolicLink(m.Mnt("dir/link"), "moved.txt");
         Assert.Equal("moved.txt", new FileInfo(m.Src("dir/link")).LinkTarget);
         Assert.Equal(0, link(m.Mnt("dir/moved.txt"), m.Mnt("hard")));
-        Assert.Equal(LStat(m.Src("dir/moved.txt")).stx_ino, LStat(m.Src("hard")).stx_ino);
+        Assert.Equal(Lstat(m.Src("dir/moved.txt")).stx_ino, Lstat(m.Src("hard")).stx_ino);
 
         File.Delete(m.Mnt("dir/moved.txt"));
         Assert.False(File.Exists(m.Src("dir/moved.txt")));

@@ -1,26 +1,13 @@
-using System.Diagnostics;
-
 namespace VirtioFs.Passthrough.Tests;
 
 /// <summary>Ordinary command-line tools (separate processes, real-world syscall mixes) against the mount.</summary>
 public class ToolTests
 {
-    private static (int Code, string Output) Run(string shell)
-    {
-        var psi = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add("-c");
-        psi.ArgumentList.Add(shell);
-        using var p = Process.Start(psi)!;
-        string output = p.StandardOutput.ReadToEnd() + p.StandardError.ReadToEnd();
-        Assert.True(p.WaitForExit(120_000), "tool timed out");
-        return (p.ExitCode, output);
-    }
-
     [Fact]
     public void Cp_tar_and_diff_agree_through_the_mount()
     {
         using var m = new MountFixture(cache: CachePolicy.Auto, threads: 2);
-        var (code, output) = Run($"""
+        var (code, output) = Shell.Run($"""
             set -e
             cp -a /usr/include/linux '{m.MountPoint}/linux'
             diff -r /usr/include/linux '{m.Source}/linux'
@@ -49,7 +36,7 @@ public class ToolTests
         Skip.IfNot(File.Exists("/usr/bin/fio"), "fio is not installed (tests/setup.sh installs it)");
         using var m = new MountFixture(cache: CachePolicy.Auto, threads: 2,
             serverOptions: new VirtioFs.Fuse.FuseServerOptions { WritebackCache = writeback });
-        var (code, output) = Run($"""
+        var (code, output) = Shell.Run($"""
             fio --name=rwjob --directory='{m.MountPoint}' --rw=randrw --bs=4k --bsrange=512-128k --size=8m --numjobs=2 \
                 --ioengine=psync --verify=crc32c --verify_fatal=1 --do_verify=1 --group_reporting 2>&1
             echo one > '{m.MountPoint}/append'

@@ -216,17 +216,17 @@ public sealed class XattrPassthroughTests : IDisposable
         // FUSE_DONT_MASK: mode 0666 arrives unmasked with umask 022.
         Assert.Equal(0, fs.Create(Ctx, aclDir, N("f"), 0x1B6, (uint)O_RDWR, 0x12, 0, out _, out FuseOpenResult h1));
         fs.Release(Ctx, 0, h1.Handle, 0, 0, 0);
-        Assert.Equal(0x1B4u, LStat(P("acl/f")).stx_mode & 0xFFFu); // 0664: the ACL, not the umask
+        Assert.Equal(0x1B4u, Lstat(P("acl/f")).stx_mode & 0xFFFu); // 0664: the ACL, not the umask
         Assert.Equal(0, fs.Create(Ctx, plainDir, N("f"), 0x1B6, (uint)O_RDWR, 0x12, 0, out _, out FuseOpenResult h2));
         fs.Release(Ctx, 0, h2.Handle, 0, 0, 0);
-        Assert.Equal(0x1A4u, LStat(P("plain/f")).stx_mode & 0xFFFu); // 0644: the umask
+        Assert.Equal(0x1A4u, Lstat(P("plain/f")).stx_mode & 0xFFFu); // 0644: the umask
 
         // A subdirectory inherits the default ACL, and mkdir follows the same rule.
         Assert.Equal(0, fs.MkDir(Ctx, aclDir, N("sub"), 0x1FF, 0x3F, out FuseEntry sub));
-        Assert.Equal(0x1FDu, LStat(P("acl/sub")).stx_mode & 0xFFFu); // 0775 from the ACL despite umask 077
+        Assert.Equal(0x1FDu, Lstat(P("acl/sub")).stx_mode & 0xFFFu); // 0775 from the ACL despite umask 077
         Assert.Equal(0, Get(fs, sub.NodeId, "system.posix_acl_default", out _));
         Assert.Equal(0, fs.MkDir(Ctx, plainDir, N("sub"), 0x1FF, 0x3F, out _));
-        Assert.Equal(0x1C0u, LStat(P("plain/sub")).stx_mode & 0xFFFu); // 0700
+        Assert.Equal(0x1C0u, Lstat(P("plain/sub")).stx_mode & 0xFFFu); // 0700
     }
 
     [Fact]
@@ -238,7 +238,7 @@ public sealed class XattrPassthroughTests : IDisposable
         ulong f = Lookup(fs, "f");
         byte[] acl = Acl((UserObj, 7), (GroupObj, 7), (Other, 5));
         Assert.Equal(0, fs.SetXattr(Ctx, f, N("system.posix_acl_access"), acl, 0, FuseConstants.FUSE_SETXATTR_ACL_KILL_SGID));
-        Assert.Equal(0x1FDu, LStat(P("f")).stx_mode & 0xFFFu);
+        Assert.Equal(0x1FDu, Lstat(P("f")).stx_mode & 0xFFFu);
     }
 
     [Fact]

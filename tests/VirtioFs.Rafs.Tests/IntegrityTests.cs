@@ -16,19 +16,6 @@ public sealed class IntegrityTests
         return (src, outDir, RoundTripTests.Build(src, outDir, c, chunk: 64 * 1024, key: key));
     }
 
-    private static string? CheckFile(string bootstrap, string? blobDir, byte[]? key = null)
-    {
-        try
-        {
-            using var img = RafsImage.Open(bootstrap);
-            return ImageChecker.Check(img, blobDir, key);
-        }
-        catch (RafsFormatException e)
-        {
-            return e.Message;
-        }
-    }
-
     [Fact]
     public void Repeated_content_is_stored_once()
     {
@@ -84,10 +71,10 @@ public sealed class IntegrityTests
         var (priv, pub) = Signing.Generate();
         var (_, other) = Signing.Generate();
         var (_, outDir, r) = Fresh(key: priv);
-        Assert.Null(CheckFile(r.Bootstrap, outDir, pub));
-        Assert.Contains("signature", CheckFile(r.Bootstrap, outDir, other));
+        Assert.Null(RoundTripTests.CheckFile(r.Bootstrap, outDir, pub));
+        Assert.Contains("signature", RoundTripTests.CheckFile(r.Bootstrap, outDir, other));
         var (_, outDir2, unsigned) = Fresh();
-        Assert.Contains("not signed", CheckFile(unsigned.Bootstrap, outDir2, pub));
+        Assert.Contains("not signed", RoundTripTests.CheckFile(unsigned.Bootstrap, outDir2, pub));
     }
 
     [Fact]
@@ -112,7 +99,7 @@ public sealed class IntegrityTests
         var blob = File.ReadAllBytes(r.Blob!.Path);
         blob[(int)chunks[2].CompressedOffset + 10] ^= 0x55;
         File.WriteAllBytes(r.Blob.Path, blob);
-        var err = CheckFile(r.Bootstrap, outDir);
+        var err = RoundTripTests.CheckFile(r.Bootstrap, outDir);
         Assert.NotNull(err);
         Assert.Contains("digest", err);
     }
@@ -147,7 +134,7 @@ public sealed class IntegrityTests
         var blob = File.ReadAllBytes(r.Blob!.Path);
         blob[^1] ^= 0x55;                                       // the header's trailing magic
         File.WriteAllBytes(r.Blob.Path, blob);
-        Assert.Contains("metadata header", CheckFile(r.Bootstrap, outDir));
+        Assert.Contains("metadata header", RoundTripTests.CheckFile(r.Bootstrap, outDir));
     }
 
     [Fact]
@@ -181,7 +168,7 @@ public sealed class IntegrityTests
     {
         var (_, outDir, r) = Fresh(Compressor.Zstd);
         using (var fs = new FileStream(r.Blob!.Path, FileMode.Open)) fs.SetLength(fs.Length / 2);
-        var err = CheckFile(r.Bootstrap, outDir);
+        var err = RoundTripTests.CheckFile(r.Bootstrap, outDir);
         Assert.NotNull(err);
         Assert.True(err.Contains("past the end", StringComparison.Ordinal) || err.Contains("decompress", StringComparison.Ordinal), err);
     }
@@ -194,7 +181,7 @@ public sealed class IntegrityTests
         ulong table = BinaryPrimitives.ReadUInt64LittleEndian(boot.AsSpan(MerkleExtension.Offset + 8));
         boot[(int)table + 32 * 3] ^= 1;                         // inode number 4's digest
         File.WriteAllBytes(r.Bootstrap, boot);
-        var err = CheckFile(r.Bootstrap, outDir);
+        var err = RoundTripTests.CheckFile(r.Bootstrap, outDir);
         Assert.NotNull(err);
         Assert.Contains("inode digest", err);
     }
@@ -206,7 +193,7 @@ public sealed class IntegrityTests
         var boot = File.ReadAllBytes(r.Bootstrap);
         boot[MerkleExtension.Offset + 24] ^= 1;
         File.WriteAllBytes(r.Bootstrap, boot);
-        Assert.Contains("root digest", CheckFile(r.Bootstrap, outDir));
+        Assert.Contains("root digest", RoundTripTests.CheckFile(r.Bootstrap, outDir));
     }
 
     public static TheoryData<string, int, byte[], string> Corruptions => new()
@@ -230,7 +217,7 @@ public sealed class IntegrityTests
         var boot = File.ReadAllBytes(r.Bootstrap);
         bytes.CopyTo(boot, offset);
         File.WriteAllBytes(r.Bootstrap, boot);
-        var err = CheckFile(r.Bootstrap, outDir);
+        var err = RoundTripTests.CheckFile(r.Bootstrap, outDir);
         Assert.True(err is not null && err.Contains(expected, StringComparison.Ordinal), $"{what}: {err}");
     }
 
@@ -244,7 +231,7 @@ public sealed class IntegrityTests
         var (_, outDir, r) = Fresh();
         var boot = File.ReadAllBytes(r.Bootstrap);
         File.WriteAllBytes(r.Bootstrap, boot.AsSpan(0, keep).ToArray());
-        Assert.NotNull(CheckFile(r.Bootstrap, outDir));
+        Assert.NotNull(RoundTripTests.CheckFile(r.Bootstrap, outDir));
     }
 
     [Fact]
@@ -270,7 +257,7 @@ public sealed class IntegrityTests
         }
         Assert.True(patched > 0);
         File.WriteAllBytes(r.Bootstrap, boot);
-        var err = CheckFile(r.Bootstrap, outDir);
+        var err = RoundTripTests.CheckFile(r.Bootstrap, outDir);
         Assert.NotNull(err);
         Assert.Contains("cycle", err);
     }
@@ -288,7 +275,7 @@ public sealed class IntegrityTests
             for (int i = 0; i < flips; i++) boot[rnd.Next(V6.SuperOffset, boot.Length)] = (byte)rnd.Next(256);
             File.WriteAllBytes(r.Bootstrap, boot);
             // Any outcome is fine except an unhandled exception or a hang.
-            var err = CheckFile(r.Bootstrap, outDir);
+            var err = RoundTripTests.CheckFile(r.Bootstrap, outDir);
             _ = err;
         }
     }

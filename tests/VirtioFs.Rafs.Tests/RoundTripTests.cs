@@ -6,6 +6,21 @@ namespace VirtioFs.Rafs.Tests;
 
 public sealed class RoundTripTests
 {
+    /// <summary>What ImageChecker finds wrong with the image at <paramref name="bootstrap"/>, a format error's message
+    /// when it does not even open, or null when it checks clean.</summary>
+    internal static string? CheckFile(string bootstrap, string? blobDir, byte[]? key = null)
+    {
+        try
+        {
+            using var img = RafsImage.Open(bootstrap);
+            return ImageChecker.Check(img, blobDir, key);
+        }
+        catch (RafsFormatException e)
+        {
+            return e.Message;
+        }
+    }
+
     internal static BuildResult Build(string src, string outDir, Compressor c = Compressor.Zstd, Digester d = Digester.Blake3,
         uint chunk = 1 << 20, string? dict = null, byte[]? key = null, IReadOnlyList<string>? prefetch = null, string name = "bootstrap", int fsVersion = 6)
     {

@@ -15,19 +15,6 @@ public sealed class V5Tests
         return (src, outDir, RoundTripTests.Build(src, outDir, Compressor.Lz4Block, chunk: 64 * 1024, key: key, fsVersion: 5));
     }
 
-    private static string? CheckFile(string bootstrap, string? blobDir, byte[]? key = null)
-    {
-        try
-        {
-            using var img = RafsImage.Open(bootstrap);
-            return ImageChecker.Check(img, blobDir, key);
-        }
-        catch (RafsFormatException e)
-        {
-            return e.Message;
-        }
-    }
-
     [Fact]
     public void V5_image_checks_and_stores_nydus_style_digests()
     {
@@ -62,8 +49,8 @@ public sealed class V5Tests
     {
         var (priv, pub) = Signing.Generate();
         var (_, outDir, r) = Fresh(priv);
-        Assert.Null(CheckFile(r.Bootstrap, outDir, pub));
-        Assert.Contains("signature", CheckFile(r.Bootstrap, outDir, Signing.Generate().Public));
+        Assert.Null(RoundTripTests.CheckFile(r.Bootstrap, outDir, pub));
+        Assert.Contains("signature", RoundTripTests.CheckFile(r.Bootstrap, outDir, Signing.Generate().Public));
     }
 
     [Theory]
@@ -78,7 +65,7 @@ public sealed class V5Tests
         var boot = File.ReadAllBytes(r.Bootstrap);
         bytes.CopyTo(boot, offset);
         File.WriteAllBytes(r.Bootstrap, boot);
-        var err = CheckFile(r.Bootstrap, outDir);
+        var err = RoundTripTests.CheckFile(r.Bootstrap, outDir);
         Assert.True(err is not null && err.Contains(expected, StringComparison.Ordinal), err);
     }
 
@@ -91,7 +78,7 @@ public sealed class V5Tests
         long rec = (long)BinaryPrimitives.ReadUInt32LittleEndian(boot.AsSpan((int)it + 4 * 2)) << 3;   // inode index 3
         boot[rec] ^= 1;
         File.WriteAllBytes(r.Bootstrap, boot);
-        Assert.Contains("digest", CheckFile(r.Bootstrap, outDir));
+        Assert.Contains("digest", RoundTripTests.CheckFile(r.Bootstrap, outDir));
     }
 
     [Fact]
@@ -105,7 +92,7 @@ public sealed class V5Tests
             var boot = (byte[])good.Clone();
             for (int i = rnd.Next(1, 16); i > 0; i--) boot[rnd.Next(0, boot.Length)] = (byte)rnd.Next(256);
             File.WriteAllBytes(r.Bootstrap, boot);
-            _ = CheckFile(r.Bootstrap, outDir);
+            _ = RoundTripTests.CheckFile(r.Bootstrap, outDir);
         }
     }
 

@@ -6,6 +6,7 @@ using VirtioFs.Rafs;
 using VirtioFs.Rafs.Builder;
 using VirtioFs.Rafs.Reader;
 using VirtioFs.Storage.Cache;
+using VirtioFs.Tests.Shared;
 
 namespace VirtioFs.RafsFs.Tests;
 
@@ -131,10 +132,10 @@ public sealed class ImageFixture : IDisposable
         Interop.Check(Interop.link(S("hard-1"), S("a/b/hard-3")), "link");
         Interop.Check(Interop.mkfifo(S("a/fifo"), Convert.ToInt32("644", 8)), "mkfifo");
         Interop.Check(Interop.mknod(S("a/null-dev"), 0x2000 | Convert.ToInt32("666", 8), (1UL << 8) | 3), "mknod");
-        Interop.Check(Interop.lsetxattr(S("a/size-1.bin"), "user.note", "hello xattr"u8.ToArray(), 11, 0), "setxattr");
-        Interop.Check(Interop.lsetxattr(S("a/size-1.bin"), "user.empty", [], 0, 0), "setxattr");
-        Interop.Check(Interop.lsetxattr(S("a"), "user.dir", "on a directory"u8.ToArray(), 14, 0), "setxattr");
-        Interop.Check(Interop.lsetxattr(S("link-rel"), "trusted.sym", "on a symlink"u8.ToArray(), 12, 0), "setxattr");
+        Interop.Check(HostSyscalls.lsetxattr(S("a/size-1.bin"), "user.note", "hello xattr"u8.ToArray(), 11, 0), "setxattr");
+        Interop.Check(HostSyscalls.lsetxattr(S("a/size-1.bin"), "user.empty", [], 0, 0), "setxattr");
+        Interop.Check(HostSyscalls.lsetxattr(S("a"), "user.dir", "on a directory"u8.ToArray(), 14, 0), "setxattr");
+        Interop.Check(HostSyscalls.lsetxattr(S("link-rel"), "trusted.sym", "on a symlink"u8.ToArray(), 12, 0), "setxattr");
         if (manyEntries > 0)
         {
             Dir("many");

@@ -4,6 +4,7 @@ using VirtioFs.Rafs;
 using VirtioFs.Rafs.Reader;
 using VirtioFs.Rafs.Tests.Support;
 using Xunit;
+using VirtioFs.Tests.Shared;
 
 namespace VirtioFs.RafsFs.Tests;
 
@@ -78,12 +79,12 @@ public sealed class MetadataMerkleTests
         string dir = path[..path.LastIndexOf('/')];
         using var mnt = new HostMount(m);
         Assert.Contains(mnt.M(path), Directory.GetFileSystemEntries(mnt.M(dir)));
-        var err = Assert.Throws<IOException>(() => Interop.Lstat(mnt.M(path)));
+        var err = Assert.Throws<IOException>(() => HostSyscalls.Lstat(mnt.M(path)));
         Assert.Contains("errno 5", err.Message, StringComparison.Ordinal);
         Assert.Equal("#!/bin/sh\necho other\n", File.ReadAllText(mnt.M("bin/other")));
         Assert.Equal("top\n", File.ReadAllText(mnt.M("top.txt")));
         foreach (var sibling in Directory.GetFileSystemEntries(mnt.M(dir)).Where(p => p != mnt.M(path)))
-            Assert.Equal(0x8000u, Interop.Lstat(sibling).stx_mode & 0xF000u);
+            Assert.Equal(0x8000u, HostSyscalls.Lstat(sibling).stx_mode & 0xF000u);
     }
 
     [Theory]
@@ -105,10 +106,10 @@ public sealed class MetadataMerkleTests
         Assert.Equal(0, fs.GetAttr(Ctx, cap.NodeId, h.Handle, out var a, out _));
         Assert.Equal(12UL, a.size);
         using var mnt = new HostMount(m);
-        var st = Interop.Lstat(mnt.M("bin/tool"));
+        var st = HostSyscalls.Lstat(mnt.M("bin/tool"));
         Assert.Equal(0x8000u | 0x1ED, (uint)st.stx_mode);
-        Assert.Equal((1u, 3u), (Interop.Lstat(mnt.M("dev/chr")).stx_rdev_major, Interop.Lstat(mnt.M("dev/chr")).stx_rdev_minor));
-        Assert.Equal(MetadataImage.CapabilityValue, Interop.Xattrs(mnt.M("lib/capfile2"))["security.capability"]);
+        Assert.Equal((1u, 3u), (HostSyscalls.Lstat(mnt.M("dev/chr")).stx_rdev_major, HostSyscalls.Lstat(mnt.M("dev/chr")).stx_rdev_minor));
+        Assert.Equal(MetadataImage.CapabilityValue, HostSyscalls.Xattrs(mnt.M("lib/capfile2"))["security.capability"]);
     }
 
     [Theory]

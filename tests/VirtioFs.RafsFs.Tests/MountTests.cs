@@ -1,6 +1,7 @@
 using System.Text;
 using VirtioFs.Rafs;
 using Xunit;
+using VirtioFs.Tests.Shared;
 
 namespace VirtioFs.RafsFs.Tests;
 
@@ -48,10 +49,10 @@ public sealed class MountTests
         fx.PopulateStandard();
         fx.BuildImage();
         using var m = fx.Mount();
-        var inodes = new[] { "hard-1", "a/hard-2", "a/b/hard-3" }.Select(p => Interop.Lstat(m.M(p))).ToList();
+        var inodes = new[] { "hard-1", "a/hard-2", "a/b/hard-3" }.Select(p => HostSyscalls.Lstat(m.M(p))).ToList();
         Assert.Single(inodes.Select(s => s.stx_ino).Distinct());
         Assert.All(inodes, s => Assert.Equal(3u, s.stx_nlink));
-        Assert.NotEqual(inodes[0].stx_ino, Interop.Lstat(m.M("owned")).stx_ino);
+        Assert.NotEqual(inodes[0].stx_ino, HostSyscalls.Lstat(m.M("owned")).stx_ino);
     }
 
     [Fact]
@@ -77,7 +78,7 @@ public sealed class MountTests
         fx.WriteSparse5G("huge");
         fx.BuildImage();
         using var m = fx.Mount(o => o.CacheDir = fx.CacheDir);
-        Assert.Equal((ulong)ImageFixture.FiveGiB, Interop.Lstat(m.M("huge")).stx_size);
+        Assert.Equal((ulong)ImageFixture.FiveGiB, HostSyscalls.Lstat(m.M("huge")).stx_size);
         using var f = File.OpenHandle(m.M("huge"));
         foreach (var (off, data) in ImageFixture.SparseExtents())
         {
@@ -128,7 +129,7 @@ public sealed class MountTests
         AssertErofs(() => File.Move(m.M("owned"), m.M("moved")));
         AssertErofs(() => File.CreateSymbolicLink(m.M("new-link"), "x"));
         AssertErofs(() => File.SetUnixFileMode(m.M("owned"), UnixFileMode.UserRead));
-        Assert.Equal(30, Interop.TrySetXattr(m.M("owned"), "user.x", [1]));
+        Assert.Equal(30, HostSyscalls.TrySetXattr(m.M("owned"), "user.x", [1]));
         Assert.Equal("by 1000\n", File.ReadAllText(m.M("owned")));
     }
 
@@ -162,8 +163,8 @@ public sealed class MountTests
         foreach (var rel in srcEntries.Prepend("."))
         {
             string a = Path.Combine(src, rel), b = Path.Combine(mnt, rel);
-            var sa = Interop.Lstat(a);
-            var sb = Interop.Lstat(b);
+            var sa = HostSyscalls.Lstat(a);
+            var sb = HostSyscalls.Lstat(b);
             void Same<T>(string what, T x, T y)
             {
                 if (!EqualityComparer<T>.Default.Equals(x, y)) errors.Add($"{rel}: {what} {x} != {y}");
@@ -180,8 +181,8 @@ public sealed class MountTests
             if (type == 0xA000) Same("target", new FileInfo(a).LinkTarget, new FileInfo(b).LinkTarget);
             if (type is 0x8000 or 0x4000 or 0xA000)
             {
-                var xa = Interop.Xattrs(a);
-                var xb = Interop.Xattrs(b);
+                var xa = HostSyscalls.Xattrs(a);
+                var xb = HostSyscalls.Xattrs(b);
                 Same("xattr names", string.Join(",", xa.Keys), string.Join(",", xb.Keys));
                 foreach (var (k, v) in xa)
                     if (xb.TryGetValue(k, out var w)) Same($"xattr {k}", Convert.ToHexString(v), Convert.ToHexString(w));

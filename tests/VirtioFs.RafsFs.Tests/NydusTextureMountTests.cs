@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using VirtioFs.RafsFs;
 using VirtioFs.Tests.Fixtures;
 using Xunit;
+using VirtioFs.Tests.Shared;
 
 namespace VirtioFs.RafsFs.Tests;
 
@@ -61,5 +62,5 @@ public sealed class NydusTextureMountTests : IDisposable
         Assert.Equal(0, m.Image.Cache.Metrics.DigestErrors);
     }
 
-    private static ulong Inode(string path) => Interop.Lstat(path).stx_ino;
+    private static ulong Inode(string path) => HostSyscalls.Lstat(path).stx_ino;
 }

@@ -17,6 +17,14 @@ internal sealed record GuestResult(int? ExitCode, string Console)
     }
 
     public string Single(string key) => Lines(key) is [var one] ? one : throw new InvalidOperationException($"expected one @@{key} line in:\n{Console}");
+
+    /// <summary>Asserts the script ran to its end: exit status 0 and its last line, <c>echo "@@DONE ok"</c>.</summary>
+    public GuestResult AssertDone()
+    {
+        Xunit.Assert.Equal(0, ExitCode);
+        Xunit.Assert.Equal("ok", Single("DONE"));
+        return this;
+    }
 }
 
 /// <summary>
@@ -25,6 +33,13 @@ internal sealed record GuestResult(int? ExitCode, string Console)
 /// </summary>
 internal static class Guest
 {
+    /// <summary>Script lines that give the guest root and a user and group 1000 (u1000, g1000), so that
+    /// <c>su u1000 -c ...</c> acts as a non-owner; the guest's initramfs has no /etc/passwd of its own.</summary>
+    public const string AddUser1000 = """
+        echo 'root:x:0:0::/tmp:/bin/sh' > /etc/passwd; echo 'u1000:x:1000:1000::/tmp:/bin/sh' >> /etc/passwd
+        echo 'root:x:0:' > /etc/group; echo 'g1000:x:1000:' >> /etc/group
+        """;
+
     public static GuestResult Run(string script, IReadOnlyList<(string Tag, string Socket)> devices, ITestOutputHelper? log = null, int timeoutSeconds = 600)
     {
         string scriptPath = Path.Combine(Path.GetTempPath(), $"vfs-guest-script-{Guid.NewGuid():N}.sh");

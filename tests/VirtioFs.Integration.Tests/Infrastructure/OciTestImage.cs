@@ -105,14 +105,14 @@ internal sealed class OciTestImage
         {
             if (!actual.Contains(rel)) continue;
             string full = Path.Combine(root, rel);
-            var st = TreeCompare.Lstat(full);
+            var st = VirtioFs.Tests.Shared.HostSyscalls.Lstat(full);
             void Same<T>(string what, T want, T got)
             {
                 if (!EqualityComparer<T>.Default.Equals(want, got)) errors.Add($"{rel}: {what} expected {want}, got {got}");
             }
             Same("type|mode", TypeBits(e.Kind) | e.Mode, (int)st.stx_mode);
             Same("owner", (e.Uid, e.Gid), ((int)st.stx_uid, (int)st.stx_gid));
-            Same("mtime", (e.MTime, 0u), (st.stx_mtime_sec, st.stx_mtime_nsec));
+            Same("mtime", (e.MTime, 0u), (st.stx_mtime.tv_sec, st.stx_mtime.tv_nsec));
             if (e.Kind == 'f')
             {
                 Same("size", (ulong)e.Data!.Length, st.stx_size);

@@ -1,11 +1,12 @@
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
+using static VirtioFs.Tests.Shared.HostSyscalls;
 
 namespace VirtioFs.Integration.Tests.Infrastructure;
 
 /// <summary>Compares a mounted image with its source tree on the host, xattrs included (the guest's busybox has no
 /// getfattr, so this is where xattrs are checked).</summary>
-internal static partial class TreeCompare
+internal static class TreeCompare
 {
     /// <summary>Every difference, as "path: what a != b"; <paramref name="skipContent"/> names files too large to hash.</summary>
     public static List<string> Differences(string src, string mnt, Func<string, bool>? skipContent = null)
@@ -27,7 +28,7 @@ internal static partial class TreeCompare
             }
             Same("mode", sa.stx_mode, sb.stx_mode);
             Same("owner", (sa.stx_uid, sa.stx_gid), (sb.stx_uid, sb.stx_gid));
-            Same("mtime", (sa.stx_mtime_sec, sa.stx_mtime_nsec), (sb.stx_mtime_sec, sb.stx_mtime_nsec));
+            Same("mtime", (sa.stx_mtime.tv_sec, sa.stx_mtime.tv_nsec), (sb.stx_mtime.tv_sec, sb.stx_mtime.tv_nsec));
             Same("nlink", sa.stx_nlink, sb.stx_nlink);
             int type = sa.stx_mode & 0xF000;
             if (type != 0x4000) Same("size", sa.stx_size, sb.stx_size);
@@ -48,13 +49,13 @@ internal static partial class TreeCompare
     public static string Xattrs(string path)
     {
         var list = new byte[65536];
-        long n = llistxattr(path, list, list.Length);
+        nint n = llistxattr(path, list, (nuint)list.Length);
         if (n < 0) return $"errno {Marshal.GetLastPInvokeError()}";
         var parts = new List<string>();
         foreach (var name in System.Text.Encoding.UTF8.GetString(list, 0, (int)n).Split('\0', StringSplitOptions.RemoveEmptyEntries).Order(StringComparer.Ordinal))
         {
             var value = new byte[65536];
-            long v = lgetxattr(path, name, value, value.Length);
+            nint v = lgetxattr(path, name, value, (nuint)value.Length);
             parts.Add(v < 0 ? $"{name}=errno" : $"{name}={Convert.ToHexString(value, 0, (int)v)}");
         }
         return string.Join(";", parts);
@@ -62,37 +63,6 @@ internal static partial class TreeCompare
 
     public static void SetXattr(string path, string name, byte[] value)
     {
-        if (lsetxattr(path, name, value, value.Length, 0) != 0) throw new IOException($"lsetxattr {path} {name}: errno {Marshal.GetLastPInvokeError()}");
+        if (lsetxattr(path, name, value, (nuint)value.Length, 0) != 0) throw new IOException($"lsetxattr {path} {name}: errno {Marshal.GetLastPInvokeError()}");
     }
-
-    public static Statx Lstat(string path)
-    {
-        if (statx(-100, path, 0x100, 0xfff, out var s) != 0) throw new IOException($"statx {path}: errno {Marshal.GetLastPInvokeError()}");
-        return s;
-    }
-
-    [StructLayout(LayoutKind.Explicit, Size = 256)]
-    public struct Statx
-    {
-        [FieldOffset(16)] public uint stx_nlink;
-        [FieldOffset(20)] public uint stx_uid;
-        [FieldOffset(24)] public uint stx_gid;
-        [FieldOffset(28)] public ushort stx_mode;
-        [FieldOffset(32)] public ulong stx_ino;
-        [FieldOffset(40)] public ulong stx_size;
-        [FieldOffset(112)] public long stx_mtime_sec;
-        [FieldOffset(120)] public uint stx_mtime_nsec;
-    }
-
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int statx(int dirfd, string path, int flags, uint mask, out Statx buffer);
-
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial long llistxattr(string path, byte[] list, long size);
-
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial long lgetxattr(string path, string name, byte[] value, long size);
-
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int lsetxattr(string path, string name, byte[] value, long size, int flags);
 }
