@@ -88,6 +88,9 @@ public sealed class BlobCacheManager : IDisposable
     /// <summary>Chunks fetched ahead from other files than the one read (cross-file amplification), for tests.</summary>
     internal long CrossFileChunks => Interlocked.Read(ref _context.Counters.CrossFileChunks);
 
+    /// <summary>Fetched chunks of zeros stored as holes in the cache file, for tests.</summary>
+    internal long ZeroChunksAsHoles => Interlocked.Read(ref _context.Counters.ZeroChunksAsHoles);
+
     /// <summary>The shared cache files of blob <paramref name="blob"/> (null without a cache directory), for tests.</summary>
     internal BlobCacheFiles? FilesOf(int blob) => _context.Blobs[blob].Files;
 
@@ -132,15 +135,16 @@ public sealed class BlobCacheManager : IDisposable
     /// <summary>True when chunk <paramref name="chunk"/> is in the cache (holes count as ready).</summary>
     public bool IsCached(in RafsChunk chunk) => _context.IsCached(chunk);
 
-    /// <summary>Convenience form of <see cref="ReadFile(IReadOnlyList{RafsChunk}, ulong, ulong, int, ReadOnlySpan{IoSegment})"/>
-    /// for a managed buffer.</summary>
+    /// <summary>Form of <see cref="ReadFile(IReadOnlyList{RafsChunk}, ulong, ulong, int, ReadOnlySpan{IoSegment})"/> for
+    /// a buffer of this process (managed or native, never guest memory): a chunk read whole and fetched now is decoded
+    /// straight into it and written to the cache from there.</summary>
     public unsafe int ReadFile(IReadOnlyList<RafsChunk> chunks, ulong fileSize, ulong offset, Span<byte> destination)
     {
         // SAFETY: `destination` stays pinned by `fixed` for the whole call; the one segment describes exactly it.
         fixed (byte* start = destination)
         {
             var whole = new IoSegment(start, destination.Length);
-            return ReadFile(chunks, fileSize, offset, destination.Length, new ReadOnlySpan<IoSegment>(ref whole));
+            return Read(chunks, fileSize, offset, destination.Length, new ReadOnlySpan<IoSegment>(ref whole), ownMemory: true);
         }
     }
 
@@ -151,7 +155,10 @@ public sealed class BlobCacheManager : IDisposable
     /// <paramref name="fileSize"/> returns 0. Returns the number of bytes read, or a negative errno
     /// (-EIO when a chunk cannot be fetched, fails its digest, or the image describes it impossibly).
     /// </summary>
-    public int ReadFile(IReadOnlyList<RafsChunk> chunks, ulong fileSize, ulong offset, int length, ReadOnlySpan<IoSegment> destination)
+    public int ReadFile(IReadOnlyList<RafsChunk> chunks, ulong fileSize, ulong offset, int length, ReadOnlySpan<IoSegment> destination) =>
+        Read(chunks, fileSize, offset, length, destination, ownMemory: false);
+
+    private int Read(IReadOnlyList<RafsChunk> chunks, ulong fileSize, ulong offset, int length, ReadOnlySpan<IoSegment> destination, bool ownMemory)
     {
         ArgumentNullException.ThrowIfNull(chunks);
         Interlocked.Increment(ref _context.Counters.Reads);
@@ -162,7 +169,7 @@ public sealed class BlobCacheManager : IDisposable
         _context.Gate.Enter();
         try
         {
-            int rc = _reader.ReadCore(chunks, offset, count, destination);
+            int rc = _reader.ReadCore(chunks, offset, count, destination, ownMemory);
             if (rc == 0) return count;
             Interlocked.Increment(ref _context.Counters.ReadErrors);
             return -rc;

@@ -10,7 +10,7 @@ internal struct CacheCounters
     // Reads (nydus /api/v1/metrics/blobcache).
     public long Reads, ReadErrors, Hits, Misses, PendingWaits;
     // Fetching.
-    public long ChunksFetched, BackendReads, BackendBytes, DigestErrors, Repairs, CrossFileChunks;
+    public long ChunksFetched, BackendReads, BackendBytes, DigestErrors, Repairs, CrossFileChunks, ZeroChunksAsHoles;
     // Prefetch: files, chunks and bytes done, what the walk has queued so far, what it found cached, when it ran.
     public long PrefetchFilesTotal, PrefetchFilesDone, PrefetchChunks, PrefetchBytes, PrefetchErrors;
     public long PrefetchQueuedChunks, PrefetchQueuedBytes, PrefetchAlreadyCached, PrefetchBeganMs, PrefetchEndedMs;

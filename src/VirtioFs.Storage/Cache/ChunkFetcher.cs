@@ -167,20 +167,22 @@ internal sealed class ChunkFetcher(CacheContext context, ChunkVerifier verifier)
             {
                 var chunk = chunks[claimed[k].Index];
                 var source = stored.AsSpan((int)(chunk.CompressedOffset - head.CompressedOffset), (int)chunk.CompressedSize);
-                // A chunk stored uncompressed is checked and written from where it was read.
-                var data = chunk.IsCompressed ? plain.AsSpan(0, (int)chunk.UncompressedSize) : source;
-                if ((chunk.IsCompressed ? verifier.DecodeVerify(chunk, blob, source, data) : verifier.Verify(chunk, blob, source)) != 0) continue;
-                try
+                // A chunk the reader wants whole, in one piece of its destination, is decoded (or copied) straight there
+                // and written to the cache file from there: one pass over the plain bytes fewer than decoding into our
+                // buffer and delivering a copy. Otherwise a chunk stored uncompressed is checked and written from where
+                // it was read.
+                var target = delivery.WholeChunk(claimed[k].Index, chunk);
+                var data = !target.IsEmpty ? target : chunk.IsCompressed ? plain.AsSpan(0, (int)chunk.UncompressedSize) : source;
+                int verified = data == source ? verifier.Verify(chunk, blob, source) : verifier.DecodeVerify(chunk, blob, source, data);
+                if (verified != 0)
                 {
-                    RandomAccess.Write(blob.Data!, data, (long)chunk.UncompressedOffset);
-                }
-                catch (IOException e)
-                {
-                    StorageLog.CacheIoFailed(context.Logger, blob.DataPath, "pwrite", e.Message);
+                    target.Clear(); // no unverified byte stays in the reader's memory
                     continue;
                 }
+                if (!Store(blob, chunk, data)) continue;
                 results[k - start] = 0;
-                delivery.Deliver(claimed[k].Index, chunk, data);
+                if (target.IsEmpty) delivery.Deliver(claimed[k].Index, chunk, data);
+                else delivery.MarkDone(claimed[k].Index);
                 fetched++;
                 fetchedBytes += chunk.CompressedSize;
             }
@@ -217,6 +219,40 @@ internal sealed class ChunkFetcher(CacheContext context, ChunkVerifier verifier)
         }
     }
 
+    /// <summary>
+    /// Writes a verified chunk to the cache file at its uncompressed offset. A chunk of zeros is stored as a hole
+    /// (fallocate PUNCH_HOLE): it reads back as zeros and takes no disk space, as the sparse blob would; the byte written
+    /// at its end first makes the file long enough, since a punched hole never extends a file. Logs and returns false
+    /// when the file cannot be written.
+    /// </summary>
+    private bool Store(BlobState blob, in RafsChunk chunk, ReadOnlySpan<byte> plain)
+    {
+        long offset = (long)chunk.UncompressedOffset;
+        try
+        {
+            if (plain.IndexOfAnyExcept((byte)0) >= 0)
+            {
+                RandomAccess.Write(blob.Data!, plain, offset);
+                return true;
+            }
+            RandomAccess.Write(blob.Data!, plain[^1..], offset + plain.Length - 1);
+            int fd = (int)blob.Data!.DangerousGetHandle();
+            if (Interop.fallocate(fd, Interop.FALLOC_FL_PUNCH_HOLE | Interop.FALLOC_FL_KEEP_SIZE, offset, plain.Length) == 0)
+            {
+                Interlocked.Increment(ref context.Counters.ZeroChunksAsHoles);
+                return true;
+            }
+            // A file system without hole punching (EOPNOTSUPP): store the zeros as data.
+            RandomAccess.Write(blob.Data!, plain, offset);
+            return true;
+        }
+        catch (IOException e)
+        {
+            StorageLog.CacheIoFailed(context.Logger, blob.DataPath, "pwrite", e.Message);
+            return false;
+        }
+    }
+
     private static int ErrorOfNeeded(List<(int Index, Inflight Flight)> claimed, int start, int[] results, int lastNeeded)
     {
         for (int k = 0; k < results.Length; k++)
@@ -246,7 +282,10 @@ internal sealed class ChunkFetcher(CacheContext context, ChunkVerifier verifier)
 /// <summary>Where a reader wants the chunks it fetches itself: its destination, the file range it covers, and which
 /// chunks (by index from <see cref="First"/>) have been copied there. Chunks a read fetches are copied to it from the
 /// buffer they were verified in, rather than written to the cache file and read back (a copy less per byte).</summary>
-internal readonly ref struct Delivery(ReadOnlySpan<IoSegment> destination, ulong offset, ulong end, int first, Span<bool> done)
+/// <remarks>Chunks are decoded straight into the destination (<see cref="WholeChunk"/>) only when it is the process's own
+/// memory (<paramref name="ownMemory"/>): the cache file is written from there after the digest check, and guest memory
+/// could be changed by the guest in between, which would put unverified bytes into a cache that is trusted afterwards.</remarks>
+internal readonly ref struct Delivery(ReadOnlySpan<IoSegment> destination, ulong offset, ulong end, int first, Span<bool> done, bool ownMemory)
 {
     /// <summary>Most chunks one read tracks (a 1 MiB read of 4 KiB chunks, plus one).</summary>
     public const int MaxTracked = 260;
@@ -254,6 +293,19 @@ internal readonly ref struct Delivery(ReadOnlySpan<IoSegment> destination, ulong
     private readonly ReadOnlySpan<IoSegment> _destination = destination;
     private readonly Span<bool> _done = done;
     public int First { get; } = first;
+
+    /// <summary>The reader's memory for all of chunk <paramref name="index"/> when the read covers the whole chunk and
+    /// that part of the destination is one piece; empty otherwise.</summary>
+    public Span<byte> WholeChunk(int index, in RafsChunk chunk)
+    {
+        int slot = index - First;
+        if (!ownMemory || slot < 0 || slot >= _done.Length || chunk.FileOffset < offset || chunk.UncompressedSize > end - chunk.FileOffset) return default;
+        var cursor = new SegmentCursor(_destination);
+        return cursor.TrySkip((long)(chunk.FileOffset - offset)) ? cursor.Contiguous((int)chunk.UncompressedSize) : default;
+    }
+
+    /// <summary>Records that chunk <paramref name="index"/> was decoded straight into <see cref="WholeChunk"/>.</summary>
+    public void MarkDone(int index) => _done[index - First] = true;
 
     /// <summary>Copies the part of chunk <paramref name="index"/> (verified plain data) the reader wants.</summary>
     public void Deliver(int index, in RafsChunk chunk, ReadOnlySpan<byte> plain)

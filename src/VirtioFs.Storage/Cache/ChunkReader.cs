@@ -18,8 +18,9 @@ internal sealed class ChunkReader(CacheContext context, ChunkFetcher fetcher, Ch
     private const int Stale = -1;
 
     /// <summary>Reads <paramref name="length"/> bytes (already clamped to the file and the destination) at
-    /// <paramref name="offset"/>; returns 0 or a positive errno.</summary>
-    public int ReadCore(IReadOnlyList<RafsChunk> chunks, ulong offset, int length, ReadOnlySpan<IoSegment> destination)
+    /// <paramref name="offset"/>; returns 0 or a positive errno. <paramref name="ownMemory"/>: the destination is this
+    /// process's memory, not a guest's (see <see cref="Delivery"/>).</summary>
+    public int ReadCore(IReadOnlyList<RafsChunk> chunks, ulong offset, int length, ReadOnlySpan<IoSegment> destination, bool ownMemory)
     {
         ulong end = offset + (ulong)length;
         int first = FindFirst(chunks, offset);
@@ -28,7 +29,7 @@ internal sealed class ChunkReader(CacheContext context, ChunkFetcher fetcher, Ch
         Span<bool> delivered = cached ? stackalloc bool[Math.Min(chunks.Count - first, Delivery.MaxTracked)] : default;
         if (cached)
         {
-            int rc = fetcher.EnsureReady(chunks, first, end, new Delivery(destination, offset, end, first, delivered));
+            int rc = fetcher.EnsureReady(chunks, first, end, new Delivery(destination, offset, end, first, delivered, ownMemory));
             if (rc != 0) return rc;
         }
         var cursor = new SegmentCursor(destination);
