@@ -11,7 +11,8 @@ namespace VirtioFs.ImageTool.Registry;
 /// </summary>
 public static partial class RegistryCommands
 {
-    public const string PushUsage = "push BOOTSTRAP --blob-dir DIR --target HOST/REPO:TAG [--platform OS/ARCH] [--chunk-size N] [--mount-from REPO] [REGISTRY OPTIONS] [--json]";
+    public const string PushUsage = "push BOOTSTRAP --blob-dir DIR --target HOST/REPO:TAG [--platform OS/ARCH] [--chunk-size N] [--mount-from REPO] [REGISTRY OPTIONS] [--json]\n"
+        + "       push BOOTSTRAP --blob-dir DIR --backend-type s3|oss --backend-config FILE [--chunk-size PART] [--multipart-threshold N] [--json]";
     public const string PullUsage = "pull HOST/REPO:TAG --bootstrap FILE [--blob-dir DIR] [--platform OS/ARCH] [REGISTRY OPTIONS] [--json]";
     public const string RegistryOptionsUsage = "registry options: --plain-http --skip-verify --ca-file PEM --docker-config FILE --timeout SECONDS --retry-limit N";
 
@@ -20,10 +21,24 @@ public static partial class RegistryCommands
 
     public static int Push(IEnumerable<string> rest, TextWriter o, bool terminal = false)
     {
-        var a = Parse(rest, [.. CommonValued, "--blob-dir", "--target", "--chunk-size", "--mount-from"], CommonFlags);
+        var a = Parse(rest, [.. CommonValued, "--blob-dir", "--target", "--chunk-size", "--mount-from", "--backend-type", "--backend-config", "--multipart-threshold"], CommonFlags);
         if (a.Positional.Count != 1) throw new Program.UsageException("usage: vfs-image " + PushUsage);
         string bootstrap = a.Positional[0];
         string blobDir = a.Get("--blob-dir") ?? throw new Program.UsageException("push needs --blob-dir DIR");
+        if (a.Get("--backend-type") is { } backendType)
+        {
+            // Blobs to object storage (nydusify --backend-type); the registry options do not apply, so they are refused.
+            foreach (var registryOnly in new[] { "--target", "--mount-from", "--platform", "--ca-file", "--docker-config", "--timeout", "--retry-limit" })
+                if (a.Get(registryOnly) is not null) throw new Program.UsageException($"push --backend-type: {registryOnly} is for registry pushes (put timeouts and TLS in the backend config)");
+            if (a.Flags.Contains("--plain-http") || a.Flags.Contains("--skip-verify"))
+                throw new Program.UsageException("push --backend-type: scheme and skip_verify go in the backend config");
+            string configFile = a.Get("--backend-config") ?? throw new Program.UsageException("push --backend-type needs --backend-config FILE");
+            long part = a.Get("--chunk-size") is { } ps ? ParseSize(ps) : DefaultPartSize;
+            long threshold = a.Get("--multipart-threshold") is { } mt ? ParseSize(mt) : DefaultMultipartThreshold;
+            return PushToObjectStorage(bootstrap, blobDir, backendType, configFile, part, threshold, a.Flags.Contains("--json"), o, terminal);
+        }
+        if (a.Get("--backend-config") is not null || a.Get("--multipart-threshold") is not null)
+            throw new Program.UsageException("--backend-config and --multipart-threshold go with --backend-type s3|oss");
         var target = Ref(a.Get("--target") ?? throw new Program.UsageException("push needs --target HOST/REPO:TAG"));
         if (target.Digest is not null) throw new Program.UsageException("push --target takes a tag, not a digest");
         var platform = Platform(a);
@@ -293,7 +308,7 @@ public static partial class RegistryCommands
         long mul = 1;
         if (s.EndsWith('K') || s.EndsWith('k')) { mul = 1024; s = s[..^1]; }
         else if (s.EndsWith('M') || s.EndsWith('m')) { mul = 1 << 20; s = s[..^1]; }
-        if (!long.TryParse(s, out long v) || v <= 0 || v > (1L << 30) / mul) throw new Program.UsageException("--chunk-size takes a size up to 1G (e.g. 4M)");
+        if (!long.TryParse(s, out long v) || v <= 0 || v > (1L << 30) / mul) throw new Program.UsageException("sizes take a number up to 1G (e.g. 4M)");
         return v * mul;
     }
 
