@@ -43,7 +43,9 @@ public static class Program
           keygen KEY                      writes KEY (Ed25519 seed) and KEY.pub
           push BOOTSTRAP --blob-dir DIR --target HOST/REPO:TAG [--platform OS/ARCH] [--mount-from REPO] [--json]
           pull HOST/REPO:TAG --bootstrap FILE [--blob-dir DIR] [--platform OS/ARCH] [--json]
-          bom BOOTSTRAP --blob-dir DIR [--format spdx|cyclonedx] [-o FILE] [--name NAME]     SPDX 2.3 / CycloneDX 1.5 JSON
+          bom BOOTSTRAP --blob-dir DIR | bom HOST/REPO:TAG [--attach] [--platform OS/ARCH]     SPDX 2.3 / CycloneDX 1.5 JSON
+                 [--format spdx|cyclonedx] [--file-digests content|bootstrap] [-o FILE] [--name NAME]
+          bom --fetch HOST/REPO:TAG [--format spdx|cyclonedx] [-o FILE]                   a BOM attached with --attach
           convert SRC HOST/REPO:TAG [--platform OS/ARCH] [--fs-version 6|5] [--compressor C] [--digester D] [--chunk-size N]
                  [--work-dir DIR] [--mount-from REPO] [--insecure] [--json]     SRC: HOST/REPO:TAG, HOST/REPO@sha256:.., oci:DIR or DIR
                  registry options: --plain-http --skip-verify --ca-file PEM --docker-config FILE --timeout S --retry-limit N

@@ -130,4 +130,61 @@ public sealed class BomRegistryTests
         Assert.Equal(1, code);
         Assert.Contains("no application/spdx+json or application/vnd.cyclonedx+json document is attached", text, StringComparison.Ordinal);
     }
+
+    /// <summary>An OCI image layout of one tar+gzip layer holding a one-package dpkg database, for convert --bom.</summary>
+    private static string DpkgLayout()
+    {
+        static byte[] Sha(byte[] b) => System.Security.Cryptography.SHA256.HashData(b);
+        static string Digest(byte[] b) => "sha256:" + Convert.ToHexStringLower(Sha(b));
+        var tar = new MemoryStream();
+        using (var w = new System.Formats.Tar.TarWriter(tar, System.Formats.Tar.TarEntryFormat.Pax, leaveOpen: true))
+        {
+            void File_(string name, string text)
+            {
+                var e = new System.Formats.Tar.PaxTarEntry(System.Formats.Tar.TarEntryType.RegularFile, name)
+                {
+                    DataStream = new MemoryStream(System.Text.Encoding.UTF8.GetBytes(text)), Mode = (UnixFileMode)0x1A4,
+                };
+                w.WriteEntry(e);
+            }
+            File_("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n");
+            File_("var/lib/dpkg/status", "Package: hello\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2.10-3\n\n");
+            File_("var/lib/dpkg/info/hello.list", "/.\n/usr\n/usr/bin\n/usr/bin/hello\n");
+            File_("usr/bin/hello", "#!/bin/sh\necho hello\n");
+        }
+        var layerTar = tar.ToArray();
+        var gz = new MemoryStream();
+        using (var z = new System.IO.Compression.GZipStream(gz, System.IO.Compression.CompressionLevel.Fastest, leaveOpen: true)) z.Write(layerTar);
+        var layer = gz.ToArray();
+        var config = System.Text.Encoding.UTF8.GetBytes($$$"""{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["{{{Digest(layerTar)}}}"]},"config":{}}""");
+        var manifest = System.Text.Encoding.UTF8.GetBytes($$$"""{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{{{Digest(config)}}}","size":{{{config.Length}}}},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{{{Digest(layer)}}}","size":{{{layer.Length}}}}]}""");
+        var dir = Cli.Temp("bom-layout");
+        Directory.CreateDirectory(Path.Combine(dir, "blobs/sha256"));
+        foreach (var b in new[] { layer, config, manifest }) File.WriteAllBytes(Path.Combine(dir, "blobs/sha256", Convert.ToHexStringLower(Sha(b))), b);
+        File.WriteAllText(Path.Combine(dir, "oci-layout"), """{"imageLayoutVersion":"1.0.0"}""");
+        File.WriteAllText(Path.Combine(dir, "index.json"), $$$"""{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{{{Digest(manifest)}}}","size":{{{manifest.Length}}},"platform":{"architecture":"amd64","os":"linux"}}]}""");
+        return dir;
+    }
+
+    [SkippableFact]
+    public void Convert_with_bom_attaches_the_converted_images_bill_of_materials()
+    {
+        Skip.IfNot(RegistryServer.Available, $"{RegistryServer.Binary} is not installed (tests/setup.sh installs docker-registry)");
+        using var server = RegistryServer.Start();
+        var layout = DpkgLayout();
+        var target = $"{server.Host}/bom/converted:v1";
+        var (code, text, err) = RunWithStderr("convert", "oci:" + layout, target, "--bom", "--bom-format", "cyclonedx");
+        Assert.True(code == 0, text + err);
+        Assert.Contains("bom: 1 packages", text, StringComparison.Ordinal);
+        var output = Path.Combine(layout, "fetched.json");
+        (code, text, err) = RunWithStderr("bom", "--fetch", target, "-o", output);
+        Assert.True(code == 0, text + err);
+        using var doc = JsonDocument.Parse(File.ReadAllBytes(output));
+        Assert.Equal("CycloneDX", doc.RootElement.GetProperty("bomFormat").GetString());
+        var hello = Assert.Single(doc.RootElement.GetProperty("components").EnumerateArray().Where(c => c.GetProperty("type").GetString() == "library").ToList());
+        Assert.Equal("pkg:deb/debian/hello@2.10-3?arch=amd64&distro=debian-12", hello.GetProperty("purl").GetString());
+        Assert.Equal("/usr/bin/hello", Assert.Single(hello.GetProperty("components").EnumerateArray().ToList()).GetProperty("name").GetString());
+
+        Assert.Equal(2, Cli.Run("convert", "oci:" + layout, target, "--bom-format", "spdx").Code); // --bom-format alone
+    }
 }

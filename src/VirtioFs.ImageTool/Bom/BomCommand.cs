@@ -103,6 +103,17 @@ public static class BomCommand
         return 0;
     }
 
+    /// <summary>convert --bom: the BOM of a just-built image (local bootstrap and blobs), attached to the manifest pushed for it.</summary>
+    internal static void AttachBuilt(Oci.RegistryClient client, Oci.OciReference target, string manifestDigest, string bootstrap, string blobDir, string format, TextWriter log)
+    {
+        var subject = RemoteImage.Run(client.GetManifestAsync(manifestDigest));
+        using var img = RafsImage.Open(bootstrap);
+        using var tree = new ImageFiles(img, new LocalChunkSource(img, blobDir));
+        var doc = Build(tree, $"{target.Host}/{target.Repository}@{manifestDigest}", manifestDigest, log);
+        var attached = Referrers.Attach(client, subject, Serialize(doc, format), format == "cyclonedx" ? BomWriters.CycloneDxMediaType : BomWriters.SpdxMediaType, doc.Created);
+        log.WriteLine($"bom: {doc.Packages.Count} packages, {doc.Files.Count} files; attached {attached.ManifestDigest} ({attached.Via})");
+    }
+
     public const string FetchUsage = "bom --fetch HOST/REPO:TAG [--format spdx|cyclonedx] [-o FILE] [--platform OS/ARCH] [REGISTRY OPTIONS]";
 
     /// <summary>--fetch: finds a BOM attached to the image (Referrers API, else the tag schema) and writes it out as stored.</summary>

@@ -123,8 +123,9 @@ public sealed class RemoteChunkSource(RafsImage image, RegistryClient client) : 
         var blob = image.Blobs[(int)c.BlobIndex];
         if (blob.BlobId.Length != 64 || !OciDigest.IsLowerHex(blob.BlobId)) return $"blob id '{blob.BlobId}' is not a sha256 hex digest";
         if (c.CompressedSize > (16u << 20) + 65536) return $"chunk {c.ChunkIndex} of blob {blob.BlobId}: compressed size {c.CompressedSize} is too large";
+        if (c.CompressedOffset > (ulong)(long.MaxValue - c.CompressedSize)) return $"chunk {c.ChunkIndex} of blob {blob.BlobId}: offset {c.CompressedOffset} out of range";
         var src = new byte[c.CompressedSize];
-        RemoteImage.Run(client.ReadBlobAsync("sha256:" + blob.BlobId, checked((long)c.CompressedOffset), src));
+        RemoteImage.Run(client.ReadBlobAsync("sha256:" + blob.BlobId, (long)c.CompressedOffset, src));
         Interlocked.Add(ref _read, src.Length);
         Requests++;
         if (c.IsCompressed)

@@ -18,14 +18,14 @@ namespace VirtioFs.ImageTool.Registry;
 public static partial class RegistryCommands
 {
     public const string ConvertUsage = "convert SRC DST [--platform OS/ARCH] [--fs-version 6|5] [--compressor none|lz4_block|zstd] [--digester blake3|sha256] "
-        + "[--chunk-size N] [--work-dir DIR] [--mount-from REPO] [--insecure] [REGISTRY OPTIONS] [--json]";
+        + "[--chunk-size N] [--work-dir DIR] [--mount-from REPO] [--bom [--bom-format spdx|cyclonedx]] [--insecure] [REGISTRY OPTIONS] [--json]";
 
     /// <summary>Most bytes all layers of one image may expand to (a decompression bomb stops here, not at a full disk).</summary>
     internal static long MaxUnpackedBytes { get; set; } = 64L << 30;
 
     public static int Convert(IEnumerable<string> rest, TextWriter o, bool terminal = false)
     {
-        var a = Parse(rest, [.. CommonValued, "--fs-version", "--compressor", "--digester", "--chunk-size", "--work-dir", "--mount-from"], [.. CommonFlags, "--insecure"]);
+        var a = Parse(rest, [.. CommonValued, "--fs-version", "--compressor", "--digester", "--chunk-size", "--work-dir", "--mount-from", "--bom-format"], [.. CommonFlags, "--insecure", "--bom"]);
         if (a.Positional.Count != 2) throw new Program.UsageException("usage: vfs-image " + ConvertUsage);
         string src = a.Positional[0];
         var dst = Ref(a.Positional[1]);
@@ -45,6 +45,9 @@ public static partial class RegistryCommands
         try { build.Validate(); } catch (RafsFormatException e) { throw new Program.UsageException(e.Message); }
         bool json = a.Flags.Contains("--json");
         var log = json ? TextWriter.Null : o;
+        // --bom: attach the converted image's bill of materials as a referrer (Bom/BomCommand.AttachBuilt).
+        string? bomFormat = a.Flags.Contains("--bom") ? a.Get("--bom-format") ?? "spdx" : a.Get("--bom-format") is null ? null : throw new Program.UsageException("--bom-format needs --bom");
+        if (bomFormat is not (null or "spdx" or "cyclonedx")) throw new Program.UsageException($"--bom-format {bomFormat}: expected spdx or cyclonedx");
 
         // Everything this run writes lives in one directory of its own, removed at the end whatever happens.
         string workRoot = a.Get("--work-dir") ?? Path.GetTempPath();
@@ -81,6 +84,7 @@ public static partial class RegistryCommands
             using var client = new RegistryClient(Options(a, dst));
             var report = PushImage(client, dst, build.Bootstrap, build.BlobDir, image.ConfigInfo.Platform,
                 diffIds => OciImageConfig.ForNydus(image.Config, diffIds), mountFrom, 0, log, terminal);
+            if (bomFormat is not null) Bom.BomCommand.AttachBuilt(client, dst, report.ManifestDigest, build.Bootstrap, build.BlobDir, bomFormat, log);
             if (json)
             {
                 WriteJson(o, w =>
