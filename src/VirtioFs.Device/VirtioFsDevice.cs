@@ -117,6 +117,9 @@ public sealed class VirtioFsDevice : IVhostUserBackend, IDisposable
     /// <summary>Collects a chain into the FUSE server's segment lists; false when the chain is malformed.</summary>
     internal static unsafe bool TryFill(ref DescriptorChain chain, FuseRequestBuffers buffers, ILogger logger)
     {
+        // SAFETY: each descriptor's pointer is guest memory the chain walk translated and bounds-checked
+        // (GuestMemory.TryTranslate) for its full length; it stays mapped while the chain is outstanding, which is
+        // until Serve's reply has been put on the used ring.
         buffers.Clear();
         // The enumerator that walked the chain is the one that knows why it stopped: a fresh one would report None.
         ChainEnumerator walk = chain.GetEnumerator();
