@@ -4,7 +4,7 @@ using static VirtioFs.Passthrough.Interop;
 namespace VirtioFs.Passthrough;
 
 /// <summary>GETATTR, SETATTR, READLINK.</summary>
-public sealed unsafe partial class PassthroughFileSystem
+public sealed partial class PassthroughFileSystem
 {
     public int GetAttr(in FuseContext ctx, ulong nodeId, ulong? handle, out FuseAttr attr, out TimeSpan timeout)
     {
@@ -15,7 +15,7 @@ public sealed unsafe partial class PassthroughFileSystem
         {
             if (!TryInode(nodeId, out _, ref lease)) return Errno.EBADF;
             Statx st;
-            if (StatFd(lease.Fd, &st) != 0) return LastErrno;
+            if (StatFd(lease.Fd, out st) != 0) return LastErrno;
             attr = ToAttr(st);
             return 0;
         }
@@ -25,7 +25,7 @@ public sealed unsafe partial class PassthroughFileSystem
         }
     }
 
-    public int SetAttr(in FuseContext ctx, ulong nodeId, in FuseSetattrIn s, out FuseAttr attr, out TimeSpan timeout)
+    public unsafe int SetAttr(in FuseContext ctx, ulong nodeId, in FuseSetattrIn s, out FuseAttr attr, out TimeSpan timeout)
     {
         attr = default;
         timeout = _timeout;
@@ -89,7 +89,7 @@ public sealed unsafe partial class PassthroughFileSystem
                 }
             }
             Statx st;
-            if (StatFd(lease.Fd, &st) != 0) return LastErrno;
+            if (StatFd(lease.Fd, out st) != 0) return LastErrno;
             attr = ToAttr(st);
             return 0;
         }
@@ -118,17 +118,17 @@ public sealed unsafe partial class PassthroughFileSystem
     private static void KillSuidGid(int pathFd)
     {
         Statx st;
-        if (StatFd(pathFd, &st) != 0 || (st.stx_mode & S_IFMT) != S_IFREG) return;
+        if (StatFd(pathFd, out st) != 0 || (st.stx_mode & S_IFMT) != S_IFREG) return;
         ClearMode(pathFd, S_ISUID | ((st.stx_mode & S_IXGRP) != 0 ? S_ISGID : 0), st.stx_mode);
     }
 
     /// <summary>Clears <paramref name="bits"/> from the mode of a regular file or directory (nothing to do when none is set).</summary>
-    private static void ClearMode(int pathFd, uint bits, uint mode = uint.MaxValue)
+    private static unsafe void ClearMode(int pathFd, uint bits, uint mode = uint.MaxValue)
     {
         if (mode == uint.MaxValue)
         {
             Statx st;
-            if (StatFd(pathFd, &st) != 0) return;
+            if (StatFd(pathFd, out st) != 0) return;
             mode = st.stx_mode;
         }
         if ((mode & bits) == 0 || (mode & S_IFMT) is not (S_IFREG or S_IFDIR)) return;
@@ -141,7 +141,7 @@ public sealed unsafe partial class PassthroughFileSystem
         }
     }
 
-    public int ReadLink(in FuseContext ctx, ulong nodeId, Span<byte> buffer, out int length)
+    public unsafe int ReadLink(in FuseContext ctx, ulong nodeId, Span<byte> buffer, out int length)
     {
         length = 0;
         var lease = new FdLease();

@@ -4,12 +4,12 @@ using static VirtioFs.Passthrough.Interop;
 namespace VirtioFs.Passthrough;
 
 /// <summary>OPENDIR, READDIR(PLUS), RELEASEDIR, FSYNCDIR.</summary>
-public sealed unsafe partial class PassthroughFileSystem
+public sealed partial class PassthroughFileSystem
 {
     /// <summary>One getdents64 block per directory handle (glibc's DIR buffer is 32 KiB; a block holds ~250 short names).</summary>
     private const int DirBufferSize = 8192;
 
-    public int OpenDir(in FuseContext ctx, ulong nodeId, uint flags, out FuseOpenResult result)
+    public unsafe int OpenDir(in FuseContext ctx, ulong nodeId, uint flags, out FuseOpenResult result)
     {
         result = default;
         var lease = new FdLease();
@@ -30,7 +30,7 @@ public sealed unsafe partial class PassthroughFileSystem
         }
     }
 
-    public int ReadDir(in FuseContext ctx, ulong nodeId, ulong handle, ulong offset, DirectoryWriter writer)
+    public unsafe int ReadDir(in FuseContext ctx, ulong nodeId, ulong handle, ulong offset, DirectoryWriter writer)
     {
         var lease = new FdLease();
         var ilease = new FdLease();

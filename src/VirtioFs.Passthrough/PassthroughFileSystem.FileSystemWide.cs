@@ -4,9 +4,9 @@ using static VirtioFs.Passthrough.Interop;
 namespace VirtioFs.Passthrough;
 
 /// <summary>STATFS, ACCESS, SYNCFS.</summary>
-public sealed unsafe partial class PassthroughFileSystem
+public sealed partial class PassthroughFileSystem
 {
-    public int StatFs(in FuseContext ctx, ulong nodeId, out FuseKstatfs stat)
+    public unsafe int StatFs(in FuseContext ctx, ulong nodeId, out FuseKstatfs stat)
     {
         stat = default;
         var lease = new FdLease();
@@ -35,7 +35,7 @@ public sealed unsafe partial class PassthroughFileSystem
         {
             if (!TryInode(nodeId, out _, ref lease)) return Errno.EBADF;
             Statx st;
-            if (StatFd(lease.Fd, &st) != 0) return LastErrno;
+            if (StatFd(lease.Fd, out st) != 0) return LastErrno;
             if (_options.ReadOnly && (mask & 2) != 0 && (st.stx_mode & S_IFMT) is S_IFREG or S_IFDIR) return Errno.EROFS;
             if (mask == 0) return 0; // F_OK
             uint mode = st.stx_mode;
@@ -54,7 +54,7 @@ public sealed unsafe partial class PassthroughFileSystem
         }
     }
 
-    public int SyncFs(in FuseContext ctx, ulong nodeId)
+    public unsafe int SyncFs(in FuseContext ctx, ulong nodeId)
     {
         var lease = new FdLease();
         try

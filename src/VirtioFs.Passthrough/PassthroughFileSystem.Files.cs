@@ -4,7 +4,7 @@ using static VirtioFs.Passthrough.Interop;
 namespace VirtioFs.Passthrough;
 
 /// <summary>OPEN, CREATE, TMPFILE, READ, WRITE, FLUSH, RELEASE, FSYNC.</summary>
-public sealed unsafe partial class PassthroughFileSystem
+public sealed partial class PassthroughFileSystem
 {
     private int SanitizeOpenFlags(uint guestFlags)
     {
@@ -56,7 +56,7 @@ public sealed unsafe partial class PassthroughFileSystem
     /// applies that ACL itself (our process umask is 0), so the umask is applied only where the parent has none.
     /// virtiofsd sets a per-thread umask around the create instead; .NET threads share one umask, so we ask the parent.
     /// </summary>
-    private uint CreateMode(int parentFd, uint mode, uint umask)
+    private unsafe uint CreateMode(int parentFd, uint mode, uint umask)
     {
         if (!_dontMask) return mode & 0xFFF;
         Span<byte> proc = stackalloc byte[32];
@@ -71,7 +71,7 @@ public sealed unsafe partial class PassthroughFileSystem
     }
 
     /// <summary>Removes a name just created when finishing it (its security context) failed.</summary>
-    private static void UnlinkNew(int parentFd, ReadOnlySpan<byte> cname, int flags)
+    private static unsafe void UnlinkNew(int parentFd, ReadOnlySpan<byte> cname, int flags)
     {
         fixed (byte* n = cname)
         {
@@ -79,7 +79,7 @@ public sealed unsafe partial class PassthroughFileSystem
         }
     }
 
-    private static int ReopenFd(int pathFd, int flags)
+    private static unsafe int ReopenFd(int pathFd, int flags)
     {
         Span<byte> name = stackalloc byte[32];
         int dir = ProcFdName(pathFd, name);
@@ -90,7 +90,7 @@ public sealed unsafe partial class PassthroughFileSystem
         }
     }
 
-    public int Create(in FuseContext ctx, ulong parent, ReadOnlySpan<byte> name, uint mode, uint flags, uint umask, uint fuseOpenFlags,
+    public unsafe int Create(in FuseContext ctx, ulong parent, ReadOnlySpan<byte> name, uint mode, uint flags, uint umask, uint fuseOpenFlags,
         out FuseEntry entry, out FuseOpenResult result)
     {
         entry = default;
@@ -146,7 +146,7 @@ public sealed unsafe partial class PassthroughFileSystem
         }
     }
 
-    public int TmpFile(in FuseContext ctx, ulong parent, uint mode, uint flags, uint umask, uint fuseOpenFlags, out FuseEntry entry, out FuseOpenResult result)
+    public unsafe int TmpFile(in FuseContext ctx, ulong parent, uint mode, uint flags, uint umask, uint fuseOpenFlags, out FuseEntry entry, out FuseOpenResult result)
     {
         entry = default;
         result = default;
@@ -173,7 +173,7 @@ public sealed unsafe partial class PassthroughFileSystem
             }
             int pathFd = ReopenFd(fd, O_PATH | O_CLOEXEC);
             Statx st;
-            if (pathFd < 0 || StatFd(pathFd, &st) != 0)
+            if (pathFd < 0 || StatFd(pathFd, out st) != 0)
             {
                 int e = LastErrno;
                 if (pathFd >= 0) close(pathFd);
@@ -242,7 +242,7 @@ public sealed unsafe partial class PassthroughFileSystem
     /// of IOV_MAX, stopping at a short transfer (end of file, full disk). An error after some bytes moved ends the
     /// transfer with what moved, as read(2)/write(2) would; an error before is returned.
     /// </summary>
-    private static int Transfer(int fd, ReadOnlySpan<IoSegment> segments, long offset, bool write, out long total)
+    private static unsafe int Transfer(int fd, ReadOnlySpan<IoSegment> segments, long offset, bool write, out long total)
     {
         total = 0;
         fixed (IoSegment* segs = segments)

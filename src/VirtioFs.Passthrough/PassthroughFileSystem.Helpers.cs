@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using VirtioFs.Fuse;
@@ -7,7 +8,7 @@ namespace VirtioFs.Passthrough;
 
 /// <summary>Helpers every operation uses: statx and attributes, name checks, /proc/self/fd re-opens, fd leases on
 /// inodes and handles, the caller's credentials, and open flags per cache policy.</summary>
-public sealed unsafe partial class PassthroughFileSystem
+public sealed partial class PassthroughFileSystem
 {
 
     private static ulong Dev(in Statx st) =>
@@ -18,14 +19,19 @@ public sealed unsafe partial class PassthroughFileSystem
     private static uint Rdev(in Statx st) =>
         (st.stx_rdev_minor & 0xff) | ((st.stx_rdev_major & 0xfff) << 8) | ((st.stx_rdev_minor & ~0xffu) << 12);
 
-    private static int StatFd(int fd, Statx* st)
+    /// <summary>statx of the fd itself (an O_PATH fd too), without following a symlink; fills <paramref name="st"/>
+    /// on success (0) and leaves it unspecified otherwise.</summary>
+    private static unsafe int StatFd(int fd, out Statx st)
     {
-        // SAFETY: "" with AT_EMPTY_PATH stats the fd itself (O_PATH fds allowed); st points to a 256-byte statx.
-        // The empty path is spelled "\0"u8 on purpose: fixed over an empty span yields NULL, which fchownat/linkat/
-        // readlinkat reject with EFAULT (and utimensat would treat as "operate on the fd", refused for O_PATH).
+        Unsafe.SkipInit(out st);
+        // SAFETY: "" with AT_EMPTY_PATH stats the fd itself (O_PATH fds allowed); p pins st, a 256-byte statx the
+        // kernel fills and nothing else. The empty path is spelled "\0"u8 on purpose: fixed over an empty span yields
+        // NULL, which fchownat/linkat/readlinkat reject with EFAULT (and utimensat would treat as "operate on the fd",
+        // refused for O_PATH).
         fixed (byte* empty = "\0"u8)
+        fixed (Statx* p = &st)
         {
-            return statx(fd, empty, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_MNT_ID, st);
+            return statx(fd, empty, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_MNT_ID, p);
         }
     }
 
@@ -110,7 +116,7 @@ public sealed unsafe partial class PassthroughFileSystem
     /// </summary>
     private static readonly int ProcSelfFd = OpenProcSelfFd();
 
-    private static int OpenProcSelfFd()
+    private static unsafe int OpenProcSelfFd()
     {
         fixed (byte* p = ProcFd.IsWorkingDirectory ? ".\0"u8 : "/proc/self/fd\0"u8)
         {
@@ -222,7 +228,7 @@ public sealed unsafe partial class PassthroughFileSystem
         }
 
         /// <summary>Empties this thread's supplementary groups; returns the ones to put back (null: there were none).</summary>
-        private static uint[]? DropGroups()
+        private static unsafe uint[]? DropGroups()
         {
             int n = getgroups(0, null);
             if (n <= 0) return null; // the common case in a container: nothing to drop, no allocation
@@ -235,7 +241,7 @@ public sealed unsafe partial class PassthroughFileSystem
             return syscall(SysSetgroups, 0, null) == 0 ? groups[..n] : null; // SAFETY: an empty list.
         }
 
-        public void Dispose()
+        public unsafe void Dispose()
         {
             if (_switched)
             {

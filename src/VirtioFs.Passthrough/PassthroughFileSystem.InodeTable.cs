@@ -5,7 +5,7 @@ namespace VirtioFs.Passthrough;
 
 /// <summary>The inode table: every inode the guest knows, keyed by host (st_dev, st_ino), with the kernel's lookup
 /// count; LOOKUP adds to it and FORGET drops from it.</summary>
-public sealed unsafe partial class PassthroughFileSystem
+public sealed partial class PassthroughFileSystem
 {
     /// <summary>Looks a checked name up under a parent fd and counts one lookup.</summary>
     private int DoLookup(Inode parent, int parentFd, ReadOnlySpan<byte> name, out FuseEntry entry)
@@ -17,7 +17,7 @@ public sealed unsafe partial class PassthroughFileSystem
 
     /// <summary>Opens the NUL-terminated component <paramref name="cname"/> under <paramref name="dirFd"/> as an O_PATH
     /// fd, never following a symlink, and registers its inode (one lookup).</summary>
-    private int OpenAndRegister(int dirFd, ReadOnlySpan<byte> cname, ulong parentMountId, out FuseEntry entry)
+    private unsafe int OpenAndRegister(int dirFd, ReadOnlySpan<byte> cname, ulong parentMountId, out FuseEntry entry)
     {
         int fd;
         fixed (byte* p = cname)
@@ -31,7 +31,7 @@ public sealed unsafe partial class PassthroughFileSystem
             return LastErrno;
         }
         Statx st;
-        if (StatFd(fd, &st) != 0)
+        if (StatFd(fd, out st) != 0)
         {
             int e = LastErrno;
             close(fd);
@@ -47,7 +47,7 @@ public sealed unsafe partial class PassthroughFileSystem
     /// from being reused, so (st_dev, st_ino) names exactly the inode we hold. Only an inode seen for the first time is
     /// opened (O_PATH) and re-stated through its fd, as <see cref="DoLookup"/> does.
     /// </summary>
-    private int LookupKnownFirst(Inode parent, int parentFd, ReadOnlySpan<byte> name, out FuseEntry entry)
+    private unsafe int LookupKnownFirst(Inode parent, int parentFd, ReadOnlySpan<byte> name, out FuseEntry entry)
     {
         Span<byte> cname = stackalloc byte[NameMax + 1];
         ToCString(name, cname);
@@ -156,7 +156,7 @@ public sealed unsafe partial class PassthroughFileSystem
             {
                 // "." is the directory itself; ".." of the root stays at the root: nothing above is reachable.
                 Statx st;
-                if (StatFd(lease.Fd, &st) != 0) return LastErrno;
+                if (StatFd(lease.Fd, out st) != 0) return LastErrno;
                 int fd2 = dup(lease.Fd);
                 if (fd2 < 0) return LastErrno;
                 return Register(fd2, st, p.MountId, out entry);

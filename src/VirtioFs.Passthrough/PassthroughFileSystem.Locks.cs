@@ -4,7 +4,7 @@ using static VirtioFs.Passthrough.Interop;
 namespace VirtioFs.Passthrough;
 
 /// <summary>POSIX and BSD locks, FALLOCATE, LSEEK, COPY_FILE_RANGE.</summary>
-public sealed unsafe partial class PassthroughFileSystem
+public sealed partial class PassthroughFileSystem
 {
     private const long OffsetMax = long.MaxValue;
 
@@ -71,7 +71,7 @@ public sealed unsafe partial class PassthroughFileSystem
         }
     }
 
-    public int GetLk(in FuseContext ctx, ulong nodeId, ulong handle, ulong owner, in FuseFileLock lk, uint lkFlags, out FuseFileLock result)
+    public unsafe int GetLk(in FuseContext ctx, ulong nodeId, ulong handle, ulong owner, in FuseFileLock lk, uint lkFlags, out FuseFileLock result)
     {
         result = default;
         var lease = new FdLease();
@@ -96,7 +96,7 @@ public sealed unsafe partial class PassthroughFileSystem
         }
     }
 
-    public int SetLk(in FuseContext ctx, ulong nodeId, ulong handle, ulong owner, in FuseFileLock lk, uint lkFlags, bool sleep)
+    public unsafe int SetLk(in FuseContext ctx, ulong nodeId, ulong handle, ulong owner, in FuseFileLock lk, uint lkFlags, bool sleep)
     {
         var lease = new FdLease();
         try
@@ -158,7 +158,7 @@ public sealed unsafe partial class PassthroughFileSystem
         }
     }
 
-    public int CopyFileRange(in FuseContext ctx, ulong nodeIdIn, ulong handleIn, ulong offsetIn, ulong nodeIdOut, ulong handleOut,
+    public unsafe int CopyFileRange(in FuseContext ctx, ulong nodeIdIn, ulong handleIn, ulong offsetIn, ulong nodeIdOut, ulong handleOut,
         ulong offsetOut, ulong length, ulong flags, out ulong copied)
     {
         copied = 0;

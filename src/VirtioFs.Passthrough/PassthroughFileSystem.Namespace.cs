@@ -4,7 +4,7 @@ using static VirtioFs.Passthrough.Interop;
 namespace VirtioFs.Passthrough;
 
 /// <summary>Creating, removing, renaming and linking names (as the caller).</summary>
-public sealed unsafe partial class PassthroughFileSystem
+public sealed partial class PassthroughFileSystem
 {
     /// <summary>
     /// The start every create shares: refused on a read-only share, the name checked as one path component, the
@@ -22,7 +22,7 @@ public sealed unsafe partial class PassthroughFileSystem
     }
 
     /// <summary>Runs a creating call as the caller under the parent, then looks the result up.</summary>
-    private int CreateNode(in FuseContext ctx, ulong parent, ReadOnlySpan<byte> name, out FuseEntry entry, int kind, uint mode, ulong rdev, ReadOnlySpan<byte> target,
+    private unsafe int CreateNode(in FuseContext ctx, ulong parent, ReadOnlySpan<byte> name, out FuseEntry entry, int kind, uint mode, ulong rdev, ReadOnlySpan<byte> target,
         uint umask = 0)
     {
         entry = default;
@@ -98,7 +98,7 @@ public sealed unsafe partial class PassthroughFileSystem
     public int Unlink(in FuseContext ctx, ulong parent, ReadOnlySpan<byte> name) => Remove(parent, name, 0);
     public int RmDir(in FuseContext ctx, ulong parent, ReadOnlySpan<byte> name) => Remove(parent, name, AT_REMOVEDIR);
 
-    private int Remove(ulong parent, ReadOnlySpan<byte> name, int flags)
+    private unsafe int Remove(ulong parent, ReadOnlySpan<byte> name, int flags)
     {
         if (_options.ReadOnly) return Errno.EROFS;
         int err = CheckName(name);
@@ -121,7 +121,7 @@ public sealed unsafe partial class PassthroughFileSystem
         }
     }
 
-    public int Rename(in FuseContext ctx, ulong oldParent, ReadOnlySpan<byte> oldName, ulong newParent, ReadOnlySpan<byte> newName, uint flags)
+    public unsafe int Rename(in FuseContext ctx, ulong oldParent, ReadOnlySpan<byte> oldName, ulong newParent, ReadOnlySpan<byte> newName, uint flags)
     {
         if (_options.ReadOnly) return Errno.EROFS;
         if ((flags & ~RenameFlagsMask) != 0) return Errno.EINVAL;
@@ -151,7 +151,7 @@ public sealed unsafe partial class PassthroughFileSystem
         }
     }
 
-    public int Link(in FuseContext ctx, ulong nodeId, ulong newParent, ReadOnlySpan<byte> newName, out FuseEntry entry)
+    public unsafe int Link(in FuseContext ctx, ulong nodeId, ulong newParent, ReadOnlySpan<byte> newName, out FuseEntry entry)
     {
         entry = default;
         if (_options.ReadOnly) return Errno.EROFS;

@@ -10,7 +10,7 @@ namespace VirtioFs.Passthrough;
 /// it were not there), an <c>unsupported</c> one ENOTSUP, and both are left out of listxattr. POSIX ACL names are served
 /// only when FUSE_POSIX_ACL was negotiated (--posix-acl); otherwise they are ENOTSUP and hidden, as virtiofsd does.
 /// </summary>
-public sealed unsafe partial class PassthroughFileSystem
+public sealed partial class PassthroughFileSystem
 {
     private static ReadOnlySpan<byte> AclAccessName => "system.posix_acl_access"u8;
     private static ReadOnlySpan<byte> AclDefaultName => "system.posix_acl_default"u8;
@@ -69,7 +69,7 @@ public sealed unsafe partial class PassthroughFileSystem
         }
     }
 
-    public int GetXattr(in FuseContext ctx, ulong nodeId, ReadOnlySpan<byte> name, Span<byte> value, out int length)
+    public unsafe int GetXattr(in FuseContext ctx, ulong nodeId, ReadOnlySpan<byte> name, Span<byte> value, out int length)
     {
         length = 0;
         var lease = new FdLease();
@@ -95,7 +95,7 @@ public sealed unsafe partial class PassthroughFileSystem
         }
     }
 
-    public int ListXattr(in FuseContext ctx, ulong nodeId, Span<byte> list, out int length)
+    public unsafe int ListXattr(in FuseContext ctx, ulong nodeId, Span<byte> list, out int length)
     {
         length = 0;
         var lease = new FdLease();
@@ -146,7 +146,7 @@ public sealed unsafe partial class PassthroughFileSystem
         return write;
     }
 
-    public int SetXattr(in FuseContext ctx, ulong nodeId, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, uint flags, uint setxattrFlags)
+    public unsafe int SetXattr(in FuseContext ctx, ulong nodeId, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, uint flags, uint setxattrFlags)
     {
         if (!_options.Xattr) return Errno.ENOSYS;
         if (_options.ReadOnly) return Errno.EROFS;
@@ -179,7 +179,7 @@ public sealed unsafe partial class PassthroughFileSystem
         }
     }
 
-    public int RemoveXattr(in FuseContext ctx, ulong nodeId, ReadOnlySpan<byte> name)
+    public unsafe int RemoveXattr(in FuseContext ctx, ulong nodeId, ReadOnlySpan<byte> name)
     {
         if (!_options.Xattr) return Errno.ENOSYS;
         if (_options.ReadOnly) return Errno.EROFS;
@@ -207,7 +207,7 @@ public sealed unsafe partial class PassthroughFileSystem
     /// file capability, so it would survive a write, truncate or chown that must drop it. Remove it ourselves, as
     /// virtiofsd's clear_file_capabilities does. A no-op without such a map.
     /// </summary>
-    private void DropMappedCapability(int pathFd)
+    private unsafe void DropMappedCapability(int pathFd)
     {
         byte[]? name = _mappedCapability;
         if (name is null) return;
@@ -221,7 +221,7 @@ public sealed unsafe partial class PassthroughFileSystem
     }
 
     /// <summary>Sets the security context the guest sent with a create (FUSE_SECURITY_CTX) on the new inode.</summary>
-    private int ApplySecurityContext(in FuseContext ctx, int pathFd)
+    private unsafe int ApplySecurityContext(in FuseContext ctx, int pathFd)
     {
         if (!_securityLabel || ctx.SecurityContext is not { } sec) return 0;
         if (!_options.Xattr) return Errno.EOPNOTSUPP;

@@ -21,7 +21,7 @@ internal sealed class FdHandle : SafeHandle
     protected override bool ReleaseHandle() => close((int)handle) == 0;
 }
 
-public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposable
+public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
 {
     private const int NameMax = 255;
     private const uint RenameFlagsMask = 1 | 2 | 4; // RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT
@@ -78,7 +78,7 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
     /// Opens the shared directory. Sets the process umask to 0 (as virtiofsd does): the kernel already applied the
     /// guest's umask to every mode it sends, and the host's must not be applied a second time.
     /// </summary>
-    public PassthroughFileSystem(PassthroughOptions options, ILogger logger)
+    public unsafe PassthroughFileSystem(PassthroughOptions options, ILogger logger)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(logger);
@@ -112,7 +112,7 @@ public sealed unsafe partial class PassthroughFileSystem : IFileSystem, IDisposa
             throw new IOException($"cannot open shared directory {options.SharedDir}: errno {LastErrno}");
         }
         Statx st;
-        if (StatFd(fd, &st) != 0)
+        if (StatFd(fd, out st) != 0)
         {
             int e = LastErrno;
             close(fd);

@@ -9,14 +9,17 @@ namespace VirtioFs.Primitives;
 /// the ring to the syscall.
 /// </summary>
 [StructLayout(LayoutKind.Explicit, Size = 16)]
-public unsafe struct IoSegment
+public struct IoSegment
 {
-    [FieldOffset(0)] public byte* Pointer;
+    // SAFETY: iovec.iov_base. A segment is only a description; whoever makes one vouches that Length bytes at Pointer
+    // stay mapped while it is in use (see the constructor and AsSpan).
+    [FieldOffset(0)] public unsafe byte* Pointer;
     [FieldOffset(8)] public int Length;
     // Upper 32 bits of iovec.iov_len: always zero because Length is never negative.
     [FieldOffset(12)] private readonly int _zero;
 
-    public IoSegment(byte* pointer, int length)
+    // SAFETY: stores the pointer only; the caller owns the memory and keeps it mapped for the segment's use.
+    public unsafe IoSegment(byte* pointer, int length)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         Pointer = pointer;
@@ -26,7 +29,8 @@ public unsafe struct IoSegment
 
     /// <summary>The segment as a span; valid only while its owner keeps the memory mapped (for a guest buffer, while
     /// the chain is outstanding).</summary>
-    public readonly Span<byte> AsSpan() => new(Pointer, Length);
+    // SAFETY: Length bytes at Pointer, by the contract of whoever made the segment.
+    public readonly unsafe Span<byte> AsSpan() => new(Pointer, Length);
 }
 
 /// <summary>Where a <see cref="SegmentCursor"/> stands, kept apart from the segment list so a class that owns the list

@@ -12,7 +12,7 @@ namespace VirtioFs.Primitives;
 /// The segments are memory the caller keeps mapped for the cursor's lifetime (the guest buffers of an outstanding
 /// request). Guest memory can change under us at any time: read a value once into our own memory, then validate it.
 /// </remarks>
-public unsafe ref struct SegmentCursor
+public ref struct SegmentCursor
 {
     private readonly ReadOnlySpan<IoSegment> _segments;
     private readonly long _total;
@@ -57,7 +57,7 @@ public unsafe ref struct SegmentCursor
     public readonly long Remaining => _total - _at.Consumed;
 
     /// <summary>Copies exactly <paramref name="destination"/>.Length bytes out of the segments.</summary>
-    public bool TryRead(scoped Span<byte> destination)
+    public unsafe bool TryRead(scoped Span<byte> destination)
     {
         if (destination.Length > Remaining)
         {
@@ -76,7 +76,7 @@ public unsafe ref struct SegmentCursor
     }
 
     /// <summary>Reads a blittable wire struct (copied, so later guest writes cannot change it).</summary>
-    public bool TryRead<T>(out T value) where T : unmanaged
+    public unsafe bool TryRead<T>(out T value) where T : unmanaged
     {
         Unsafe.SkipInit(out value);
         // SAFETY: value is a local of exactly sizeof(T) bytes; TryRead fills all of it or returns false, and then the
@@ -90,7 +90,7 @@ public unsafe ref struct SegmentCursor
     }
 
     /// <summary>Copies all of <paramref name="source"/> into the segments.</summary>
-    public bool TryWrite(scoped ReadOnlySpan<byte> source)
+    public unsafe bool TryWrite(scoped ReadOnlySpan<byte> source)
     {
         if (source.Length > Remaining)
         {
@@ -108,7 +108,7 @@ public unsafe ref struct SegmentCursor
     }
 
     /// <summary>Writes <paramref name="length"/> zero bytes (a hole in a sparse file).</summary>
-    public bool TryZero(long length)
+    public unsafe bool TryZero(long length)
     {
         if (length < 0 || length > Remaining)
         {
@@ -146,7 +146,8 @@ public unsafe ref struct SegmentCursor
     /// pointing into the same memory; the cursor does not move. Returns the count, or -1 when <paramref name="into"/>
     /// is too small.
     /// </summary>
-    public readonly int Slice(long length, Span<IoSegment> into)
+    // SAFETY: pointer arithmetic only: each slice starts at Pointer + offset with offset + n <= the segment's Length.
+    public readonly unsafe int Slice(long length, Span<IoSegment> into)
     {
         length = Math.Min(length, Remaining);
         int index = _at.Index, offset = _at.Offset, count = 0;
@@ -171,7 +172,7 @@ public unsafe ref struct SegmentCursor
 
     /// <summary>The next <paramref name="length"/> bytes in place when they lie in one segment (the cursor does not
     /// move), else an empty span. It aliases the segment's memory.</summary>
-    public readonly Span<byte> Contiguous(int length)
+    public readonly unsafe Span<byte> Contiguous(int length)
     {
         if (length <= 0 || length > Remaining)
         {
@@ -185,7 +186,8 @@ public unsafe ref struct SegmentCursor
     // Remaining > 0 guarantees the current segment is non-empty past Offset: Move never stops on a segment's end.
     private readonly int CurrentRoom() => _segments[_at.Index].Length - _at.Offset;
 
-    private readonly byte* CurrentPointer() => _segments[_at.Index].Pointer + _at.Offset;
+    // SAFETY: Offset < Length of the current segment whenever Remaining > 0 (the callers' precondition).
+    private readonly unsafe byte* CurrentPointer() => _segments[_at.Index].Pointer + _at.Offset;
 
     private void Move(int n)
     {

@@ -7,15 +7,15 @@ namespace VirtioFs.VhostUser;
 /// Blocking Unix-socket I/O with SCM_RIGHTS file descriptors: the one place that builds msghdr/cmsghdr (STYLE.md keeps fd
 /// passing in a small interop area). Used by the back-end and by the test front-end.
 /// </summary>
-public static unsafe class UnixMessaging
+public static class UnixMessaging
 {
     /// <summary>Most fds accepted with one message (rust-vmm caps at 32 too).</summary>
     public const int MaxFds = 32;
 
     // CMSG_ALIGN / CMSG_LEN / CMSG_SPACE for Linux: alignment is sizeof(size_t).
-    private static readonly nuint CmsgHeaderSize = CmsgAlign((nuint)(sizeof(nuint) + 2 * sizeof(int)));
+    private static readonly nuint CmsgHeaderSize = CmsgAlign((nuint)(nuint.Size + 2 * sizeof(int)));
 
-    private static nuint CmsgAlign(nuint length) => (length + (nuint)sizeof(nuint) - 1) & ~((nuint)sizeof(nuint) - 1);
+    private static nuint CmsgAlign(nuint length) => (length + (nuint)nuint.Size - 1) & ~((nuint)nuint.Size - 1);
 
     private static nuint CmsgSpace(int dataLength) => CmsgHeaderSize + CmsgAlign((nuint)dataLength);
 
@@ -24,7 +24,7 @@ public static unsafe class UnixMessaging
     /// stream, or -errno. <paramref name="truncated"/> reports MSG_CTRUNC: more fds were sent than fit (the kernel
     /// dropped the rest; the ones received must still be closed by the caller).
     /// </summary>
-    public static int ReceiveWithFds(int socketFd, Span<byte> buffer, Span<int> fds, out int fdCount, out bool truncated)
+    public static unsafe int ReceiveWithFds(int socketFd, Span<byte> buffer, Span<int> fds, out int fdCount, out bool truncated)
     {
         fdCount = 0;
         truncated = false;
@@ -95,7 +95,7 @@ public static unsafe class UnixMessaging
     }
 
     /// <summary>Reads exactly buffer.Length bytes (no fds). Returns buffer.Length, 0 on end of stream first, or -errno.</summary>
-    public static int ReceiveExact(int socketFd, Span<byte> buffer)
+    public static unsafe int ReceiveExact(int socketFd, Span<byte> buffer)
     {
         int done = 0;
         fixed (byte* data = buffer)
@@ -123,7 +123,7 @@ public static unsafe class UnixMessaging
     }
 
     /// <summary>Sends all of <paramref name="data"/>, attaching <paramref name="fds"/> to the first bytes. Returns 0 or -errno.</summary>
-    public static int SendWithFds(int socketFd, ReadOnlySpan<byte> data, ReadOnlySpan<int> fds)
+    public static unsafe int SendWithFds(int socketFd, ReadOnlySpan<byte> data, ReadOnlySpan<int> fds)
     {
         // SCM_MAX_FD: the kernel's own limit per message (senders may exceed our receive cap; tests do).
         if (fds.Length > 253)

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using VirtioFs.Virtio;
@@ -12,7 +13,7 @@ namespace VirtioFs.VhostUser;
 /// vhost's backend_req_handler, written from vhost-user.rst: what each request is and which handler applies it is
 /// <see cref="VhostUserRequestTable"/>; the handlers are in VhostUserConnection.Requests.cs and .Memory.cs.
 /// </summary>
-internal sealed unsafe partial class VhostUserConnection : IDisposable
+internal sealed partial class VhostUserConnection : IDisposable
 {
     /// <summary>Largest payload accepted (rust-vmm's MAX_MSG_SIZE).</summary>
     public const int MaxPayload = 0x1000;
@@ -244,7 +245,7 @@ internal sealed unsafe partial class VhostUserConnection : IDisposable
     private bool SendStruct<T>(uint request, in T value) where T : unmanaged
     {
         MemoryMarshal.Write(_reply.AsSpan(VhostUserMsgHeader.Size), in value);
-        return SendReply(request, sizeof(T));
+        return SendReply(request, Unsafe.SizeOf<T>());
     }
 
     /// <summary>Sends a reply whose body was already written at _reply[12..12+bodyLength].</summary>

@@ -14,7 +14,7 @@ namespace VirtioFs.VhostUser;
 /// The vhost-user back-end's socket side: create or inherit the listening Unix socket, accept ONE front-end, serve it
 /// until it disconnects, stop every worker and return (virtiofsd exits 0 at that point too).
 /// </summary>
-public static unsafe class VhostUserServer
+public static class VhostUserServer
 {
     private static readonly ConditionalWeakTable<Socket, SafeFileHandle> PidLocks = new();
     // The path a renamed socket is reachable at: getsockname() still reports the temporary name it was bound to.
@@ -93,7 +93,7 @@ public static unsafe class VhostUserServer
         return string.IsNullOrEmpty(directory) ? name : Path.Combine(directory, name);
     }
 
-    private static uint ResolveGroup(string group)
+    private static unsafe uint ResolveGroup(string group)
     {
         nint entry = Interop.getgrnam(group);
         if (entry != 0)
@@ -106,7 +106,7 @@ public static unsafe class VhostUserServer
 
     /// <summary>We hold the pid lock, so a socket left at the path belongs to a dead daemon; anything else is not ours
     /// to delete (bind will then fail with a clear error).</summary>
-    private static void RemoveStaleSocket(string path)
+    private static unsafe void RemoveStaleSocket(string path)
     {
         byte[] bytes = Encoding.UTF8.GetBytes(path + "\0");
         fixed (byte* p = bytes)
@@ -120,7 +120,7 @@ public static unsafe class VhostUserServer
         }
     }
 
-    private static SafeFileHandle TakePidLock(string pidPath)
+    private static unsafe SafeFileHandle TakePidLock(string pidPath)
     {
         // Opened with open(2) directly: .NET's FileStream would add its own advisory lock and report a conflict
         // with a less helpful message.

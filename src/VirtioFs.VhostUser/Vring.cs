@@ -10,7 +10,7 @@ namespace VirtioFs.VhostUser;
 /// Popping and notification toggling happen on the queue's worker thread; completing chains
 /// (<see cref="AddUsed"/>, <see cref="Complete"/>, <see cref="SignalUsedIfNeeded"/>) is safe from any thread.
 /// </summary>
-public sealed unsafe class Vring : IDisposable
+public sealed class Vring : IDisposable
 {
     /// <summary>Returned by <see cref="IChainHandler.Handle"/> when the handler completes the chain later itself.</summary>
     public const uint Deferred = uint.MaxValue;
@@ -124,7 +124,7 @@ public sealed unsafe class Vring : IDisposable
 
     /// <summary>Interrupts the driver through the call eventfd when it asked for it (EVENT_IDX or NO_INTERRUPT).
     /// Returns whether a notification was sent.</summary>
-    public bool SignalUsedIfNeeded()
+    public unsafe bool SignalUsedIfNeeded()
     {
         lock (_usedLock)
         {
@@ -267,7 +267,7 @@ public sealed unsafe class Vring : IDisposable
         _worker = null;
     }
 
-    internal void Wake()
+    internal unsafe void Wake()
     {
         ulong one = 1;
         // SAFETY: 8-byte write from a local to our own eventfd.
@@ -289,7 +289,7 @@ public sealed unsafe class Vring : IDisposable
         _reportedBroken = false;
     }
 
-    private void WorkerLoop(IVhostUserBackend backend)
+    private unsafe void WorkerLoop(IVhostUserBackend backend)
     {
         pollfd* fds = stackalloc pollfd[2];
         ulong counter;

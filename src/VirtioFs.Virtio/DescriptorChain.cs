@@ -30,11 +30,12 @@ public enum ChainError
 }
 
 /// <summary>One descriptor as the enumerator yields it: its buffer, translated to host memory, and its direction.</summary>
-public readonly unsafe struct ChainDescriptor(byte* pointer, int length, bool isWritable)
+public readonly struct ChainDescriptor(IoSegment segment, bool isWritable)
 {
     /// <summary>The buffer as the segment every layer above passes on (FUSE request buffers, preadv destinations).</summary>
-    public IoSegment Segment { get; } = new(pointer, length);
-    public byte* Pointer => Segment.Pointer;
+    public IoSegment Segment { get; } = segment;
+    // SAFETY: only reads the segment's pointer; dereferencing it is the caller's, valid while the chain is outstanding.
+    public unsafe byte* Pointer => Segment.Pointer;
     public int Length => Segment.Length;
     public bool IsWritable { get; } = isWritable;
 }
@@ -46,13 +47,16 @@ public readonly unsafe struct ChainDescriptor(byte* pointer, int length, bool is
 /// buffer through <see cref="GuestMemory"/>. Whatever the outcome, the owner completes it with
 /// <c>AddUsed(Head, len)</c> (len 0 on error) so the queue never stalls (propolis #1188).
 /// </summary>
-public readonly unsafe struct DescriptorChain
+public readonly struct DescriptorChain
 {
     private readonly GuestMemory? _memory;
-    private readonly byte* _table;
+    // SAFETY: the queue's descriptor table, translated by SplitQueue.TryActivate and mapped while the chain is in use
+    // (GuestMemory.EnterUse/ExitUse); it is only read, through the checked walk of ChainEnumerator.
+    private readonly unsafe byte* _table;
     private readonly ushort _queueSize;
 
-    internal DescriptorChain(GuestMemory memory, byte* table, ushort queueSize, ushort head)
+    // SAFETY: stores the pointer only; table holds queueSize 16-byte descriptors (SplitQueue translated 16 * Q bytes).
+    internal unsafe DescriptorChain(GuestMemory memory, byte* table, ushort queueSize, ushort head)
     {
         _memory = memory;
         _table = table;
@@ -64,7 +68,8 @@ public readonly unsafe struct DescriptorChain
     public ushort Head { get; }
 
     /// <summary>Walks the chain; check <see cref="ChainEnumerator.Error"/> when MoveNext returns false.</summary>
-    public ChainEnumerator GetEnumerator() => new(_memory, _table, _queueSize, Head);
+    // SAFETY: hands over the table pointer and its size unchanged; the enumerator bounds every access by them.
+    public unsafe ChainEnumerator GetEnumerator() => new(_memory, _table, _queueSize, Head);
 
     /// <summary>
     /// Collect the chain into caller-provided segment lists without allocating: readable (driver -> device) then
@@ -85,7 +90,7 @@ public readonly unsafe struct DescriptorChain
                 {
                     return ChainError.TooManySegments;
                 }
-                writable[writableCount++] = new IoSegment(d.Pointer, d.Length);
+                writable[writableCount++] = d.Segment;
             }
             else
             {
@@ -93,7 +98,7 @@ public readonly unsafe struct DescriptorChain
                 {
                     return ChainError.TooManySegments;
                 }
-                readable[readableCount++] = new IoSegment(d.Pointer, d.Length);
+                readable[readableCount++] = d.Segment;
             }
         }
         return e.Error;
@@ -101,13 +106,15 @@ public readonly unsafe struct DescriptorChain
 }
 
 /// <summary>Allocation-free walk over a descriptor chain with all the checks of virtio spec 1.2 §2.7.5.</summary>
-public unsafe ref struct ChainEnumerator
+public ref struct ChainEnumerator
 {
     /// <summary>Largest indirect table: the spec bounds queues (and so chains) at 32768 descriptors.</summary>
     public const int MaxIndirectEntries = 32768;
 
     private readonly GuestMemory? _memory;
-    private byte* _table;
+    // SAFETY: the direct table (queue size entries) or an indirect table GuestMemory translated whole (_tableSize
+    // entries); MoveNext reads only entries below _tableSize.
+    private unsafe byte* _table;
     private uint _tableSize;
     private uint _next;
     private uint _ttl;
@@ -117,7 +124,8 @@ public unsafe ref struct ChainEnumerator
     private long _readableTotal;
     private long _writableTotal;
 
-    internal ChainEnumerator(GuestMemory? memory, byte* table, ushort queueSize, ushort head)
+    // SAFETY: stores the pointer only; see _table.
+    internal unsafe ChainEnumerator(GuestMemory? memory, byte* table, ushort queueSize, ushort head)
     {
         _memory = memory;
         _table = table;
@@ -149,7 +157,9 @@ public unsafe ref struct ChainEnumerator
         return false;
     }
 
-    public bool MoveNext()
+    // SAFETY: the one read through _table is of entry _next, checked below _tableSize first, copied out unaligned;
+    // every buffer and indirect table address is translated by GuestMemory.TryTranslate with its full length.
+    public unsafe bool MoveNext()
     {
         while (!_done)
         {
@@ -220,7 +230,7 @@ public unsafe ref struct ChainEnumerator
             {
                 return Fail(ChainError.AddressOutOfRange);
             }
-            Current = new ChainDescriptor(host, (int)len, writable);
+            Current = new ChainDescriptor(new IoSegment(host, (int)len), writable);
             if ((flags & VirtqDescFlags.Next) != 0)
             {
                 _next = next;

@@ -31,7 +31,7 @@ public readonly record struct MemoryRegionInfo(ulong GuestPhysAddr, ulong Memory
 /// only unmapped once no user is left (users that started after the swap only see the new table, so any moment with
 /// zero users proves the old mappings are unreachable). Mutations are serialised by a lock.
 /// </remarks>
-public sealed unsafe class GuestMemory : IDisposable
+public sealed class GuestMemory : IDisposable
 {
     /// <summary>vhost-user-backend answers GET_MAX_MEM_SLOTS with 509 (KVM's slot limit); we cap the table there too.</summary>
     public const int MaxRegions = 509;
@@ -43,9 +43,10 @@ public sealed unsafe class GuestMemory : IDisposable
         public required nuint MappingLength { get; init; }
 
         /// <summary>Host address of the region's first byte (mapping + mmap_offset).</summary>
-        public byte* Base => (byte*)Mapping + Info.MmapOffset;
+        // SAFETY: pointer arithmetic only: MmapOffset + MemorySize <= MappingLength (TryMap maps exactly that).
+        public unsafe byte* Base => (byte*)Mapping + Info.MmapOffset;
 
-        public void Unmap()
+        public unsafe void Unmap()
         {
             // SAFETY: Mapping/MappingLength came from a successful mmap and each region is unmapped exactly once
             // (only after it left the table and no user can still hold pointers into it).
@@ -70,17 +71,21 @@ public sealed unsafe class GuestMemory : IDisposable
     /// Translate a guest-physical range to a host pointer. The whole range must lie in one region: a buffer ending on
     /// the region's last byte is valid (cloud-hypervisor #2450 was an off-by-one here), one crossing out is not.
     /// </summary>
-    public bool TryTranslate(ulong guestPhysAddr, ulong length, out byte* host) =>
+    // SAFETY: see the private TryTranslate; the pointer is valid for length bytes while the memory is in use.
+    public unsafe bool TryTranslate(ulong guestPhysAddr, ulong length, out byte* host) =>
         TryTranslate(guestPhysAddr, length, userAddress: false, out host);
 
     /// <summary>Translate a front-end user virtual address range (SET_VRING_ADDR) to a host pointer.</summary>
-    public bool TryTranslateUser(ulong userAddr, ulong length, out byte* host) =>
+    // SAFETY: as TryTranslate.
+    public unsafe bool TryTranslateUser(ulong userAddr, ulong length, out byte* host) =>
         TryTranslate(userAddr, length, userAddress: true, out host);
 
     /// <summary>The one lookup behind both address spaces: the region whose guest-physical (or front-end user) range
     /// holds the whole of [addr, addr + length).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool TryTranslate(ulong addr, ulong length, bool userAddress, out byte* host)
+    // SAFETY: host = Base + offset only when [offset, offset + length) lies inside the region's MemorySize bytes,
+    // checked without overflow by TryRange; no memory is touched here.
+    private unsafe bool TryTranslate(ulong addr, ulong length, bool userAddress, out byte* host)
     {
         foreach (MappedRegion r in Volatile.Read(ref _table))
         {
@@ -266,7 +271,7 @@ public sealed unsafe class GuestMemory : IDisposable
     private static bool Overlaps(ulong a, ulong aSize, ulong b, ulong bSize) =>
         a <= b + (bSize - 1) && b <= a + (aSize - 1);
 
-    private static bool TryMap(in MemoryRegionInfo region, int fd, out MappedRegion mapped, out string? error)
+    private static unsafe bool TryMap(in MemoryRegionInfo region, int fd, out MappedRegion mapped, out string? error)
     {
         mapped = null!;
         // Map from file offset 0 and add mmap_offset ourselves: the offset need not be page aligned (libvhost-user does

@@ -12,14 +12,17 @@ namespace VirtioFs.Virtio;
 /// Ring addresses are front-end user addresses (vhost-user SET_VRING_ADDR); <see cref="TryActivate"/> translates them
 /// into host pointers and must be called again after guest memory changed.
 /// </remarks>
-public sealed unsafe class SplitQueue(GuestMemory memory)
+public sealed class SplitQueue(GuestMemory memory)
 {
     /// <summary>Largest queue size the spec allows (§2.7: "Queue Size ... maximum 32768").</summary>
     public const int MaxSize = 32768;
 
-    private byte* _desc;
-    private byte* _avail;
-    private byte* _used;
+    // SAFETY (the three ring pointers): set only by TryActivate, from GuestMemory.TryTranslateUser of the full size of
+    // each ring for Size entries (§2.7.2 alignment checked), and cleared before guest memory changes (Deactivate
+    // under the ring's used lock); every access below indexes them with a slot masked by Size - 1.
+    private unsafe byte* _desc;
+    private unsafe byte* _avail;
+    private unsafe byte* _used;
     private ushort _signalledUsed;
     private bool _signalledValid;
 
@@ -42,7 +45,8 @@ public sealed unsafe class SplitQueue(GuestMemory memory)
     public ushort NextUsed { get; private set; }
 
     /// <summary>True once the rings are translated to host pointers.</summary>
-    public bool IsActive => _desc != null;
+    // SAFETY: compares the pointer only.
+    public unsafe bool IsActive => _desc != null;
 
     /// <summary>Set when the driver published an impossible avail index; the queue then yields nothing until reset.</summary>
     public bool IsBroken { get; private set; }
@@ -85,7 +89,8 @@ public sealed unsafe class SplitQueue(GuestMemory memory)
     }
 
     /// <summary>Translates the ring addresses into host pointers, checking sizes and alignment (§2.7.2).</summary>
-    public bool TryActivate(out string? error)
+    // SAFETY: stores translated pointers whose ranges cover the whole rings (16Q, 6 + 2Q, 6 + 8Q bytes).
+    public unsafe bool TryActivate(out string? error)
     {
         _desc = _avail = _used = null;
         if (Size == 0)
@@ -118,7 +123,8 @@ public sealed unsafe class SplitQueue(GuestMemory memory)
     }
 
     /// <summary>Forgets the host pointers (before guest memory changes, or on reset).</summary>
-    public void Deactivate()
+    // SAFETY: clears the pointers only.
+    public unsafe void Deactivate()
     {
         _desc = _avail = _used = null;
     }
@@ -139,7 +145,8 @@ public sealed unsafe class SplitQueue(GuestMemory memory)
     /// Pops the next available chain head. The avail idx is loaded with acquire semantics so the ring entry and the
     /// descriptors it names are visible (§2.7.13.2 write barrier on the driver side pairs with this).
     /// </summary>
-    public bool TryPopChain(out DescriptorChain chain)
+    // SAFETY: reads avail.idx and avail.ring[slot], slot < Size, inside the 6 + 2Q bytes translated for the ring.
+    public unsafe bool TryPopChain(out DescriptorChain chain)
     {
         chain = default;
         if (_avail == null || IsBroken)
@@ -166,7 +173,8 @@ public sealed unsafe class SplitQueue(GuestMemory memory)
     }
 
     /// <summary>Returns a chain to the driver: write the used element, then publish the used idx with release.</summary>
-    public void AddUsed(ushort head, uint length)
+    // SAFETY: writes used.ring[slot] (slot < Size) and used.idx, inside the 6 + 8Q bytes translated for the ring.
+    public unsafe void AddUsed(ushort head, uint length)
     {
         if (_used == null)
         {
@@ -185,7 +193,8 @@ public sealed unsafe class SplitQueue(GuestMemory memory)
     /// the §2.7.10 test <c>(u16)(new - used_event - 1) &lt; (u16)(new - old)</c>; without it, avail.flags
     /// NO_INTERRUPT. A full fence orders our used idx store before the read of the driver's field.
     /// </summary>
-    public bool NeedsNotification()
+    // SAFETY: reads avail.flags or used_event (offset 4 + 2Q), inside the 6 + 2Q bytes translated for the ring.
+    public unsafe bool NeedsNotification()
     {
         if (_avail == null)
         {
@@ -212,7 +221,8 @@ public sealed unsafe class SplitQueue(GuestMemory memory)
 
     /// <summary>Asks the driver not to kick (without EVENT_IDX: used.flags NO_NOTIFY; with it there is nothing to do,
     /// the avail_event we last wrote already lies behind).</summary>
-    public void DisableNotification()
+    // SAFETY: writes used.flags, inside the used ring.
+    public unsafe void DisableNotification()
     {
         if (_used == null || EventIdx)
         {
@@ -226,7 +236,8 @@ public sealed unsafe class SplitQueue(GuestMemory memory)
     /// re-read the avail idx. Returns true when buffers arrived meanwhile: the caller must process them, since the
     /// driver may have checked our field before we wrote it (§2.7.10).
     /// </summary>
-    public bool EnableNotification()
+    // SAFETY: writes avail_event (offset 4 + 8Q) or used.flags, inside the 6 + 8Q bytes of the used ring.
+    public unsafe bool EnableNotification()
     {
         if (_used == null || _avail == null)
         {
@@ -244,9 +255,11 @@ public sealed unsafe class SplitQueue(GuestMemory memory)
         return !IsBroken && LoadAvailIdx() != NextAvail;
     }
 
-    private ushort LoadAvailIdx() => Le(Volatile.Read(ref Unsafe.AsRef<ushort>(_avail + 2)));
+    // SAFETY: avail.idx at offset 2 of the translated, 2-aligned available ring.
+    private unsafe ushort LoadAvailIdx() => Le(Volatile.Read(ref Unsafe.AsRef<ushort>(_avail + 2)));
 
-    private ushort LoadUsedIdx() => Le(Volatile.Read(ref Unsafe.AsRef<ushort>(_used + 2)));
+    // SAFETY: used.idx at offset 2 of the translated, 4-aligned used ring.
+    private unsafe ushort LoadUsedIdx() => Le(Volatile.Read(ref Unsafe.AsRef<ushort>(_used + 2)));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static ushort Le(ushort v) => BitConverter.IsLittleEndian ? v : BinaryPrimitives.ReverseEndianness(v);
