@@ -5,8 +5,17 @@
 # A test whose prerequisite is missing reports itself skipped (Skip.If), never passed. The CI machine has every
 # prerequisite (tests/setup.sh installs them), so under CI=true a skipped test fails the run: it would hide a test that
 # stopped running. VFS_CI_MAX_SKIPPED raises that allowance for a machine known to lack something.
+#
+# One house style (.editorconfig): a whitespace, style or analyzer finding at warning severity fails the run. The check
+# is the command below with --verify-no-changes; the same command without it fixes a tree in place:
+#   dotnet format VirtioFs.sln --severity warn
 set -uo pipefail
 cd "$(dirname "$0")/.."
+format_rc=0
+if ! dotnet format VirtioFs.sln --severity warn --verify-no-changes; then
+  echo "run.sh: the tree does not follow .editorconfig; fix it with: dotnet format VirtioFs.sln --severity warn" >&2
+  format_rc=1
+fi
 bash tests/setup.sh || exit 1
 log=$(mktemp /tmp/vfs-test.XXXXXX)
 dotnet test VirtioFs.sln -c Release --nologo -v minimal "$@" 2>&1 | tee "$log"
@@ -26,4 +35,5 @@ if [ "${CI:-}" = true ] && [ "$skipped" -gt "${VFS_CI_MAX_SKIPPED:-0}" ]; then
   [ "$rc" -ne 0 ] || rc=1
 fi
 echo "${passed} passed, ${failed} failed, ${skipped} skipped"
+[ "$format_rc" -eq 0 ] || [ "$rc" -ne 0 ] || rc=1
 exit "$rc"

@@ -3,8 +3,8 @@ using VirtioFs.Fuse;
 using VirtioFs.Rafs;
 using VirtioFs.Rafs.Reader;
 using VirtioFs.Rafs.Tests.Support;
-using Xunit;
 using VirtioFs.Tests.Shared;
+using Xunit;
 
 namespace VirtioFs.RafsFs.Tests;
 

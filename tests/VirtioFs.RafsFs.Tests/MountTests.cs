@@ -1,7 +1,7 @@
 using System.Text;
 using VirtioFs.Rafs;
-using Xunit;
 using VirtioFs.Tests.Shared;
+using Xunit;
 
 namespace VirtioFs.RafsFs.Tests;
 

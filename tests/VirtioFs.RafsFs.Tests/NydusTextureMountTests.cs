@@ -1,8 +1,8 @@
 using System.Security.Cryptography;
 using VirtioFs.RafsFs;
 using VirtioFs.Tests.Fixtures;
-using Xunit;
 using VirtioFs.Tests.Shared;
+using Xunit;
 
 namespace VirtioFs.RafsFs.Tests;
 
