@@ -217,7 +217,14 @@ public sealed class RafsMount : IDisposable
                 what = $"the image's prefetch table ({Image.PrefetchInodes.Count} entries)";
                 break;
         }
-        var po = new PrefetchOptions { MaxConcurrency = Math.Clamp(options.PrefetchThreads, 1, 64), BandwidthBytesPerSecond = Math.Max(0, options.PrefetchBandwidth) };
+        // A start-up list (the prefetch table, named files) races the workload for the same files; only the whole-image warm
+        // stays out of the guest's way (PrefetchOptions.YieldToGuestReads).
+        var po = new PrefetchOptions
+        {
+            MaxConcurrency = Math.Clamp(options.PrefetchThreads, 1, 64),
+            BandwidthBytesPerSecond = Math.Max(0, options.PrefetchBandwidth),
+            YieldToGuestReads = options.Prefetch == PrefetchSource.All,
+        };
         RafsFsLog.PrefetchStarted(_logger, what, po.MaxConcurrency, po.BandwidthBytesPerSecond);
         var token = _prefetchCancel.Token;
         Prefetch = Task.Run(async () =>

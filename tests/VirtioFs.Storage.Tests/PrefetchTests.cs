@@ -181,6 +181,51 @@ public sealed class PrefetchTests : IDisposable
         Assert.Equal(prefetchFails ? 1 : 0, m.Metrics.PrefetchErrors);
     }
 
+    // A start-up list (YieldToGuestReads = false, what RafsMount passes for the prefetch table and named files) fetches
+    // beside a guest read that is waiting on the backend; a whole-image warm (true) starts nothing until it ends.
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Prefetch_waits_for_guest_reads_only_when_asked_to(bool yieldToGuestReads)
+    {
+        using var m = Open(amplification: 0);
+        var other = _fx.Chunks("other.bin");
+        var big = _fx.Chunks("big.bin");
+        using var release = new ManualResetEventSlim();
+        using var guestInBackend = new SemaphoreSlim(0);
+        using var prefetchInBackend = new SemaphoreSlim(0);
+        ulong otherStart = other[0].CompressedOffset, otherEnd = other[^1].CompressedOffset + other[^1].CompressedSize;
+        ulong bigStart = big[0].CompressedOffset, bigEnd = big[^1].CompressedOffset + big[^1].CompressedSize;
+        _backend.BeforeRead = (off, _) =>
+        {
+            if (off >= otherStart && off < otherEnd)
+            {
+                guestInBackend.Release();
+                release.Wait(TimeSpan.FromSeconds(30));
+            }
+            else if (off >= bigStart && off < bigEnd)
+            {
+                prefetchInBackend.Release();
+            }
+            return 0;
+        };
+        var read = Task.Run(() =>
+        {
+            var buf = new byte[_fx.Size("other.bin")];
+            return (m.ReadFile(other, _fx.Size("other.bin"), 0, buf), buf);
+        });
+        Assert.True(await guestInBackend.WaitAsync(TimeSpan.FromSeconds(30)));
+        var prefetch = m.PrefetchAsync([big], new PrefetchOptions { MaxConcurrency = 1, YieldToGuestReads = yieldToGuestReads });
+        // Not yielding: big.bin's first backend read starts while the guest read still waits. Yielding: none does.
+        bool fetchedBeside = await prefetchInBackend.WaitAsync(TimeSpan.FromSeconds(yieldToGuestReads ? 1 : 30));
+        Assert.Equal(!yieldToGuestReads, fetchedBeside);
+        release.Set();
+        var (rc, data) = await read.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(_fx.Content["other.bin"], data[..rc]);
+        await prefetch.WaitAsync(TimeSpan.FromSeconds(30));
+        AssertReadsWithoutBackend(m, "big.bin");
+    }
+
     [Fact]
     public async Task Foreground_gate_releases_prefetch_only_when_the_last_guest_read_ends()
     {

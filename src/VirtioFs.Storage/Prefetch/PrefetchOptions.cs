@@ -2,8 +2,9 @@ namespace VirtioFs.Storage.Prefetch;
 
 // Overview: prefetch warms the chunk cache after mount with the files a workload is expected to read (nydus: the
 // bootstrap's prefetch table, or `prefetch_files` in the mount request, or everything with prefetch_all). It runs in
-// the background below guest reads: it starts no new backend read while a guest read is in progress, it never holds a
-// chunk claim while it waits for bandwidth, and the number of workers and bytes per second are bounded.
+// the background: it never holds a chunk claim while it waits for bandwidth, the number of workers and bytes per second
+// are bounded, and when it warms the whole image it starts no backend read while a guest read is in progress
+// (PrefetchOptions.YieldToGuestReads).
 
 /// <summary>Limits of a background prefetch.</summary>
 public sealed class PrefetchOptions
@@ -13,6 +14,16 @@ public sealed class PrefetchOptions
 
     /// <summary>Backend bytes per second the prefetch may use; 0 = no limit.</summary>
     public long BandwidthBytesPerSecond { get; init; }
+
+    /// <summary>
+    /// Whether a backend read waits until no guest read is in progress. Right for warming a whole image in the
+    /// background (prefetch_all): guest reads keep the link. Wrong for a start-up list (the bootstrap's prefetch table,
+    /// prefetch_files): those are the files the container is about to read, and a prefetcher that waits for each guest
+    /// read to finish runs at the pace of the workload's one-after-another misses, a round trip each (measured in
+    /// benchmarks/cold-start.sh: a third of the link rate). nydusd's prefetch workers do not wait for user I/O either
+    /// (storage/src/cache/worker.rs); they are bounded by thread count and bandwidth only, as here.
+    /// </summary>
+    public bool YieldToGuestReads { get; init; } = true;
 
     /// <summary>Clock for the bandwidth limit (tests pass a manual one).</summary>
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;

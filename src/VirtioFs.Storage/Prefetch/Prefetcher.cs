@@ -5,8 +5,8 @@ namespace VirtioFs.Storage.Prefetch;
 
 /// <summary>
 /// Background prefetch into a cache: walks a list of files, plans runs of missing chunks that one backend read can
-/// bring, and hands them to the <see cref="ChunkFetcher"/>, paced by a bandwidth limit and yielding to guest reads
-/// (no backend read starts while one is in progress). Progress goes to the shared <see cref="CacheCounters"/>.
+/// bring, and hands them to the <see cref="ChunkFetcher"/>, paced by a bandwidth limit and, when asked
+/// (<see cref="PrefetchOptions.YieldToGuestReads"/>), yielding to guest reads. Progress goes to the shared <see cref="CacheCounters"/>.
 /// </summary>
 internal sealed class Prefetcher(CacheContext context, ChunkFetcher fetcher)
 {
@@ -42,7 +42,7 @@ internal sealed class Prefetcher(CacheContext context, ChunkFetcher fetcher)
                 while (Next() is { } file)
                 {
                     CountQueued(file);
-                    await PrefetchFileAsync(file, limiter, ct).ConfigureAwait(false);
+                    await PrefetchFileAsync(file, limiter, options.YieldToGuestReads, ct).ConfigureAwait(false);
                     Interlocked.Increment(ref context.Counters.PrefetchFilesDone);
                     Interlocked.Increment(ref filesDone);
                 }
@@ -91,7 +91,7 @@ internal sealed class Prefetcher(CacheContext context, ChunkFetcher fetcher)
         Interlocked.Add(ref context.Counters.PrefetchQueuedBytes, bytes);
     }
 
-    private async Task PrefetchFileAsync(IReadOnlyList<RafsChunk> chunks, RateLimiter? limiter, CancellationToken ct)
+    private async Task PrefetchFileAsync(IReadOnlyList<RafsChunk> chunks, RateLimiter? limiter, bool yieldToGuestReads, CancellationToken ct)
     {
         var claimed = new List<(int Index, Inflight Flight)>();
         int i = 0;
@@ -104,9 +104,9 @@ internal sealed class Prefetcher(CacheContext context, ChunkFetcher fetcher)
             // Plan the run before claiming anything: a claimed chunk must not sit behind the bandwidth limit, since a
             // guest read of it would wait too.
             int stop = PlanRun(chunks, i, out long bytes);
-            await context.Gate.WaitIdleAsync(ct).ConfigureAwait(false);
+            if (yieldToGuestReads) await context.Gate.WaitIdleAsync(ct).ConfigureAwait(false);
             if (limiter is not null) await limiter.AcquireAsync(bytes, ct).ConfigureAwait(false);
-            await context.Gate.WaitIdleAsync(ct).ConfigureAwait(false);
+            if (yieldToGuestReads) await context.Gate.WaitIdleAsync(ct).ConfigureAwait(false);
             claimed.Clear();
             for (int k = i; k < stop; k++)
             {
