@@ -18,6 +18,12 @@
 # the kernel's windows grow 256K, 512K, 1M from the first read and so never line up with 1 MiB chunks), the reply
 # write's copy into the page cache ~5.5%. One pread per chunk (1047 for 400 MB), no chunk decoded or hashed twice, and
 # futex waits are only the slot lock when two READs want the chunk another thread is decoding (strace -c inflates them).
+# Since then the local backend lends blobs mapped (Storage/Backend/BlobMapping.cs) and the cache decodes and verifies
+# straight from the page cache: no pread copy. Profile after (same settings, 2026-12-05, a machine shared with other
+# work): no cache: lz4 ~25%, BLAKE3 ~29% (it now pays the first touch of the page-cache pages the copy used to pay),
+# user memmove ~6.5%, FUSE copies ~8%, _copy_to_iter gone; --cache-dir fill: BLAKE3 ~25%, lz4 ~15%, the cache pwrite
+# ~7%, FUSE copies ~7%. vfsd CPU seconds for 400 MB cold, 7 alternating runs, medians: no cache 0.45 -> 0.37, cache
+# fill 0.54 -> 0.47 (squashfuse 0.44 in 5 runs beside it, each figure +-0.1 on that machine).
 #
 # It follows benchmarks/lib/harness.sh: N rounds (default 5) rotating which tool goes first, medians with min-max, every
 # exit status checked, the files each tool served hashed and compared (round 1, untimed), results in

@@ -1,3 +1,4 @@
+using VirtioFs.Rafs;
 using VirtioFs.Rafs.Reader;
 using VirtioFs.Storage.Backend;
 using VirtioFs.Storage.Cache;
@@ -111,5 +112,71 @@ public sealed class CacheFillTests : IDisposable
         Assert.False(m.IsCached(chunks[2]));
         Assert.False(File.Exists(CacheData) && new FileInfo(CacheData).Length > (long)chunks[2].UncompressedOffset
             && !IsHole(CacheData, (long)chunks[2].UncompressedOffset, chunks[2].UncompressedSize), "the bad chunk reached the cache file");
+    }
+}
+
+/// <summary>The local backend lends blobs mapped, and the cache decodes straight from the mapping.</summary>
+public sealed class MappedBlobTests : IDisposable
+{
+    private readonly ImageFixture _fx = new(Compressor.Lz4Block);
+
+    public void Dispose() => _fx.Dispose();
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Every_file_reads_back_verified_from_a_mapped_blob(bool cache)
+    {
+        using var backend = new LocalDirectoryBackend(_fx.BlobDir);
+        using var m = new BlobCacheManager(_fx.Image.Blobs, backend, new CacheOptions { CacheDir = cache ? _fx.CacheDir : null });
+        foreach (var (path, content) in _fx.Content)
+        {
+            var buf = new byte[content.Length + 3];
+            Assert.Equal(content.Length, m.ReadFile(_fx.Chunks(path), _fx.Size(path), 0, buf));
+            Assert.Equal(content, buf[..content.Length]);
+        }
+        Assert.True(m.Metrics.BackendReads > 0);
+        Assert.Equal(m.Metrics.BackendReads, backend.Metrics.Requests);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_flipped_byte_in_a_mapped_blob_is_EIO_and_never_served(bool cache)
+    {
+        var chunks = _fx.Chunks("big.bin");
+        using (var f = new FileStream(_fx.BlobPath, FileMode.Open, FileAccess.ReadWrite))
+        {
+            f.Position = (long)chunks[3].CompressedOffset + chunks[3].CompressedSize / 2;
+            int x = f.ReadByte();
+            f.Position--;
+            f.WriteByte((byte)(x ^ 0x40));
+        }
+        using var backend = new LocalDirectoryBackend(_fx.BlobDir);
+        using var m = new BlobCacheManager(_fx.Image.Blobs, backend, new CacheOptions { CacheDir = cache ? _fx.CacheDir : null });
+        var buf = new byte[ImageFixture.ChunkSize];
+        Assert.Equal(-5, m.ReadFile(chunks, _fx.Size("big.bin"), 3UL * ImageFixture.ChunkSize, buf));
+        Assert.Equal(-5, m.ReadFile(chunks, _fx.Size("big.bin"), 3UL * ImageFixture.ChunkSize + 10, buf.AsSpan(0, 100)));
+        Assert.True(m.Metrics.DigestErrors >= 2);
+        Assert.Equal((int)ImageFixture.ChunkSize, m.ReadFile(chunks, _fx.Size("big.bin"), 4UL * ImageFixture.ChunkSize, buf));
+        Assert.Equal(_fx.Content["big.bin"].AsSpan(4 * (int)ImageFixture.ChunkSize, buf.Length).ToArray(), buf);
+    }
+
+    [Fact]
+    public void Ranges_outside_the_blob_are_not_lent_and_a_lent_range_outlives_dispose()
+    {
+        long size = new FileInfo(_fx.BlobPath).Length;
+        var expected = File.ReadAllBytes(_fx.BlobPath).AsSpan((int)size - 16).ToArray();
+        var backend = new LocalDirectoryBackend(_fx.BlobDir);
+        Assert.False(backend.TryMap(_fx.Blob.BlobId, (ulong)size - 15, 16, out _));
+        Assert.False(backend.TryMap(_fx.Blob.BlobId, ulong.MaxValue - 3, 8, out _));
+        Assert.False(backend.TryMap("../" + _fx.Blob.BlobId, 0, 1, out _));
+        Assert.False(backend.TryMap("no-such-blob", 0, 1, out _));
+        Assert.True(backend.TryMap(_fx.Blob.BlobId, (ulong)size - 16, 16, out var range));
+        backend.Dispose();
+        // Unmapped only once the range is returned: still readable here.
+        Assert.Equal(expected, range.Data.ToArray());
+        range.Dispose();
+        Assert.False(backend.TryMap(_fx.Blob.BlobId, 0, 1, out _));
     }
 }

@@ -7,12 +7,15 @@ namespace VirtioFs.Storage.Backend;
 /// <summary>
 /// Blobs stored as files in one directory, each named by its blob id (nydus's localfs backend; the image tool writes
 /// blobs this way). Files are opened on first use and kept open; reads are pread(2), so concurrent reads do not share
-/// a file position.
+/// a file position. Blobs are also lent mapped (<see cref="IMappedBlobBackend"/>), so the cache decodes straight from
+/// the page cache.
 /// </summary>
-public sealed class LocalDirectoryBackend : IBlobBackend
+public sealed class LocalDirectoryBackend : IMappedBlobBackend
 {
     private readonly string _dir;
     private readonly ConcurrentDictionary<string, SafeFileHandle> _open = new(StringComparer.Ordinal);
+    /// <summary>Mapped blobs by id; null where a blob could not be mapped (it is then read with pread).</summary>
+    private readonly ConcurrentDictionary<string, MappedBlob?> _mapped = new(StringComparer.Ordinal);
     private readonly Lock _openLock = new();
     private readonly BackendCounters _counters = new();
     private volatile bool _disposed;
@@ -68,6 +71,29 @@ public sealed class LocalDirectoryBackend : IBlobBackend
         return 0;
     }
 
+    public bool TryMap(string blobId, ulong offset, int length, out BlobRange range)
+    {
+        range = default;
+        if (_disposed || !IsValidBlobId(blobId)) return false;
+        if (!_mapped.TryGetValue(blobId, out var blob))
+        {
+            if (!_open.TryGetValue(blobId, out var handle) && Open(blobId, out handle) != 0) return false;
+            lock (_openLock)
+            {
+                if (_disposed) return false;
+                if (!_mapped.TryGetValue(blobId, out blob))
+                {
+                    blob = MappedBlob.TryOpen(handle);
+                    _mapped[blobId] = blob;
+                }
+            }
+        }
+        if (blob is null || !blob.TryLend(offset, length, out range)) return false;
+        // Counted as a read of the range, as ReadAt would count it (the page cache does the I/O as it is touched).
+        _counters.Complete(BackendCounters.Start(), length, ok: true);
+        return true;
+    }
+
     /// <summary>Opens a blob once; the lock keeps two racing readers (or a racing Dispose) from leaking a descriptor.</summary>
     private int Open(string blobId, out SafeFileHandle h)
     {
@@ -94,6 +120,8 @@ public sealed class LocalDirectoryBackend : IBlobBackend
         lock (_openLock)
         {
             _disposed = true;
+            foreach (var blob in _mapped.Values) blob?.Close();
+            _mapped.Clear();
             foreach (var h in _open.Values) h.Dispose();
             _open.Clear();
         }

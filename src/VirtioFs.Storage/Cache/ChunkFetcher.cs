@@ -1,5 +1,6 @@
 using System.Buffers;
 using VirtioFs.Rafs.Reader;
+using VirtioFs.Storage.Backend;
 
 namespace VirtioFs.Storage.Cache;
 
@@ -156,24 +157,38 @@ internal sealed class ChunkFetcher(CacheContext context, ChunkVerifier verifier)
         int total = (int)(tail.CompressedOffset + tail.CompressedSize - head.CompressedOffset);
         var results = new int[stop - start];
         Array.Fill(results, EIO);
-        byte[] stored = ArrayPool<byte>.Shared.Rent(total);
+        // A local blob is read where it lies in the page cache (mapped); any other backend into a buffer.
+        bool mapped = TryMapBackend(blob, head.CompressedOffset, total, out var mapping);
+        byte[]? stored = mapped ? null : ArrayPool<byte>.Shared.Rent(total);
         byte[] plain = ArrayPool<byte>.Shared.Rent((int)blob.Info.ChunkSize);
         try
         {
-            if (ReadBackend(blob, head.CompressedOffset, stored.AsSpan(0, total)) != 0) return ErrorOfNeeded(claimed, start, results, lastNeeded);
+            if (!mapped && ReadBackend(blob, head.CompressedOffset, stored.AsSpan(0, total)) != 0) return ErrorOfNeeded(claimed, start, results, lastNeeded);
+            ReadOnlySpan<byte> run = mapped ? mapping.Data : stored.AsSpan(0, total);
             int fetched = 0;
             long fetchedBytes = 0;
             for (int k = start; k < stop; k++)
             {
                 var chunk = chunks[claimed[k].Index];
-                var source = stored.AsSpan((int)(chunk.CompressedOffset - head.CompressedOffset), (int)chunk.CompressedSize);
+                var source = run.Slice((int)(chunk.CompressedOffset - head.CompressedOffset), (int)chunk.CompressedSize);
                 // A chunk the reader wants whole, in one piece of its destination, is decoded (or copied) straight there
                 // and written to the cache file from there: one pass over the plain bytes fewer than decoding into our
                 // buffer and delivering a copy. Otherwise a chunk stored uncompressed is checked and written from where
                 // it was read.
                 var target = delivery.WholeChunk(claimed[k].Index, chunk);
-                var data = !target.IsEmpty ? target : chunk.IsCompressed ? plain.AsSpan(0, (int)chunk.UncompressedSize) : source;
-                int verified = data == source ? verifier.Verify(chunk, blob, source) : verifier.DecodeVerify(chunk, blob, source, data);
+                scoped ReadOnlySpan<byte> data;
+                int verified;
+                if (target.IsEmpty && !chunk.IsCompressed)
+                {
+                    data = source;
+                    verified = verifier.Verify(chunk, blob, source);
+                }
+                else
+                {
+                    var into = target.IsEmpty ? plain.AsSpan(0, (int)chunk.UncompressedSize) : target;
+                    verified = verifier.DecodeVerify(chunk, blob, source, into);
+                    data = into;
+                }
                 if (verified != 0)
                 {
                     target.Clear(); // no unverified byte stays in the reader's memory
@@ -209,7 +224,8 @@ internal sealed class ChunkFetcher(CacheContext context, ChunkVerifier verifier)
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(stored);
+            if (mapped) mapping.Dispose();
+            else ArrayPool<byte>.Shared.Return(stored!);
             ArrayPool<byte>.Shared.Return(plain);
             for (int k = start; k < stop; k++)
             {
@@ -258,6 +274,17 @@ internal sealed class ChunkFetcher(CacheContext context, ChunkVerifier verifier)
         for (int k = 0; k < results.Length; k++)
             if (results[k] != 0 && claimed[start + k].Index <= lastNeeded) return results[k];
         return 0;
+    }
+
+    /// <summary>The range mapped, when the backend lends its blobs that way (<see cref="IMappedBlobBackend"/>), counted
+    /// as a backend read; false when it must be read with <see cref="ReadBackend"/>.</summary>
+    public bool TryMapBackend(BlobState blob, ulong offset, int length, out BlobRange range)
+    {
+        range = default;
+        if (context.Backend is not IMappedBlobBackend mapper || !mapper.TryMap(blob.Info.BlobId, offset, length, out range)) return false;
+        Interlocked.Increment(ref context.Counters.BackendReads);
+        Interlocked.Add(ref context.Counters.BackendBytes, length);
+        return true;
     }
 
     /// <summary>Backend read with the cache's own accounting; returns 0 or a positive errno (logged).</summary>
