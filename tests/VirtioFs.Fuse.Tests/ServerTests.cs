@@ -68,6 +68,21 @@ public class InitTests
         Assert.Equal(128u * 1024, o.max_readahead); // never more than the kernel offered
     }
 
+    [Fact]
+    public void With_the_daemon_defaults_the_guest_read_size_limits_match_the_C_virtiofsd()
+    {
+        // qemu tools/virtiofsd/fuse_lowlevel.c do_init: max_readahead is the kernel's offer (conn.max_readahead starts
+        // at UINT_MAX), max_write = bufsize - header = FUSE_MAX_MAX_PAGES pages, max_pages = (max_write - 1) / page + 1.
+        // A guest (fs/fuse/inode.c fuse_send_init) offers its bdi's ra_pages, 128 KiB by default: both daemons then
+        // let it read 128 KiB readahead windows in READs of up to 1 MiB, so neither is measured with larger READs.
+        using var h = new Harness(new FakeFs());
+        h.Init(flags: (uint)(FuseInitFlags.AsyncRead | FuseInitFlags.MaxPages | FuseInitFlags.BigWrites));
+        var o = h.ReplyBody<FuseInitOut>();
+        Assert.Equal(128u * 1024, o.max_readahead);
+        Assert.Equal(1024u * 1024, o.max_write);
+        Assert.Equal(256, o.max_pages);
+    }
+
     [Theory]
     [InlineData(true, true, true)]    // --allow-mmap and a kernel (6.6+) that offers it
     [InlineData(true, false, false)]  // an older guest kernel: not negotiated
