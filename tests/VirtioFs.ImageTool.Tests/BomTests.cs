@@ -369,6 +369,28 @@ public sealed class BomTests
         Assert.Equal(2, Cli.Run("bom", "x.boot", "--blob-dir", "d", "--file-digests", "md5", "--format", "cyclonedx").Code);
     }
 
+    [SkippableFact]
+    public void Images_built_by_nydus_image_give_content_digests_that_match_their_unpacked_files()
+    {
+        Skip.IfNot(OnPath("b3sum"), "b3sum is not installed (tests/setup.sh installs Debian's b3sum)");
+        using var tex = new VirtioFs.Tests.Fixtures.NydusTexture();
+        foreach (var (boot, blobs, alg) in new[] { (tex.V6Bootstrap, tex.V6BlobDir, "BLAKE3"), (tex.V5Sha256Bootstrap, tex.V5BlobDir, "SHA256") })
+        {
+            var tree = Cli.Temp("bom-nydus");
+            var (code, text) = Cli.Run("unpack", boot, tree, "--blob-dir", blobs);
+            Assert.True(code == 0, text);
+            var output = Path.Combine(tree, "..", Path.GetFileName(tree) + ".json");
+            (code, text) = Cli.Run("bom", boot, "--blob-dir", blobs, "-o", output);
+            Assert.True(code == 0, text);
+            using var spdx = JsonDocument.Parse(File.ReadAllBytes(output));
+            var (files, got) = FileDigests(spdx);
+            Assert.Equal(alg, got);
+            AssertEveryRegularFile(tree, files);
+            var sums = ToolDigests(alg == "BLAKE3" ? "b3sum" : "sha256sum", tree, files.Keys);
+            Assert.All(files, f => Assert.Equal(sums[f.Key], f.Value));
+        }
+    }
+
     [Fact]
     public void Hostile_parser_input_is_refused_without_throwing_anything_else()
     {
