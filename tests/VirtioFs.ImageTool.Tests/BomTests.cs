@@ -369,6 +369,67 @@ public sealed class BomTests
         Assert.Equal(2, Cli.Run("bom", "x.boot", "--blob-dir", "d", "--file-digests", "md5", "--format", "cyclonedx").Code);
     }
 
+    [SkippableFact]
+    public void Images_built_by_nydus_image_give_content_digests_that_match_their_unpacked_files()
+    {
+        Skip.IfNot(OnPath("b3sum"), "b3sum is not installed (tests/setup.sh installs Debian's b3sum)");
+        using var tex = new VirtioFs.Tests.Fixtures.NydusTexture();
+        foreach (var (boot, blobs, alg) in new[] { (tex.V6Bootstrap, tex.V6BlobDir, "BLAKE3"), (tex.V5Sha256Bootstrap, tex.V5BlobDir, "SHA256") })
+        {
+            var tree = Cli.Temp("bom-nydus");
+            var (code, text) = Cli.Run("unpack", boot, tree, "--blob-dir", blobs);
+            Assert.True(code == 0, text);
+            var output = Path.Combine(tree, "..", Path.GetFileName(tree) + ".json");
+            (code, text) = Cli.Run("bom", boot, "--blob-dir", blobs, "-o", output);
+            Assert.True(code == 0, text);
+            using var spdx = JsonDocument.Parse(File.ReadAllBytes(output));
+            var (files, got) = FileDigests(spdx);
+            Assert.Equal(alg, got);
+            AssertEveryRegularFile(tree, files);
+            var sums = ToolDigests(alg == "BLAKE3" ? "b3sum" : "sha256sum", tree, files.Keys);
+            Assert.All(files, f => Assert.Equal(sums[f.Key], f.Value));
+        }
+    }
+
+    [Fact]
+    public void Hostile_parser_input_is_refused_without_throwing_anything_else()
+    {
+        var rnd = new Random(13);
+        byte[] magic = [0xff, .. " Go buildinf:"u8, 8, 2];
+        for (int i = 0; i < 2000; i++)
+        {
+            var b = new byte[rnd.Next(0, 200)];
+            rnd.NextBytes(b);
+            if (i % 2 == 0 && b.Length >= 16) magic.CopyTo(b, 0); // past the magic: varints and lengths are random
+            _ = GoBuildInfo.Parse(b);
+            _ = Catalogers.ControlParagraphs(Encoding.Latin1.GetString(b)).Count();
+            try { _ = Referrers.List(b); } catch (InvalidDataException) { }
+        }
+        // A length prefix past the end, and a huge varint.
+        Assert.Null(GoBuildInfo.Parse([.. magic, .. new byte[16], 0x7f, (byte)'g']));
+        Assert.Null(GoBuildInfo.Parse([.. magic, .. new byte[16], 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]));
+        // An ELF whose section table lies past its end, or claims 65535 sections: no Go modules, no error.
+        var dir = Cli.Temp("bom-hostile");
+        var elf = GoElf.Build("go1.22", "path\tx\n", (int)Catalogers.GoMinBinarySize);
+        BitConverter.TryWriteBytes(elf.AsSpan(0x28), (ulong)elf.Length * 4);
+        File.WriteAllBytes(Path.Combine(dir, "far"), elf);
+        var many = GoElf.Build("go1.22", "path\tx\n", (int)Catalogers.GoMinBinarySize);
+        BitConverter.TryWriteBytes(many.AsSpan(0x3C), (ushort)0xffff);
+        File.WriteAllBytes(Path.Combine(dir, "many"), many);
+        foreach (var f in new[] { "far", "many" }) File.SetUnixFileMode(Path.Combine(dir, f), UnixFileMode.UserRead | UnixFileMode.UserExecute);
+        // A symlink loop and a dpkg list naming paths through it.
+        Directory.CreateDirectory(Path.Combine(dir, "var/lib/dpkg/info"));
+        File.CreateSymbolicLink(Path.Combine(dir, "loop"), "loop/x");
+        File.WriteAllText(Path.Combine(dir, "var/lib/dpkg/status"), "Package: p\nVersion: 1\nStatus: install ok installed\n");
+        File.WriteAllText(Path.Combine(dir, "var/lib/dpkg/info/p.list"), "/loop/a/b\n/../../etc/passwd\n/many\n");
+        var (boot, blobs) = Build(dir);
+        using var spdx = Bom(boot, blobs, "spdx");
+        var p = Assert.Single(Packages(spdx)); // "far" (not listed) was read for Go build info, and is not Go
+        Assert.Equal("pkg:deb/debian/p@1", PurlOf(p));
+        var contained = spdx.RootElement.GetProperty("relationships").EnumerateArray().Count(r => r.GetProperty("spdxElementId").GetString() == p.GetProperty("SPDXID").GetString());
+        Assert.Equal(1, contained); // /many; the loop and the path above the root resolve to nothing
+    }
+
     [Theory]
     [InlineData("deb", "debian", "perl-base", "1:5.36.0-7+deb12u2", "pkg:deb/debian/perl-base@1%3A5.36.0-7%2Bdeb12u2")]
     [InlineData("npm", "@babel", "core", "7.0.0", "pkg:npm/%40babel/core@7.0.0")]
