@@ -84,6 +84,42 @@ public sealed class ObjectStorageImageTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task An_api_mount_whose_config_names_s3_serves_the_image()
+    {
+        // A shared fusedev daemon as nydus-snapshotter starts it, and POST /api/v1/mount with a config naming s3 (the
+        // path Kata's virtio-fs-nydus and the snapshotter take with an object storage backend).
+        using var s3 = new S3Server();
+        using var ws = new ImageWorkspace();
+        using (var tree = TestTree.Generate(seed: 9))
+        {
+            Directory.Move(tree.Root, ws.S("tree"));
+        }
+        ws.Build();
+        string pushConfig = Config(Path.Combine(ws.Root, "push.json"), Bucket(s3.Endpoint), null);
+        using (var p = ProcessRunner.Start(Repo.VfsImage, ["push", ws.Bootstrap, "--blob-dir", ws.BlobDir, "--backend-type", "s3", "--backend-config", pushConfig]))
+            Assert.True(p.WaitForExit(TimeSpan.FromSeconds(60)) == 0, p.Output);
+        string mnt = Directory.CreateDirectory(Path.Combine(ws.Root, "mnt")).FullName;
+        string apiSock = Path.Combine(ws.Root, "api.sock");
+        using var vfsd = ProcessRunner.Start(Repo.Vfsd, ["fuse", "--mountpoint", mnt, "--apisock", apiSock, "--log-level", "info"]);
+        try
+        {
+            VfsdApi.WaitFor(() => File.Exists(apiSock) && ImageWorkspace.IsMounted(mnt), vfsd);
+            using var http = VfsdApi.Client(apiSock);
+            string config = File.ReadAllText(Config(Path.Combine(ws.Root, "api.json"), Bucket(s3.Endpoint), ws.CacheDir));
+            await VfsdApi.Mount(http, "/s3", "rafs", ws.Bootstrap, config);
+            var diffs = TreeCompare.Differences(ws.Src, Path.Combine(mnt, "s3"));
+            Assert.True(diffs.Count == 0, string.Join("\n", diffs.Take(40)));
+            var backend = JsonNode.Parse(await http.GetStringAsync(new Uri("http://vfsd/api/v1/metrics/backend?id=/s3")))!;
+            output.WriteLine(backend.ToJsonString());
+            Assert.Equal("s3", (string?)backend["backend_type"]);
+        }
+        finally
+        {
+            ImageWorkspace.umount2(mnt, 2);
+        }
+    }
+
+    [Fact]
     public void Wrong_credentials_give_EIO_and_a_log_naming_bucket_and_key_id()
     {
         using var s3 = new S3Server();
