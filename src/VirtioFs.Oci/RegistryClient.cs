@@ -35,19 +35,8 @@ public sealed partial class RegistryClient : IDisposable
         _base = new Uri($"{options.EffectiveScheme}://{options.Host}/");
         _pullScope = $"repository:{options.Repository}:pull";
         _pushScope = $"repository:{options.Repository}:pull,push";
-        _pipeline = new HttpRequestPipeline(new HttpPipelineOptions
-        {
-            Service = "registry",
-            Peer = options.Host,
-            NewError = (message, status, transient, inner) => new RegistryException(message, status, transient, inner),
-            ConnectTimeout = options.ConnectTimeout,
-            RetryLimit = options.RetryLimit,
-            RetryDelay = options.RetryDelay,
-            MaxRetryDelay = options.MaxRetryDelay,
-            MaxConnectionsPerServer = options.MaxConnectionsPerServer,
-            SkipVerify = options.SkipVerify,
-            CaFile = options.CaFile,
-        }, _base, _log);
+        _pipeline = new HttpRequestPipeline(HttpPipelineOptions.For(options, "registry", options.Host,
+            (message, status, transient, inner) => new RegistryException(message, status, transient, inner), "vfs-registry/1.0"), _base, _log);
         if (options.Proxy is { } p) _proxy = new ForwardProxyRouter(_pipeline, p, _log);
     }
 

@@ -6,7 +6,7 @@ namespace VirtioFs.Oci;
 
 /// <summary>How to reach one repository of one registry. Defaults follow nydus's registry backend (api/src/config.rs)
 /// where it has one; the retry count is higher because a lazily pulled image has no other copy to fall back to.</summary>
-public sealed class RegistryOptions
+public sealed class RegistryOptions : Http.IHttpTransportSettings
 {
     /// <summary><c>host[:port]</c> of the registry.</summary>
     public required string Host { get; init; }

@@ -86,12 +86,32 @@ public sealed class ObjectStorageTests(S3Fixture s3) : IClassFixture<S3Fixture>
     }
 
     [Fact]
-    public void An_expired_session_token_is_reported_as_such()
+    public async Task An_expired_session_token_is_reported_as_such_and_sent_signed()
     {
-        // s3rver has no session tokens; the message is built from the error code S3 answers (ExpiredToken).
-        var xml = "<?xml version=\"1.0\"?><Error><Code>ExpiredToken</Code><Message>The provided token has expired.</Message></Error>";
-        Assert.Equal("ExpiredToken", ObjectStorageClient.XmlElement(xml, "Code"));
-        Assert.Equal("The provided token has expired.", ObjectStorageClient.XmlElement(xml, "Message"));
+        // s3rver has no session tokens, so a scripted server answers as S3 does for temporary credentials that ran
+        // out: 400 or 403 with the code ExpiredToken (S3 API "Error responses"). The token travels as
+        // x-amz-security-token and is part of the signed headers.
+        TestRequest? seen = null;
+        using var server = new TestHttpServer(req =>
+        {
+            seen = req;
+            var xml = "<?xml version=\"1.0\"?><Error><Code>ExpiredToken</Code><Message>The provided token has expired.</Message></Error>"u8.ToArray();
+            return Task.FromResult(new TestResponse(403, xml).With("Content-Type", "application/xml"));
+        });
+        var o = new ObjectStorageOptions
+        {
+            Scheme = "http", Endpoint = server.Authority, Bucket = "vfs-test", RetryLimit = 3,
+            Credentials = new ObjectStorageCredentials("ASIATEMPORARY", "secret", "session-token-1"),
+        };
+        using var c = new ObjectStorageClient(o);
+        var e = await Assert.ThrowsAsync<ObjectStorageException>(() => c.ReadAsync("abc", 0, new byte[10]));
+        Assert.Equal(("ExpiredToken", 403, false), (e.ErrorCode, e.StatusCode, e.Transient));
+        Assert.Contains("the session token has expired", e.Message, StringComparison.Ordinal);
+        Assert.Contains("'ASIATEMPORARY'", e.Message, StringComparison.Ordinal);
+        Assert.Equal(1, server.Requests);                 // refused credentials are not retried
+        Assert.Equal("session-token-1", seen!.Header("x-amz-security-token"));
+        Assert.Contains("x-amz-security-token", seen.Header("Authorization"), StringComparison.Ordinal);
+        Assert.StartsWith("AWS4-HMAC-SHA256 Credential=ASIATEMPORARY/", seen.Header("Authorization"), StringComparison.Ordinal);
     }
 
     [Fact]

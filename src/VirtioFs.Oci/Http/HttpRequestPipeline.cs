@@ -12,9 +12,38 @@ namespace VirtioFs.Oci.Http;
 // bodies, 5xx, 429), redirects followed by hand, and range bodies read exactly. nydus keeps the same pieces in
 // storage/src/backend/connection.rs (Connection::call, respond with retry_limit) for its registry, oss and s3 backends.
 
+/// <summary>The connection and retry settings a service's options carry (nydus's shared backend keys).</summary>
+public interface IHttpTransportSettings
+{
+    TimeSpan ConnectTimeout { get; }
+    int RetryLimit { get; }
+    TimeSpan RetryDelay { get; }
+    TimeSpan MaxRetryDelay { get; }
+    int MaxConnectionsPerServer { get; }
+    bool SkipVerify { get; }
+    string? CaFile { get; }
+}
+
 /// <summary>How a <see cref="HttpRequestPipeline"/> connects and retries.</summary>
 public sealed class HttpPipelineOptions
 {
+    /// <summary>Pipeline options for <paramref name="service"/> at <paramref name="peer"/> from a service's settings.</summary>
+    public static HttpPipelineOptions For(IHttpTransportSettings s, string service, string peer,
+        Func<string, int, bool, Exception?, RemoteStorageException> newError, string userAgent) => new()
+    {
+        Service = service,
+        Peer = peer,
+        NewError = newError,
+        ConnectTimeout = s.ConnectTimeout,
+        RetryLimit = s.RetryLimit,
+        RetryDelay = s.RetryDelay,
+        MaxRetryDelay = s.MaxRetryDelay,
+        MaxConnectionsPerServer = s.MaxConnectionsPerServer,
+        SkipVerify = s.SkipVerify,
+        CaFile = s.CaFile,
+        UserAgent = userAgent,
+    };
+
     /// <summary>What is being talked to, for logs and errors: "registry", "s3", "oss".</summary>
     public required string Service { get; init; }
 

@@ -38,20 +38,8 @@ public sealed partial class ObjectStorageClient : IDisposable
         _baseUrl = options.PathStyle
             ? $"{options.Scheme}://{options.EffectiveEndpoint}/{options.Bucket}/"
             : $"{options.Scheme}://{options.Bucket}.{options.EffectiveEndpoint}/";
-        _pipeline = new HttpRequestPipeline(new HttpPipelineOptions
-        {
-            Service = options.ServiceName,
-            Peer = options.EffectiveEndpoint,
-            NewError = (message, status, transient, inner) => new ObjectStorageException(message, status, transient, inner),
-            ConnectTimeout = options.ConnectTimeout,
-            RetryLimit = options.RetryLimit,
-            RetryDelay = options.RetryDelay,
-            MaxRetryDelay = options.MaxRetryDelay,
-            MaxConnectionsPerServer = options.MaxConnectionsPerServer,
-            SkipVerify = options.SkipVerify,
-            CaFile = options.CaFile,
-            UserAgent = "vfs-objectstorage/1.0",
-        }, null, _log);
+        _pipeline = new HttpRequestPipeline(HttpPipelineOptions.For(options, options.ServiceName, options.EffectiveEndpoint,
+            (message, status, transient, inner) => new ObjectStorageException(message, status, transient, inner), "vfs-objectstorage/1.0"), null, _log);
         if (options.Proxy is { } p) _proxy = new ForwardProxyRouter(_pipeline, p, _log);
         OciLog.ObjectStorageCredentials(_log, options.ServiceName, options.Bucket, options.CredentialSource,
             options.Credentials?.AccessKeyId ?? "(none: unsigned requests)");

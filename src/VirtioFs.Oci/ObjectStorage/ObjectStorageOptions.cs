@@ -14,7 +14,7 @@ public sealed record ObjectStorageCredentials(string AccessKeyId, string AccessK
 /// <c>scheme</c> (default https), <c>endpoint</c>, <c>region</c> (S3), <c>bucket_name</c>, <c>object_prefix</c>,
 /// <c>access_key_id</c>, <c>access_key_secret</c>, and the connection fields every nydus backend shares.
 /// </summary>
-public sealed class ObjectStorageOptions
+public sealed class ObjectStorageOptions : Http.IHttpTransportSettings
 {
     /// <summary>nydus's S3 default endpoint (storage/src/backend/s3.rs, S3_DEFAULT_ENDPOINT).</summary>
     public const string DefaultS3Endpoint = "s3.amazonaws.com";
