@@ -30,14 +30,21 @@ public enum ChainError
 }
 
 /// <summary>One descriptor as the enumerator yields it: its buffer, translated to host memory, and its direction.</summary>
-public readonly struct ChainDescriptor(IoSegment segment, bool isWritable)
+public readonly struct ChainDescriptor
 {
+    // SAFETY: stores the pointer only; MoveNext passes a buffer GuestMemory translated for its full length.
+    internal unsafe ChainDescriptor(byte* pointer, int length, bool isWritable)
+    {
+        Segment = new IoSegment(pointer, length);
+        IsWritable = isWritable;
+    }
+
     /// <summary>The buffer as the segment every layer above passes on (FUSE request buffers, preadv destinations).</summary>
-    public IoSegment Segment { get; } = segment;
+    public IoSegment Segment { get; }
     // SAFETY: only reads the segment's pointer; dereferencing it is the caller's, valid while the chain is outstanding.
     public unsafe byte* Pointer => Segment.Pointer;
     public int Length => Segment.Length;
-    public bool IsWritable { get; } = isWritable;
+    public bool IsWritable { get; }
 }
 
 /// <summary>
@@ -75,7 +82,8 @@ public readonly struct DescriptorChain
     /// Collect the chain into caller-provided segment lists without allocating: readable (driver -> device) then
     /// writable (device -> driver) buffers. Returns <see cref="ChainError.None"/> on success.
     /// </summary>
-    public ChainError TryCollect(Span<IoSegment> readable, Span<IoSegment> writable,
+    // SAFETY: copies translated pointers into segments; nothing is dereferenced here.
+    public unsafe ChainError TryCollect(Span<IoSegment> readable, Span<IoSegment> writable,
         out int readableCount, out int writableCount)
     {
         readableCount = 0;
@@ -90,7 +98,7 @@ public readonly struct DescriptorChain
                 {
                     return ChainError.TooManySegments;
                 }
-                writable[writableCount++] = d.Segment;
+                writable[writableCount++] = new IoSegment(d.Pointer, d.Length);
             }
             else
             {
@@ -98,7 +106,7 @@ public readonly struct DescriptorChain
                 {
                     return ChainError.TooManySegments;
                 }
-                readable[readableCount++] = d.Segment;
+                readable[readableCount++] = new IoSegment(d.Pointer, d.Length);
             }
         }
         return e.Error;
@@ -230,7 +238,7 @@ public ref struct ChainEnumerator
             {
                 return Fail(ChainError.AddressOutOfRange);
             }
-            Current = new ChainDescriptor(new IoSegment(host, (int)len), writable);
+            Current = new ChainDescriptor(host, (int)len, writable);
             if ((flags & VirtqDescFlags.Next) != 0)
             {
                 _next = next;

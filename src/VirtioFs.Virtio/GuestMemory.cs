@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Tmds.Linux;
 using static Tmds.Linux.LibC;
@@ -42,9 +41,10 @@ public sealed class GuestMemory : IDisposable
         public required nint Mapping { get; init; }
         public required nuint MappingLength { get; init; }
 
-        /// <summary>Host address of the region's first byte (mapping + mmap_offset).</summary>
+        /// <summary>Host address of the region's first byte (mapping + mmap_offset), stored rather than computed so the
+        /// per-descriptor translation reads one field.</summary>
         // SAFETY: pointer arithmetic only: MmapOffset + MemorySize <= MappingLength (TryMap maps exactly that).
-        public unsafe byte* Base => (byte*)Mapping + Info.MmapOffset;
+        public required unsafe byte* Base { get; init; }
 
         public unsafe void Unmap()
         {
@@ -71,25 +71,31 @@ public sealed class GuestMemory : IDisposable
     /// Translate a guest-physical range to a host pointer. The whole range must lie in one region: a buffer ending on
     /// the region's last byte is valid (cloud-hypervisor #2450 was an off-by-one here), one crossing out is not.
     /// </summary>
-    // SAFETY: see the private TryTranslate; the pointer is valid for length bytes while the memory is in use.
-    public unsafe bool TryTranslate(ulong guestPhysAddr, ulong length, out byte* host) =>
-        TryTranslate(guestPhysAddr, length, userAddress: false, out host);
+    // SAFETY: host = Base + offset only when [offset, offset + length) lies inside the region's MemorySize bytes,
+    // checked without overflow by TryRange; no memory is touched here.
+    public unsafe bool TryTranslate(ulong guestPhysAddr, ulong length, out byte* host)
+    {
+        // Written out for each address space rather than shared through a selector: this runs once per descriptor,
+        // and a shared helper changed what the JIT inlines into ChainEnumerator.MoveNext (VirtqueueBenchmark).
+        foreach (MappedRegion r in Volatile.Read(ref _table))
+        {
+            if (TryRange(guestPhysAddr, length, r.Info.GuestPhysAddr, r.Info.MemorySize, out ulong offset))
+            {
+                host = r.Base + offset;
+                return true;
+            }
+        }
+        host = null;
+        return false;
+    }
 
     /// <summary>Translate a front-end user virtual address range (SET_VRING_ADDR) to a host pointer.</summary>
     // SAFETY: as TryTranslate.
-    public unsafe bool TryTranslateUser(ulong userAddr, ulong length, out byte* host) =>
-        TryTranslate(userAddr, length, userAddress: true, out host);
-
-    /// <summary>The one lookup behind both address spaces: the region whose guest-physical (or front-end user) range
-    /// holds the whole of [addr, addr + length).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    // SAFETY: host = Base + offset only when [offset, offset + length) lies inside the region's MemorySize bytes,
-    // checked without overflow by TryRange; no memory is touched here.
-    private unsafe bool TryTranslate(ulong addr, ulong length, bool userAddress, out byte* host)
+    public unsafe bool TryTranslateUser(ulong userAddr, ulong length, out byte* host)
     {
         foreach (MappedRegion r in Volatile.Read(ref _table))
         {
-            if (TryRange(addr, length, userAddress ? r.Info.UserspaceAddr : r.Info.GuestPhysAddr, r.Info.MemorySize, out ulong offset))
+            if (TryRange(userAddr, length, r.Info.UserspaceAddr, r.Info.MemorySize, out ulong offset))
             {
                 host = r.Base + offset;
                 return true;
@@ -301,7 +307,7 @@ public sealed class GuestMemory : IDisposable
             error = $"mmap of 0x{length:x} bytes failed: errno {errno}";
             return false;
         }
-        mapped = new MappedRegion { Info = region, Mapping = (nint)p, MappingLength = (nuint)length };
+        mapped = new MappedRegion { Info = region, Mapping = (nint)p, MappingLength = (nuint)length, Base = (byte*)p + region.MmapOffset };
         error = null;
         return true;
     }
