@@ -20,6 +20,8 @@
 //   bind DIR-OR-FILE / bindro ...  namespace without root: a tmpfs root holding only these, at their host paths
 //   cwd DIR                        the working directory inside a tmpfs root
 //   net 0|1                        namespace: 1 also unshares the network namespace
+//   preload SONAME                 dlopen it now (registry images: .NET loads libssl/libcrypto on first use, by then
+//                                  after pivot_root; a library already loaded is found by its soname, not on disk)
 //   listenfd N                     the waiting parent closes it (the daemon serves it)
 //   unlink PATH                    the waiting parent removes it when the daemon is gone (socket, pid file)
 //   caps HEX                       capability bits kept (effective = permitted, bounding set cut to them)
@@ -47,6 +49,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <unistd.h>
 
 #define MAX_ITEMS 32
@@ -68,6 +71,8 @@ struct plan {
     const char *cwd;
     const char *unlinks[4];
     int nunlinks;
+    const char *preloads[4];
+    int npreloads;
     int net;
     int listenfd;
     uint64_t caps;
@@ -106,6 +111,10 @@ static void parse_plan(char *text, struct plan *p)
             p->binds[p->nbinds++] = value;
         }
         else if (!strcmp(line, "cwd")) p->cwd = value;
+        else if (!strcmp(line, "preload")) {
+            if (p->npreloads == 4) fail("too many preloads");
+            p->preloads[p->npreloads++] = value;
+        }
         else if (!strcmp(line, "userns")) p->userns = atoi(value);
         else if (!strcmp(line, "uidmap") || !strcmp(line, "gidmap")) {
             int uid = line[0] == 'u';
@@ -394,7 +403,10 @@ static void enter_tmpfs_root(const struct plan *p)
         mkdirs(target, !S_ISDIR(st[i].st_mode));
         snprintf(source, sizeof source, "/proc/self/fd/%d", fds[i]);
         if (mount(source, target, NULL, MS_BIND | MS_REC, NULL) != 0) die("bind into the sandbox root");
-        if (p->bind_ro[i] && mount(NULL, target, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) != 0)
+        // A character device bound in (/dev/urandom for a registry client: .NET's Guid and random numbers read it)
+        // must stay openable: no MS_NODEV on its own mount.
+        unsigned long nodev = S_ISCHR(st[i].st_mode) ? 0 : MS_NODEV;
+        if (p->bind_ro[i] && mount(NULL, target, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | nodev, NULL) != 0)
             die("make a bind read-only");
         close(fds[i]);
     }
@@ -482,6 +494,10 @@ __attribute__((constructor)) static void vfsd_sandbox(void)
     if (!text) fail("out of memory");
     struct plan p;
     parse_plan(text, &p);
+    for (int i = 0; i < p.npreloads; i++) {
+        // Kept loaded for the process's life; a host without it fails later exactly as it would unsandboxed.
+        if (!dlopen(p.preloads[i], RTLD_NOW | RTLD_GLOBAL)) dprintf(2, "vfsd: sandbox: cannot preload %s: %s\n", p.preloads[i], dlerror());
+    }
 
     int procfd = -1;
     int rooted = 0;

@@ -81,6 +81,25 @@ public class SandboxPolicyTests
     }
 
     [Fact]
+    public void Registry_image_gets_a_tmpfs_root_with_its_cache_and_the_hosts_resolver_and_certificates_but_the_hosts_network()
+    {
+        SandboxPlan plan = Resolve(["--socket-path=/s", "--image=localhost:5000/app:1", "--cache-dir=/var/cache/vfs"],
+            image: () => new ImageFiles(null, null, null, "/var/cache/vfs", Registry: true, ["/etc/resolv.conf", "/etc/ssl/certs", "/root/.docker/config.json"]));
+        Assert.Equal(SandboxMode.Namespace, plan.Mode);
+        Assert.Null(plan.Root);
+        Assert.False(plan.NewNetNamespace);
+        Assert.True(plan.PreloadTls);
+        Assert.Equal(0UL, plan.KeepCaps);
+        Assert.Equal(SeccompAction.Kill, plan.Seccomp);
+        Assert.Contains("network", plan.Note, StringComparison.Ordinal);
+        Assert.Equal([("/var/cache/vfs", false), ("/etc/ssl/certs", true), ("/etc/resolv.conf", true), ("/root/.docker/config.json", true)], plan.Binds);
+        // A local image keeps the network namespace and loads nothing early.
+        SandboxPlan local = Resolve(["--socket-path=/s", "--bootstrap=/img/bootstrap", "--blob-dir=/img/blobs"], image: LocalImage);
+        Assert.True(local.NewNetNamespace);
+        Assert.False(local.PreloadTls);
+    }
+
+    [Fact]
     public void A_path_inside_a_directory_already_bound_is_not_bound_again()
     {
         SandboxPlan plan = Resolve(["--socket-path=/s", "--bootstrap=/img/blobs/bootstrap", "--blob-dir=/img/blobs"],
@@ -100,11 +119,9 @@ public class SandboxPolicyTests
         Assert.Equal(SeccompAction.Kill, api.Seccomp);
         Assert.NotNull(api.Note);
         Assert.Throws<OptionParser.UsageException>(() => Resolve(["--socket-path=/s", "--apisock=/run/api.sock", "--sandbox=chroot"]));
-        // A registry backend needs the host's network and TLS library.
-        SandboxPlan registry = Resolve(["--socket-path=/s", "--image=localhost:5000/app:1", "--cache-dir=/c"],
-            image: () => new ImageFiles(null, null, null, "/c", Registry: true));
-        Assert.Equal(SandboxMode.None, registry.Mode);
-        Assert.Contains("network", registry.Note, StringComparison.Ordinal);
+        // chroot needs one directory.
+        Assert.Throws<OptionParser.UsageException>(() => Resolve(["--socket-path=/s", "--image=localhost:5000/app:1", "--cache-dir=/c", "--sandbox=chroot"],
+            image: () => new ImageFiles(null, null, null, "/c", Registry: true)));
         // chroot needs one directory.
         Assert.Throws<OptionParser.UsageException>(() => Resolve(["--socket-path=/s", "--bootstrap=/b", "--blob-dir=/d", "--sandbox=chroot"], image: LocalImage));
     }

@@ -86,6 +86,7 @@ internal static partial class SandboxLauncher
         foreach (var (path, readOnly) in plan.Binds) text.Append(readOnly ? "bindro " : "bind ").Append(path).Append('\n');
         if (plan.Mode == SandboxMode.Namespace && plan.Root is null) text.Append("cwd ").Append(Environment.CurrentDirectory).Append('\n');
         text.Append("net ").Append(plan.NewNetNamespace ? '1' : '0').Append('\n');
+        if (plan.PreloadTls) text.Append("preload libcrypto.so.3\npreload libssl.so.3\n");
         if (plan.KeepCaps is ulong caps) text.Append("caps ").Append(caps.ToString("x", CultureInfo.InvariantCulture)).Append('\n');
         text.Append("seccomp ").Append(Lower(plan.Seccomp)).Append('\n');
 
@@ -160,11 +161,26 @@ internal static partial class SandboxLauncher
     {
         if (options.Image is not null)
         {
-            return new ImageFiles(null, null, null, options.CacheDir, Registry: true);
+            return new ImageFiles(null, null, null, options.CacheDir, Registry: true, RegistryHostFiles());
         }
         // Only files are read here (no registry is asked): the bootstrap, the config, the lists and the key.
         RafsMountOptions m = ImageOptions.From(options, logger);
-        return new ImageFiles(m.Bootstrap, m.BlobDir, m.BlobFile, m.CacheDir, m.Registry is not null || m.ObjectStorage is not null);
+        // An object-storage backend (s3, oss) reaches the network as the registry does and needs the same host files.
+        bool remote = m.Registry is not null || m.ObjectStorage is not null;
+        return new ImageFiles(m.Bootstrap, m.BlobDir, m.BlobFile, m.CacheDir, remote, remote ? RegistryHostFiles(m.Registry?.CaFile ?? m.ObjectStorage?.CaFile) : null);
+    }
+
+    /// <summary>The registry's host files that exist here, a backend's own CA file, and the docker config.json
+    /// credentials may come from.</summary>
+    private static List<string> RegistryHostFiles(string? caFile = null)
+    {
+        var files = SandboxPolicy.RegistryHostFiles.Where(Path.Exists).ToList();
+        if (caFile is not null && File.Exists(caFile)) files.Add(Path.GetFullPath(caFile));
+        // As RegistryOptions finds it (VirtioFs.Oci): $DOCKER_CONFIG, else ~/.docker.
+        string? dockerDir = Environment.GetEnvironmentVariable("DOCKER_CONFIG");
+        if (string.IsNullOrEmpty(dockerDir)) dockerDir = Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".docker");
+        if (File.Exists(Path.Combine(dockerDir, "config.json"))) files.Add(Path.Combine(dockerDir, "config.json"));
+        return files;
     }
 
     private static string Lower<T>(T value) where T : struct, Enum => value.ToString().ToLowerInvariant();

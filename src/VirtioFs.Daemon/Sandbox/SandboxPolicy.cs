@@ -37,6 +37,9 @@ public sealed record SandboxPlan
     /// <summary>Image modes: what the tmpfs root holds, at the host paths, parents before children.</summary>
     public IReadOnlyList<(string Path, bool ReadOnly)> Binds { get; init; } = [];
     public bool NewNetNamespace { get; init; }
+    /// <summary>Load libssl/libcrypto before pivot_root: .NET opens them on first use (registry TLS, manifest sha256),
+    /// when their directory is no longer reachable.</summary>
+    public bool PreloadTls { get; init; }
     /// <summary>Not root: a new user namespace first, with <see cref="UidMaps"/>/<see cref="GidMaps"/> (empty: the
     /// caller's own id mapped to itself), in which the daemon then becomes root.</summary>
     public bool UserNamespace { get; init; }
@@ -49,7 +52,9 @@ public sealed record SandboxPlan
 }
 
 /// <summary>The files an image mode reads after the sandbox is up (from the command line and the nydusd config).</summary>
-public sealed record ImageFiles(string? Bootstrap, string? BlobDir, string? BlobFile, string? CacheDir, bool Registry);
+/// <param name="HostFiles">A registry backend's host files, those that exist (<see cref="SandboxPolicy.RegistryHostFiles"/>).</param>
+public sealed record ImageFiles(string? Bootstrap, string? BlobDir, string? BlobFile, string? CacheDir, bool Registry,
+    IReadOnlyList<string>? HostFiles = null);
 
 /// <summary>
 /// Decides the sandbox of a run from the command line, as a pure function so every rule is unit-tested. The defaults
@@ -58,6 +63,15 @@ public sealed record ImageFiles(string? Bootstrap, string? BlobDir, string? Blob
 /// </summary>
 public static class SandboxPolicy
 {
+    /// <summary>What a registry client reads from the host after start: name resolution (glibc 2.34+ has nss files and
+    /// dns built in, so only their configuration), the CA certificates OpenSSL's default paths lead to, and
+    /// /dev/urandom (.NET's HttpClient makes a Guid per request activity; without it the first request throws).</summary>
+    public static readonly string[] RegistryHostFiles =
+    [
+        "/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/gai.conf",
+        "/etc/ssl/certs", "/usr/lib/ssl", "/usr/share/ca-certificates", "/dev/urandom",
+    ];
+
     private const string NoSandboxBuild = "this vfsd has no sandbox: native-shim/sandbox.o is linked only into the NativeAOT publish (tests/setup.sh)";
 
     /// <param name="isRoot">euid 0: namespaces, pivot_root and capability drops are possible.</param>
@@ -86,6 +100,7 @@ public static class SandboxPolicy
         }
 
         string? note = null;
+        bool registry = false;
         SandboxMode mode;
         bool apiOnly = o.ApiSocket is not null && !o.ServesImage;
         ImageFiles? image = o.ServesImage ? imageFiles() : null;
@@ -98,11 +113,12 @@ public static class SandboxPolicy
         }
         else if (image is { Registry: true })
         {
-            // The registry backend needs the host's network, resolver configuration, CA certificates and TLS library,
-            // loaded on demand: a root holding only the cache directory cannot serve it yet.
-            if (explicitSandbox) throw new OptionParser.UsageException("--sandbox namespace|chroot is not available with a registry backend yet (use none)");
-            mode = SandboxMode.None;
-            note = "registry backend: no mount sandbox (the network, resolver and TLS library come from the host)";
+            // The registry backend needs the host's network (no net namespace), its resolver configuration and CA
+            // certificates (bound read-only into the root) and the TLS library (loaded before pivot_root).
+            if (o.Sandbox == SandboxMode.Chroot) throw new OptionParser.UsageException("--sandbox chroot needs one directory to enter (--shared-dir); images use namespace");
+            mode = o.Sandbox ?? SandboxMode.Namespace;
+            registry = true;
+            if (mode == SandboxMode.Namespace) note = "registry backend: no network namespace (the registry is reached over the host's network)";
         }
         else
         {
@@ -168,7 +184,8 @@ public static class SandboxPolicy
             KeepCaps = caps,
             Root = image is null && mode != SandboxMode.None ? Path.GetFullPath(o.SharedDir!) : null,
             Binds = binds,
-            NewNetNamespace = mode == SandboxMode.Namespace,
+            NewNetNamespace = mode == SandboxMode.Namespace && !registry,
+            PreloadTls = mode == SandboxMode.Namespace && registry,
             UserNamespace = userNamespace,
             UidMaps = [.. o.UidMaps],
             GidMaps = [.. o.GidMaps],
@@ -193,6 +210,7 @@ public static class SandboxPolicy
         Add(o.PrefetchFilesList, true);
         Add(o.TrustKeyFile, true);
         if (o.ApiSocket is { } api) Add(Path.GetDirectoryName(Path.GetFullPath(api)), false);
+        foreach (string hostFile in image.HostFiles ?? []) Add(hostFile, true);
 
         var result = new List<(string, bool)>();
         foreach (var (path, readOnly) in wanted.OrderBy(w => w.Path.Length).ThenBy(w => w.ReadOnly))

@@ -104,6 +104,17 @@ internal sealed unsafe class RawFuseClient : IDisposable
         return -r.Error;
     }
 
+    /// <summary>OPEN, READ of up to <paramref name="size"/> bytes from offset 0, RELEASE.</summary>
+    public byte[] ReadFile(ulong nodeId, uint size = 4096)
+    {
+        Reply open = Send(FuseOpcode.Open, nodeId, Bytes(new FuseOpenIn()));
+        if (open.Error != 0) throw new IOException($"OPEN errno {-open.Error}");
+        ulong fh = MemoryMarshal.Read<FuseOpenOut>(open.Body).fh;
+        Reply read = Send(FuseOpcode.Read, nodeId, Bytes(new FuseReadIn { fh = fh, offset = 0, size = size }), (int)size);
+        Send(FuseOpcode.Release, nodeId, Bytes(new FuseReleaseIn { fh = fh }));
+        return read.Error == 0 ? read.Body : throw new IOException($"READ errno {-read.Error}");
+    }
+
     /// <summary>READDIR of a directory node: the names, "." and ".." included.</summary>
     public List<string> ReadDir(ulong nodeId)
     {

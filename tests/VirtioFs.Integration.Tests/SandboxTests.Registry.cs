@@ -1,0 +1,62 @@
+using System.Globalization;
+using System.Text;
+using VirtioFs.Fuse;
+using VirtioFs.Integration.Tests.Infrastructure;
+using VirtioFs.Oci.Tests.Support;
+using Xunit;
+
+namespace VirtioFs.Integration.Tests;
+
+/// <summary>
+/// A registry-backed image in the default sandbox: a read-only tmpfs root holding the cache directory and, read-only,
+/// the host's resolver configuration and CA certificates; the host's network (the registry is reached over it), so no
+/// network namespace; libcrypto/libssl loaded before pivot_root (the manifest's sha256 is checked with them). The
+/// registry is the Debian docker-registry fixture the registry tests use.
+/// </summary>
+public sealed partial class SandboxTests
+{
+    [Fact]
+    public void Registry_image_is_served_from_a_root_holding_only_its_cache_on_the_hosts_network()
+    {
+        using var registry = RegistryServer.Start();
+        using var ws = new ImageWorkspace();
+        File.WriteAllText(ws.S("hello.txt"), "hello from the registry\n");
+        ws.Build();
+        string reference = registry.Push(ws.Bootstrap, ws.BlobDir, "sandbox/hello:v1");
+
+        using var vfsd = Vfsd.Start("--image", reference, "--cache-dir", ws.CacheDir);
+        int daemon = DaemonPid(vfsd, forks: true);
+        Assert.NotEqual(Namespace(Environment.ProcessId, "mnt"), Namespace(daemon, "mnt"));
+        Assert.NotEqual(Namespace(Environment.ProcessId, "pid"), Namespace(daemon, "pid"));
+        Assert.Equal(Namespace(Environment.ProcessId, "net"), Namespace(daemon, "net"));
+        var status = Status(daemon);
+        Assert.Equal("2", status["Seccomp"]);
+        Assert.Equal(0UL, ulong.Parse(status["CapEff"], NumberStyles.HexNumber, CultureInfo.InvariantCulture));
+        string root = $"/proc/{daemon}/root";
+        Assert.False(Directory.Exists(root + "/usr/bin"));
+        Assert.False(Directory.Exists(root + "/home"));
+        Assert.False(Directory.Exists(root + ws.BlobDir)); // blobs come from the registry, not from the host's copy
+        Assert.True(Directory.Exists(root + ws.CacheDir));
+        Assert.All(Directory.GetFileSystemEntries(root + "/etc").Select(Path.GetFileName),
+            name => Assert.Contains(name, new[] { "resolv.conf", "hosts", "nsswitch.conf", "host.conf", "gai.conf", "ssl" }));
+        Assert.Equal(["urandom"], Directory.GetFileSystemEntries(root + "/dev").Select(Path.GetFileName));
+
+        RawFuseClient client;
+        try
+        {
+            client = RawFuseClient.Connect(vfsd.SocketPath);
+        }
+        catch (IOException e)
+        {
+            throw new InvalidOperationException($"vfsd did not serve: {e.Message}\n{vfsd.Process.Output}", e);
+        }
+        using (var guest = client)
+        {
+            Assert.Equal(0, guest.Lookup(FuseConstants.RootId, "hello.txt", out FuseEntryOut hello));
+            Assert.Equal("hello from the registry\n", Encoding.UTF8.GetString(guest.ReadFile(hello.nodeid)));
+        }
+        Assert.Equal(0, vfsd.WaitForExit(TimeSpan.FromSeconds(60)));
+        Assert.Contains("no network namespace", vfsd.Process.Output, StringComparison.Ordinal);
+        Assert.Contains("is manifest sha256:", vfsd.Process.Output, StringComparison.Ordinal);
+    }
+}
