@@ -59,7 +59,7 @@ public sealed class RegistryClient : IDisposable
             // absolute form (RFC 9112 section 3.2.2), or through a CONNECT tunnel for https. A second client, because
             // the direct one must never use the proxy (it is the fallback).
             _proxyHttp = new HttpClient(CreateHandler(new FixedProxy(new Uri(p.Url))), disposeHandler: true)
-                { Timeout = System.Threading.Timeout.InfiniteTimeSpan, BaseAddress = _base };
+            { Timeout = System.Threading.Timeout.InfiniteTimeSpan, BaseAddress = _base };
             _proxyHttp.DefaultRequestHeaders.UserAgent.ParseAdd("vfs-registry/1.0");
             _proxy = new ProxyState(this, p);
         }
