@@ -3,13 +3,13 @@ using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using VirtioFs.Daemon.Api;
 using VirtioFs.Daemon.CommandLine;
-using VirtioFs.Device;
 using VirtioFs.Daemon.Images;
+using VirtioFs.Device;
 using VirtioFs.Fuse;
 using VirtioFs.Passthrough;
 using VirtioFs.RafsFs;
-using VirtioFs.VhostUser;
 using VirtioFs.Vfs;
+using VirtioFs.VhostUser;
 
 namespace VirtioFs.Daemon;
 

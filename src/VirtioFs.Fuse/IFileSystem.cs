@@ -57,7 +57,7 @@ public struct FuseOpenResult
 /// </summary>
 public interface IFileSystem
 {
-    public const int ENOSYS = Errno.ENOSYS;
+    const int ENOSYS = Errno.ENOSYS;
 
     /// <summary>Called once at INIT with the flags negotiated with the kernel. Returns an errno.</summary>
     int Init(FuseInitFlags negotiated) => 0;

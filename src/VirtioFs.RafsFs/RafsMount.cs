@@ -1,7 +1,7 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using VirtioFs.Rafs;
 using VirtioFs.Oci;
+using VirtioFs.Rafs;
 using VirtioFs.Rafs.Layout;
 using VirtioFs.Rafs.Reader;
 using VirtioFs.Storage.Backend;

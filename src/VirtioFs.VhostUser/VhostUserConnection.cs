@@ -1,8 +1,8 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
-using VirtioFs.Virtio;
 using Tmds.Linux;
+using VirtioFs.Virtio;
 using static Tmds.Linux.LibC;
 
 namespace VirtioFs.VhostUser;

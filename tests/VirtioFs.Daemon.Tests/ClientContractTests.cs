@@ -4,12 +4,12 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using VirtioFs.Daemon.Api;
 using VirtioFs.Daemon.CommandLine;
+using VirtioFs.Daemon.Tests.Support;
 using VirtioFs.Fuse;
 using VirtioFs.Oci;
 using VirtioFs.Oci.Tests.Support;
 using VirtioFs.Rafs;
 using VirtioFs.Rafs.Builder;
-using VirtioFs.Daemon.Tests.Support;
 using Xunit;
 
 namespace VirtioFs.Daemon.Tests;

@@ -3,10 +3,10 @@ using Microsoft.Extensions.Logging.Abstractions;
 using VirtioFs.Daemon.CommandLine;
 using VirtioFs.Daemon.Images;
 using VirtioFs.Oci;
+using VirtioFs.Oci.Tests.Support;
 using VirtioFs.Rafs;
 using VirtioFs.Rafs.Builder;
 using VirtioFs.RafsFs;
-using VirtioFs.Oci.Tests.Support;
 using Xunit;
 
 namespace VirtioFs.Daemon.Tests;

@@ -5,10 +5,10 @@ using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging.Abstractions;
 using VirtioFs.Daemon.Api;
 using VirtioFs.Daemon.CommandLine;
+using VirtioFs.Daemon.Tests.Support;
 using VirtioFs.Fuse;
 using VirtioFs.Rafs;
 using VirtioFs.Rafs.Builder;
-using VirtioFs.Daemon.Tests.Support;
 using Xunit;
 
 namespace VirtioFs.Daemon.Tests;

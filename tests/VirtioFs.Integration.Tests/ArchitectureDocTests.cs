@@ -1,6 +1,6 @@
-using Xunit;
 using System.Text.RegularExpressions;
 using VirtioFs.Integration.Tests.Infrastructure;
+using Xunit;
 
 namespace VirtioFs.Integration.Tests;
 

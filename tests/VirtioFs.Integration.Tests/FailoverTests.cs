@@ -483,7 +483,8 @@ public sealed partial class FailoverTests(ITestOutputHelper output)
                 {
                     _error = e;
                 }
-            }) { IsBackground = true, Name = "failover-lister" };
+            })
+            { IsBackground = true, Name = "failover-lister" };
             _thread.Start();
         }
 

@@ -1,7 +1,7 @@
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
-using VirtioFs.VhostUser;
 using Tmds.Linux;
+using VirtioFs.VhostUser;
 using static Tmds.Linux.LibC;
 
 namespace VirtioFs.TestSupport;

@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
-using System.Runtime.InteropServices;
 using System.Numerics;
+using System.Runtime.InteropServices;
 using VirtioFs.Rafs.Layout;
 
 namespace VirtioFs.Rafs.Builder;

@@ -197,9 +197,19 @@ public sealed class TestHttpServer : IDisposable
 
     private static string Reason(int status) => status switch
     {
-        200 => "OK", 206 => "Partial Content", 302 => "Found", 307 => "Temporary Redirect", 400 => "Bad Request",
-        401 => "Unauthorized", 403 => "Forbidden", 404 => "Not Found", 405 => "Method Not Allowed", 416 => "Range Not Satisfiable",
-        502 => "Bad Gateway", 503 => "Service Unavailable", _ => "Status",
+        200 => "OK",
+        206 => "Partial Content",
+        302 => "Found",
+        307 => "Temporary Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        416 => "Range Not Satisfiable",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
     };
 
     public void Dispose() => Stop();
