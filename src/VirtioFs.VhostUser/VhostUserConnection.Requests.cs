@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
-using VirtioFs.Virtio;
 using Tmds.Linux;
+using VirtioFs.Virtio;
 using static Tmds.Linux.LibC;
 
 namespace VirtioFs.VhostUser;

@@ -151,7 +151,8 @@ public static partial class OptionParser
                 case "killpriv_v2": options.KillPrivV2 = true; break;
                 case "no_killpriv_v2": options.KillPrivV2 = false; break;
                 case "sandbox": options.Sandbox = ParseSandbox(Need()); break;
-                case "modcaps": options.ModCaps = Capabilities.ParseModCaps(Need());
+                case "modcaps":
+                    options.ModCaps = Capabilities.ParseModCaps(Need());
                     break;
                 default: throw new UsageException($"unknown -o option '{key}'");
             }

@@ -30,19 +30,19 @@ public sealed class HttpPipelineOptions
     /// <summary>Pipeline options for <paramref name="service"/> at <paramref name="peer"/> from a service's settings.</summary>
     public static HttpPipelineOptions For(IHttpTransportSettings s, string service, string peer,
         Func<string, int, bool, Exception?, RemoteStorageException> newError, string userAgent) => new()
-    {
-        Service = service,
-        Peer = peer,
-        NewError = newError,
-        ConnectTimeout = s.ConnectTimeout,
-        RetryLimit = s.RetryLimit,
-        RetryDelay = s.RetryDelay,
-        MaxRetryDelay = s.MaxRetryDelay,
-        MaxConnectionsPerServer = s.MaxConnectionsPerServer,
-        SkipVerify = s.SkipVerify,
-        CaFile = s.CaFile,
-        UserAgent = userAgent,
-    };
+        {
+            Service = service,
+            Peer = peer,
+            NewError = newError,
+            ConnectTimeout = s.ConnectTimeout,
+            RetryLimit = s.RetryLimit,
+            RetryDelay = s.RetryDelay,
+            MaxRetryDelay = s.MaxRetryDelay,
+            MaxConnectionsPerServer = s.MaxConnectionsPerServer,
+            SkipVerify = s.SkipVerify,
+            CaFile = s.CaFile,
+            UserAgent = userAgent,
+        };
 
     /// <summary>What is being talked to, for logs and errors: "registry", "s3", "oss".</summary>
     public required string Service { get; init; }

@@ -2,8 +2,8 @@ using System.Runtime.InteropServices;
 using System.Text;
 using VirtioFs.Fuse;
 using VirtioFs.TestSupport;
-using VirtioFs.Virtio;
 using VirtioFs.VhostUser;
+using VirtioFs.Virtio;
 
 namespace VirtioFs.Integration.Tests.Infrastructure;
 

@@ -68,19 +68,19 @@ public sealed class S3Server : IDisposable
     /// <summary>Client options for the bucket, through <paramref name="endpoint"/> (a fault or counting proxy) when given.</summary>
     public ObjectStorageOptions Options(string prefix = "", int retries = 3, TimeSpan? timeout = null, string? endpoint = null,
         ObjectStorageCredentials? credentials = null) => new()
-    {
-        Kind = ObjectStorageKind.S3,
-        Scheme = "http",
-        Endpoint = endpoint ?? Endpoint,
-        Region = "us-east-1",
-        Bucket = Bucket,
-        ObjectPrefix = prefix,
-        Credentials = credentials ?? new ObjectStorageCredentials(KeyId, Secret),
-        RetryLimit = retries,
-        Timeout = timeout ?? TimeSpan.FromSeconds(10),
-        RetryDelay = TimeSpan.FromMilliseconds(50),
-        MaxRetryDelay = TimeSpan.FromMilliseconds(200),
-    };
+        {
+            Kind = ObjectStorageKind.S3,
+            Scheme = "http",
+            Endpoint = endpoint ?? Endpoint,
+            Region = "us-east-1",
+            Bucket = Bucket,
+            ObjectPrefix = prefix,
+            Credentials = credentials ?? new ObjectStorageCredentials(KeyId, Secret),
+            RetryLimit = retries,
+            Timeout = timeout ?? TimeSpan.FromSeconds(10),
+            RetryDelay = TimeSpan.FromMilliseconds(50),
+            MaxRetryDelay = TimeSpan.FromMilliseconds(200),
+        };
 
     public void Dispose()
     {
