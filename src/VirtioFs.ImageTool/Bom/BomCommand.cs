@@ -1,4 +1,5 @@
 using System.Globalization;
+using VirtioFs.ImageTool.Registry;
 using VirtioFs.Rafs.Reader;
 
 namespace VirtioFs.ImageTool.Bom;
@@ -11,48 +12,12 @@ public static class BomCommand
 {
     public const string Usage = "bom BOOTSTRAP --blob-dir DIR | bom HOST/REPO:TAG [--attach] [--platform OS/ARCH] [REGISTRY OPTIONS]  [--format spdx|cyclonedx] [--file-digests content|bootstrap] [-o FILE] [--name NAME]";
 
-    internal sealed class Options
-    {
-        public readonly List<string> Positional = new();
-        public readonly Dictionary<string, string> Values = new(StringComparer.Ordinal);
-        public readonly HashSet<string> Flags = new(StringComparer.Ordinal);
-        public string? Get(string n) => Values.GetValueOrDefault(n);
-    }
-
-    internal static Options Parse(IEnumerable<string> raw, string[] valued, string[] flags)
-    {
-        var a = new Options();
-        using var it = raw.GetEnumerator();
-        while (it.MoveNext())
-        {
-            var s = it.Current;
-            if (s == "-o") s = "--output";
-            if (!s.StartsWith("--", StringComparison.Ordinal)) { a.Positional.Add(s); continue; }
-            string name = s;
-            string? val = null;
-            int eq = s.IndexOf('=', StringComparison.Ordinal);
-            if (eq > 0) { name = s[..eq]; val = s[(eq + 1)..]; }
-            if (valued.Contains(name))
-            {
-                if (val is null)
-                {
-                    if (!it.MoveNext()) throw new Program.UsageException($"option {name} needs a value");
-                    val = it.Current;
-                }
-                a.Values[name] = val;
-            }
-            else if (flags.Contains(name) && val is null) a.Flags.Add(name);
-            else throw new Program.UsageException($"unknown option {name}");
-        }
-        return a;
-    }
-
     private static readonly string[] RegistryValued = ["--platform", "--ca-file", "--docker-config", "--timeout", "--retry-limit"];
     private static readonly string[] RegistryFlags = ["--plain-http", "--skip-verify"];
 
     public static int Run(IEnumerable<string> rest, TextWriter o, Stream? binaryOut)
     {
-        var a = Parse(rest, ["--blob-dir", "--format", "--output", "--name", "--fetch", "--file-digests", .. RegistryValued], ["--attach", .. RegistryFlags]);
+        var a = RegistryCommands.Parse(rest.Select(arg => arg == "-o" ? "--output" : arg), ["--blob-dir", "--format", "--output", "--name", "--fetch", "--file-digests", .. RegistryValued], ["--attach", .. RegistryFlags]);
         var format = a.Get("--format") ?? "spdx";
         if (format is not ("spdx" or "cyclonedx")) throw new Program.UsageException($"--format {format}: expected spdx or cyclonedx");
         var fileDigests = a.Get("--file-digests") ?? "content";
@@ -70,7 +35,7 @@ public static class BomCommand
         if (File.Exists(image))
         {
             if (a.Flags.Contains("--attach")) throw new Program.UsageException("--attach needs the image as a registry reference (HOST/REPO:TAG), not a bootstrap file");
-            if (RegistryValued.Any(a.Values.ContainsKey) || RegistryFlags.Any(a.Flags.Contains)) throw new Program.UsageException("registry options apply to a registry reference, not a bootstrap file");
+            if (RegistryValued.Any(a.Options.ContainsKey) || RegistryFlags.Any(a.Flags.Contains)) throw new Program.UsageException("registry options apply to a registry reference, not a bootstrap file");
             var blobDir = a.Get("--blob-dir") ?? throw new Program.UsageException("bom needs --blob-dir DIR (the blobs hold the package databases it reads)");
             string imageDigest = "sha256:" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(image)));
             using var img = RafsImage.Open(image);
@@ -106,7 +71,7 @@ public static class BomCommand
     /// <summary>convert --bom: the BOM of a just-built image (local bootstrap and blobs), attached to the manifest pushed for it.</summary>
     internal static void AttachBuilt(Oci.RegistryClient client, Oci.OciReference target, string manifestDigest, string bootstrap, string blobDir, string format, TextWriter log)
     {
-        var subject = RemoteImage.Run(client.GetManifestAsync(manifestDigest));
+        var subject = RegistryCommands.Run(client.GetManifestAsync(manifestDigest));
         using var img = RafsImage.Open(bootstrap);
         using var tree = new ImageFiles(img, new LocalChunkSource(img, blobDir));
         var doc = Build(tree, $"{target.Host}/{target.Repository}@{manifestDigest}", manifestDigest, log);
@@ -117,7 +82,7 @@ public static class BomCommand
     public const string FetchUsage = "bom --fetch HOST/REPO:TAG [--format spdx|cyclonedx] [-o FILE] [--platform OS/ARCH] [REGISTRY OPTIONS]";
 
     /// <summary>--fetch: finds a BOM attached to the image (Referrers API, else the tag schema) and writes it out as stored.</summary>
-    private static int Fetch(Options a, string refText, string? format, TextWriter o, Stream? binaryOut)
+    private static int Fetch(RegistryCommands.Args a, string refText, string? format, TextWriter o, Stream? binaryOut)
     {
         var reference = Registry.RegistryCommands.Ref(refText);
         using var client = new Oci.RegistryClient(RemoteImage.Options(a, reference));
@@ -139,7 +104,7 @@ public static class BomCommand
         return 0;
     }
 
-    private static Oci.OciPlatform Platform(Options a)
+    private static Oci.OciPlatform Platform(RegistryCommands.Args a)
     {
         try { return Oci.OciPlatform.Parse(a.Get("--platform") ?? "linux/amd64"); }
         catch (FormatException e) { throw new Program.UsageException(e.Message); }

@@ -1,3 +1,4 @@
+using VirtioFs.ImageTool.Registry;
 using System.Text.Json;
 using VirtioFs.Oci;
 
@@ -25,8 +26,8 @@ public static class Referrers
     public static Attached Attach(RegistryClient client, RegistryClient.FetchedManifest subject, byte[] document, string artifactType, DateTimeOffset created)
     {
         string docDigest = OciDigest.Sha256(document), emptyDigest = OciDigest.Sha256(EmptyConfig);
-        RemoteImage.Run(client.PushBlobAsync(emptyDigest, EmptyConfig.Length, () => new MemoryStream(EmptyConfig, writable: false)));
-        RemoteImage.Run(client.PushBlobAsync(docDigest, document.Length, () => new MemoryStream(document, writable: false)));
+        RegistryCommands.Run(client.PushBlobAsync(emptyDigest, EmptyConfig.Length, () => new MemoryStream(EmptyConfig, writable: false)));
+        RegistryCommands.Run(client.PushBlobAsync(docDigest, document.Length, () => new MemoryStream(document, writable: false)));
         string createdText = created.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", System.Globalization.CultureInfo.InvariantCulture);
         var manifest = Json(w =>
         {
@@ -55,10 +56,10 @@ public static class Referrers
             w.WriteString("org.opencontainers.image.created", createdText);
             w.WriteEndObject();
         });
-        string manifestDigest = RemoteImage.Run(client.PutManifestAsync(OciDigest.Sha256(manifest), OciMediaTypes.ImageManifest, manifest));
+        string manifestDigest = RegistryCommands.Run(client.PutManifestAsync(OciDigest.Sha256(manifest), OciMediaTypes.ImageManifest, manifest));
 
         // A registry with the Referrers API lists the new manifest itself; otherwise update the fallback tag's index.
-        if (RemoteImage.Run(client.GetReferrersAsync(subject.Digest)) is { } listed)
+        if (RegistryCommands.Run(client.GetReferrersAsync(subject.Digest)) is { } listed)
         {
             if (!List(listed).Any(d => d.Digest == manifestDigest))
                 throw new IOException($"the registry has a referrers API but does not list {manifestDigest} for {subject.Digest}");
@@ -68,7 +69,7 @@ public static class Referrers
         var entries = new List<Descriptor>();
         try
         {
-            var existing = RemoteImage.Run(client.GetManifestAsync(tag));
+            var existing = RegistryCommands.Run(client.GetManifestAsync(tag));
             entries.AddRange(List(existing.Body));
         }
         catch (IOException e) when (e.InnerException is RegistryException { IsNotFound: true }) { }
@@ -97,17 +98,17 @@ public static class Referrers
             }
             w.WriteEndArray();
         });
-        RemoteImage.Run(client.PutManifestAsync(tag, OciMediaTypes.ImageIndex, index));
+        RegistryCommands.Run(client.PutManifestAsync(tag, OciMediaTypes.ImageIndex, index));
         return new Attached(manifestDigest, $"tag {tag}");
     }
 
     /// <summary>The newest attached document of one of <paramref name="artifactTypes"/> (in order of preference), or null.</summary>
     public static (byte[] Document, string ArtifactType, string ManifestDigest)? Find(RegistryClient client, string subjectDigest, string[] artifactTypes)
     {
-        var list = RemoteImage.Run(client.GetReferrersAsync(subjectDigest)) is { } api ? List(api) : null;
+        var list = RegistryCommands.Run(client.GetReferrersAsync(subjectDigest)) is { } api ? List(api) : null;
         if (list is null)
         {
-            try { list = List(RemoteImage.Run(client.GetManifestAsync(FallbackTag(subjectDigest))).Body); }
+            try { list = List(RegistryCommands.Run(client.GetManifestAsync(FallbackTag(subjectDigest))).Body); }
             catch (IOException e) when (e.InnerException is RegistryException { IsNotFound: true }) { return null; }
         }
         foreach (var type in artifactTypes)
@@ -117,7 +118,7 @@ public static class Referrers
                 .OrderByDescending(x => x.d.Annotations?.GetValueOrDefault("org.opencontainers.image.created") ?? "", StringComparer.Ordinal).ThenByDescending(x => x.i)
                 .Select(x => x.d).FirstOrDefault();
             if (pick is null) continue;
-            var m = RemoteImage.Run(client.GetManifestAsync(pick.Digest));
+            var m = RegistryCommands.Run(client.GetManifestAsync(pick.Digest));
             using var doc = JsonDocument.Parse(m.Body);
             if (!doc.RootElement.TryGetProperty("layers", out var layers) || layers.ValueKind != JsonValueKind.Array || layers.GetArrayLength() != 1)
                 throw new InvalidDataException($"referrer {pick.Digest} does not hold one document layer");
@@ -126,7 +127,7 @@ public static class Referrers
             long size = layer.GetProperty("size").GetInt64();
             if (size is < 0 or > MaxDocumentBytes) throw new InvalidDataException($"referrer {pick.Digest}: document of {size} bytes");
             using var ms = new MemoryStream();
-            RemoteImage.Run(client.DownloadBlobAsync(digest, ms, expectedSize: size));
+            RegistryCommands.Run(client.DownloadBlobAsync(digest, ms, expectedSize: size));
             return (ms.ToArray(), type, pick.Digest);
         }
         return null;

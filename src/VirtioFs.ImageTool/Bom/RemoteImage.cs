@@ -1,3 +1,4 @@
+using VirtioFs.ImageTool.Registry;
 using System.Text.Json;
 using VirtioFs.Oci;
 using VirtioFs.Rafs;
@@ -22,7 +23,7 @@ public sealed class RemoteImage : IDisposable
     public required long ImageBytes { get; init; }
     private string? _tempDir;
 
-    internal static RegistryOptions Options(BomCommand.Options a, OciReference r)
+    internal static RegistryOptions Options(RegistryCommands.Args a, OciReference r)
     {
         RegistryCredentials? creds;
         try { creds = DockerConfig.Find(r.Host, a.Get("--docker-config")); }
@@ -46,12 +47,12 @@ public sealed class RemoteImage : IDisposable
     /// <summary>Resolves <paramref name="reference"/> to an image manifest (an index's entry for <paramref name="platform"/>).</summary>
     public static RegistryClient.FetchedManifest ResolveManifest(RegistryClient client, OciReference reference, OciPlatform platform)
     {
-        var fetched = Run(client.GetManifestAsync(reference.Reference));
+        var fetched = RegistryCommands.Run(client.GetManifestAsync(reference.Reference));
         if (OciJson.IsIndex(fetched.MediaType))
         {
             var pick = OciJson.SelectPlatform(OciJson.ParseIndex(fetched.Body), platform)
                 ?? throw new InvalidDataException($"{reference} has no manifest for {platform}");
-            fetched = Run(client.GetManifestAsync(pick.Digest));
+            fetched = RegistryCommands.Run(client.GetManifestAsync(pick.Digest));
         }
         if (!OciJson.IsManifest(fetched.MediaType)) throw new InvalidDataException($"{reference}: unexpected media type {fetched.MediaType}");
         return fetched;
@@ -71,7 +72,7 @@ public sealed class RemoteImage : IDisposable
             var path = Path.Combine(dir, "image.boot");
             using (var layer = new MemoryStream())
             {
-                Run(client.DownloadBlobAsync(boot.Digest, layer, expectedSize: boot.Size));
+                RegistryCommands.Run(client.DownloadBlobAsync(boot.Digest, layer, expectedSize: boot.Size));
                 layer.Position = 0;
                 using var f = File.Create(path);
                 NydusImage.ExtractBootstrap(layer, f);
@@ -89,18 +90,6 @@ public sealed class RemoteImage : IDisposable
         }
     }
 
-    /// <summary>Waits for a registry task; registry failures become IOException (exit 1).</summary>
-    internal static T Run<T>(Task<T> t)
-    {
-        try { return t.GetAwaiter().GetResult(); }
-        catch (RegistryException e) { throw new IOException(e.Message, e); }
-    }
-
-    internal static void Run(Task t)
-    {
-        try { t.GetAwaiter().GetResult(); }
-        catch (RegistryException e) { throw new IOException(e.Message, e); }
-    }
 
     public void Dispose()
     {
@@ -125,7 +114,7 @@ public sealed class RemoteChunkSource(RafsImage image, RegistryClient client) : 
         if (c.CompressedSize > (16u << 20) + 65536) return $"chunk {c.ChunkIndex} of blob {blob.BlobId}: compressed size {c.CompressedSize} is too large";
         if (c.CompressedOffset > (ulong)(long.MaxValue - c.CompressedSize)) return $"chunk {c.ChunkIndex} of blob {blob.BlobId}: offset {c.CompressedOffset} out of range";
         var src = new byte[c.CompressedSize];
-        RemoteImage.Run(client.ReadBlobAsync("sha256:" + blob.BlobId, (long)c.CompressedOffset, src));
+        RegistryCommands.Run(client.ReadBlobAsync("sha256:" + blob.BlobId, (long)c.CompressedOffset, src));
         Interlocked.Add(ref _read, src.Length);
         Requests++;
         if (c.IsCompressed)

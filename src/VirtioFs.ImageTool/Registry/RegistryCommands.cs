@@ -324,7 +324,8 @@ public static partial class RegistryCommands
         o.WriteLine(System.Text.Encoding.UTF8.GetString(ms.ToArray()));
     }
 
-    private sealed class Args
+    /// <summary>A subcommand's arguments: positionals, <c>--name value</c> / <c>--name=value</c> options and flags.</summary>
+    internal sealed class Args
     {
         public readonly List<string> Positional = new();
         public readonly Dictionary<string, string> Options = new(StringComparer.Ordinal);
@@ -332,7 +333,7 @@ public static partial class RegistryCommands
         public string? Get(string n) => Options.GetValueOrDefault(n);
     }
 
-    private static Args Parse(IEnumerable<string> raw, string[] valued, string[] flags)
+    internal static Args Parse(IEnumerable<string> raw, string[] valued, string[] flags)
     {
         var a = new Args();
         using var it = raw.GetEnumerator();
