@@ -47,9 +47,9 @@ public static class BomCommand
         }
         if (a.Get("--blob-dir") is not null) throw new Program.UsageException($"'{image}' is not a file; a registry reference takes no --blob-dir");
         var reference = Registry.RegistryCommands.Ref(image);
-        var platform = Platform(a);
+        var platform = RegistryCommands.Platform(a);
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        using var client = new Oci.RegistryClient(RemoteImage.Options(a, reference));
+        using var client = new Oci.RegistryClient(RegistryCommands.Options(a, reference));
         using var remote = RemoteImage.Open(client, reference, platform);
         using var rimg = RafsImage.Open(remote.BootstrapPath);
         var chunks = new RemoteChunkSource(rimg, client);
@@ -85,8 +85,8 @@ public static class BomCommand
     private static int Fetch(RegistryCommands.Args a, string refText, string? format, TextWriter o, Stream? binaryOut)
     {
         var reference = Registry.RegistryCommands.Ref(refText);
-        using var client = new Oci.RegistryClient(RemoteImage.Options(a, reference));
-        var subject = RemoteImage.ResolveManifest(client, reference, Platform(a));
+        using var client = new Oci.RegistryClient(RegistryCommands.Options(a, reference));
+        var subject = RemoteImage.ResolveManifest(client, reference, RegistryCommands.Platform(a));
         string[] types = format switch
         {
             "spdx" => [BomWriters.SpdxMediaType],
@@ -102,12 +102,6 @@ public static class BomCommand
         else o.Write(System.Text.Encoding.UTF8.GetString(found.Document));
         Console.Error.WriteLine($"bom: {found.ArtifactType} from referrer {found.ManifestDigest} of {subject.Digest}");
         return 0;
-    }
-
-    private static Oci.OciPlatform Platform(RegistryCommands.Args a)
-    {
-        try { return Oci.OciPlatform.Parse(a.Get("--platform") ?? "linux/amd64"); }
-        catch (FormatException e) { throw new Program.UsageException(e.Message); }
     }
 
     private static string Percent(long part, long whole) => (whole == 0 ? 0 : 100.0 * part / whole).ToString("F2", CultureInfo.InvariantCulture) + "%";

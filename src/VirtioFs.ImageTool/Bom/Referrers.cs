@@ -1,5 +1,5 @@
-using VirtioFs.ImageTool.Registry;
 using System.Text.Json;
+using VirtioFs.ImageTool.Registry;
 using VirtioFs.Oci;
 
 namespace VirtioFs.ImageTool.Bom;

@@ -1,5 +1,5 @@
-using VirtioFs.ImageTool.Registry;
 using System.Text.Json;
+using VirtioFs.ImageTool.Registry;
 using VirtioFs.Oci;
 using VirtioFs.Rafs;
 using VirtioFs.Rafs.Reader;
@@ -22,27 +22,6 @@ public sealed class RemoteImage : IDisposable
     /// <summary>The image's size in the registry: the config, every layer and the manifest.</summary>
     public required long ImageBytes { get; init; }
     private string? _tempDir;
-
-    internal static RegistryOptions Options(RegistryCommands.Args a, OciReference r)
-    {
-        RegistryCredentials? creds;
-        try { creds = DockerConfig.Find(r.Host, a.Get("--docker-config")); }
-        catch (Exception e) when (e is FormatException or JsonException) { throw new InvalidDataException($"docker config: {e.Message}"); }
-        var o = new RegistryOptions
-        {
-            Host = r.Host,
-            Repository = r.Repository,
-            Scheme = a.Flags.Contains("--plain-http") ? "http" : null,
-            Credentials = creds,
-            SkipVerify = a.Flags.Contains("--skip-verify"),
-            CaFile = a.Get("--ca-file"),
-            Timeout = a.Get("--timeout") is { } t ? (double.TryParse(t, System.Globalization.CultureInfo.InvariantCulture, out double s) && s > 0 && s <= 3600 ? TimeSpan.FromSeconds(s) : throw new Program.UsageException("--timeout takes seconds (0, 3600]")) : TimeSpan.FromSeconds(30),
-            RetryLimit = a.Get("--retry-limit") is { } rl ? (int.TryParse(rl, out int n) && n is >= 0 and <= 100 ? n : throw new Program.UsageException("--retry-limit takes 0..100")) : 3,
-        };
-        try { o.Validate(); }
-        catch (ArgumentException e) { throw new Program.UsageException(e.Message); }
-        return o;
-    }
 
     /// <summary>Resolves <paramref name="reference"/> to an image manifest (an index's entry for <paramref name="platform"/>).</summary>
     public static RegistryClient.FetchedManifest ResolveManifest(RegistryClient client, OciReference reference, OciPlatform platform)

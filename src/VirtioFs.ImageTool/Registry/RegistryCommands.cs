@@ -276,13 +276,13 @@ public static partial class RegistryCommands
     internal static OciReference Ref(string s) =>
         OciReference.TryParse(s, out var r, out var err) ? r : throw new Program.UsageException($"bad image reference '{s}': {err}");
 
-    private static OciPlatform Platform(Args a)
+    internal static OciPlatform Platform(Args a)
     {
         try { return OciPlatform.Parse(a.Get("--platform") ?? "linux/amd64"); }
         catch (FormatException e) { throw new Program.UsageException(e.Message); }
     }
 
-    private static RegistryOptions Options(Args a, OciReference r)
+    internal static RegistryOptions Options(Args a, OciReference r)
     {
         RegistryCredentials? creds;
         try { creds = DockerConfig.Find(r.Host, a.Get("--docker-config")); }
