@@ -48,6 +48,7 @@ public static class Program
           bom --fetch HOST/REPO:TAG [--format spdx|cyclonedx] [-o FILE]                   a BOM attached with --attach
           convert SRC HOST/REPO:TAG [--platform OS/ARCH] [--fs-version 6|5] [--compressor C] [--digester D] [--chunk-size N]
                  [--work-dir DIR] [--mount-from REPO] [--insecure] [--json]     SRC: HOST/REPO:TAG, HOST/REPO@sha256:.., oci:DIR or DIR
+                 [--backend-type s3|oss --backend-config FILE]     data blob to the bucket, bootstrap-only manifest to DST
                  registry options: --plain-http --skip-verify --ca-file PEM --docker-config FILE --timeout S --retry-limit N
 
         Usage errors exit 2, bad input exits 1; see src/VirtioFs.ImageTool/USAGE.md for details.
