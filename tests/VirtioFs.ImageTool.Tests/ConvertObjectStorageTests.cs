@@ -110,4 +110,42 @@ public sealed partial class ConvertTests
         Assert.Equal(2, code);
         Assert.Contains("needs --backend-config", text);
     }
+
+    [Fact]
+    public void Convert_prefetch_files_and_sign_mean_what_they_mean_for_create()
+    {
+        using var server = RegistryServer.Start();
+        var d = Cli.Temp("signed");
+        string key = Path.Combine(d, "key"), other = Path.Combine(d, "other"), list = Path.Combine(d, "prefetch.txt");
+        Assert.Equal(0, Cli.Run("keygen", key).Code);
+        Assert.Equal(0, Cli.Run("keygen", other).Code);
+        File.WriteAllLines(list, ["/bin/tool", "  /late.txt  ", ""]);
+        var (code, text) = Cli.Run("convert", WriteLayout(MakeImage()), $"{server.Host}/dst/signed:v1", "--chunk-size", "64K",
+            "--prefetch-files", list, "--sign", key);
+        Assert.True(code == 0, text);
+
+        var boot = Path.Combine(d, "boot");
+        var blobs = Path.Combine(d, "blobs");
+        (code, text) = Cli.Run("pull", $"{server.Host}/dst/signed:v1", "--bootstrap", boot, "--blob-dir", blobs);
+        Assert.True(code == 0, text);
+        (code, text) = Cli.Run("inspect", boot, "--json");
+        Assert.True(code == 0, text);
+        using (var doc = JsonDocument.Parse(text))
+        {
+            Assert.Equal(2, doc.RootElement.GetProperty("prefetch").GetInt32());
+            Assert.True(doc.RootElement.GetProperty("signed").GetBoolean());
+        }
+        // The signature is over this image's Merkle root: the right public key verifies it, another does not.
+        Assert.Equal(0, Cli.Run("check", boot, "--blob-dir", blobs, "--trust-key", key + ".pub").Code);
+        Assert.Equal(1, Cli.Run("check", boot, "--blob-dir", blobs, "--trust-key", other + ".pub").Code);
+
+        // A key that is not one, or a missing list, fails before anything is fetched or pushed.
+        File.WriteAllText(Path.Combine(d, "bad.key"), "not a key");
+        (code, text) = Cli.Run("convert", WriteLayout(MakeImage()), NoRegistry, "--sign", Path.Combine(d, "bad.key"));
+        Assert.Equal(1, code);
+        Assert.Contains("neither 32 raw bytes nor 64 hex digits", text);
+        (code, text) = Cli.Run("convert", WriteLayout(MakeImage()), NoRegistry, "--prefetch-files", Path.Combine(d, "missing.txt"));
+        Assert.Equal(1, code);
+        Assert.Contains("missing.txt", text);
+    }
 }

@@ -18,7 +18,7 @@ namespace VirtioFs.ImageTool.Registry;
 public static partial class RegistryCommands
 {
     public const string ConvertUsage = "convert SRC DST [--platform OS/ARCH] [--fs-version 6|5] [--compressor none|lz4_block|zstd] [--digester blake3|sha256] "
-        + "[--chunk-size N] [--work-dir DIR] [--mount-from REPO] [--bom [--bom-format spdx|cyclonedx]] [--backend-type s3|oss --backend-config FILE [--multipart-threshold N]] "
+        + "[--chunk-size N] [--work-dir DIR] [--mount-from REPO] [--bom [--bom-format spdx|cyclonedx]] [--backend-type s3|oss --backend-config FILE [--multipart-threshold N]] [--prefetch-files LIST] [--sign KEY] "
         + "[--insecure] [REGISTRY OPTIONS] [--json]";
 
     /// <summary>Most bytes all layers of one image may expand to (a decompression bomb stops here, not at a full disk).</summary>
@@ -26,7 +26,7 @@ public static partial class RegistryCommands
 
     public static int Convert(IEnumerable<string> rest, TextWriter o, bool terminal = false)
     {
-        var a = Parse(rest, [.. CommonValued, "--fs-version", "--compressor", "--digester", "--chunk-size", "--work-dir", "--mount-from", "--bom-format", "--backend-type", "--backend-config", "--multipart-threshold"], [.. CommonFlags, "--insecure", "--bom"]);
+        var a = Parse(rest, [.. CommonValued, "--fs-version", "--compressor", "--digester", "--chunk-size", "--work-dir", "--mount-from", "--bom-format", "--backend-type", "--backend-config", "--multipart-threshold", "--prefetch-files", "--sign"], [.. CommonFlags, "--insecure", "--bom"]);
         if (a.Positional.Count != 2) throw new Program.UsageException("usage: vfs-image " + ConvertUsage);
         string src = a.Positional[0];
         var dst = Ref(a.Positional[1]);
@@ -43,6 +43,7 @@ public static partial class RegistryCommands
             Compressor = a.Get("--compressor") is { } c ? Program.Wrap(() => Codec.ParseCompressor(c)) : Compressor.Zstd,
             Digester = a.Get("--digester") is { } d ? Program.Wrap(() => Codec.ParseDigester(d)) : Digester.Blake3,
         };
+        Program.ApplySignAndPrefetch(a.Get("--sign"), a.Get("--prefetch-files"), build); // read now: a bad key or list fails before any download
         try { build.Validate(); } catch (RafsFormatException e) { throw new Program.UsageException(e.Message); }
         bool json = a.Flags.Contains("--json");
         var log = json ? TextWriter.Null : o;
