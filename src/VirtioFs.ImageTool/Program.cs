@@ -48,6 +48,8 @@ public static class Program
           bom --fetch HOST/REPO:TAG [--format spdx|cyclonedx] [-o FILE]                   a BOM attached with --attach
           convert SRC HOST/REPO:TAG [--platform OS/ARCH] [--fs-version 6|5] [--compressor C] [--digester D] [--chunk-size N]
                  [--work-dir DIR] [--mount-from REPO] [--insecure] [--json]     SRC: HOST/REPO:TAG, HOST/REPO@sha256:.., oci:DIR or DIR
+                 [--backend-type s3|oss --backend-config FILE]     data blob to the bucket, bootstrap-only manifest to DST
+                 [--prefetch-files LIST] [--sign KEY]     as for create
                  registry options: --plain-http --skip-verify --ca-file PEM --docker-config FILE --timeout S --retry-limit N
 
         Usage errors exit 2, bad input exits 1; see src/VirtioFs.ImageTool/USAGE.md for details.
@@ -140,9 +142,8 @@ public static class Program
             Compressor = a.Get("--compressor") is { } c ? Wrap(() => Codec.ParseCompressor(c)) : Compressor.Zstd,
             Digester = a.Get("--digester") is { } d ? Wrap(() => Codec.ParseDigester(d)) : Digester.Blake3,
             ChunkDict = a.Get("--chunk-dict"),
-            SigningKey = a.Get("--sign") is { } k ? Signing.LoadKey(k) : null,
         };
-        if (a.Get("--prefetch-files") is { } pf) opts.PrefetchFiles = File.ReadAllLines(pf).Select(l => l.Trim()).Where(l => l.Length > 0).ToList();
+        ApplySignAndPrefetch(a.Get("--sign"), a.Get("--prefetch-files"), opts);
         try { opts.Validate(); } catch (RafsFormatException e) { throw new UsageException(e.Message); }
         var sw = System.Diagnostics.Stopwatch.StartNew();
         var type = a.Get("--type") ?? DetectType(a.Positional);
@@ -187,6 +188,14 @@ public static class Program
             o.WriteLine($"root digest   {Convert.ToHexStringLower(r.RootDigest)}");
         }
         return 0;
+    }
+
+    /// <summary><c>--sign KEY</c> (sign the bootstrap's Merkle root) and <c>--prefetch-files LIST</c> (one path a line):
+    /// the same meaning for create and convert.</summary>
+    internal static void ApplySignAndPrefetch(string? signKey, string? prefetchFiles, BuildOptions opts)
+    {
+        if (signKey is { } k) opts.SigningKey = Signing.LoadKey(k);
+        if (prefetchFiles is { } pf) opts.PrefetchFiles = File.ReadAllLines(pf).Select(l => l.Trim()).Where(l => l.Length > 0).ToList();
     }
 
     private static string DetectType(List<string> sources)

@@ -17,7 +17,7 @@ namespace VirtioFs.ImageTool.Tests;
 /// an overwritten file, a whiteout, an opaque directory and a file repeated across layers; an index with two
 /// platforms) is pushed, converted to a nydus image, pulled back and unpacked, and compared with the flattened tree.
 /// </summary>
-public sealed class ConvertTests
+public sealed partial class ConvertTests
 {
     private static readonly byte[] Tool = Random(1, 300_000);
     private static readonly byte[] Shared = Random(2, 200_000);

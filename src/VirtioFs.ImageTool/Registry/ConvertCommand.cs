@@ -18,14 +18,15 @@ namespace VirtioFs.ImageTool.Registry;
 public static partial class RegistryCommands
 {
     public const string ConvertUsage = "convert SRC DST [--platform OS/ARCH] [--fs-version 6|5] [--compressor none|lz4_block|zstd] [--digester blake3|sha256] "
-        + "[--chunk-size N] [--work-dir DIR] [--mount-from REPO] [--bom [--bom-format spdx|cyclonedx]] [--insecure] [REGISTRY OPTIONS] [--json]";
+        + "[--chunk-size N] [--work-dir DIR] [--mount-from REPO] [--bom [--bom-format spdx|cyclonedx]] [--backend-type s3|oss --backend-config FILE [--multipart-threshold N]] [--prefetch-files LIST] [--sign KEY] "
+        + "[--insecure] [REGISTRY OPTIONS] [--json]";
 
     /// <summary>Most bytes all layers of one image may expand to (a decompression bomb stops here, not at a full disk).</summary>
     internal static long MaxUnpackedBytes { get; set; } = 64L << 30;
 
     public static int Convert(IEnumerable<string> rest, TextWriter o, bool terminal = false)
     {
-        var a = Parse(rest, [.. CommonValued, "--fs-version", "--compressor", "--digester", "--chunk-size", "--work-dir", "--mount-from", "--bom-format"], [.. CommonFlags, "--insecure", "--bom"]);
+        var a = Parse(rest, [.. CommonValued, "--fs-version", "--compressor", "--digester", "--chunk-size", "--work-dir", "--mount-from", "--bom-format", "--backend-type", "--backend-config", "--multipart-threshold", "--prefetch-files", "--sign"], [.. CommonFlags, "--insecure", "--bom"]);
         if (a.Positional.Count != 2) throw new Program.UsageException("usage: vfs-image " + ConvertUsage);
         string src = a.Positional[0];
         var dst = Ref(a.Positional[1]);
@@ -42,12 +43,25 @@ public static partial class RegistryCommands
             Compressor = a.Get("--compressor") is { } c ? Program.Wrap(() => Codec.ParseCompressor(c)) : Compressor.Zstd,
             Digester = a.Get("--digester") is { } d ? Program.Wrap(() => Codec.ParseDigester(d)) : Digester.Blake3,
         };
+        Program.ApplySignAndPrefetch(a.Get("--sign"), a.Get("--prefetch-files"), build); // read now: a bad key or list fails before any download
         try { build.Validate(); } catch (RafsFormatException e) { throw new Program.UsageException(e.Message); }
         bool json = a.Flags.Contains("--json");
         var log = json ? TextWriter.Null : o;
         // --bom: attach the converted image's bill of materials as a referrer (Bom/BomCommand.AttachBuilt).
         string? bomFormat = a.Flags.Contains("--bom") ? a.Get("--bom-format") ?? "spdx" : a.Get("--bom-format") is null ? null : throw new Program.UsageException("--bom-format needs --bom");
         if (bomFormat is not (null or "spdx" or "cyclonedx")) throw new Program.UsageException($"--bom-format {bomFormat}: expected spdx or cyclonedx");
+        // --backend-type s3|oss: the blobs go to object storage and the registry gets the bootstrap only (nydusify
+        // --backend-type, docs/nydusify.md). The config is read now so a bad one fails before any conversion work.
+        string? backendType = a.Get("--backend-type");
+        Oci.ObjectStorage.ObjectStorageOptions? backend = null;
+        long threshold = DefaultMultipartThreshold;
+        if (backendType is not null)
+        {
+            backend = ReadBackendConfig(backendType, a.Get("--backend-config") ?? throw new Program.UsageException("convert --backend-type needs --backend-config FILE"));
+            if (a.Get("--multipart-threshold") is { } mt) threshold = ParseSize(mt);
+        }
+        else if (a.Get("--backend-config") is not null || a.Get("--multipart-threshold") is not null)
+            throw new Program.UsageException("--backend-config and --multipart-threshold go with --backend-type s3|oss");
 
         // Everything this run writes lives in one directory of its own, removed at the end whatever happens.
         string workRoot = a.Get("--work-dir") ?? Path.GetTempPath();
@@ -81,9 +95,10 @@ public static partial class RegistryCommands
 
             // Same registry: let it mount blobs from the source repository instead of receiving them again.
             if (mountFrom is null && srcRef is not null && srcRef.Host == dst.Host && srcRef.Repository != dst.Repository) mountFrom = srcRef.Repository;
+            List<PushedBlob>? stored = backend is null ? null : UploadBlobs(build.Bootstrap, build.BlobDir, backend, DefaultPartSize, threshold, log, terminal);
             using var client = new RegistryClient(Options(a, dst));
             var report = PushImage(client, dst, build.Bootstrap, build.BlobDir, image.ConfigInfo.Platform,
-                diffIds => OciImageConfig.ForNydus(image.Config, diffIds), mountFrom, 0, log, terminal);
+                diffIds => OciImageConfig.ForNydus(image.Config, diffIds), mountFrom, 0, log, terminal, blobsInRegistry: backend is null);
             if (bomFormat is not null) Bom.BomCommand.AttachBuilt(client, dst, report.ManifestDigest, build.Bootstrap, build.BlobDir, bomFormat, log);
             if (json)
             {
@@ -98,9 +113,17 @@ public static partial class RegistryCommands
                     w.WriteNumber("unique_chunks", s.UniqueChunks);
                     w.WriteNumber("blob_bytes", s.BytesOut);
                     WritePushReport(w, dst, report);
+                    if (backend is not null)
+                    {
+                        w.WriteStartObject("object_storage");
+                        w.WriteString("backend", Where(backendType!, backend));
+                        WriteObjectStorageBlobs(w, stored!);
+                        w.WriteEndObject();
+                    }
                 });
             }
-            else o.WriteLine($"converted {source.Name} -> {dst} ({image.ConfigInfo.Platform}) index {report.IndexDigest} manifest {report.ManifestDigest}, {report.Uploaded} blobs uploaded");
+            else o.WriteLine($"converted {source.Name} -> {dst} ({image.ConfigInfo.Platform}) index {report.IndexDigest} manifest {report.ManifestDigest}, {report.Uploaded} blobs uploaded"
+                + (backend is null ? "" : $"; data blobs in {Where(backendType!, backend)} ({stored!.Count(r => r.Outcome != "already present")} uploaded)"));
             return 0;
         }
         finally

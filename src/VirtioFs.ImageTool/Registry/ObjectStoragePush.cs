@@ -20,6 +20,43 @@ public static partial class RegistryCommands
     private static int PushToObjectStorage(string bootstrap, string blobDir, string type, string configFile, long partSize, long threshold,
         bool json, TextWriter o, bool terminal)
     {
+        var options = ReadBackendConfig(type, configFile);
+        var log = json ? TextWriter.Null : o;
+        var results = UploadBlobs(bootstrap, blobDir, options, partSize, threshold, log, terminal);
+        string where = Where(type, options);
+        if (json)
+        {
+            WriteJson(o, w =>
+            {
+                w.WriteString("backend", where);
+                WriteObjectStorageBlobs(w, results);
+            });
+        }
+        else o.WriteLine($"pushed {results.Count} blobs of {bootstrap} to {where} ({results.Count(r => r.Outcome != "already present")} uploaded)");
+        return 0;
+    }
+
+    private static string Where(string type, ObjectStorageOptions options) => $"{type}://{options.Bucket}/{options.ObjectPrefix}";
+
+    private static void WriteObjectStorageBlobs(System.Text.Json.Utf8JsonWriter w, IReadOnlyList<PushedBlob> results)
+    {
+        w.WriteStartArray("blobs");
+        foreach (var r in results)
+        {
+            w.WriteStartObject();
+            w.WriteString("id", r.Digest);
+            w.WriteNumber("size", r.Size);
+            w.WriteString("outcome", r.Outcome);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteNumber("uploaded", results.Count(r => r.Outcome != "already present"));
+    }
+
+    /// <summary>The backend options from <paramref name="configFile"/>: the backend's <c>config</c> object, or a whole
+    /// nydusd config whose <c>device.backend</c> must be of <paramref name="type"/>. Shared by push and convert.</summary>
+    internal static ObjectStorageOptions ReadBackendConfig(string type, string configFile)
+    {
         if (type is not ("s3" or "oss")) throw new Program.UsageException($"--backend-type takes s3 or oss, not '{type}'");
         ObjectStorageOptions options;
         try
@@ -40,7 +77,14 @@ public static partial class RegistryCommands
         {
             throw new InvalidDataException($"backend config {configFile}: {e.Message}");
         }
+        return options;
+    }
 
+    /// <summary>Uploads every data blob <paramref name="bootstrap"/> references (from <paramref name="blobDir"/>) as the
+    /// object <c>object_prefix</c> + blob id; skips those already there with the right size. Shared by push and convert.</summary>
+    internal static List<PushedBlob> UploadBlobs(string bootstrap, string blobDir, ObjectStorageOptions options, long partSize, long threshold,
+        TextWriter log, bool terminal)
+    {
         var blobs = new List<(string Id, string Path, long Size)>();
         using (var img = RafsImage.Open(bootstrap))
         {
@@ -52,7 +96,6 @@ public static partial class RegistryCommands
                 blobs.Add((b.BlobId, path, new FileInfo(path).Length));
             }
         }
-        var log = json ? TextWriter.Null : o;
         var results = new List<PushedBlob>();
         using (var client = new ObjectStorageClient(options))
         {
@@ -75,26 +118,6 @@ public static partial class RegistryCommands
                 results.Add(new PushedBlob("blob", id, size, said));
             }
         }
-        string where = $"{type}://{options.Bucket}/{options.ObjectPrefix}";
-        if (json)
-        {
-            WriteJson(o, w =>
-            {
-                w.WriteString("backend", where);
-                w.WriteStartArray("blobs");
-                foreach (var r in results)
-                {
-                    w.WriteStartObject();
-                    w.WriteString("id", r.Digest);
-                    w.WriteNumber("size", r.Size);
-                    w.WriteString("outcome", r.Outcome);
-                    w.WriteEndObject();
-                }
-                w.WriteEndArray();
-                w.WriteNumber("uploaded", results.Count(r => r.Outcome != "already present"));
-            });
-        }
-        else o.WriteLine($"pushed {results.Count} blobs of {bootstrap} to {where} ({results.Count(r => r.Outcome != "already present")} uploaded)");
-        return 0;
+        return results;
     }
 }

@@ -73,7 +73,7 @@ public static partial class RegistryCommands
     /// mount from <paramref name="mountFrom"/> when given); progress goes to <paramref name="log"/>.
     /// </summary>
     internal static PushReport PushImage(RegistryClient client, OciReference target, string bootstrap, string blobDir, OciPlatform platform,
-        Func<IReadOnlyList<string>, byte[]> makeConfig, string? mountFrom, long uploadChunk, TextWriter log, bool terminal)
+        Func<IReadOnlyList<string>, byte[]> makeConfig, string? mountFrom, long uploadChunk, TextWriter log, bool terminal, bool blobsInRegistry = true)
     {
         // Everything the image references must be here before anything is sent.
         int fsVersion;
@@ -92,7 +92,10 @@ public static partial class RegistryCommands
         var layers = new List<OciDescriptor>();
         var diffIds = new List<string>();
         var results = new List<PushedBlob>();
-        foreach (var (id, path, size) in blobs)
+        // Blobs in object storage (convert --backend-type): like nydusify (nydus-snapshotter pkg/converter/convert_unix.go,
+        // "do not put nydus blob layer into manifest if blob storage backend is specified") the manifest and the config's
+        // diff ids hold the bootstrap layer only; its nydus-blob-ids annotation still names the blobs.
+        foreach (var (id, path, size) in blobsInRegistry ? blobs : [])
         {
             var progress = new TransferProgress(log, "blob " + id[..12], size, terminal);
             var outcome = Run(client.PushBlobAsync("sha256:" + id, size, () => File.OpenRead(path), mountFrom, uploadChunk, progress));
