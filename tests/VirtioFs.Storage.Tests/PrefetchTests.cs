@@ -226,6 +226,19 @@ public sealed class PrefetchTests : IDisposable
         AssertReadsWithoutBackend(m, "big.bin");
     }
 
+    // Workers block pool threads in the synchronous fetch; the pool's minimum must leave room for all of them and the
+    // HTTP continuations they wait on, and a later, smaller prefetch must not lower it again.
+    [Fact]
+    public void Prefetch_reserves_pool_threads_for_its_blocked_workers_and_never_lowers_the_minimum()
+    {
+        Prefetcher.ReservePoolThreads(8);
+        ThreadPool.GetMinThreads(out int afterEight, out _);
+        Assert.True(afterEight >= Environment.ProcessorCount + 16, $"min worker threads {afterEight}");
+        Prefetcher.ReservePoolThreads(1);
+        ThreadPool.GetMinThreads(out int afterOne, out _);
+        Assert.Equal(afterEight, afterOne);
+    }
+
     [Fact]
     public async Task Foreground_gate_releases_prefetch_only_when_the_last_guest_read_ends()
     {
