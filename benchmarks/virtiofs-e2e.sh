@@ -5,7 +5,8 @@
 # alternating order, N rounds (default 5), medians with min-max, results in benchmarks/results/virtiofs-e2e.csv.
 #
 #   benchmarks/virtiofs-e2e.sh [--rounds N] [--results FILE] [--cache auto|always|never] [--sandbox chroot|namespace]
-#   VFSD_EXTRA_ARGS="--sandbox none --seccomp none" benchmarks/virtiofs-e2e.sh ...   (the sandbox's cost: run both)
+#   benchmarks/virtiofs-e2e.sh --peer vfsd-nosandbox ...   (the sandbox's cost: vfsd against itself with
+#       --sandbox none --seccomp none, alternating in one run; results in virtiofs-e2e-sandbox.csv)
 #
 # Both daemons get the settings Kata gives virtiofsd by default (configuration-qemu.toml: virtio_fs_cache = "auto",
 # virtio_fs_extra_args = ["--thread-pool-size=1", "--announce-submounts"]) and the same sandbox mode (chroot: the C
@@ -19,9 +20,10 @@ cd "$(dirname "$0")/.."
 . benchmarks/lib/harness.sh
 bench_parse_rounds "$@"
 set -- "${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"}"
-cache=auto sandbox=chroot
+cache=auto sandbox=chroot peer_name=virtiofsd
 while [ $# -gt 0 ]; do
   case "$1" in
+    --peer) peer_name=$2; shift 2;;
     --cache) cache=$2; shift 2;;
     --sandbox) sandbox=$2; shift 2;;
     *) echo "unknown argument $1" >&2; exit 2;;
@@ -31,6 +33,11 @@ rounds=$BENCH_ROUNDS
 [ -x out/vfsd ] || { echo "build first: bash tests/setup.sh" >&2; exit 1; }
 peer=/usr/lib/qemu/virtiofsd
 [ -x "$peer" ] || { echo "$peer missing (apt-get install qemu-system-x86)" >&2; exit 1; }
+case "$peer_name" in
+  virtiofsd) bench_name=virtiofs-e2e;;
+  vfsd-nosandbox) bench_name=virtiofs-e2e-sandbox;;
+  *) echo "--peer takes virtiofsd or vfsd-nosandbox" >&2; exit 2;;
+esac
 
 work=$(mktemp -d /tmp/vfs-bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -89,16 +96,20 @@ else
   cpu_unit=$(getconf CLK_TCK)
 fi
 
-bench_init virtiofs-e2e
+bench_init "$bench_name"
 for round in $(seq 1 "$rounds"); do
   pos=1
-  for daemon in $(bench_order "$round" virtiofsd vfsd); do
+  for daemon in $(bench_order "$round" "$peer_name" vfsd); do
     sock=$work/$daemon.sock
     rm -f "$sock" "$sock.pid"
     if [ $daemon = vfsd ]; then
       # shellcheck disable=SC2086 # VFSD_EXTRA_ARGS is a list of options; given last, they win
       out/vfsd --socket-path "$sock" --shared-dir "$data" --cache "$cache" --thread-pool-size=1 --announce-submounts \
         --sandbox "$sandbox" --log-level warn ${VFSD_EXTRA_ARGS:-} &
+    elif [ $daemon = vfsd-nosandbox ]; then
+      # The same daemon and settings with no containment at all: the difference is what the sandbox costs (#9).
+      out/vfsd --socket-path "$sock" --shared-dir "$data" --cache "$cache" --thread-pool-size=1 --announce-submounts \
+        --sandbox none --seccomp none --log-level warn ${VFSD_EXTRA_ARGS:-} &
     else
       "$peer" --socket-path="$sock" -o source="$data" -o cache="$([ "$cache" = never ] && echo none || echo "$cache")" \
         --thread-pool-size=1 -o announce_submounts -o sandbox="$sandbox" > "$work/peer.log" 2>&1 &
@@ -132,11 +143,11 @@ for round in $(seq 1 "$rounds"); do
     rm -rf "${data:?}/scratch"/*
     pos=$((pos + 1))
   done
-  bench_same_output "what the guest read (round $round)" "$work/sums.virtiofsd.$round" "$work/sums.vfsd.$round"
+  bench_same_output "what the guest read (round $round)" "$work/sums.$peer_name.$round" "$work/sums.vfsd.$round"
 done
 
-echo "== guest-visible time (cache=$cache, sandbox=$sandbox, thread pool 1, both daemons)"
-bench_summary vfsd virtiofsd seconds
+echo "== guest-visible time (cache=$cache, vfsd sandbox=$sandbox, thread pool 1, both daemons)"
+bench_summary vfsd "$peer_name" seconds
 echo "== daemon CPU"
-bench_summary vfsd virtiofsd cpu_seconds
+bench_summary vfsd "$peer_name" cpu_seconds
 echo "results: $BENCH_RESULTS"
