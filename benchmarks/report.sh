@@ -20,6 +20,7 @@ results, charts = sys.argv[1], sys.argv[2]
 # (results file, chart name, subject, peer, columns): the comparisons each benchmark makes.
 pairs = {
     "virtiofs-e2e": [("vfsd", "virtiofsd")],
+    "virtiofs-e2e-sandbox": [("vfsd", "vfsd-nosandbox")],
     "image-read": [("vfsd", "squashfuse"), ("vfsd-cache", "squashfuse"), ("vfsd", "virtiofsd")],
     "image-build": [("vfs-image", "mksquashfs"), ("vfs-image", "mkfs.erofs")],
     "cold-start": [("lazy", "oci"), ("lazy-prefetch", "oci"), ("lazy", "floor"), ("lazy-prefetch", "floor")],
