@@ -40,7 +40,15 @@ public static partial class RegistryCommands
     {
         var (mediaType, body, _) = Run(source.ReadRootDocumentAsync());
         var index = OciJson.IsIndex(mediaType) ? OciJson.ParseIndex(body) : null;
-        if (!request.All) return (index, request.Listed);
+        if (!request.All)
+        {
+            // Each listed platform must be there before any layer is fetched (ResolveAsync gives the full message).
+            foreach (var p in request.Listed)
+                if (index is null || !index.Manifests.Any(m => m.Platform is { } q && q.Os == p.Os && q.Architecture == p.Architecture && (p.Variant is null || q.Variant == p.Variant)
+                    && q.OsFeatures?.Contains(OciMediaTypes.NydusRemoteImageFeature) != true))
+                    Run(source.ResolveAsync(p));
+            return (index, request.Listed);
+        }
         if (index is null) throw new InvalidDataException($"{source.Name} is a single image manifest, not an index: --platform all has nothing to merge (leave --platform out)");
         // Every runnable image of the index: a platform that is not "unknown" (buildx attestations use unknown/unknown)
         // and not already a nydus manifest.
