@@ -106,6 +106,18 @@ public sealed partial class ConvertTests
             Assert.Equal("mounted", doc.RootElement.GetProperty("layers")[0].GetProperty("outcome").GetString());
         AssertTree(PullAndUnpack(server, "other/app:v2").Tree, ExpectedSimilar());
 
+        // A dictionary on another registry: its blob is downloaded from there and sent to the destination.
+        using (var second = RegistryServer.Start())
+        {
+            using (var doc = Convert_(out _, $"{server.Host}/src/app:v2", $"{second.Host}/far/app:v2", "--chunk-size", "64K",
+                "--chunk-dict", $"bootstrap:registry:{server.Host}/dst/app:v1"))
+            {
+                Assert.Equal(dictBlob, doc.RootElement.GetProperty("layers")[0].GetProperty("digest").GetString());
+                Assert.Equal("uploaded", doc.RootElement.GetProperty("layers")[0].GetProperty("outcome").GetString());
+            }
+            AssertTree(PullAndUnpack(second, "far/app:v2").Tree, ExpectedSimilar());
+        }
+
         // nydus-image's spelling, a local bootstrap: the blob is in the destination already ...
         using (var doc = Convert_(out _, $"{server.Host}/src/app:v2", $"{server.Host}/dst/app:v2-local", "--chunk-size", "64K", "--chunk-dict", "bootstrap=" + dictBoot))
             Assert.Equal(3, doc.RootElement.GetProperty("unique_chunks").GetInt32());
