@@ -33,7 +33,7 @@ public static class Program
 
           create SOURCE... --bootstrap FILE --blob-dir DIR [--type dir|oci-layout|oci-layers] [--fs-version 6|5]
                  [--chunk-size N] [--compressor none|lz4_block|zstd] [--digester blake3|sha256]
-                 [--chunk-dict BOOTSTRAP] [--prefetch-files LIST] [--sign KEY] [--json]
+                 [--chunk-dict BOOTSTRAP|bootstrap=BOOTSTRAP] [--prefetch-files LIST] [--sign KEY] [--json]
           check BOOTSTRAP [--blob-dir DIR] [--trust-key PUB] [--json]
           inspect BOOTSTRAP [--json]
           ls BOOTSTRAP PATH [--json]
@@ -46,10 +46,11 @@ public static class Program
           bom BOOTSTRAP --blob-dir DIR | bom HOST/REPO:TAG [--attach] [--platform OS/ARCH]     SPDX 2.3 / CycloneDX 1.5 JSON
                  [--format spdx|cyclonedx] [--file-digests content|bootstrap] [-o FILE] [--name NAME]
           bom --fetch HOST/REPO:TAG [--format spdx|cyclonedx] [-o FILE]                   a BOM attached with --attach
-          convert SRC HOST/REPO:TAG [--platform OS/ARCH] [--fs-version 6|5] [--compressor C] [--digester D] [--chunk-size N]
+          convert SRC HOST/REPO:TAG [--platform OS/ARCH|all|LIST] [--fs-version 6|5] [--compressor C] [--digester D] [--chunk-size N]
                  [--work-dir DIR] [--mount-from REPO] [--insecure] [--json]     SRC: HOST/REPO:TAG, HOST/REPO@sha256:.., oci:DIR or DIR
                  [--backend-type s3|oss --backend-config FILE]     data blob to the bucket, bootstrap-only manifest to DST
                  [--prefetch-files LIST] [--sign KEY]     as for create
+                 [--chunk-dict BOOTSTRAP|bootstrap=BOOTSTRAP|bootstrap:registry:HOST/REPO:TAG]     dedup against another image
                  registry options: --plain-http --skip-verify --ca-file PEM --docker-config FILE --timeout S --retry-limit N
 
         Usage errors exit 2, bad input exits 1; see src/VirtioFs.ImageTool/USAGE.md for details.
@@ -141,7 +142,7 @@ public static class Program
             ChunkSize = a.Get("--chunk-size") is { } cs ? ParseSize(cs) : 1u << 20,
             Compressor = a.Get("--compressor") is { } c ? Wrap(() => Codec.ParseCompressor(c)) : Compressor.Zstd,
             Digester = a.Get("--digester") is { } d ? Wrap(() => Codec.ParseDigester(d)) : Digester.Blake3,
-            ChunkDict = a.Get("--chunk-dict"),
+            ChunkDict = a.Get("--chunk-dict") is { } dict ? Registry.ChunkDictArg.Local(dict) : null,
         };
         ApplySignAndPrefetch(a.Get("--sign"), a.Get("--prefetch-files"), opts);
         try { opts.Validate(); } catch (RafsFormatException e) { throw new UsageException(e.Message); }

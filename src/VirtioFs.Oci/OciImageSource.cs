@@ -46,6 +46,12 @@ public abstract class OciImageSource : IDisposable
 
     public virtual void Dispose() => GC.SuppressFinalize(this);
 
+    /// <summary>The top document as <see cref="ReadRootAsync"/> reads it (vfs-image convert --platform all lists its entries).</summary>
+    public Task<(string MediaType, byte[] Body, string Digest)> ReadRootDocumentAsync(CancellationToken ct = default) => ReadRootAsync(ct);
+
+    /// <summary>A manifest or index an index entry names, digest-checked and capped (convert copies the entries it keeps).</summary>
+    public Task<byte[]> ReadManifestAsync(OciDescriptor d, CancellationToken ct = default) => ReadDocumentAsync(d, MaxManifestBytes, isManifest: true, ct);
+
     public static OciImageSource FromRegistry(RegistryClient client, OciReference reference, bool ownsClient = false) =>
         new RegistrySource(client, reference, ownsClient);
 

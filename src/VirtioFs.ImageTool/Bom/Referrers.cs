@@ -59,9 +59,9 @@ public static class Referrers
         string manifestDigest = RegistryCommands.Run(client.PutManifestAsync(OciDigest.Sha256(manifest), OciMediaTypes.ImageManifest, manifest));
 
         // A registry with the Referrers API lists the new manifest itself; otherwise update the fallback tag's index.
-        if (RegistryCommands.Run(client.GetReferrersAsync(subject.Digest)) is { } listed)
+        if (RegistryCommands.Run(client.ListReferrersAsync(subject.Digest)) is { } listed)
         {
-            if (!List(listed).Any(d => d.Digest == manifestDigest))
+            if (!listed.Pages.SelectMany(List).Any(d => d.Digest == manifestDigest))
                 throw new IOException($"the registry has a referrers API but does not list {manifestDigest} for {subject.Digest}");
             return new Attached(manifestDigest, "referrers API");
         }
@@ -105,14 +105,19 @@ public static class Referrers
     /// <summary>The newest attached document of one of <paramref name="artifactTypes"/> (in order of preference), or null.</summary>
     public static (byte[] Document, string ArtifactType, string ManifestDigest)? Find(RegistryClient client, string subjectDigest, string[] artifactTypes)
     {
-        var list = RegistryCommands.Run(client.GetReferrersAsync(subjectDigest)) is { } api ? List(api) : null;
-        if (list is null)
-        {
-            try { list = List(RegistryCommands.Run(client.GetManifestAsync(FallbackTag(subjectDigest))).Body); }
-            catch (IOException e) when (e.InnerException is RegistryException { IsNotFound: true }) { return null; }
-        }
+        List<Descriptor>? fallback = null;
         foreach (var type in artifactTypes)
         {
+            // The Referrers API, asked to filter by type (end-12b). A registry that did not filter leaves out
+            // OCI-Filters-Applied, and one that did may still be wrong: the type is checked below either way.
+            List<Descriptor> list;
+            if (fallback is null && RegistryCommands.Run(client.ListReferrersAsync(subjectDigest, type)) is { } api)
+                list = [.. api.Pages.SelectMany(List)];
+            else
+            {
+                try { list = fallback ??= List(RegistryCommands.Run(client.GetManifestAsync(FallbackTag(subjectDigest))).Body); }
+                catch (IOException e) when (e.InnerException is RegistryException { IsNotFound: true }) { return null; }
+            }
             // Newest first: the created annotation, else the index order (the fallback index appends).
             var pick = list.Select((d, i) => (d, i)).Where(x => x.d.ArtifactType == type)
                 .OrderByDescending(x => x.d.Annotations?.GetValueOrDefault("org.opencontainers.image.created") ?? "", StringComparer.Ordinal).ThenByDescending(x => x.i)

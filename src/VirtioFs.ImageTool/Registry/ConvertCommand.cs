@@ -17,8 +17,8 @@ namespace VirtioFs.ImageTool.Registry;
 /// </summary>
 public static partial class RegistryCommands
 {
-    public const string ConvertUsage = "convert SRC DST [--platform OS/ARCH] [--fs-version 6|5] [--compressor none|lz4_block|zstd] [--digester blake3|sha256] "
-        + "[--chunk-size N] [--work-dir DIR] [--mount-from REPO] [--bom [--bom-format spdx|cyclonedx]] [--backend-type s3|oss --backend-config FILE [--multipart-threshold N]] [--prefetch-files LIST] [--sign KEY] "
+    public const string ConvertUsage = "convert SRC DST [--platform OS/ARCH|all|OS/ARCH,OS/ARCH...] [--fs-version 6|5] [--compressor none|lz4_block|zstd] [--digester blake3|sha256] "
+        + "[--chunk-size N] [--chunk-dict PATH|bootstrap=PATH|bootstrap:registry:REF] [--work-dir DIR] [--mount-from REPO] [--bom [--bom-format spdx|cyclonedx]] [--backend-type s3|oss --backend-config FILE [--multipart-threshold N]] [--prefetch-files LIST] [--sign KEY] "
         + "[--insecure] [REGISTRY OPTIONS] [--json]";
 
     /// <summary>Most bytes all layers of one image may expand to (a decompression bomb stops here, not at a full disk).</summary>
@@ -26,12 +26,12 @@ public static partial class RegistryCommands
 
     public static int Convert(IEnumerable<string> rest, TextWriter o, bool terminal = false)
     {
-        var a = Parse(rest, [.. CommonValued, "--fs-version", "--compressor", "--digester", "--chunk-size", "--work-dir", "--mount-from", "--bom-format", "--backend-type", "--backend-config", "--multipart-threshold", "--prefetch-files", "--sign"], [.. CommonFlags, "--insecure", "--bom"]);
+        var a = Parse(rest, [.. CommonValued, "--fs-version", "--compressor", "--digester", "--chunk-size", "--work-dir", "--mount-from", "--bom-format", "--backend-type", "--backend-config", "--multipart-threshold", "--prefetch-files", "--sign", "--chunk-dict"], [.. CommonFlags, "--insecure", "--bom"]);
         if (a.Positional.Count != 2) throw new Program.UsageException("usage: vfs-image " + ConvertUsage);
         string src = a.Positional[0];
         var dst = Ref(a.Positional[1]);
         if (dst.Digest is not null) throw new Program.UsageException("convert DST takes a tag, not a digest");
-        var platform = Platform(a);
+        var platforms = ParsePlatforms(a.Get("--platform"));
         string? mountFrom = a.Get("--mount-from");
         if (mountFrom is not null && !OciReference.IsValidRepository(mountFrom)) throw new Program.UsageException($"bad --mount-from repository '{mountFrom}'");
         var build = new BuildOptions
@@ -45,6 +45,7 @@ public static partial class RegistryCommands
         };
         Program.ApplySignAndPrefetch(a.Get("--sign"), a.Get("--prefetch-files"), build); // read now: a bad key or list fails before any download
         try { build.Validate(); } catch (RafsFormatException e) { throw new Program.UsageException(e.Message); }
+        var dictArg = a.Get("--chunk-dict") is { } cd ? ChunkDictArg.Parse(cd) : null;
         bool json = a.Flags.Contains("--json");
         var log = json ? TextWriter.Null : o;
         // --bom: attach the converted image's bill of materials as a referrer (Bom/BomCommand.AttachBuilt).
@@ -62,6 +63,8 @@ public static partial class RegistryCommands
         }
         else if (a.Get("--backend-config") is not null || a.Get("--multipart-threshold") is not null)
             throw new Program.UsageException("--backend-config and --multipart-threshold go with --backend-type s3|oss");
+        if (dictArg is not null && backend is not null)
+            throw new Program.UsageException("--chunk-dict with --backend-type: the dictionary's blobs would have to be in the bucket; not supported");
 
         // Everything this run writes lives in one directory of its own, removed at the end whatever happens.
         string workRoot = a.Get("--work-dir") ?? Path.GetTempPath();
@@ -72,58 +75,52 @@ public static partial class RegistryCommands
         {
             OciReference? srcRef = null;
             using var source = OpenSource(a, src, ref srcRef);
-            var image = Run(source.ResolveAsync(platform));
-            var layers = image.Manifest.Layers;
-            log.WriteLine($"source {source.Name} manifest {image.ManifestDigest}: {layers.Count} layers, {image.ConfigInfo.Platform}");
-
-            BuildResult built;
-            long unpacked = 0;
-            using (var tree = new OciSource(work))
-            {
-                for (int i = 0; i < layers.Count; i++)
-                    unpacked += ApplyLayer(source, layers[i], image.ConfigInfo.DiffIds[i], tree, work, MaxUnpackedBytes - unpacked, log, terminal);
-                tree.Flush();
-                build.BlobDir = Path.Combine(work, "blobs");
-                build.Bootstrap = Path.Combine(work, "image.boot");
-                build.BuildTime = BuildTime(image.ConfigInfo);
-                Directory.CreateDirectory(build.BlobDir);
-                built = ImageBuilder.Build(tree.Root, build);
-            }
-            var s = built.Stats;
-            log.WriteLine($"built RAFS v{build.FsVersion}: {built.Inodes} inodes, {s.Files} files, {s.Chunks} chunks ({s.UniqueChunks} unique), "
-                + $"{TransferProgress.Size(unpacked)} of layers -> {TransferProgress.Size(s.BytesOut)} blob");
-
+            using var dict = dictArg is null ? null : new ChunkDict(dictArg, a, work, log);
             // Same registry: let it mount blobs from the source repository instead of receiving them again.
             if (mountFrom is null && srcRef is not null && srcRef.Host == dst.Host && srcRef.Repository != dst.Repository) mountFrom = srcRef.Repository;
-            List<PushedBlob>? stored = backend is null ? null : UploadBlobs(build.Bootstrap, build.BlobDir, backend, DefaultPartSize, threshold, log, terminal);
             using var client = new RegistryClient(Options(a, dst));
-            var report = PushImage(client, dst, build.Bootstrap, build.BlobDir, image.ConfigInfo.Platform,
-                diffIds => OciImageConfig.ForNydus(image.Config, diffIds), mountFrom, 0, log, terminal, blobsInRegistry: backend is null);
-            if (bomFormat is not null) Bom.BomCommand.AttachBuilt(client, dst, report.ManifestDigest, build.Bootstrap, build.BlobDir, bomFormat, log);
+            var (sourceIndex, wanted) = platforms.Merge ? PlanPlatforms(source, platforms) : (null, platforms.Listed);
+
+            var done = new List<Converted>();
+            foreach (var platform in wanted)
+            {
+                var one = ConvertOne(source, platform, build, dict, dst, client, mountFrom, backend, backendType, threshold, bomFormat, !platforms.Merge, Path.Combine(work, $"p{done.Count}"), log, terminal);
+                done.Add(one);
+            }
+            string indexDigest = platforms.Merge
+                ? sourceIndex is null
+                    ? Run(client.PutManifestAsync(dst.Reference, OciMediaTypes.ImageIndex, OciJson.WriteIndex(new OciIndex(OciMediaTypes.ImageIndex, [.. done.Select(x => x.Report.Descriptor(x.Platform))]))))
+                    : PushMergedIndex(client, dst, source, srcRef, sourceIndex, [.. done.Select(x => x.Report.Descriptor(x.Platform))], work, log, terminal)
+                : done[0].Report.IndexDigest;
+
             if (json)
             {
                 WriteJson(o, w =>
                 {
                     w.WriteString("source", source.Name);
-                    w.WriteString("source_manifest", image.ManifestDigest);
-                    w.WriteNumber("source_layers", layers.Count);
-                    w.WriteNumber("unpacked_bytes", unpacked);
-                    w.WriteNumber("files", s.Files);
-                    w.WriteNumber("chunks", s.Chunks);
-                    w.WriteNumber("unique_chunks", s.UniqueChunks);
-                    w.WriteNumber("blob_bytes", s.BytesOut);
-                    WritePushReport(w, dst, report);
-                    if (backend is not null)
+                    if (!platforms.Merge) { WriteConverted(w, done[0], dst, backendType, backend); return; }
+                    w.WriteString("reference", dst.ToString());
+                    w.WriteString("index", indexDigest);
+                    w.WriteNumber("kept_entries", sourceIndex?.Manifests.Count ?? 0);
+                    w.WriteStartArray("platforms");
+                    foreach (var x in done)
                     {
-                        w.WriteStartObject("object_storage");
-                        w.WriteString("backend", Where(backendType!, backend));
-                        WriteObjectStorageBlobs(w, stored!);
+                        w.WriteStartObject();
+                        w.WriteString("platform", x.Platform.ToString());
+                        WriteConverted(w, x, dst, backendType, backend);
                         w.WriteEndObject();
                     }
+                    w.WriteEndArray();
                 });
             }
-            else o.WriteLine($"converted {source.Name} -> {dst} ({image.ConfigInfo.Platform}) index {report.IndexDigest} manifest {report.ManifestDigest}, {report.Uploaded} blobs uploaded"
-                + (backend is null ? "" : $"; data blobs in {Where(backendType!, backend)} ({stored!.Count(r => r.Outcome != "already present")} uploaded)"));
+            else if (!platforms.Merge)
+            {
+                var x = done[0];
+                o.WriteLine($"converted {source.Name} -> {dst} ({x.Image.ConfigInfo.Platform}) index {indexDigest} manifest {x.Report.ManifestDigest}, {x.Report.Uploaded} blobs uploaded"
+                    + (backend is null ? "" : $"; data blobs in {Where(backendType!, backend)} ({x.Stored!.Count(r => r.Outcome != "already present")} uploaded)"));
+            }
+            else o.WriteLine($"converted {source.Name} -> {dst} ({string.Join(", ", done.Select(x => x.Platform))}) index {indexDigest}: "
+                + $"{done.Count} nydus manifests beside the source index's {sourceIndex?.Manifests.Count ?? 0} entries");
             return 0;
         }
         finally
@@ -131,6 +128,77 @@ public static partial class RegistryCommands
             try { Directory.Delete(work, recursive: true); }
             catch (IOException) { }
             catch (UnauthorizedAccessException) { }
+        }
+    }
+
+    /// <summary>One platform converted and pushed (its manifest; the caller writes the index).</summary>
+    private sealed record Converted(OciPlatform Platform, ResolvedImage Image, BuildResult Built, long Unpacked, PushReport Report, List<PushedBlob>? Stored);
+
+    /// <summary>
+    /// Resolves <paramref name="platform"/> in the source, fetches and flattens its layers, builds the bootstrap and
+    /// blob (against the chunk dictionary's bootstrap for this platform when there is one) and pushes the manifest; a
+    /// single-platform convert also tags a nydus-only index, as before.
+    /// </summary>
+    private static Converted ConvertOne(OciImageSource source, OciPlatform platform, BuildOptions template, ChunkDict? dict, OciReference dst, RegistryClient client,
+        string? mountFrom, Oci.ObjectStorage.ObjectStorageOptions? backend, string? backendType, long threshold, string? bomFormat, bool tagIndex, string work, TextWriter log, bool terminal)
+    {
+        Directory.CreateDirectory(work);
+        var image = Run(source.ResolveAsync(platform));
+        var layers = image.Manifest.Layers;
+        log.WriteLine($"source {source.Name} manifest {image.ManifestDigest}: {layers.Count} layers, {image.ConfigInfo.Platform}");
+        var build = new BuildOptions
+        {
+            FsVersion = template.FsVersion, ChunkSize = template.ChunkSize, Compressor = template.Compressor, Digester = template.Digester,
+            PrefetchFiles = template.PrefetchFiles, SigningKey = template.SigningKey,
+            BlobDir = Path.Combine(work, "blobs"),
+            Bootstrap = Path.Combine(work, "image.boot"),
+            BuildTime = BuildTime(image.ConfigInfo),
+            ChunkDict = dict?.Bootstrap(platform),
+        };
+
+        BuildResult built;
+        long unpacked = 0;
+        using (var tree = new OciSource(work))
+        {
+            for (int i = 0; i < layers.Count; i++)
+                unpacked += ApplyLayer(source, layers[i], image.ConfigInfo.DiffIds[i], tree, work, MaxUnpackedBytes - unpacked, log, terminal);
+            tree.Flush();
+            Directory.CreateDirectory(build.BlobDir);
+            built = ImageBuilder.Build(tree.Root, build);
+        }
+        var s = built.Stats;
+        log.WriteLine($"built RAFS v{build.FsVersion}: {built.Inodes} inodes, {s.Files} files, {s.Chunks} chunks ({s.UniqueChunks} unique"
+            + (dict is null ? "" : $", {s.DictChunks} from chunk dict {dict.Describe}") + $"), {TransferProgress.Size(unpacked)} of layers -> {TransferProgress.Size(s.BytesOut)} blob");
+
+        List<PushedBlob>? stored = backend is null ? null : UploadBlobs(build.Bootstrap, build.BlobDir, backend, DefaultPartSize, threshold, log, terminal);
+        Func<string, ExternalBlob?>? external = dict is null ? null : id => dict.Blob(id, platform, dst, client);
+        byte[] MakeConfig(IReadOnlyList<string> diffIds) => OciImageConfig.ForNydus(image.Config, diffIds);
+        var report = tagIndex
+            ? PushImage(client, dst, build.Bootstrap, build.BlobDir, image.ConfigInfo.Platform, MakeConfig, mountFrom, 0, log, terminal, blobsInRegistry: backend is null, external)
+            : PushManifest(client, build.Bootstrap, build.BlobDir, MakeConfig, mountFrom, 0, log, terminal, blobsInRegistry: backend is null, external);
+        if (bomFormat is not null) Bom.BomCommand.AttachBuilt(client, dst, report.ManifestDigest, build.Bootstrap, build.BlobDir, bomFormat, log);
+        return new Converted(image.ConfigInfo.Platform, image, built, unpacked, report, stored);
+    }
+
+    private static void WriteConverted(System.Text.Json.Utf8JsonWriter w, Converted x, OciReference dst, string? backendType, Oci.ObjectStorage.ObjectStorageOptions? backend)
+    {
+        var s = x.Built.Stats;
+        w.WriteString("source_manifest", x.Image.ManifestDigest);
+        w.WriteNumber("source_layers", x.Image.Manifest.Layers.Count);
+        w.WriteNumber("unpacked_bytes", x.Unpacked);
+        w.WriteNumber("files", s.Files);
+        w.WriteNumber("chunks", s.Chunks);
+        w.WriteNumber("unique_chunks", s.UniqueChunks);
+        w.WriteNumber("dict_chunks", s.DictChunks);
+        w.WriteNumber("blob_bytes", s.BytesOut);
+        if (x.Built.Blob is { } b) w.WriteString("blob", "sha256:" + b.BlobId);
+        WritePushReport(w, dst, x.Report);
+        if (backend is not null)
+        {
+            w.WriteStartObject("object_storage");
+            w.WriteString("backend", Where(backendType!, backend));
+            WriteObjectStorageBlobs(w, x.Stored!);
+            w.WriteEndObject();
         }
     }
 

@@ -61,6 +61,12 @@ public static partial class RegistryCommands
     /// <summary>What <see cref="PushImage"/> did.</summary>
     internal sealed record PushReport(string IndexDigest, string ManifestDigest, IReadOnlyList<PushedBlob> Layers, PushedBlob Config)
     {
+        public long ManifestSize { get; init; }
+
+        /// <summary>The index entry for this manifest: marked nydus for <paramref name="platform"/>.</summary>
+        public OciDescriptor Descriptor(OciPlatform platform) =>
+            new(OciMediaTypes.ImageManifest, ManifestDigest, ManifestSize, Platform: NydusImage.NydusPlatform(platform));
+
         /// <summary>Blobs whose bytes were actually sent (layers and config).</summary>
         public int Uploaded => Layers.Count(l => l.Outcome == "uploaded") + (Config.Outcome == "uploaded" ? 1 : 0);
     }
@@ -73,11 +79,33 @@ public static partial class RegistryCommands
     /// mount from <paramref name="mountFrom"/> when given); progress goes to <paramref name="log"/>.
     /// </summary>
     internal static PushReport PushImage(RegistryClient client, OciReference target, string bootstrap, string blobDir, OciPlatform platform,
-        Func<IReadOnlyList<string>, byte[]> makeConfig, string? mountFrom, long uploadChunk, TextWriter log, bool terminal, bool blobsInRegistry = true)
+        Func<IReadOnlyList<string>, byte[]> makeConfig, string? mountFrom, long uploadChunk, TextWriter log, bool terminal, bool blobsInRegistry = true,
+        Func<string, ExternalBlob?>? externalBlobs = null)
+    {
+        var pushed = PushManifest(client, bootstrap, blobDir, makeConfig, mountFrom, uploadChunk, log, terminal, blobsInRegistry, externalBlobs);
+        var index = OciJson.WriteIndex(new OciIndex(OciMediaTypes.ImageIndex, [pushed.Descriptor(platform)]));
+        string indexDigest = Run(client.PutManifestAsync(target.Reference, OciMediaTypes.ImageIndex, index));
+        return pushed with { IndexDigest = indexDigest };
+    }
+
+    /// <summary>
+    /// A blob the image references that is not in the build's blob dir: a chunk dictionary's blob (convert
+    /// --chunk-dict). The registry may have it already (HEAD), may mount it from <paramref name="MountFrom"/>, or is sent
+    /// the bytes <paramref name="Open"/> gives (called only when neither worked).
+    /// </summary>
+    internal sealed record ExternalBlob(long Size, Func<Stream> Open, string? MountFrom);
+
+    /// <summary>
+    /// <see cref="PushImage"/> without the index: the blobs, bootstrap layer, config and manifest (by digest, untagged).
+    /// The report's IndexDigest is empty; a multi-platform convert puts several of these into one index.
+    /// </summary>
+    internal static PushReport PushManifest(RegistryClient client, string bootstrap, string blobDir,
+        Func<IReadOnlyList<string>, byte[]> makeConfig, string? mountFrom, long uploadChunk, TextWriter log, bool terminal, bool blobsInRegistry = true,
+        Func<string, ExternalBlob?>? externalBlobs = null)
     {
         // Everything the image references must be here before anything is sent.
         int fsVersion;
-        var blobs = new List<(string Id, string Path, long Size)>();
+        var blobs = new List<(string Id, long Size, Func<Stream> Open, string? MountFrom)>();
         using (var img = RafsImage.Open(bootstrap))
         {
             fsVersion = (int)img.Version;
@@ -85,8 +113,9 @@ public static partial class RegistryCommands
             {
                 if (b.BlobId.Length != 64 || !OciDigest.IsLowerHex(b.BlobId)) throw new InvalidDataException($"blob id '{b.BlobId}' is not a sha256 hex digest");
                 var path = Path.Combine(blobDir, b.BlobId);
-                if (!File.Exists(path)) throw new IOException($"blob {b.BlobId} is not in {blobDir}");
-                blobs.Add((b.BlobId, path, new FileInfo(path).Length));
+                if (File.Exists(path)) blobs.Add((b.BlobId, new FileInfo(path).Length, () => File.OpenRead(path), mountFrom));
+                else if (externalBlobs?.Invoke(b.BlobId) is { } ext) blobs.Add((b.BlobId, ext.Size, ext.Open, ext.MountFrom ?? mountFrom));
+                else throw new IOException($"blob {b.BlobId} is not in {blobDir}");
             }
         }
         var layers = new List<OciDescriptor>();
@@ -95,10 +124,10 @@ public static partial class RegistryCommands
         // Blobs in object storage (convert --backend-type): like nydusify (nydus-snapshotter pkg/converter/convert_unix.go,
         // "do not put nydus blob layer into manifest if blob storage backend is specified") the manifest and the config's
         // diff ids hold the bootstrap layer only; its nydus-blob-ids annotation still names the blobs.
-        foreach (var (id, path, size) in blobsInRegistry ? blobs : [])
+        foreach (var (id, size, open, blobMountFrom) in blobsInRegistry ? blobs : [])
         {
             var progress = new TransferProgress(log, "blob " + id[..12], size, terminal);
-            var outcome = Run(client.PushBlobAsync("sha256:" + id, size, () => File.OpenRead(path), mountFrom, uploadChunk, progress));
+            var outcome = Run(client.PushBlobAsync("sha256:" + id, size, open, blobMountFrom, uploadChunk, progress));
             progress.Done(Describe(outcome));
             layers.Add(NydusImage.BlobLayer(id, size));
             diffIds.Add("sha256:" + id); // a nydus blob is stored as is: its diff id is its digest
@@ -124,10 +153,7 @@ public static partial class RegistryCommands
         var manifest = OciJson.WriteManifest(new OciManifest(OciMediaTypes.ImageManifest,
             new OciDescriptor(OciMediaTypes.ImageConfig, configDigest, config.Length), layers));
         string manifestDigest = Run(client.PutManifestAsync(OciDigest.Sha256(manifest), OciMediaTypes.ImageManifest, manifest));
-        var index = OciJson.WriteIndex(new OciIndex(OciMediaTypes.ImageIndex,
-            [new OciDescriptor(OciMediaTypes.ImageManifest, manifestDigest, manifest.Length, Platform: NydusImage.NydusPlatform(platform))]));
-        string indexDigest = Run(client.PutManifestAsync(target.Reference, OciMediaTypes.ImageIndex, index));
-        return new PushReport(indexDigest, manifestDigest, results, new PushedBlob("config", configDigest, config.Length, Describe(configOutcome)));
+        return new PushReport("", manifestDigest, results, new PushedBlob("config", configDigest, config.Length, Describe(configOutcome))) { ManifestSize = manifest.Length };
     }
 
     /// <summary>Bootstrap layer annotation listing the image's data blobs as a JSON array of hex digests (nydusify).</summary>
@@ -180,6 +206,51 @@ public static partial class RegistryCommands
         var log = json ? TextWriter.Null : o;
         using var client = new RegistryClient(Options(a, source));
 
+        var (manifest, manifestDigest, bootLayer) = FetchBootstrap(client, source, platform, bootstrap);
+        log.WriteLine($"bootstrap {bootLayer.Digest[7..19]} -> {bootstrap}");
+
+        var blobs = NydusImage.FindBlobs(manifest).ToList();
+        long blobBytes = 0;
+        if (blobDir is not null)
+        {
+            Directory.CreateDirectory(blobDir);
+            foreach (var b in blobs)
+            {
+                var path = Path.Combine(blobDir, b.Digest[7..]);
+                if (File.Exists(path) && new FileInfo(path).Length == b.Size) { log.WriteLine($"blob {b.Digest[7..19]}: present"); continue; }
+                var tmp = path + ".partial";
+                var progress = new TransferProgress(log, "blob " + b.Digest[7..19], b.Size, terminal);
+                using (var f = new FileStream(tmp, FileMode.Create, FileAccess.ReadWrite))
+                    Run(client.DownloadBlobAsync(b.Digest, f, progress, expectedSize: b.Size));
+                File.Move(tmp, path, overwrite: true);
+                progress.Done("downloaded");
+                blobBytes += b.Size;
+            }
+        }
+        if (json)
+        {
+            WriteJson(o, w =>
+            {
+                w.WriteString("reference", source.ToString());
+                w.WriteString("manifest", manifestDigest);
+                w.WriteString("bootstrap", bootstrap);
+                w.WriteStartArray("blobs");
+                foreach (var b in blobs) w.WriteStringValue(b.Digest);
+                w.WriteEndArray();
+                w.WriteNumber("downloaded_bytes", blobBytes);
+            });
+        }
+        else o.WriteLine($"pulled {source} manifest {manifestDigest}: bootstrap {bootstrap}, {blobs.Count} blobs" + (blobDir is null ? " (left in the registry)" : " in " + blobDir));
+        return 0;
+    }
+
+    /// <summary>
+    /// Resolves <paramref name="source"/> for <paramref name="platform"/> to a nydus manifest, downloads its bootstrap
+    /// layer (digest and size checked) and installs the bootstrap at <paramref name="bootstrap"/> only once it opens as
+    /// RAFS. Shared by pull and a registry chunk dictionary (convert --chunk-dict bootstrap:registry:REF).
+    /// </summary>
+    internal static (OciManifest Manifest, string ManifestDigest, OciDescriptor BootstrapLayer) FetchBootstrap(RegistryClient client, OciReference source, OciPlatform platform, string bootstrap)
+    {
         var fetched = Run(client.GetManifestAsync(source.Reference));
         string manifestDigest = fetched.Digest;
         if (OciJson.IsIndex(fetched.MediaType))
@@ -219,41 +290,7 @@ public static partial class RegistryCommands
             File.Delete(tmpLayer);
             File.Delete(tmpBoot);
         }
-        log.WriteLine($"bootstrap {bootLayer.Digest[7..19]} -> {bootstrap}");
-
-        var blobs = NydusImage.FindBlobs(manifest).ToList();
-        long blobBytes = 0;
-        if (blobDir is not null)
-        {
-            Directory.CreateDirectory(blobDir);
-            foreach (var b in blobs)
-            {
-                var path = Path.Combine(blobDir, b.Digest[7..]);
-                if (File.Exists(path) && new FileInfo(path).Length == b.Size) { log.WriteLine($"blob {b.Digest[7..19]}: present"); continue; }
-                var tmp = path + ".partial";
-                var progress = new TransferProgress(log, "blob " + b.Digest[7..19], b.Size, terminal);
-                using (var f = new FileStream(tmp, FileMode.Create, FileAccess.ReadWrite))
-                    Run(client.DownloadBlobAsync(b.Digest, f, progress, expectedSize: b.Size));
-                File.Move(tmp, path, overwrite: true);
-                progress.Done("downloaded");
-                blobBytes += b.Size;
-            }
-        }
-        if (json)
-        {
-            WriteJson(o, w =>
-            {
-                w.WriteString("reference", source.ToString());
-                w.WriteString("manifest", manifestDigest);
-                w.WriteString("bootstrap", bootstrap);
-                w.WriteStartArray("blobs");
-                foreach (var b in blobs) w.WriteStringValue(b.Digest);
-                w.WriteEndArray();
-                w.WriteNumber("downloaded_bytes", blobBytes);
-            });
-        }
-        else o.WriteLine($"pulled {source} manifest {manifestDigest}: bootstrap {bootstrap}, {blobs.Count} blobs" + (blobDir is null ? " (left in the registry)" : " in " + blobDir));
-        return 0;
+        return (manifest, manifestDigest, bootLayer);
     }
 
     private static string Describe(RegistryClient.PushOutcome o) => o switch
