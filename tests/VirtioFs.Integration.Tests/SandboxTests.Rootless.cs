@@ -94,6 +94,38 @@ public sealed partial class SandboxTests
         Assert.Contains("new user namespace", vfsd.Process.Output, StringComparison.Ordinal);
     }
 
+    [SkippableFact]
+    public void Unprivileged_vfsd_serves_an_image_from_a_tmpfs_root_in_its_user_namespace()
+    {
+        // The default sandbox of an image run (a read-only tmpfs root holding only the bootstrap, blob and cache
+        // directories), set up as the root of a user namespace the caller made, as for the shared directory above.
+        SkipUnlessRootlessPossible();
+        using var share = new NobodysShare();
+        using var ws = new ImageWorkspace();
+        File.WriteAllText(ws.S("hello.txt"), "hello from a rootless image\n");
+        ws.Build();
+        File.SetUnixFileMode(ws.Root, (UnixFileMode)Convert.ToInt32("755", 8));
+        Directory.CreateDirectory(ws.CacheDir);
+        chown(ws.CacheDir, Nobody, Nobody);
+        using var vfsd = Vfsd.StartAs(["setpriv", $"--reuid={Nobody}", $"--regid={Nobody}", "--clear-groups"], share.Socket,
+            "--bootstrap", ws.Bootstrap, "--blob-dir", ws.BlobDir, "--cache-dir", ws.CacheDir);
+        int daemon = DaemonPid(vfsd, forks: true);
+        Assert.NotEqual(Namespace(Environment.ProcessId, "user"), Namespace(daemon, "user"));
+        Assert.NotEqual(Namespace(Environment.ProcessId, "mnt"), Namespace(daemon, "mnt"));
+        Assert.Equal("65534 65534 1", Squeeze(File.ReadAllText($"/proc/{daemon}/uid_map")));
+        string root = $"/proc/{daemon}/root";
+        Assert.False(Directory.Exists(root + "/usr/bin"));
+        Assert.True(File.Exists(root + ws.Bootstrap));
+        Assert.False(Directory.Exists(root + ws.Src));
+        Assert.Equal(0UL, ulong.Parse(Status(daemon)["CapEff"], NumberStyles.HexNumber, CultureInfo.InvariantCulture));
+        using (var guest = RawFuseClient.Connect(share.Socket))
+        {
+            Assert.Equal(0, guest.Lookup(FuseConstants.RootId, "hello.txt", out FuseEntryOut hello));
+            Assert.Equal("hello from a rootless image\n", System.Text.Encoding.UTF8.GetString(guest.ReadFile(hello.nodeid)));
+        }
+        Assert.Equal(0, vfsd.WaitForExit(TimeSpan.FromSeconds(60)));
+    }
+
     [SkippableTheory]
     // virtiofsd sandbox.rs enter(): SandboxModeInvalidUID (chroot is for root) and SandboxModeInvalidUidMap/GidMap
     // (a map needs the namespace sandbox); vfsd refuses them before it starts, with one line and exit 2.
