@@ -318,7 +318,7 @@ static void enter_user_namespace(const struct plan *p)
     }
     close(go[0]);
     close(done[1]);
-    if (unshare(CLONE_NEWUSER) != 0) die("unshare(CLONE_NEWUSER) (are unprivileged user namespaces allowed?)");
+    if (unshare(CLONE_NEWUSER) != 0) die("unshare(CLONE_NEWUSER) (unprivileged user namespaces not allowed here? --sandbox none runs without)");
     if (write(go[1], "g", 1) != 1) die("signal the id-map helper");
     char c;
     if (read(done[0], &c, 1) != 1) fail("the user namespace's uid/gid maps could not be set (see above)");

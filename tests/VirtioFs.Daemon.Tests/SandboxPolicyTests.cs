@@ -129,11 +129,6 @@ public class SandboxPolicyTests
     [Fact]
     public void Without_root_or_without_the_sandbox_build_explicit_requests_are_refused()
     {
-        SandboxPlan user = Resolve(["--socket-path=/s", "--shared-dir=/d"], root: false);
-        Assert.Equal(SandboxMode.None, user.Mode);
-        Assert.Null(user.KeepCaps);
-        Assert.Equal(SeccompAction.Kill, user.Seccomp);
-        Assert.Contains("--sandbox namespace", user.Note, StringComparison.Ordinal);
         var e = Assert.Throws<OptionParser.UsageException>(() => Resolve(["--socket-path=/s", "--shared-dir=/d", "--sandbox=chroot"], root: false));
         Assert.Contains("root", e.Message, StringComparison.Ordinal);
         Assert.True(Resolve(["--socket-path=/s", "--shared-dir=/d"], hasSandbox: false).IsNoop);
@@ -236,6 +231,35 @@ public class SandboxPolicyTests
         Assert.True(own.UserNamespace);
         Assert.Empty(own.UidMaps);
         Assert.False(Resolve(["--socket-path=/s", "--shared-dir=/d", "--sandbox=namespace"]).UserNamespace);
+    }
+
+    [Fact]
+    public void Unprivileged_default_is_virtiofsds_user_namespace_sandbox()
+    {
+        // virtiofsd src/main.rs: --sandbox defaults to namespace for every caller; src/sandbox.rs enter_namespace adds
+        // CLONE_NEWUSER when geteuid() != 0 and setup_id_mappings maps the caller's own uid/gid when no map is given.
+        SandboxPlan user = Resolve(["--socket-path=/s", "--shared-dir=/srv/share"], root: false);
+        Assert.Equal(SandboxMode.Namespace, user.Mode);
+        Assert.True(user.UserNamespace);
+        Assert.Empty(user.UidMaps);
+        Assert.Empty(user.GidMaps);
+        Assert.Equal("/srv/share", user.Root);
+        Assert.True(user.NewNetNamespace);
+        Assert.Equal(SeccompAction.Kill, user.Seccomp);
+        Assert.Equal(0x880000dbUL, user.KeepCaps);
+        Assert.Contains("--sandbox none", user.Note, StringComparison.Ordinal);
+        // An image gets the same tmpfs root, inside the user namespace.
+        SandboxPlan image = Resolve(["--socket-path=/s", "--bootstrap=/img/bootstrap", "--blob-dir=/img/blobs"], root: false, image: LocalImage);
+        Assert.True(image.UserNamespace);
+        Assert.Equal(0UL, image.KeepCaps);
+        Assert.Contains(("/img/bootstrap", true), image.Binds);
+        // --sandbox none: no namespace, capabilities left alone (virtiofsd main.rs drops them only as root).
+        SandboxPlan none = Resolve(["--socket-path=/s", "--shared-dir=/d", "--sandbox=none"], root: false);
+        Assert.False(none.UserNamespace);
+        Assert.Null(none.KeepCaps);
+        // Where a mount sandbox cannot work the default steps back for the unprivileged too, with no user namespace.
+        Assert.False(Resolve(["--socket-path=/s", "--shared-dir=/d", "--log-file=/tmp/l"], root: false).UserNamespace);
+        Assert.False(Resolve(["--socket-path=/s", "--apisock=/a.sock"], root: false).UserNamespace);
     }
 
     [Fact]

@@ -59,4 +59,58 @@ public sealed partial class SandboxTests
         Assert.Contains("no network namespace", vfsd.Process.Output, StringComparison.Ordinal);
         Assert.Contains("is manifest sha256:", vfsd.Process.Output, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void Https_registry_image_is_pulled_inside_the_sandbox_trusting_the_configs_ca_file()
+    {
+        // A registry that serves only https, with a certificate from a CA the test makes (root, intermediate, server):
+        // the pull inside the sandbox works only if the config's ca_file (nydus device.backend.config.ca_file) is
+        // bound into the tmpfs root and TLS (libssl, the system trust paths .NET opens) works after pivot_root.
+        using var pki = new TestCertificates();
+        using var plain = RegistryServer.Start();
+        using var ws = new ImageWorkspace();
+        File.WriteAllText(ws.S("hello.txt"), "hello over https\n");
+        ws.Build();
+        // vfs-image talks plain http to a loopback registry (no https switch): push there, then serve the same storage
+        // over https.
+        string pushed = plain.Push(ws.Bootstrap, ws.BlobDir, "sandbox/tls:v1");
+        using var registry = RegistryServer.Start(tlsCertificate: pki.ServerChainPath, tlsKey: pki.ServerKeyPath);
+        CopyTree(Path.Combine(plain.Root, "data"), Path.Combine(registry.Root, "data"));
+        string reference = $"{registry.Host}/{pushed[(pushed.IndexOf('/', StringComparison.Ordinal) + 1)..]}";
+        string config = Path.Combine(ws.Root, "tls-config.json");
+        File.WriteAllText(config, """{"device":{"backend":{"type":"registry","config":{"scheme":"https","ca_file":""" + $"\"{pki.CaPath}\"" + ""","retry_limit":0}}}}""");
+
+        using var vfsd = Vfsd.Start("--image", reference, "--config", config, "--cache-dir", ws.CacheDir);
+        int daemon = DaemonPid(vfsd, forks: true);
+        Assert.NotEqual(Namespace(Environment.ProcessId, "mnt"), Namespace(daemon, "mnt"));
+        string root = $"/proc/{daemon}/root";
+        Assert.Equal(File.ReadAllText(pki.CaPath), File.ReadAllText(root + pki.CaPath));
+        Assert.False(File.Exists(root + pki.ServerKeyPath));
+        Assert.False(Directory.Exists(root + "/usr/bin"));
+
+        RawFuseClient client;
+        try
+        {
+            client = RawFuseClient.Connect(vfsd.SocketPath);
+        }
+        catch (IOException e)
+        {
+            throw new InvalidOperationException($"vfsd did not serve: {e.Message}\n{vfsd.Process.Output}", e);
+        }
+        using (var guest = client)
+        {
+            Assert.Equal(0, guest.Lookup(FuseConstants.RootId, "hello.txt", out FuseEntryOut hello));
+            Assert.Equal("hello over https\n", Encoding.UTF8.GetString(guest.ReadFile(hello.nodeid)));
+        }
+        Assert.Equal(0, vfsd.WaitForExit(TimeSpan.FromSeconds(60)));
+    }
+
+    private static void CopyTree(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (string dir in Directory.GetDirectories(from, "*", SearchOption.AllDirectories))
+            Directory.CreateDirectory(Path.Combine(to, Path.GetRelativePath(from, dir)));
+        foreach (string file in Directory.GetFiles(from, "*", SearchOption.AllDirectories))
+            File.Copy(file, Path.Combine(to, Path.GetRelativePath(from, file)), overwrite: true);
+    }
 }

@@ -56,6 +56,95 @@ public sealed partial class SandboxTests
     }
 
     [SkippableFact]
+    public void Unprivileged_vfsd_enters_a_user_namespace_by_default_as_virtiofsd_does()
+    {
+        // virtiofsd src/main.rs: --sandbox defaults to namespace for every caller; src/sandbox.rs enter_namespace adds
+        // CLONE_NEWUSER when not root, and setup_id_mappings, given no --uid-map/--gid-map, maps the caller's own uid
+        // and gid to themselves (written directly, setgroups "deny" first); setresuid(0) then fails (0 is unmapped)
+        // and the daemon carries on as that id, with the namespace's capabilities.
+        SkipUnlessRootlessPossible();
+        using var share = new NobodysShare();
+        File.WriteAllText(Path.Combine(share.Dir, "hello"), "hello from the host\n");
+        chown(Path.Combine(share.Dir, "hello"), Nobody, Nobody);
+        using var vfsd = share.StartVfsd();
+        int daemon = DaemonPid(vfsd, forks: true);
+
+        Assert.NotEqual(Namespace(Environment.ProcessId, "user"), Namespace(daemon, "user"));
+        Assert.NotEqual(Namespace(Environment.ProcessId, "mnt"), Namespace(daemon, "mnt"));
+        Assert.NotEqual(Namespace(Environment.ProcessId, "pid"), Namespace(daemon, "pid"));
+        Assert.NotEqual(Namespace(Environment.ProcessId, "net"), Namespace(daemon, "net"));
+        Assert.Equal("65534 65534 1", Squeeze(File.ReadAllText($"/proc/{daemon}/uid_map")));
+        Assert.Equal("65534 65534 1", Squeeze(File.ReadAllText($"/proc/{daemon}/gid_map")));
+        Assert.Equal("deny", File.ReadAllText($"/proc/{daemon}/setgroups").Trim());
+        Assert.Equal(DevIno(share.Dir), DevIno($"/proc/{daemon}/root"));
+        var status = Status(daemon);
+        Assert.Equal("65534 65534 65534 65534", Squeeze(status["Uid"]));
+        Assert.Equal("2", status["Seccomp"]);
+
+        using (var guest = RawFuseClient.Connect(share.Socket))
+        {
+            Assert.Equal(0, guest.Lookup(FuseConstants.RootId, "hello", out FuseEntryOut hello));
+            // Only nobody is mapped, and maps to itself: that is the owner the guest sees.
+            Assert.Equal((uint)Nobody, hello.attr.uid);
+            Assert.Equal("hello from the host\n", System.Text.Encoding.UTF8.GetString(guest.ReadFile(hello.nodeid)));
+            Assert.Equal(0, guest.MkDir(FuseConstants.RootId, "made-by-guest", 0, 0, out _));
+        }
+        Assert.Equal(0, vfsd.WaitForExit(TimeSpan.FromSeconds(60)));
+        Assert.Equal((Nobody, Nobody), Owner(Path.Combine(share.Dir, "made-by-guest")));
+        Assert.Contains("new user namespace", vfsd.Process.Output, StringComparison.Ordinal);
+    }
+
+    [SkippableFact]
+    public void Unprivileged_vfsd_serves_an_image_from_a_tmpfs_root_in_its_user_namespace()
+    {
+        // The default sandbox of an image run (a read-only tmpfs root holding only the bootstrap, blob and cache
+        // directories), set up as the root of a user namespace the caller made, as for the shared directory above.
+        SkipUnlessRootlessPossible();
+        using var share = new NobodysShare();
+        using var ws = new ImageWorkspace();
+        File.WriteAllText(ws.S("hello.txt"), "hello from a rootless image\n");
+        ws.Build();
+        File.SetUnixFileMode(ws.Root, (UnixFileMode)Convert.ToInt32("755", 8));
+        Directory.CreateDirectory(ws.CacheDir);
+        chown(ws.CacheDir, Nobody, Nobody);
+        using var vfsd = Vfsd.StartAs(["setpriv", $"--reuid={Nobody}", $"--regid={Nobody}", "--clear-groups"], share.Socket,
+            "--bootstrap", ws.Bootstrap, "--blob-dir", ws.BlobDir, "--cache-dir", ws.CacheDir);
+        int daemon = DaemonPid(vfsd, forks: true);
+        Assert.NotEqual(Namespace(Environment.ProcessId, "user"), Namespace(daemon, "user"));
+        Assert.NotEqual(Namespace(Environment.ProcessId, "mnt"), Namespace(daemon, "mnt"));
+        Assert.Equal("65534 65534 1", Squeeze(File.ReadAllText($"/proc/{daemon}/uid_map")));
+        string root = $"/proc/{daemon}/root";
+        Assert.False(Directory.Exists(root + "/usr/bin"));
+        Assert.True(File.Exists(root + ws.Bootstrap));
+        Assert.False(Directory.Exists(root + ws.Src));
+        Assert.Equal(0UL, ulong.Parse(Status(daemon)["CapEff"], NumberStyles.HexNumber, CultureInfo.InvariantCulture));
+        using (var guest = RawFuseClient.Connect(share.Socket))
+        {
+            Assert.Equal(0, guest.Lookup(FuseConstants.RootId, "hello.txt", out FuseEntryOut hello));
+            Assert.Equal("hello from a rootless image\n", System.Text.Encoding.UTF8.GetString(guest.ReadFile(hello.nodeid)));
+        }
+        Assert.Equal(0, vfsd.WaitForExit(TimeSpan.FromSeconds(60)));
+    }
+
+    [SkippableTheory]
+    // virtiofsd sandbox.rs enter(): SandboxModeInvalidUID (chroot is for root) and SandboxModeInvalidUidMap/GidMap
+    // (a map needs the namespace sandbox); vfsd refuses them before it starts, with one line and exit 2.
+    [InlineData("root", "--sandbox", "chroot")]
+    [InlineData("--sandbox namespace", "--sandbox", "none", "--uid-map", ":0:65534:1:")]
+    [InlineData("--sandbox namespace", "--sandbox", "none", "--gid-map", ":0:65534:1:")]
+    public void Unprivileged_vfsd_refuses_what_rootless_virtiofsd_refuses(string hint, params string[] args)
+    {
+        SkipUnlessRootlessPossible();
+        using var share = new NobodysShare();
+        using var p = ProcessRunner.Start("setpriv", [$"--reuid={Nobody}", $"--regid={Nobody}", "--clear-groups", Repo.Vfsd,
+            "--socket-path", share.Socket, "--shared-dir", share.Dir, .. args]);
+        Assert.Equal(2, p.WaitForExit(TimeSpan.FromSeconds(60)));
+        string error = Assert.Single(p.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains(hint, error, StringComparison.Ordinal);
+        Assert.False(File.Exists(share.Socket));
+    }
+
+    [SkippableFact]
     public void Ranges_beyond_the_callers_own_id_are_set_by_newuidmap()
     {
         SkipUnlessRootlessPossible();

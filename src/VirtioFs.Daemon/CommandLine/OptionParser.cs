@@ -54,7 +54,7 @@ public static partial class OptionParser
           --rlimit-nofile N         raise the open-file limit to N
           --sandbox namespace|chroot|none
                                     confine the daemon (default namespace: new mount, pid, ipc and net namespaces,
-                                    the shared dir as root); see README "Security"
+                                    the shared dir as root; not root: in a new user namespace); see README "Security"
           --seccomp kill|log|trap|none
                                     action for a syscall off vfsd's allow-list (default kill)
           --modcaps +CAP:-CAP...    add to or remove from the capabilities kept (e.g. +sys_admin:-mknod)

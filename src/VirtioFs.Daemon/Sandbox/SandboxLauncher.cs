@@ -159,15 +159,34 @@ internal static partial class SandboxLauncher
 
     private static ImageFiles ImageFilesOf(DaemonOptions options, ILogger logger)
     {
-        if (options.Image is not null)
+        if (options.Image is { } reference)
         {
-            return new ImageFiles(null, null, null, options.CacheDir, Registry: true, RegistryHostFiles());
+            // The reference is resolved inside the sandbox, so only the config is read here: a ca_file it names must
+            // be bound into the root for the https pull (an unreadable config is reported when the image is opened).
+            return new ImageFiles(null, null, null, options.CacheDir, Registry: true, RegistryHostFiles(ImageCaFile(options.ConfigFile, reference)));
         }
         // Only files are read here (no registry is asked): the bootstrap, the config, the lists and the key.
         RafsMountOptions m = ImageOptions.From(options, logger);
         // An object-storage backend (s3, oss) reaches the network as the registry does and needs the same host files.
         bool remote = m.Registry is not null || m.ObjectStorage is not null;
         return new ImageFiles(m.Bootstrap, m.BlobDir, m.BlobFile, m.CacheDir, remote, remote ? RegistryHostFiles(m.Registry?.CaFile ?? m.ObjectStorage?.CaFile) : null);
+    }
+
+    /// <summary>The <c>device.backend.config.ca_file</c> of an <c>--image</c> run's config, as the image will use it.</summary>
+    private static string? ImageCaFile(string? configFile, VirtioFs.Oci.OciReference reference)
+    {
+        if (configFile is null) return null;
+        try
+        {
+            if (new FileInfo(configFile).Length > NydusConfig.MaxSize) return null;
+            var m = new RafsMountOptions { Bootstrap = "" };
+            NydusConfig.Apply(RegistryImage.RegistryConfig(File.ReadAllText(configFile), reference), m);
+            return m.Registry?.CaFile;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NydusConfig.ConfigException)
+        {
+            return null;
+        }
     }
 
     /// <summary>The registry's host files that exist here, a backend's own CA file, and the docker config.json

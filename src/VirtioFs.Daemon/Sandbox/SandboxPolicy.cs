@@ -147,18 +147,12 @@ public static class SandboxPolicy
         {
             if (mode == SandboxMode.Chroot)
                 throw new OptionParser.UsageException("--sandbox chroot needs root (use --sandbox namespace: a user namespace)");
-            if (o.Sandbox is null && !idMaps)
-            {
-                // virtiofsd would go into a user namespace here by default; vfsd asks for it to be named, so a host
-                // without unprivileged user namespaces (some distributions restrict them) keeps a daemon that starts.
-                mode = SandboxMode.None;
-                note = "not root: no mount sandbox (ask for one with --sandbox namespace: a user namespace, see --uid-map)";
-            }
-            else
-            {
-                // An unprivileged namespace sandbox (virtiofsd sandbox.rs enter_namespace with CLONE_NEWUSER).
-                userNamespace = true;
-            }
+            // As virtiofsd (sandbox.rs enter_namespace): not root, the namespace sandbox, default or asked for, is
+            // entered through a new user namespace (CLONE_NEWUSER), mapped by --uid-map/--gid-map or, without them,
+            // the caller's own uid and gid to themselves. Where unprivileged user namespaces are not allowed it fails
+            // at start, as virtiofsd does; --sandbox none runs without one.
+            userNamespace = true;
+            note ??= "not root: the namespace sandbox is entered through a new user namespace (--sandbox none to run without one)";
         }
 
         ulong? caps = null;
