@@ -345,8 +345,8 @@ public sealed class RpmTests
         var (d1, _) = ImageWithDb(good[..(good.Length - 1024)]); // the last page (the Packages root) cut off
         cases.Add((d1, "/var/lib/rpm/rpmdb.sqlite"));
         var (d2, db2) = ImageWithDb(good);
-        File.WriteAllBytes(db2 + "-wal", new byte[4096]);
-        cases.Add((d2, "/var/lib/rpm/rpmdb.sqlite-wal"));
+        File.WriteAllBytes(db2 + "-wal", new byte[(64 << 20) + 1]);
+        cases.Add((d2, "/var/lib/rpm/rpmdb.sqlite-wal is 67108865 bytes"));
         var d3 = Cli.Temp("bom-rpmbdb");
         Directory.CreateDirectory(Path.Combine(d3, "var/lib/rpm"));
         File.WriteAllBytes(Path.Combine(d3, "var/lib/rpm/Packages"), new byte[8192]);
@@ -359,10 +359,45 @@ public sealed class RpmTests
             Assert.Contains(expect, text, StringComparison.Ordinal);
             Assert.False(File.Exists(Path.Combine(dir, "x.json")));
         }
-        // An empty WAL (what rpm leaves after a clean close) is not refused.
-        var (d4, db4) = ImageWithDb(good);
-        File.WriteAllBytes(db4 + "-wal", []);
-        var (b4, o4) = BomTests.Build(d4);
-        Assert.Equal(4, Packages(BomTests.Bom(b4, o4, "spdx")).Count());
+        // An empty WAL (what rpm leaves after a clean close) or one without a valid header holds nothing (as SQLite
+        // treats it): the database alone is read.
+        foreach (var wal in new[] { Array.Empty<byte>(), new byte[4096 + 32 + 24] })
+        {
+            var (d4, db4) = ImageWithDb(good);
+            File.WriteAllBytes(db4 + "-wal", wal);
+            var (b4, o4) = BomTests.Build(d4);
+            Assert.Equal(4, Packages(BomTests.Bom(b4, o4, "spdx")).Count());
+        }
+    }
+
+    [SkippableFact]
+    public void Committed_wal_frames_are_read_and_an_uncommitted_tail_is_not()
+    {
+        Skip.IfNot(BomTests.OnPath("sqlite3"), "sqlite3 is not installed (tests/setup.sh installs it; it writes the WAL this test reads)");
+        static string Hex(string name) => "X'" + Convert.ToHexString(RpmHeaderBuilder.Build((RpmHeader.TagName, name), (RpmHeader.TagVersion, "1"), (RpmHeader.TagRelease, "1"))) + "'";
+        var (dir, db) = ImageWithDb([]);
+        File.Delete(db);
+        var (c1, _, e1) = BomTests.Sh("sqlite3", db, "PRAGMA journal_mode=WAL; CREATE TABLE Packages (hnum INTEGER PRIMARY KEY AUTOINCREMENT, blob BLOB NOT NULL); " +
+            $"INSERT INTO Packages (blob) VALUES ({Hex("pkg-a")});");
+        Assert.True(c1 == 0, e1);
+        // SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE: the last connection leaves its WAL, as an image taken mid-transaction has it.
+        // Three transactions: add b, add c, delete a.
+        var (c2, _, e2) = BomTests.Sh("sqlite3", "-cmd", ".dbconfig no_ckpt_on_close on", db,
+            $"INSERT INTO Packages (blob) VALUES ({Hex("pkg-b")}); INSERT INTO Packages (blob) VALUES ({Hex("pkg-c")}); DELETE FROM Packages WHERE hnum = 1;");
+        Assert.True(c2 == 0, e2);
+        var walBytes = File.ReadAllBytes(db + "-wal");
+        Assert.True(walBytes.Length > 32, "sqlite3 left no WAL");
+        File.Delete(db + "-shm");
+
+        string Names()
+        {
+            var (boot, blobs) = BomTests.Build(dir);
+            using var spdx = BomTests.Bom(boot, blobs, "spdx");
+            return string.Join(",", Packages(spdx).Select(p => p.GetProperty("name").GetString()).Order(StringComparer.Ordinal));
+        }
+        Assert.Equal("pkg-b,pkg-c", Names());
+        // The last frame cut short: the delete's commit frame is gone, so that transaction did not happen.
+        File.WriteAllBytes(db + "-wal", walBytes[..^1]);
+        Assert.Equal("pkg-a,pkg-b,pkg-c", Names());
     }
 }

@@ -44,13 +44,18 @@ public static class Rpm
 
     private static void CatalogSqlite(ImageFiles tree, in ImageEntry db, BomDocument doc)
     {
-        // SQLite's write-ahead log holds committed pages not yet copied into the database (fileformat2 §4); rpm
-        // checkpoints on close, so a WAL with content means an interrupted rpm. Reading the database without it
-        // could list packages that were removed or miss ones that were added.
+        // SQLite's write-ahead log holds committed pages not yet copied into the database (fileformat2 §4). rpm
+        // checkpoints on close, but an image taken while rpm ran, or a WAL kept at its size after a checkpoint, has
+        // one: its committed frames are read as SQLite would, the rest ignored.
+        Func<int, SqliteWal?>? openWal = null;
         if (tree.TryStat(db.Path + "-wal", out var wal) && wal.IsFile && wal.Attr.Size > 0)
-            throw new InvalidDataException($"{db.Path}-wal holds {wal.Attr.Size} bytes of uncheckpointed changes to the rpm database; vfs-image does not read SQLite write-ahead logs (run rpm once in the image, e.g. `rpm -qa`, to checkpoint it)");
+        {
+            if (wal.Attr.Size > (ulong)ImageFiles.MaxWholeRead) throw new InvalidDataException($"{wal.Path} is {wal.Attr.Size} bytes, more than vfs-image reads of an rpm database's write-ahead log ({ImageFiles.MaxWholeRead})");
+            var walReader = new WindowedReader(tree, wal);
+            openWal = ps => new SqliteWal(wal.Path, (long)wal.Attr.Size, walReader.Read, ps);
+        }
         var reader = new WindowedReader(tree, db);
-        var file = new SqliteFile(db.Path, (long)db.Attr.Size, reader.Read);
+        var file = new SqliteFile(db.Path, (long)db.Attr.Size, reader.Read, openWal: openWal);
         var root = file.FindTableRoot(PackagesTable);
         foreach (var (rowid, payload) in file.ReadTable(root))
         {

@@ -30,6 +30,8 @@ public sealed class SqliteFile
 
     private readonly ReadAt _read;
     private readonly string _name;
+    private readonly long _fileSize;
+    private readonly SqliteWal? _wal;
 
     public int PageSize { get; }
     /// <summary>§1.3.4: the page size less the reserved bytes at the end of each page.</summary>
@@ -44,10 +46,12 @@ public sealed class SqliteFile
     /// <param name="fileSize">The file's size in bytes; pages past it do not exist.</param>
     /// <param name="read">Random-access reads of the file.</param>
     /// <param name="maxPayload">Largest record accepted (a larger one is an error, not an allocation).</param>
-    public SqliteFile(string name, long fileSize, ReadAt read, int maxPayload = 32 << 20)
+    /// <param name="openWal">Given the page size, the database's write-ahead log (§4), or null when it has none.</param>
+    public SqliteFile(string name, long fileSize, ReadAt read, int maxPayload = 32 << 20, Func<int, SqliteWal?>? openWal = null)
     {
         _name = name;
         _read = read;
+        _fileSize = fileSize;
         MaxPayload = maxPayload;
         if (fileSize < HeaderSize) throw Bad($"{fileSize} bytes is too short for an SQLite database");
         var h = read(0, HeaderSize);
@@ -72,6 +76,10 @@ public sealed class SqliteFile
         };
         // §1.3.7: the in-header size is only trusted by SQLite when valid; the file's own size bounds what we read.
         PageCount = (uint)Math.Min(fileSize / ps, MaxPageNumber);
+        _wal = openWal?.Invoke(ps);
+        // After the WAL's last commit the database has the commit frame's page count; each page past the file's end
+        // must have come from a frame, which bounds a hostile count.
+        if (_wal?.DatabasePages is uint walPages) PageCount = (uint)Math.Min(Math.Min(walPages, (long)PageCount + _wal.CommittedFrames), MaxPageNumber);
     }
 
     private InvalidDataException Bad(string what) => new($"{_name}: {what}");
@@ -80,7 +88,7 @@ public sealed class SqliteFile
     private byte[] Page(uint n)
     {
         if (n < 1 || n > PageCount) throw Bad($"page number {n} is outside the file's {PageCount} pages");
-        var p = _read((long)(n - 1) * PageSize, PageSize);
+        var p = _wal?.Page(n, PageSize) ?? ((long)n * PageSize <= _fileSize ? _read((long)(n - 1) * PageSize, PageSize) : []);
         if (p.Length != PageSize) throw Bad($"page {n} is truncated ({p.Length} of {PageSize} bytes)");
         return p;
     }
