@@ -120,16 +120,19 @@ public static class Rpm
     }
 
     /// <summary>
-    /// Page reads of the database through aligned 1 MiB windows, a bounded number kept: a b-tree walk jumps around
-    /// the file, and without the windows each page would be a separate chunk lookup (and, from a registry, a chunk
-    /// fetched again once it left ImageFiles' few-chunk cache).
+    /// Page reads of the database through the file's own chunks, each read once and kept (up to
+    /// <see cref="ImageFiles.MaxWholeRead"/> bytes): a b-tree walk jumps around the file, and reading each page by
+    /// itself would fetch a chunk again from a registry once it left ImageFiles' few-chunk cache, while reading the
+    /// whole file would fetch index pages the walk never needs.
     /// </summary>
     private sealed class WindowedReader(ImageFiles tree, ImageEntry file)
     {
-        private const int Window = 1 << 20;
-        private const int MaxWindows = (int)(ImageFiles.MaxWholeRead / Window);
+        /// <summary>The window when the chunk list does not say (a hole past the chunks): one SQLite default page.</summary>
+        private const int FallbackWindow = 4096;
         private readonly Dictionary<long, byte[]> _windows = new();
         private readonly Queue<long> _order = new();
+        private readonly List<VirtioFs.Rafs.Reader.RafsChunk> _chunks = new();
+        private long _kept;
 
         public byte[] Read(long offset, int length)
         {
@@ -139,9 +142,9 @@ public static class Rpm
             int done = 0;
             while (done < result.Length)
             {
-                long at = offset + done, w = at / Window;
-                var win = WindowAt(w);
-                int from = (int)(at - w * Window);
+                long at = offset + done;
+                var (start, win) = WindowAt(at);
+                int from = (int)(at - start);
                 int n = Math.Min(result.Length - done, win.Length - from);
                 if (n <= 0) break;
                 win.AsSpan(from, n).CopyTo(result.AsSpan(done));
@@ -150,14 +153,29 @@ public static class Rpm
             return done == result.Length ? result : result[..done];
         }
 
-        private byte[] WindowAt(long w)
+        private (long Start, byte[] Data) WindowAt(long at)
         {
-            if (_windows.TryGetValue(w, out var hit)) return hit;
-            if (_windows.Count >= MaxWindows) _windows.Remove(_order.Dequeue());
-            var data = tree.ReadRange(file, (ulong)(w * Window), Window);
-            _windows[w] = data;
-            _order.Enqueue(w);
-            return data;
+            _chunks.Clear();
+            long start = at - at % FallbackWindow;
+            int len = FallbackWindow;
+            // The chunk covering `at` (bootstrap metadata only); its whole range is one fetch anyway.
+            if (tree.Image.GetChunks(file.Nid, (ulong)at, 1, _chunks) == 0 && _chunks.Count > 0
+                && _chunks[0].FileOffset <= (ulong)at && (ulong)at < _chunks[0].FileOffset + _chunks[0].UncompressedSize)
+            {
+                start = (long)_chunks[0].FileOffset;
+                len = (int)Math.Min(_chunks[0].UncompressedSize, 16u << 20);
+            }
+            if (_windows.TryGetValue(start, out var hit) && at - start < hit.Length) return (start, hit);
+            var data = tree.ReadRange(file, (ulong)start, len);
+            while (_order.Count > 0 && _kept + data.Length > ImageFiles.MaxWholeRead)
+            {
+                if (_windows.Remove(_order.Dequeue(), out var old)) _kept -= old.Length;
+            }
+            if (_windows.Remove(start, out var shorter)) _kept -= shorter.Length;
+            _windows[start] = data;
+            _order.Enqueue(start);
+            _kept += data.Length;
+            return (start, data);
         }
     }
 }
