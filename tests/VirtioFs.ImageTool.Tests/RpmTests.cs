@@ -165,6 +165,25 @@ public sealed class RpmTests
             Assert.IsType<InvalidDataException>(e);
             Assert.Contains("test.sqlite", e.Message, StringComparison.Ordinal);
         }
+        // Bytes flipped anywhere in rpm's own database: rows or InvalidDataException, nothing else, in bounded time.
+        var rng = new Random(4018);
+        var sw = Stopwatch.StartNew();
+        for (int round = 0; round < 400; round++)
+        {
+            var bad = (byte[])bytes.Clone();
+            for (int k = rng.Next(1, 16); k > 0; k--) bad[rng.Next(bad.Length)] = (byte)rng.Next(256);
+            try
+            {
+                var d = Open(bad);
+                foreach (var (_, payload) in d.ReadTable(d.FindTableRoot("Packages")))
+                {
+                    var rec = SqliteRecord.Parse(payload, d.TextEncoding, "t");
+                    if (rec.Length > 1 && rec[1] is byte[] blob) _ = Rpm.FileNames(new RpmHeader(blob), "x").Count();
+                }
+            }
+            catch (InvalidDataException) { }
+        }
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(60), $"400 mutated databases took {sw.Elapsed}");
     }
 
     [SkippableFact]
