@@ -187,6 +187,64 @@ public sealed class RpmTests
     }
 
     [SkippableFact]
+    public void Berkeley_db_Packages_written_by_libdb_gives_the_same_packages_as_rpm_qa()
+    {
+        Skip.IfNot(BomTests.OnPath("rpm") && BomTests.OnPath("rpmbuild"), "rpm/rpmbuild are not installed (tests/setup.sh installs Debian's rpm)");
+        Skip.IfNot(BomTests.OnPath("db5.3_load"), "db5.3_load is not installed (tests/setup.sh installs db5.3-util)");
+        var root = RealRoot.Value;
+        // Debian's rpm 4.18 cannot write a Berkeley DB rpmdb, so the Packages file is made the way rpm < 4.16 made it:
+        // a libdb hash database (db5.3_load, the library rpm used) mapping each 4-byte instance number (native, little
+        // endian here) to the package's header blob, plus instance 0 holding the next-instance counter.
+        var sqlite = File.ReadAllBytes(Path.Combine(root, "var/lib/rpm/rpmdb.sqlite"));
+        var db = Open(sqlite);
+        var input = new System.Text.StringBuilder("VERSION=3\nformat=bytevalue\ntype=hash\nHEADER=END\n 00000000\n 22000000\n");
+        foreach (var (rowid, payload) in db.ReadTable(db.FindTableRoot("Packages")))
+        {
+            var blob = Assert.IsType<byte[]>(SqliteRecord.Parse(payload, db.TextEncoding, "t")[1]);
+            var key = new byte[4];
+            BinaryPrimitives.WriteUInt32LittleEndian(key, (uint)rowid);
+            input.Append(' ').Append(Convert.ToHexString(key).ToLowerInvariant()).Append("\n ").Append(Convert.ToHexString(blob).ToLowerInvariant()).Append('\n');
+        }
+        input.Append("DATA=END\n");
+        var dir = Cli.Temp("bom-rpmbdb-real");
+        Directory.CreateDirectory(Path.Combine(dir, "var/lib/rpm"));
+        Directory.CreateDirectory(Path.Combine(dir, "etc"));
+        File.Copy(Path.Combine(root, "etc/os-release"), Path.Combine(dir, "etc/os-release"));
+        var dump = Path.Combine(dir, "..", Path.GetFileName(dir) + ".dump");
+        File.WriteAllText(dump, input.ToString());
+        var packagesFile = Path.Combine(dir, "var/lib/rpm/Packages");
+        var (code, _, err) = BomTests.Sh("db5.3_load", "-f", dump, packagesFile);
+        Assert.True(code == 0, err);
+        File.Delete(dump);
+        // The files themselves, so CONTAINS can be checked too.
+        BomTests.Sh("cp", "-a", Path.Combine(root, "usr"), dir);
+        var (boot, blobs) = BomTests.Build(dir);
+        using var spdx = BomTests.Bom(boot, blobs, "spdx");
+        var expected = RpmQuery(root, "-qa", "--qf", "%{NAME} %|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\n").Order(StringComparer.Ordinal);
+        Assert.Equal(expected, Packages(spdx).Select(p => $"{p.GetProperty("name").GetString()} {p.GetProperty("versionInfo").GetString()}").Order(StringComparer.Ordinal));
+        Assert.Contains(Packages(spdx), p => PurlOf(p) == "pkg:rpm/fedora/vfs-alpha@1.2.3-4.vfs?arch=noarch&distro=fedora-40&epoch=2&upstream=vfs-alpha-1.2.3-4.vfs.src.rpm");
+        var beta = Packages(spdx).Single(p => p.GetProperty("name").GetString() == "vfs-beta").GetProperty("SPDXID").GetString();
+        Assert.Equal(303, spdx.RootElement.GetProperty("relationships").EnumerateArray().Count(r => r.GetProperty("spdxElementId").GetString() == beta));
+
+        // Bytes flipped anywhere in the libdb file: packages or InvalidDataException, nothing else.
+        var bytes = File.ReadAllBytes(packagesFile);
+        var rng = new Random(53);
+        for (int round = 0; round < 400; round++)
+        {
+            var bad = (byte[])bytes.Clone();
+            for (int k = rng.Next(1, 16); k > 0; k--) bad[rng.Next(bad.Length)] = (byte)rng.Next(256);
+            try
+            {
+                foreach (var (_, value) in new BerkeleyHashDb("t", bad.Length, (o, l) => o >= bad.Length ? [] : bad.AsSpan((int)o, (int)Math.Min(l, bad.Length - o)).ToArray()).ReadAll())
+                {
+                    if (value.Length > 8) _ = Rpm.FileNames(new RpmHeader(value), "x").Count();
+                }
+            }
+            catch (InvalidDataException) { }
+        }
+    }
+
+    [SkippableFact]
     public void Fixture_builder_writes_what_sqlite3_reads()
     {
         Skip.IfNot(BomTests.OnPath("sqlite3"), "sqlite3 is not installed (only this fixture check needs it)");
@@ -389,7 +447,11 @@ public sealed class RpmTests
         var d3 = Cli.Temp("bom-rpmbdb");
         Directory.CreateDirectory(Path.Combine(d3, "var/lib/rpm"));
         File.WriteAllBytes(Path.Combine(d3, "var/lib/rpm/Packages"), new byte[8192]);
-        cases.Add((d3, "Berkeley DB database (/var/lib/rpm/Packages)"));
+        cases.Add((d3, "/var/lib/rpm/Packages: not a Berkeley DB hash database"));
+        var d5 = Cli.Temp("bom-rpmndb");
+        Directory.CreateDirectory(Path.Combine(d5, "usr/lib/sysimage/rpm"));
+        File.WriteAllBytes(Path.Combine(d5, "usr/lib/sysimage/rpm/Packages.db"), new byte[8192]);
+        cases.Add((d5, "ndb database (/usr/lib/sysimage/rpm/Packages.db)"));
         foreach (var (dir, expect) in cases)
         {
             var (boot, blobs) = BomTests.Build(dir);

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Globalization;
 using VirtioFs.ImageTool.Bom.Sqlite;
 
@@ -8,7 +9,8 @@ namespace VirtioFs.ImageTool.Bom;
 /// /usr/lib/sysimage/rpm. rpm's sqlite backend keeps one row per installed package in the table Packages (hnum INTEGER
 /// PRIMARY KEY, blob BLOB: rpm lib/backend/sqlite.c), the blob being the package's header (<see cref="RpmHeader"/>);
 /// the other tables are indexes rpm rebuilds from those headers and are not read. The Berkeley DB "Packages" of older
-/// rpm and the "Packages.db" of the ndb backend are refused by name: a BOM without their packages would be wrong.
+/// rpm holds the same blobs (<see cref="BerkeleyHashDb"/>); the "Packages.db" of the ndb backend is refused by name:
+/// a BOM without its packages would be wrong.
 /// </summary>
 public static class Rpm
 {
@@ -36,9 +38,29 @@ public static class Rpm
                 log.WriteLine($"vfs-image: bom: {p} is beside an rpmdb.sqlite, which is the database read");
                 continue;
             }
-            throw new InvalidDataException(p.EndsWith(".db", StringComparison.Ordinal)
-                ? $"the image has an rpm ndb database ({p}); vfs-image reads rpm's sqlite database (rpmdb.sqlite) only, and a BOM without its packages would be wrong"
-                : $"the image has an rpm Berkeley DB database ({p}); vfs-image reads rpm's sqlite database (rpmdb.sqlite) only (`rpmdb --rebuilddb --define '_db_backend sqlite'` converts it), and a BOM without its packages would be wrong");
+            if (p.EndsWith(".db", StringComparison.Ordinal))
+                throw new InvalidDataException($"the image has an rpm ndb database ({p}); vfs-image reads rpm's sqlite (rpmdb.sqlite) and Berkeley DB (Packages) databases only, and a BOM without its packages would be wrong");
+            if (read.Add(db.Nid)) CatalogBerkeley(tree, db, doc);
+        }
+    }
+
+    /// <summary>rpm before 4.16 (CentOS 7, RHEL 8, Amazon Linux 2): Packages is a Berkeley DB hash database whose
+    /// values are the header blobs (rpm lib/backend/db3.c); key 0 holds rpm's instance counter, not a package.</summary>
+    private static void CatalogBerkeley(ImageFiles tree, in ImageEntry db, BomDocument doc)
+    {
+        var reader = new WindowedReader(tree, db);
+        var file = new BerkeleyHashDb(db.Path, (long)db.Attr.Size, reader.Read);
+        foreach (var (key, value) in file.ReadAll())
+        {
+            if (key.Length == 4 && BinaryPrimitives.ReadUInt32LittleEndian(key) == 0) continue;
+            try
+            {
+                doc.Packages.Add(ToPackage(tree, new RpmHeader(value), db.Path, doc));
+            }
+            catch (InvalidDataException e)
+            {
+                throw new InvalidDataException($"{db.Path}: record {Convert.ToHexString(key)}: {e.Message}", e);
+            }
         }
     }
 
