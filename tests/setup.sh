@@ -8,7 +8,8 @@ packages=(qemu-system-x86 linux-image-amd64 busybox-static cpio fuse3 attr erofs
           gcc libc6-dev linux-libc-dev docker-registry
           uidmap                       # newuidmap/newgidmap: vfsd's unprivileged --sandbox namespace with --uid-map
           linux-libc-dev-arm64-cross   # aarch64 headers: native-shim checks seccomp_aarch64.list against them
-          debootstrap b3sum python3-venv)  # the bom tests' Debian tree, file digests and Python venv
+          debootstrap b3sum python3-venv   # the bom tests' Debian tree, file digests and Python venv
+          rpm sqlite3 db5.3-util)          # rpmbuild and rpm 4.18 (sqlite rpmdb), a WAL writer and libdb's db_load: rpm bom tests
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

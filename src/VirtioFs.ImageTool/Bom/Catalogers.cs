@@ -9,7 +9,7 @@ namespace VirtioFs.ImageTool.Bom;
 /// </summary>
 public static class Catalogers
 {
-    /// <summary>The rpm databases we recognise but cannot read; finding one refuses the BOM rather than omit its packages.</summary>
+    /// <summary>The rpm databases we recognise: rpmdb.sqlite is read (<see cref="Rpm"/>), the others refuse the BOM rather than omit their packages.</summary>
     public static readonly string[] RpmDatabases =
     [
         "/var/lib/rpm/rpmdb.sqlite", "/var/lib/rpm/Packages", "/var/lib/rpm/Packages.db",
@@ -44,11 +44,7 @@ public static class Catalogers
 
     public static void Run(ImageFiles tree, BomDocument doc, TextWriter log)
     {
-        foreach (var p in RpmDatabases)
-        {
-            if (tree.TryGet(p, out var e) && e.IsFile && e.Attr.Size > 0)
-                throw new InvalidDataException($"the image has an rpm database ({p}); vfs-image cannot read rpm databases, and a BOM without its packages would be wrong");
-        }
+        Rpm.Catalog(tree, doc, log);
         Dpkg.Catalog(tree, doc);
         Apk.Catalog(tree, doc);
         // A file a distribution's package database lists is accounted for by that package: its binaries are not read
