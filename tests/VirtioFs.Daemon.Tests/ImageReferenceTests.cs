@@ -96,8 +96,8 @@ public class RegistryImageConfigTests
         Assert.NotNull(o.Registry);
         Assert.Equal("127.0.0.1:5000", o.Registry!.Host);
         Assert.Equal("team/app", o.Registry.Repository);
-        Assert.Equal(TimeSpan.FromSeconds(3), o.Registry.Timeout);
-        Assert.Equal(0, o.Registry.RetryLimit);
+        Assert.Equal(TimeSpan.FromSeconds(3), o.Registry.Transport.Timeout);
+        Assert.Equal(0, o.Registry.Transport.RetryLimit);
         Assert.Equal("user", o.Registry.Credentials!.Username);
         Assert.Equal("/var/cache/x", o.CacheDir);
         Assert.Equal(PrefetchSource.All, o.Prefetch);
@@ -163,11 +163,14 @@ public sealed class ImageResolutionTests : IDisposable
     {
         Host = _registry.Host,
         Repository = repo,
-        RetryLimit = 1,
-        Timeout = TimeSpan.FromSeconds(5),
-        ConnectTimeout = TimeSpan.FromSeconds(1),
-        RetryDelay = TimeSpan.FromMilliseconds(10),
-        MaxRetryDelay = TimeSpan.FromMilliseconds(50),
+        Transport = new()
+        {
+            RetryLimit = 1,
+            Timeout = TimeSpan.FromSeconds(5),
+            ConnectTimeout = TimeSpan.FromSeconds(1),
+            RetryDelay = TimeSpan.FromMilliseconds(10),
+            MaxRetryDelay = TimeSpan.FromMilliseconds(50),
+        },
     };
 
     /// <summary>Builds a small RAFS image and returns its bootstrap path.</summary>
