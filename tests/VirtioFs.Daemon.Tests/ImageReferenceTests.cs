@@ -104,6 +104,23 @@ public class RegistryImageConfigTests
         Assert.Equal(Storage.Cache.VerifyMode.Always, o.Verify);
     }
 
+    [Theory]
+    [InlineData("s3")]
+    [InlineData("oss")]
+    public void An_object_storage_backend_is_kept_for_the_blobs_of_a_bootstrap_only_image(string type)
+    {
+        // convert --backend-type s3|oss leaves the bootstrap in the registry and the blobs in the bucket.
+        string config = """{"device": {"backend": {"type": "TYPE", "config": {"endpoint": "e:9000", "bucket_name": "images"}}}}""".Replace("TYPE", type, StringComparison.Ordinal);
+        var json = JsonNode.Parse(RegistryImage.RegistryConfig(config, Ref))!;
+        Assert.Equal(type, (string?)json["device"]!["backend"]!["type"]);
+        Assert.Equal("images", (string?)json["device"]!["backend"]!["config"]!["bucket_name"]);
+        Assert.Null(json["device"]!["backend"]!["config"]!["repo"]);
+        var o = new RafsMountOptions { Bootstrap = "" };
+        NydusConfig.Apply(RegistryImage.RegistryConfig(config, Ref), o);
+        Assert.Null(o.Registry);
+        Assert.Equal("images", o.ObjectStorage!.Bucket);
+    }
+
     [Fact]
     public void A_wrapped_config_is_unwrapped()
     {
