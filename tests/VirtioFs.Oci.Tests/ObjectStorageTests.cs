@@ -110,6 +110,36 @@ public sealed class ObjectStorageTests(S3Fixture s3) : IClassFixture<S3Fixture>
     }
 
     [Fact]
+    public async Task Virtual_host_style_requests_name_the_bucket_in_the_host_and_read_back_through_the_proxy()
+    {
+        // s3rver serves BUCKET.s3.ENDPOINT as bucket BUCKET (lib/middleware/vhost.js, serviceEndpoint). The name does
+        // not resolve here, so the config's proxy (nydus "proxy") is a forward proxy that sends every host to s3rver:
+        // the client still sends "GET http://vfs-test.s3.vfs.test/KEY" with that Host, signed for it (and checked
+        // against AWS's signer by the server).
+        using var server = new S3Server(serviceEndpoint: "vfs.test");
+        var data = RandomNumberGenerator.GetBytes(200_000);
+        string id = NewId();
+        using (var direct = new ObjectStorageClient(server.Options("nydus/")))
+            Assert.Equal(ObjectStorageClient.UploadOutcome.Uploaded, await direct.UploadAsync(id, data.Length, () => new MemoryStream(data)));
+        using var proxy = new DfProxy(everyHostTo: server.Port);
+        string json = $$"""
+            {"scheme":"http","endpoint":"s3.vfs.test","region":"us-east-1","bucket_name":"{{S3Server.Bucket}}","object_prefix":"nydus/",
+             "access_key_id":"{{S3Server.KeyId}}","access_key_secret":"{{S3Server.Secret}}","path_style":false,"retry_limit":0,
+             "proxy":{"url":"{{proxy.Url}}","fallback":false} }
+            """;
+        var o = ObjectStorageBackendConfig.Parse("s3", System.Text.Encoding.UTF8.GetBytes(json), _ => null);
+        using var be = new ObjectStorageBackend(o, new ListLogger());
+        Assert.Equal($"http://vfs-test.s3.vfs.test/nydus/{id}", be.Client.ObjectUri(id).ToString());
+        var buf = new byte[50_000];
+        Assert.Equal(0, be.ReadAt(id, 100_000, buf));
+        Assert.True(buf.AsSpan().SequenceEqual(data.AsSpan(100_000, buf.Length)));
+        Assert.Contains($"http://vfs-test.s3.vfs.test/nydus/{id}", proxy.Targets);
+        Assert.All(proxy.Origins, origin => Assert.Equal("vfs-test.s3.vfs.test", origin));
+        // A key that is not there is a clear not-found, not another bucket's object.
+        Assert.NotEqual(0, be.ReadAt(NewId(), 0, new byte[10]));
+    }
+
+    [Fact]
     public async Task An_expired_session_token_is_reported_as_such_and_sent_signed()
     {
         // s3rver has no session tokens, so a scripted server answers as S3 does for temporary credentials that ran

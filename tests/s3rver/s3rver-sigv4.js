@@ -31,8 +31,9 @@ async function verifyV4(ctx, next) {
   if (!account) return next(); // s3rver answers InvalidAccessKeyId
   const date = amzDate(ctx.get('x-amz-date'));
   if (!date) throw new S3Error('AccessDenied', 'AWS authentication requires a valid Date or x-amz-date header');
-  // What the client signed: the request line as received (before s3rver's vhost rewrite) and the named headers.
-  const raw = ctx.req.url;
+  // What the client signed: the request target as received (Koa's originalUrl: s3rver's vhost middleware has
+  // already rewritten ctx.url and req.url to /BUCKET/KEY) and the named headers.
+  const raw = ctx.originalUrl;
   const q = raw.indexOf('?');
   const query = {};
   for (const [k, v] of new URLSearchParams(q < 0 ? '' : raw.slice(q + 1))) {
