@@ -120,10 +120,10 @@ public sealed class ObjectStorageImageTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData("AKIANOTKNOWN", S3Server.Secret, "bucket 'vfs-test' does not know access key id 'AKIANOTKNOWN'")]
+    [InlineData("AKIANOTKNOWN", S3Server.Secret, "InvalidAccessKeyId", "bucket 'vfs-test' does not know access key id 'AKIANOTKNOWN'")]
     // The right key id with a wrong secret: refused by the signature check (tests/s3rver/s3rver-sigv4.js).
-    [InlineData(S3Server.KeyId, "not-the-secret", "SignatureDoesNotMatch: bucket 'vfs-test' refused the secret given with access key id 'S3RVER'")]
-    public void Wrong_credentials_give_EIO_and_a_log_naming_bucket_and_key_id(string keyId, string secret, string logged)
+    [InlineData(S3Server.KeyId, "not-the-secret", "SignatureDoesNotMatch", "bucket 'vfs-test' refused the secret given with access key id 'S3RVER'")]
+    public void Wrong_credentials_give_EIO_and_a_log_naming_bucket_and_key_id(string keyId, string secret, string code, string logged)
     {
         using var s3 = new S3Server();
         using var ws = new ImageWorkspace();
@@ -142,6 +142,7 @@ public sealed class ObjectStorageImageTests(ITestOutputHelper output)
         output.WriteLine(e.Message);
         var (_, log) = m.Stop();
         output.WriteLine(log);
+        Assert.Contains("HTTP 403 Forbidden " + code, log, StringComparison.Ordinal);
         Assert.Contains(logged, log, StringComparison.Ordinal);
         Assert.DoesNotContain("not-the-secret", log, StringComparison.Ordinal);
     }
