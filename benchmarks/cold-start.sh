@@ -381,9 +381,11 @@ s3_side() { # NAME -> sets s_mount s_work s_total s_fetch s_bytes (bootstrap fro
   t2=$(now)
   run_workload "$work/lazy/mnt" "$work/$1.out"
   t3=$(now)
-  local b1 c1 rb sb; b1=$(fetched); c1=$(s3_fetched)
-  rb=$(delta_bytes "$b0" "$b1") sb=$(delta_bytes "$c0" "$c1")
-  s_bytes=$(( rb + sb )) s_fetch="$(mb "$s_bytes") (bucket $(delta "$c0" "$c1"))"
+  local b1 c1 r0 r1 q0 q1; b1=$(fetched); c1=$(s3_fetched)
+  read -r -a r0 <<< "$b0"; read -r -a r1 <<< "$b1"; read -r -a q0 <<< "$c0"; read -r -a q1 <<< "$c1"
+  # Registry (bootstrap) and bucket (chunks) together: "N MB (registry requests+bucket requests)".
+  s_bytes=$(( r1[0] - r0[0] + q1[0] - q0[0] ))
+  s_fetch="$(mb "$s_bytes") ($(( r1[3] - r0[3] ))+$(( q1[3] - q0[3] )))"
   s_mount=$(sub "$t2" "$t0") s_work=$(sub "$t3" "$t2") s_total=$(sub "$t3" "$t0")
   umount "$work/lazy/mnt"
   wait "$vfsd_pid" || { echo "vfsd exited with an error:" >&2; cat "$work/vfsd-$1.log" >&2; exit 1; }
