@@ -29,6 +29,10 @@
 #         table lists start-up files, recorded before the build by running ANOTHER container command once on the
 #         source tree (atime), as nydus users record theirs: a table recorded from the very workload it then replays
 #         would flatter it. The payload file the workload peeks at is left out of it.
+#   s3:   the lazy side with its data blobs in a bucket instead: the same nydus image's blobs are also uploaded
+#         (`vfs-image push --backend-type s3`) to s3rver (tests/s3rver/s3rver-sigv4.js, signatures checked), which runs
+#         in the same namespace behind its own delay proxy on the same shaped link; `vfsd mount --image REF --config
+#         S3CFG` takes the bootstrap from the registry and every chunk from the bucket (bytes: both proxies' sum)
 # and the ratios OCI total / lazy total, OCI total / lazy+pf total (medians over the rounds, with their spread).
 # The workload's output must be the same on every side, or the run fails.
 #
@@ -46,7 +50,8 @@
 #   benchmarks/cold-start.sh [--rate 200mbit] [--delay-ms 20] [--payload-mb 700] [--rounds N (default 5)] [--smoke]
 #                            [--amplify-io BYTES (nydus amplify_io of the lazy sides; default vfsd's, 128 KiB)]
 #     --smoke: a busybox tree and 30 MB of payload instead of debootstrap (checks the machinery in seconds)
-# Needs root, out/vfsd and out/vfs-image (bash tests/setup.sh), docker-registry, python3, debootstrap (not for --smoke).
+# Needs root, out/vfsd and out/vfs-image and out/s3rver (bash tests/setup.sh), docker-registry, node, python3,
+# debootstrap (not for --smoke).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benchmarks/lib/harness.sh
@@ -69,7 +74,8 @@ done
   || { echo "--payload-mb, --rounds, --delay-ms and --amplify-io take whole numbers" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "run as root (network namespace, tc, mounts, chroot)" >&2; exit 1; }
 for t in out/vfsd out/vfs-image; do [ -x "$t" ] || { echo "build first: bash tests/setup.sh" >&2; exit 1; }; done
-for c in docker-registry python3 tc ip mountpoint; do
+[ -d out/s3rver/node_modules/@smithy/signature-v4 ] || { echo "s3rver is missing: bash tests/setup.sh" >&2; exit 1; }
+for c in docker-registry node python3 tc ip mountpoint; do
   command -v "$c" > /dev/null || { echo "$c is missing (docker-registry: bash tests/setup.sh)" >&2; exit 1; }
 done
 [ "$smoke" = 1 ] || command -v debootstrap > /dev/null || { echo "apt-get install debootstrap" >&2; exit 1; }
@@ -78,15 +84,15 @@ rootfs_cache=/var/tmp/vfs-coldstart-rootfs
 work=$(mktemp -d /var/tmp/vfs-coldstart.XXXXXX)
 ns=vfscs$$ veth_host=vcs$$h veth_ns=vcs$$n
 net=10.213.$(( $$ % 250 + 1 ))
-registry_pid='' proxy_pid='' vfsd_pid=''
+registry_pid='' proxy_pid='' vfsd_pid='' s3_pid='' s3_proxy_pid=''
 
 cleanup() {
   set +e
   for m in "$work"/{lazy/mnt,oci/root,trace}/{proc,dev} "$work"/lazy/mnt "$work"/trace; do
     mountpoint -q "$m" 2>/dev/null && umount -l "$m"
   done
-  for p in $vfsd_pid $proxy_pid $registry_pid; do kill "$p" 2>/dev/null; done
-  for p in $vfsd_pid $proxy_pid $registry_pid; do wait "$p" 2>/dev/null; done
+  for p in $vfsd_pid $proxy_pid $registry_pid $s3_proxy_pid $s3_pid; do kill "$p" 2>/dev/null; done
+  for p in $vfsd_pid $proxy_pid $registry_pid $s3_proxy_pid $s3_pid; do wait "$p" 2>/dev/null; done
   ip netns del "$ns" 2>/dev/null
   ip link del "$veth_host" 2>/dev/null
   rm -rf --one-file-system "$work"
@@ -241,9 +247,34 @@ delta() { local a b; read -r -a a <<< "$1"; read -r -a b <<< "$2"; echo "$(mb $(
 delta_bytes() { local a b; read -r -a a <<< "$1"; read -r -a b <<< "$2"; echo $(( b[0] - a[0] )); }
 registry=127.0.0.1:$proxy_port
 
+# The bucket: s3rver in the same namespace, behind its own delay proxy on the same link.
+mkdir -p "$work/s3/data"
+ip netns exec "$ns" env NODE_PATH="$PWD/out/s3rver/node_modules" node tests/s3rver/s3rver-sigv4.js "$work/s3/data" 0.0.0.0 9000 coldstart \
+  > "$work/s3rver.log" 2>&1 &
+s3_pid=$!
+for _ in $(seq 1 400); do
+  ip netns exec "$ns" bash -c 'exec 3<>/dev/tcp/127.0.0.1/9000' 2>/dev/null && break
+  kill -0 "$s3_pid" 2>/dev/null || { cat "$work/s3rver.log"; exit 1; }
+  sleep 0.05
+done
+s3_proxy_port=$(free_port) s3_control_port=$(free_port)
+python3 "$here/delay-proxy.py" "127.0.0.1:$s3_proxy_port" "$net.2:9000" "$s3_control_port" "$(( delay_ms / 2 ))" \
+  "$work/timeline-s3" > "$work/s3-proxy.log" 2>&1 &
+s3_proxy_pid=$!
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$s3_control_port") 2>/dev/null && break; sleep 0.05; done
+s3_fetched() { local l; exec 3<>"/dev/tcp/127.0.0.1/$s3_control_port"; read -r l <&3; exec 3<&-; echo "$l"; }
+s3_bucket() { # ENDPOINT: the backend's config object (nydus S3Config keys), s3rver's one account
+  echo "{\"scheme\": \"http\", \"endpoint\": \"$1\", \"region\": \"us-east-1\", \"bucket_name\": \"coldstart\",
+         \"object_prefix\": \"nydus/\", \"access_key_id\": \"S3RVER\", \"access_key_secret\": \"S3RVER\",
+         \"timeout\": 30, \"connect_timeout\": 5, \"retry_limit\": 3}"
+}
+s3_bucket 127.0.0.1:9000 > "$work/s3-push.json"
+
 echo "== pushing both images (inside the namespace, not through the shaped link)"
 ip netns exec "$ns" out/vfs-image push "$work/nydus/image.boot" --blob-dir "$work/nydus/blobs" \
   --target 127.0.0.1:5000/coldstart/nydus:latest --plain-http > "$work/push-nydus.log"
+ip netns exec "$ns" out/vfs-image push "$work/nydus/image.boot" --blob-dir "$work/nydus/blobs" \
+  --backend-type s3 --backend-config "$work/s3-push.json" > "$work/push-s3.log"
 ip netns exec "$ns" python3 "$here/oci.py" push 127.0.0.1:5000 coldstart/oci latest \
   "$work/layers/base.tar.gz" "$work/layers/payload.tar.gz" > "$work/push-oci.log"
 rm -rf "$work/layers" "$work/nydus"
@@ -277,6 +308,19 @@ EOF
 lazy_config "$work/lazy.json" false
 lazy_config "$work/lazy-prefetch.json" true
 lazy_config "$work/floor.json" false 0
+# The s3 side: the lazy side's settings with the bucket as the backend.
+cat > "$work/s3.json" <<EOF
+{
+  "device": {
+    "backend": { "type": "s3", "config": $(s3_bucket "127.0.0.1:$s3_proxy_port") },
+    "cache": { "type": "blobcache", "config": { "work_dir": "$work/lazy/cache" } }
+  },
+  "mode": "direct",
+  ${amplify:+\"amplify_io\": $amplify,}
+  "digest_validate": false,
+  "fs_prefetch": { "enable": false }
+}
+EOF
 
 oci_side() { # ROUND -> sets o_dl o_unpack o_work o_total o_fetch
   rm -rf "$work/oci"; mkdir -p "$work/oci/root"
@@ -320,6 +364,34 @@ lazy_side() { # NAME CONFIG -> sets l_mount l_work l_total l_fetch
   vfsd_pid=''
 }
 
+s3_side() { # NAME -> sets s_mount s_work s_total s_fetch s_bytes (bootstrap from the registry, chunks from the bucket)
+  rm -rf "$work/lazy"; mkdir -p "$work/lazy/cache" "$work/lazy/mnt"
+  drop
+  local b0 c0 t0 t2 t3 up=0
+  b0=$(fetched); c0=$(s3_fetched); t0=$(now)
+  out/vfsd mount --image "$registry/coldstart/nydus:latest" --config "$work/s3.json" --cache-dir "$work/lazy/cache" \
+    --log-level warn "$work/lazy/mnt" > "$work/vfsd-$1.log" 2>&1 &
+  vfsd_pid=$!
+  for _ in $(seq 1 2000); do
+    mountpoint -q "$work/lazy/mnt" && { up=1; break; }
+    kill -0 "$vfsd_pid" 2>/dev/null || break
+    sleep 0.005
+  done
+  [ "$up" = 1 ] || { echo "vfsd did not mount:" >&2; cat "$work/vfsd-$1.log" >&2; exit 1; }
+  t2=$(now)
+  run_workload "$work/lazy/mnt" "$work/$1.out"
+  t3=$(now)
+  local b1 c1 r0 r1 q0 q1; b1=$(fetched); c1=$(s3_fetched)
+  read -r -a r0 <<< "$b0"; read -r -a r1 <<< "$b1"; read -r -a q0 <<< "$c0"; read -r -a q1 <<< "$c1"
+  # Registry (bootstrap) and bucket (chunks) together: "N MB (registry requests+bucket requests)".
+  s_bytes=$(( r1[0] - r0[0] + q1[0] - q0[0] ))
+  s_fetch="$(mb "$s_bytes") ($(( r1[3] - r0[3] ))+$(( q1[3] - q0[3] )))"
+  s_mount=$(sub "$t2" "$t0") s_work=$(sub "$t3" "$t2") s_total=$(sub "$t3" "$t0")
+  umount "$work/lazy/mnt"
+  wait "$vfsd_pid" || { echo "vfsd exited with an error:" >&2; cat "$work/vfsd-$1.log" >&2; exit 1; }
+  vfsd_pid=''
+}
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
 row() { printf '%-6s %-8s %-18s %-16s %8ss %8ss %24s\n' "$@"; }
 
@@ -339,9 +411,9 @@ curve() { # SIDE T0 T3
 bench_init cold-start
 timeline_csv=$(dirname "$BENCH_RESULTS")/cold-start-timeline.csv
 echo "side,seconds,bytes" > "$timeline_csv"
-echo "== $rounds round(s); each runs OCI, lazy and lazy + prefetch table in a rotating order, the host page cache dropped before each"
+echo "== $rounds round(s); each runs OCI, lazy, lazy + prefetch table and s3 in a rotating order, the host page cache dropped before each"
 for r in $(seq 1 "$rounds"); do
-  case $((r % 3)) in 1) order="oci lazy lazy-prefetch";; 2) order="lazy lazy-prefetch oci";; 0) order="lazy-prefetch oci lazy";; esac
+  case $((r % 3)) in 1) order="oci lazy lazy-prefetch s3";; 2) order="lazy lazy-prefetch s3 oci";; 0) order="lazy-prefetch s3 oci lazy";; esac
   pos=1
   for side in $order; do
     b_before=$(awk 'END { print $2 + 0 }' "$work/timeline" 2>/dev/null || echo 0)
@@ -358,17 +430,20 @@ for r in $(seq 1 "$rounds"); do
             read -r p_mount p_work p_total p_fetch <<< "$l_mount $l_work $l_total $l_fetch"
             bench_record start lazy-prefetch "$r" "$pos" "$l_total" "" "$l_bytes"
             [ "$r" = 1 ] && curve lazy+prefetch "$l_t0" "$l_t3" "$b_before" >> "$timeline_csv";;
+      s3)   s3_side "s3-$r"
+            bench_record start s3 "$r" "$pos" "$s_total" "" "$s_bytes";;
     esac
     pos=$((pos + 1))
   done
   bench_record start floor "$r" 0 "$floor" "" "$floor_bytes"
-  for side in floor "lazy-$r" "prefetch-$r"; do
+  for side in floor "lazy-$r" "prefetch-$r" "s3-$r"; do
     bench_same_output "what the workload printed on the OCI and $side sides" "$work/oci-$r.out" "$work/$side.out"
   done
   [ "$r" = 1 ] && printf '\n%-6s %-8s %-18s %-16s %9s %9s %24s\n' round side fetch "unpack / start" workload total "from registry (requests)"
   row "$r" OCI "download ${o_dl}s" "unpack ${o_unpack}s" "$o_work" "$o_total" "$o_fetch"
   row "" lazy "" "start ${d_mount}s" "$d_work" "$d_total" "$d_fetch"
   row "" "lazy+pf" "" "start ${p_mount}s" "$p_work" "$p_total" "$p_fetch"
+  row "" s3 "" "start ${s_mount}s" "$s_work" "$s_total" "$s_fetch"
   printf '%-6s ratio OCI / lazy: %sx, OCI / lazy+pf: %sx; lazy / floor: %sx\n' "" "$(ratio "$o_total" "$d_total")" \
     "$(ratio "$o_total" "$p_total")" "$(awk -v a="$d_total" -v b="$floor" 'BEGIN { printf "%.2f", a / b }')"
 done
@@ -379,6 +454,7 @@ echo "cold start, image $(mb "$tree_bytes") ($([ "$smoke" = 1 ] && echo "busybox
 echo "== speed-up, OCI / lazy (bar 5x, goal 20x)"
 bench_summary oci lazy seconds
 bench_summary oci lazy-prefetch seconds
+bench_summary oci s3 seconds
 echo "== distance to the floor, lazy / floor (goal 1.5x)"
 bench_summary lazy floor seconds
 bench_summary lazy-prefetch floor seconds

@@ -66,3 +66,8 @@ if [ ! -e out/s3rver/node_modules/s3rver/bin/s3rver.js ]; then
   npm install --prefix out/s3rver --no-audit --no-fund --silent s3rver@3.7.1 > /tmp/vfs-npm.log 2>&1 || { tail -n 30 /tmp/vfs-npm.log; exit 1; }
   echo "setup: installed s3rver into out/s3rver"
 fi
+# AWS's own Signature V4 signer, with which tests/s3rver/s3rver-sigv4.js checks the signatures s3rver does not.
+if [ ! -d out/s3rver/node_modules/@smithy/signature-v4 ] || [ ! -d out/s3rver/node_modules/@aws-crypto/sha256-js ]; then
+  npm install --prefix out/s3rver --no-audit --no-fund --silent @smithy/signature-v4@5.7.5 @aws-crypto/sha256-js@5.2.0 > /tmp/vfs-npm.log 2>&1 || { tail -n 30 /tmp/vfs-npm.log; exit 1; }
+  echo "setup: installed AWS's signature v4 signer into out/s3rver"
+fi

@@ -23,7 +23,7 @@ public sealed partial class RegistryClient
         ArgumentOutOfRangeException.ThrowIfNegative(offset);
         if (destination.Length == 0) return Task.CompletedTask;
         if (offset > long.MaxValue - destination.Length) throw new ArgumentOutOfRangeException(nameof(offset));
-        return WithRetriesAsync("read " + digest, _o.Timeout, async t =>
+        return WithRetriesAsync("read " + digest, _o.Transport.Timeout, async t =>
         {
             using var resp = await GetBlobAsync(digest, offset, destination.Length, t).ConfigureAwait(false);
             await _pipeline.ReadRangeBodyAsync(resp, offset, destination, t).ConfigureAwait(false);
@@ -32,7 +32,7 @@ public sealed partial class RegistryClient
     }
 
     /// <summary>Reads many ranges at once (prefetch): they share the connection pool, bounded by
-    /// <see cref="RegistryOptions.MaxConnectionsPerServer"/>. Fails with the first range that fails.</summary>
+    /// <see cref="Http.HttpTransportOptions.MaxConnectionsPerServer"/>. Fails with the first range that fails.</summary>
     public Task ReadBlobRangesAsync(string digest, IReadOnlyList<(long Offset, Memory<byte> Destination)> ranges, CancellationToken ct = default)
     {
         var tasks = new Task[ranges.Count];
@@ -44,7 +44,7 @@ public sealed partial class RegistryClient
     public Task<long?> GetBlobSizeAsync(string digest, CancellationToken ct = default)
     {
         CheckDigest(digest);
-        return WithRetriesAsync("head " + digest, _o.Timeout, async t =>
+        return WithRetriesAsync("head " + digest, _o.Transport.Timeout, async t =>
         {
             using var resp = await SendAsync(() => new HttpRequestMessage(HttpMethod.Head, BlobPath(digest)), _pullScope, t).ConfigureAwait(false);
             if (resp.StatusCode == HttpStatusCode.NotFound) return (long?)null;
@@ -63,7 +63,7 @@ public sealed partial class RegistryClient
         if (expectedSize is < 0) throw new ArgumentOutOfRangeException(nameof(expectedSize));
         if (!destination.CanSeek) throw new ArgumentException("destination must be seekable so a retry can start over", nameof(destination));
         long start = destination.Position;
-        return WithRetriesAsync("download " + digest, _o.TransferTimeout, async t =>
+        return WithRetriesAsync("download " + digest, _o.Transport.TransferTimeout, async t =>
         {
             destination.Position = start;
             destination.SetLength(start);

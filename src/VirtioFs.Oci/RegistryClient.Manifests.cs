@@ -21,7 +21,7 @@ public sealed partial class RegistryClient
     public Task<FetchedManifest> GetManifestAsync(string reference, CancellationToken ct = default)
     {
         CheckReference(reference);
-        return WithRetriesAsync("get manifest " + reference, _o.Timeout, async t =>
+        return WithRetriesAsync("get manifest " + reference, _o.Transport.Timeout, async t =>
         {
             using var resp = await SendAsync(() =>
             {
@@ -46,7 +46,7 @@ public sealed partial class RegistryClient
     {
         CheckReference(reference);
         if (body.Length > MaxManifestBytes) throw new ArgumentException("manifest too large", nameof(body));
-        return WithRetriesAsync("put manifest " + reference, _o.Timeout, async t =>
+        return WithRetriesAsync("put manifest " + reference, _o.Transport.Timeout, async t =>
         {
             using var resp = await SendAsync(() =>
             {
@@ -67,7 +67,7 @@ public sealed partial class RegistryClient
     public Task<byte[]?> GetReferrersAsync(string subjectDigest, CancellationToken ct = default)
     {
         CheckDigest(subjectDigest);
-        return WithRetriesAsync("get referrers " + subjectDigest, _o.Timeout, async t =>
+        return WithRetriesAsync("get referrers " + subjectDigest, _o.Transport.Timeout, async t =>
         {
             using var resp = await SendAsync(() =>
             {
@@ -82,7 +82,7 @@ public sealed partial class RegistryClient
     }
 
     /// <summary>Checks that the registry speaks /v2/ and that the credentials work for pulling (GET /v2/ plus the challenge flow).</summary>
-    public Task PingAsync(CancellationToken ct = default) => WithRetriesAsync("ping", _o.Timeout, async t =>
+    public Task PingAsync(CancellationToken ct = default) => WithRetriesAsync("ping", _o.Transport.Timeout, async t =>
     {
         using var resp = await SendAsync(() => new HttpRequestMessage(HttpMethod.Get, "v2/"), _pullScope, t).ConfigureAwait(false);
         EnsureSuccess(resp, "GET /v2/");

@@ -25,7 +25,7 @@ public sealed partial class RegistryClient
         ArgumentOutOfRangeException.ThrowIfNegative(size);
         if (mountFrom is not null && !OciReference.IsValidRepository(mountFrom)) throw new ArgumentException($"bad repository '{mountFrom}'", nameof(mountFrom));
         string scope = mountFrom is null ? _pushScope : _pushScope + " repository:" + mountFrom + ":pull";
-        return WithRetriesAsync("push " + digest, _o.TransferTimeout, async t =>
+        return WithRetriesAsync("push " + digest, _o.Transport.TransferTimeout, async t =>
         {
             using (var head = await SendAsync(() => new HttpRequestMessage(HttpMethod.Head, BlobPath(digest)), scope, t).ConfigureAwait(false))
             {

@@ -35,9 +35,15 @@ public sealed partial class RegistryClient : IDisposable
         _base = new Uri($"{options.EffectiveScheme}://{options.Host}/");
         _pullScope = $"repository:{options.Repository}:pull";
         _pushScope = $"repository:{options.Repository}:pull,push";
-        _pipeline = new HttpRequestPipeline(HttpPipelineOptions.For(options, "registry", options.Host,
-            (message, status, transient, inner) => new RegistryException(message, status, transient, inner), "vfs-registry/1.0"), _base, _log);
-        if (options.Proxy is { } p) _proxy = new ForwardProxyRouter(_pipeline, p, _log);
+        _pipeline = new HttpRequestPipeline(new HttpPipelineOptions
+        {
+            Service = "registry",
+            Peer = options.Host,
+            NewError = (message, status, transient, inner) => new RegistryException(message, status, transient, inner),
+            Transport = options.Transport,
+            UserAgent = "vfs-registry/1.0",
+        }, _base, _log);
+        if (options.Transport.Proxy is { } p) _proxy = new ForwardProxyRouter(_pipeline, p, _log);
     }
 
     /// <summary>The credentials the next request authenticates with (initially <see cref="RegistryOptions.Credentials"/>).</summary>

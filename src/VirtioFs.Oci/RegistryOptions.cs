@@ -4,9 +4,9 @@ using System.Text.Json;
 
 namespace VirtioFs.Oci;
 
-/// <summary>How to reach one repository of one registry. Defaults follow nydus's registry backend (api/src/config.rs)
-/// where it has one; the retry count is higher because a lazily pulled image has no other copy to fall back to.</summary>
-public sealed class RegistryOptions : Http.IHttpTransportSettings
+/// <summary>How to reach one repository of one registry (nydus's registry backend, api/src/config.rs); the connection
+/// and retry settings are in <see cref="Transport"/>, shared with the object storage backends.</summary>
+public sealed class RegistryOptions
 {
     /// <summary><c>host[:port]</c> of the registry.</summary>
     public required string Host { get; init; }
@@ -24,38 +24,11 @@ public sealed class RegistryOptions : Http.IHttpTransportSettings
     /// rejects it with a challenge.</summary>
     public string? BearerToken { get; init; }
 
-    /// <summary>Accept any server certificate (nydus <c>skip_verify</c>).</summary>
-    public bool SkipVerify { get; init; }
-
-    /// <summary>PEM file of CA certificates trusted in addition to the system trust store (nydus <c>ca_file</c>).</summary>
-    public string? CaFile { get; init; }
-
-    /// <summary>Deadline of one request attempt: headers and body of a range read (nydus <c>timeout</c>, default 5 s).</summary>
-    public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(5);
-
-    /// <summary>Deadline of one TCP/TLS connect (nydus <c>connect_timeout</c>, default 5 s).</summary>
-    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(5);
-
-    /// <summary>Deadline of one attempt of a whole-blob transfer (push, pull): large blobs need longer than a range read.</summary>
-    public TimeSpan TransferTimeout { get; init; } = TimeSpan.FromMinutes(30);
-
-    /// <summary>Retries after the first attempt, on connection errors, timeouts, truncated bodies, 5xx and 429
-    /// (nydus <c>retry_limit</c>). 4xx other than 429 is final.</summary>
-    public int RetryLimit { get; init; } = 3;
-
-    /// <summary>First retry delay; doubled each retry up to <see cref="MaxRetryDelay"/>, with jitter.</summary>
-    public TimeSpan RetryDelay { get; init; } = TimeSpan.FromMilliseconds(100);
-
-    public TimeSpan MaxRetryDelay { get; init; } = TimeSpan.FromSeconds(2);
-
-    /// <summary>Pooled connections per server: bounds the concurrency of prefetch range reads.</summary>
-    public int MaxConnectionsPerServer { get; init; } = 16;
+    /// <summary>Deadlines, retries, certificate check and forward proxy.</summary>
+    public Http.HttpTransportOptions Transport { get; init; } = new();
 
     /// <summary>How long a blob's redirect target (a presigned storage URL) is reused before asking the registry again.</summary>
     public TimeSpan RedirectCacheTime { get; init; } = TimeSpan.FromMinutes(5);
-
-    /// <summary>Optional mirror/P2P proxy for blob reads (nydus <c>proxy</c>).</summary>
-    public RegistryProxyOptions? Proxy { get; init; }
 
     internal string EffectiveScheme => Scheme is { Length: > 0 } s ? s : IsLoopbackHost(Host) ? "http" : "https";
 
@@ -64,11 +37,7 @@ public sealed class RegistryOptions : Http.IHttpTransportSettings
         if (!OciReference.IsValidRepository(Repository)) throw new ArgumentException($"bad repository name '{Repository}'");
         if (string.IsNullOrEmpty(Host) || Host.Contains('/', StringComparison.Ordinal)) throw new ArgumentException($"bad registry host '{Host}'");
         if (EffectiveScheme is not ("http" or "https")) throw new ArgumentException($"scheme must be http or https, not '{Scheme}'");
-        if (Timeout <= TimeSpan.Zero || ConnectTimeout <= TimeSpan.Zero || TransferTimeout <= TimeSpan.Zero)
-            throw new ArgumentException("timeouts must be positive");
-        if (RetryLimit is < 0 or > 100) throw new ArgumentException("retry limit must be 0..100");
-        if (MaxConnectionsPerServer is < 1 or > 1024) throw new ArgumentException("max connections must be 1..1024");
-        if (Proxy is { } p) p.Validate();
+        Transport.Validate();
     }
 
     /// <summary>True for localhost and loopback addresses, where plain http is the sensible default.</summary>

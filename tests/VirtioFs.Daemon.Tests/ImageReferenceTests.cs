@@ -96,12 +96,29 @@ public class RegistryImageConfigTests
         Assert.NotNull(o.Registry);
         Assert.Equal("127.0.0.1:5000", o.Registry!.Host);
         Assert.Equal("team/app", o.Registry.Repository);
-        Assert.Equal(TimeSpan.FromSeconds(3), o.Registry.Timeout);
-        Assert.Equal(0, o.Registry.RetryLimit);
+        Assert.Equal(TimeSpan.FromSeconds(3), o.Registry.Transport.Timeout);
+        Assert.Equal(0, o.Registry.Transport.RetryLimit);
         Assert.Equal("user", o.Registry.Credentials!.Username);
         Assert.Equal("/var/cache/x", o.CacheDir);
         Assert.Equal(PrefetchSource.All, o.Prefetch);
         Assert.Equal(Storage.Cache.VerifyMode.Always, o.Verify);
+    }
+
+    [Theory]
+    [InlineData("s3")]
+    [InlineData("oss")]
+    public void An_object_storage_backend_is_kept_for_the_blobs_of_a_bootstrap_only_image(string type)
+    {
+        // convert --backend-type s3|oss leaves the bootstrap in the registry and the blobs in the bucket.
+        string config = """{"device": {"backend": {"type": "TYPE", "config": {"endpoint": "e:9000", "bucket_name": "images"}}}}""".Replace("TYPE", type, StringComparison.Ordinal);
+        var json = JsonNode.Parse(RegistryImage.RegistryConfig(config, Ref))!;
+        Assert.Equal(type, (string?)json["device"]!["backend"]!["type"]);
+        Assert.Equal("images", (string?)json["device"]!["backend"]!["config"]!["bucket_name"]);
+        Assert.Null(json["device"]!["backend"]!["config"]!["repo"]);
+        var o = new RafsMountOptions { Bootstrap = "" };
+        NydusConfig.Apply(RegistryImage.RegistryConfig(config, Ref), o);
+        Assert.Null(o.Registry);
+        Assert.Equal("images", o.ObjectStorage!.Bucket);
     }
 
     [Fact]
@@ -163,11 +180,14 @@ public sealed class ImageResolutionTests : IDisposable
     {
         Host = _registry.Host,
         Repository = repo,
-        RetryLimit = 1,
-        Timeout = TimeSpan.FromSeconds(5),
-        ConnectTimeout = TimeSpan.FromSeconds(1),
-        RetryDelay = TimeSpan.FromMilliseconds(10),
-        MaxRetryDelay = TimeSpan.FromMilliseconds(50),
+        Transport = new()
+        {
+            RetryLimit = 1,
+            Timeout = TimeSpan.FromSeconds(5),
+            ConnectTimeout = TimeSpan.FromSeconds(1),
+            RetryDelay = TimeSpan.FromMilliseconds(10),
+            MaxRetryDelay = TimeSpan.FromMilliseconds(50),
+        },
     };
 
     /// <summary>Builds a small RAFS image and returns its bootstrap path.</summary>

@@ -11,7 +11,8 @@ namespace VirtioFs.Integration.Tests;
 /// server (s3rver): an OCI image with two layers (overwrite, whiteouts) is converted, the data blob lands in the bucket
 /// and the registry gets a bootstrap-only nydus manifest (as nydusify writes it with --backend-type, docs/nydusify.md);
 /// the bootstrap pulled from the registry then mounts with <c>vfsd mount --config</c> whose backend is the bucket, and
-/// the tree reads back exactly.
+/// the tree reads back exactly; so it does with <c>vfsd mount --image REF --config</c> (bootstrap from the registry,
+/// blobs from the bucket), as nydus-snapshotter mounts such an image.
 /// </summary>
 public sealed class ConvertObjectStorageImageTests(ITestOutputHelper output)
 {
@@ -61,14 +62,31 @@ public sealed class ConvertObjectStorageImageTests(ITestOutputHelper output)
                 ["cache"] = new JsonObject { ["type"] = "blobcache", ["config"] = new JsonObject { ["work_dir"] = ws.CacheDir } },
             },
         }.ToJsonString());
-        using var m = ws.MountWith("--bootstrap", boot, "--config", mountConfig);
-        Assert.Equal("upper\n", File.ReadAllText(m.M("etc/hostname")));
-        var diffs = image.Differences(m.MountPoint);
-        Assert.True(diffs.Count == 0, string.Join("\n", diffs.Take(40)));
-        var (exit, log) = m.Stop();
-        output.WriteLine(log);
-        Assert.Equal(0, exit);
-        Assert.Equal(0, VfsdMount.Metrics(log)["read_errors"]);
-        Assert.True(VfsdMount.Metrics(log)["backend_reads"] > 0, "file data came from the bucket");
+        using (var m = ws.MountWith("--bootstrap", boot, "--config", mountConfig))
+        {
+            Assert.Equal("upper\n", File.ReadAllText(m.M("etc/hostname")));
+            var diffs = image.Differences(m.MountPoint);
+            Assert.True(diffs.Count == 0, string.Join("\n", diffs.Take(40)));
+            var (exit, log) = m.Stop();
+            output.WriteLine(log);
+            Assert.Equal(0, exit);
+            Assert.Equal(0, VfsdMount.Metrics(log)["read_errors"]);
+            Assert.True(VfsdMount.Metrics(log)["backend_reads"] > 0, "file data came from the bucket");
+        }
+
+        // vfsd --image with the bucket's config, cold cache: the bootstrap is resolved from the registry's
+        // bootstrap-only manifest, the data from the bucket.
+        string imageCache = Path.Combine(ws.Root, "image-cache");
+        using (var m = ws.MountWith("--image", $"{registry.Host}/nydus/app:v1", "--config", mountConfig, "--cache-dir", imageCache))
+        {
+            var diffs = image.Differences(m.MountPoint);
+            Assert.True(diffs.Count == 0, string.Join("\n", diffs.Take(40)));
+            var (exit, log) = m.Stop();
+            output.WriteLine(log);
+            Assert.Equal(0, exit);
+            Assert.Equal(0, VfsdMount.Metrics(log)["read_errors"]);
+            Assert.True(VfsdMount.Metrics(log)["backend_reads"] > 0, "file data came from the bucket");
+            Assert.Contains("credentials from the config", log, StringComparison.Ordinal);   // the bucket's backend served it
+        }
     }
 }

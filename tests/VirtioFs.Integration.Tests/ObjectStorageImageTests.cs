@@ -119,8 +119,11 @@ public sealed class ObjectStorageImageTests(ITestOutputHelper output)
         }
     }
 
-    [Fact]
-    public void Wrong_credentials_give_EIO_and_a_log_naming_bucket_and_key_id()
+    [Theory]
+    [InlineData("AKIANOTKNOWN", S3Server.Secret, "InvalidAccessKeyId", "bucket 'vfs-test' does not know access key id 'AKIANOTKNOWN'")]
+    // The right key id with a wrong secret: refused by the signature check (tests/s3rver/s3rver-sigv4.js).
+    [InlineData(S3Server.KeyId, "not-the-secret", "SignatureDoesNotMatch", "bucket 'vfs-test' refused the secret given with access key id 'S3RVER'")]
+    public void Wrong_credentials_give_EIO_and_a_log_naming_bucket_and_key_id(string keyId, string secret, string code, string logged)
     {
         using var s3 = new S3Server();
         using var ws = new ImageWorkspace();
@@ -131,13 +134,16 @@ public sealed class ObjectStorageImageTests(ITestOutputHelper output)
         using (var p = ProcessRunner.Start(Repo.VfsImage, ["push", ws.Bootstrap, "--blob-dir", ws.BlobDir, "--backend-type", "s3", "--backend-config", pushConfig]))
             Assert.True(p.WaitForExit(TimeSpan.FromSeconds(60)) == 0, p.Output);
         var wrong = Bucket(s3.Endpoint);
-        wrong["access_key_id"] = "AKIANOTKNOWN";
+        wrong["access_key_id"] = keyId;
+        wrong["access_key_secret"] = secret;
         string mountConfig = Config(Path.Combine(ws.Root, "wrong.json"), wrong, null);
         using var m = ws.MountWith("--bootstrap", ws.Bootstrap, "--config", mountConfig);
         var e = Assert.ThrowsAny<IOException>(() => File.ReadAllText(m.M("etc/motd")));
         output.WriteLine(e.Message);
         var (_, log) = m.Stop();
         output.WriteLine(log);
-        Assert.Contains("bucket 'vfs-test' does not know access key id 'AKIANOTKNOWN'", log, StringComparison.Ordinal);
+        Assert.Contains("HTTP 403 Forbidden " + code, log, StringComparison.Ordinal);
+        Assert.Contains(logged, log, StringComparison.Ordinal);
+        Assert.DoesNotContain("not-the-secret", log, StringComparison.Ordinal);
     }
 }

@@ -8,7 +8,7 @@ namespace VirtioFs.Oci.Tests;
 /// for the Authorization Header: Transferring Payload in a Single Chunk (AWS Signature Version 4)"
 /// (docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-header-based-auth.html), section "Examples: Signature Calculations":
 /// access key AKIAIOSFODNN7EXAMPLE, secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY, bucket examplebucket in us-east-1,
-/// time 20130524T000000Z. s3rver does not verify V4 signatures, so these are what pins the signer down.
+/// time 20130524T000000Z. The object storage tests check the signer further against AWS's own (S3Server).
 /// </summary>
 public sealed class AwsSignatureV4Tests
 {

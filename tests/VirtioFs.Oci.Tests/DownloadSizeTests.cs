@@ -21,7 +21,7 @@ public sealed class DownloadSizeTests
         {
             return Task.FromResult(new TestResponse(200, hostile) { CloseDelimited = !announce });
         });
-        using var c = new RegistryClient(new RegistryOptions { Host = server.Authority, Repository = "vfs/size", RetryLimit = 3 });
+        using var c = new RegistryClient(new RegistryOptions { Host = server.Authority, Repository = "vfs/size", Transport = new() { RetryLimit = 3 } });
         using var dest = new MemoryStream();
         var e = await Assert.ThrowsAsync<RegistryException>(() => c.DownloadBlobAsync(digest, dest, expectedSize: real.Length));
         Assert.False(e.Transient);

@@ -86,6 +86,60 @@ public sealed class ObjectStorageTests(S3Fixture s3) : IClassFixture<S3Fixture>
     }
 
     [Fact]
+    public async Task A_wrong_secret_for_a_known_key_id_is_SignatureDoesNotMatch_naming_bucket_and_key_id_and_no_data()
+    {
+        // The server verifies V4 signatures with AWS's own signer (tests/s3rver/s3rver-sigv4.js), so the right key
+        // id with the wrong secret is refused as S3 refuses it.
+        var (_, id) = await Seed(10_000);
+        var log = new ListLogger();
+        using var be = new ObjectStorageBackend(s3.Server.Options(credentials: new ObjectStorageCredentials(S3Server.KeyId, "not-the-secret")), log);
+        var e = await Assert.ThrowsAsync<ObjectStorageException>(() => be.Client.ReadAsync(id, 0, new byte[100]));
+        Assert.Equal(403, e.StatusCode);
+        Assert.Equal("SignatureDoesNotMatch", e.ErrorCode);
+        Assert.Contains("bucket 'vfs-test'", e.Message, StringComparison.Ordinal);
+        Assert.Contains($"key id '{S3Server.KeyId}'", e.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("not-the-secret", e.Message, StringComparison.Ordinal);
+        var buf = new byte[100];
+        Assert.Equal(13, be.ReadAt(id, 0, buf));          // EACCES, final: not retried into a timeout
+        Assert.All(buf, b => Assert.Equal(0, b));
+        Assert.Equal(0, be.Metrics.Bytes);
+        // Uploads are refused alike, and nothing lands in the bucket.
+        await Assert.ThrowsAsync<ObjectStorageException>(() => be.Client.UploadAsync("sha256-wrong-secret", 10, () => new MemoryStream(new byte[10])));
+        using var good = new ObjectStorageClient(s3.Server.Options());
+        Assert.Null(await good.GetSizeAsync("sha256-wrong-secret"));
+    }
+
+    [Fact]
+    public async Task Virtual_host_style_requests_name_the_bucket_in_the_host_and_read_back_through_the_proxy()
+    {
+        // s3rver serves BUCKET.s3.ENDPOINT as bucket BUCKET (lib/middleware/vhost.js, serviceEndpoint). The name does
+        // not resolve here, so the config's proxy (nydus "proxy") is a forward proxy that sends every host to s3rver:
+        // the client still sends "GET http://vfs-test.s3.vfs.test/KEY" with that Host, signed for it (and checked
+        // against AWS's signer by the server).
+        using var server = new S3Server(serviceEndpoint: "vfs.test");
+        var data = RandomNumberGenerator.GetBytes(200_000);
+        string id = NewId();
+        using (var direct = new ObjectStorageClient(server.Options("nydus/")))
+            Assert.Equal(ObjectStorageClient.UploadOutcome.Uploaded, await direct.UploadAsync(id, data.Length, () => new MemoryStream(data)));
+        using var proxy = new DfProxy(everyHostTo: server.Port);
+        string json = $$"""
+            {"scheme":"http","endpoint":"s3.vfs.test","region":"us-east-1","bucket_name":"{{S3Server.Bucket}}","object_prefix":"nydus/",
+             "access_key_id":"{{S3Server.KeyId}}","access_key_secret":"{{S3Server.Secret}}","path_style":false,"retry_limit":0,
+             "proxy":{"url":"{{proxy.Url}}","fallback":false} }
+            """;
+        var o = ObjectStorageBackendConfig.Parse("s3", System.Text.Encoding.UTF8.GetBytes(json), _ => null);
+        using var be = new ObjectStorageBackend(o, new ListLogger());
+        Assert.Equal($"http://vfs-test.s3.vfs.test/nydus/{id}", be.Client.ObjectUri(id).ToString());
+        var buf = new byte[50_000];
+        Assert.Equal(0, be.ReadAt(id, 100_000, buf));
+        Assert.True(buf.AsSpan().SequenceEqual(data.AsSpan(100_000, buf.Length)));
+        Assert.Contains($"http://vfs-test.s3.vfs.test/nydus/{id}", proxy.Targets);
+        Assert.All(proxy.Origins, origin => Assert.Equal("vfs-test.s3.vfs.test", origin));
+        // A key that is not there is a clear not-found, not another bucket's object.
+        Assert.NotEqual(0, be.ReadAt(NewId(), 0, new byte[10]));
+    }
+
+    [Fact]
     public async Task An_expired_session_token_is_reported_as_such_and_sent_signed()
     {
         // s3rver has no session tokens, so a scripted server answers as S3 does for temporary credentials that ran
@@ -100,7 +154,7 @@ public sealed class ObjectStorageTests(S3Fixture s3) : IClassFixture<S3Fixture>
         });
         var o = new ObjectStorageOptions
         {
-            Scheme = "http", Endpoint = server.Authority, Bucket = "vfs-test", RetryLimit = 3,
+            Scheme = "http", Endpoint = server.Authority, Bucket = "vfs-test", Transport = new() { RetryLimit = 3 },
             Credentials = new ObjectStorageCredentials("ASIATEMPORARY", "secret", "session-token-1"),
         };
         using var c = new ObjectStorageClient(o);
@@ -146,8 +200,8 @@ public sealed class ObjectStorageTests(S3Fixture s3) : IClassFixture<S3Fixture>
             """;
         var o = ObjectStorageBackendConfig.Parse("s3", System.Text.Encoding.UTF8.GetBytes(json), _ => null);
         Assert.Equal(("http", "s3.example.com:9000", "eu-west-1", "images", "nydus/", true), (o.Scheme, o.Endpoint, o.Region, o.Bucket, o.ObjectPrefix, o.PathStyle));
-        Assert.Equal((TimeSpan.FromSeconds(7), TimeSpan.FromSeconds(3), 2, true), (o.Timeout, o.ConnectTimeout, o.RetryLimit, o.SkipVerify));
-        Assert.Equal("http://127.0.0.1:65001", o.Proxy!.Url);
+        Assert.Equal((TimeSpan.FromSeconds(7), TimeSpan.FromSeconds(3), 2, true), (o.Transport.Timeout, o.Transport.ConnectTimeout, o.Transport.RetryLimit, o.Transport.SkipVerify));
+        Assert.Equal("http://127.0.0.1:65001", o.Transport.Proxy!.Url);
         using var c = new ObjectStorageClient(o);
         Assert.Equal("http://s3.example.com:9000/images/nydus/abc", c.ObjectUri("abc").ToString());
         using var vhost = new ObjectStorageClient(new ObjectStorageOptions { Bucket = "images", PathStyle = false, ObjectPrefix = "p/" });

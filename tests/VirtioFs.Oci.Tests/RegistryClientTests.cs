@@ -138,13 +138,13 @@ public sealed class RegistryClientTests(AnonymousRegistry reg) : IClassFixture<A
                       "use_http":true,"check_pause_elapsed":60}}
             """u8;
         var o = RegistryBackendConfig.Parse(json);
-        Assert.Equal(("127.0.0.1:5000", "a/b", "http", true), (o.Host, o.Repository, o.Scheme, o.SkipVerify));
+        Assert.Equal(("127.0.0.1:5000", "a/b", "http", true), (o.Host, o.Repository, o.Scheme, o.Transport.SkipVerify));
         Assert.Equal(new RegistryCredentials("user", "pass"), o.Credentials);
-        Assert.Equal((TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(1.5), 7), (o.Timeout, o.ConnectTimeout, o.RetryLimit));
-        Assert.Equal(("http://127.0.0.1:65001", false, TimeSpan.FromSeconds(3)), (o.Proxy!.Url, o.Proxy.Fallback, o.Proxy.CheckInterval));
-        Assert.Equal(("http://127.0.0.1:65001/server/ping", true, TimeSpan.FromSeconds(60)), (o.Proxy.PingUrl, o.Proxy.UseHttp, o.Proxy.CheckPauseElapsed));
+        Assert.Equal((TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(1.5), 7), (o.Transport.Timeout, o.Transport.ConnectTimeout, o.Transport.RetryLimit));
+        Assert.Equal(("http://127.0.0.1:65001", false, TimeSpan.FromSeconds(3)), (o.Transport.Proxy!.Url, o.Transport.Proxy.Fallback, o.Transport.Proxy.CheckInterval));
+        Assert.Equal(("http://127.0.0.1:65001/server/ping", true, TimeSpan.FromSeconds(60)), (o.Transport.Proxy.PingUrl, o.Transport.Proxy.UseHttp, o.Transport.Proxy.CheckPauseElapsed));
         // nydus defaults: fallback on, 5 s checks, paused after 300 s idle, https kept.
-        var d = RegistryBackendConfig.Parse("""{"host":"h","repo":"a","proxy":{"url":"http://p:65001"}}"""u8).Proxy!;
+        var d = RegistryBackendConfig.Parse("""{"host":"h","repo":"a","proxy":{"url":"http://p:65001"}}"""u8).Transport.Proxy!;
         Assert.Equal((true, TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(300), false, (string?)null),
             (d.Fallback, d.CheckInterval, d.CheckPauseElapsed, d.UseHttp, d.PingUrl));
         Assert.Throws<FormatException>(() => RegistryBackendConfig.Parse("""{"host":"h","repo":"a","proxy":{"url":"p:65001"}}"""u8));

@@ -90,8 +90,12 @@ public sealed class RegistryFaultTests(AnonymousRegistry reg) : IClassFixture<An
         var o = reg.Server.Options("vfs/proxied", retries: 1, timeout: TimeSpan.FromSeconds(2));
         var opts = new RegistryOptions
         {
-            Host = o.Host, Repository = o.Repository, RetryLimit = 1, Timeout = o.Timeout, RetryDelay = o.RetryDelay,
-            Proxy = new RegistryProxyOptions { Url = $"http://{proxy.Host}", Fallback = true, CheckInterval = TimeSpan.FromMilliseconds(300) },
+            Host = o.Host, Repository = o.Repository,
+            Transport = o.Transport with
+            {
+                RetryLimit = 1,
+                Proxy = new RegistryProxyOptions { Url = $"http://{proxy.Host}", Fallback = true, CheckInterval = TimeSpan.FromMilliseconds(300) },
+            },
         };
         using var be = new RegistryBackend(opts);
         var buf = new byte[20_000];

@@ -39,7 +39,7 @@ public sealed class RegistryProxyTests(AnonymousRegistry reg) : IClassFixture<An
              "proxy":{"url":"{{{_df.Url}}}",{{{pingField}}}"fallback":{{{fb}}},"check_interval":{{{interval}}}}}
             """;
         var o = RegistryBackendConfig.Parse(Encoding.UTF8.GetBytes(json));
-        Assert.Equal(fallback, o.Proxy!.Fallback);
+        Assert.Equal(fallback, o.Transport.Proxy!.Fallback);
         return new RegistryBackend(new RegistryClient(o, _log), ownsClient: true, _log);
     }
 
@@ -176,8 +176,12 @@ public sealed class RegistryProxyTests(AnonymousRegistry reg) : IClassFixture<An
         storage.Add(d, data);
         using var c = new RegistryClient(new RegistryOptions
         {
-            Host = front.Host, Repository = "vfs/p2p", Credentials = RedirectFront.Credentials, RetryLimit = 1,
-            Proxy = new RegistryProxyOptions { Url = _df.Url, PingUrl = _df.PingUrl, CheckInterval = TimeSpan.FromSeconds(1) },
+            Host = front.Host, Repository = "vfs/p2p", Credentials = RedirectFront.Credentials,
+            Transport = new()
+            {
+                RetryLimit = 1,
+                Proxy = new RegistryProxyOptions { Url = _df.Url, PingUrl = _df.PingUrl, CheckInterval = TimeSpan.FromSeconds(1) },
+            },
         }, _log);
         var buf = new byte[5000];
         await c.ReadBlobAsync(d, 1234, buf);

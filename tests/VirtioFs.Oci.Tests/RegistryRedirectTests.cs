@@ -32,10 +32,13 @@ public sealed class RegistryRedirectTests : IDisposable
         Host = _front.Host,
         Repository = "vfs/redirected",
         Credentials = RedirectFront.Credentials,
-        RetryLimit = retries,
-        Timeout = TimeSpan.FromSeconds(3),
-        RetryDelay = TimeSpan.FromMilliseconds(10),
-        MaxRetryDelay = TimeSpan.FromMilliseconds(50),
+        Transport = new()
+        {
+            RetryLimit = retries,
+            Timeout = TimeSpan.FromSeconds(3),
+            RetryDelay = TimeSpan.FromMilliseconds(10),
+            MaxRetryDelay = TimeSpan.FromMilliseconds(50),
+        },
         RedirectCacheTime = redirectCache ?? TimeSpan.FromMinutes(5),
     }, _log);
 

@@ -31,12 +31,15 @@ public sealed class TlsRegistry : IDisposable
         Host = host ?? Server.Host,
         Repository = "vfs/tls",
         Scheme = "https",
-        CaFile = caFile,
-        SkipVerify = skipVerify,
-        RetryLimit = retries,
-        Timeout = TimeSpan.FromSeconds(5),
-        RetryDelay = TimeSpan.FromMilliseconds(200),
-        MaxRetryDelay = TimeSpan.FromSeconds(1),
+        Transport = new()
+        {
+            CaFile = caFile,
+            SkipVerify = skipVerify,
+            RetryLimit = retries,
+            Timeout = TimeSpan.FromSeconds(5),
+            RetryDelay = TimeSpan.FromMilliseconds(200),
+            MaxRetryDelay = TimeSpan.FromSeconds(1),
+        },
     };
 
     public void Dispose()
@@ -123,8 +126,12 @@ public sealed class RegistryTlsTests(TlsRegistry tls) : IClassFixture<TlsRegistr
             var o = tls.Options(caFile: tls.Pki.CaPath, retries: 0);
             return new RegistryOptions
             {
-                Host = o.Host, Repository = o.Repository, Scheme = o.Scheme, CaFile = o.CaFile, RetryLimit = 0,
-                Proxy = new RegistryProxyOptions { Url = df.Url, PingUrl = df.PingUrl, UseHttp = useHttp },
+                Host = o.Host, Repository = o.Repository, Scheme = o.Scheme,
+                Transport = o.Transport with
+                {
+                    RetryLimit = 0,
+                    Proxy = new RegistryProxyOptions { Url = df.Url, PingUrl = df.PingUrl, UseHttp = useHttp },
+                },
             };
         }
         using (var c = new RegistryClient(WithProxy(useHttp: true)))
@@ -175,8 +182,11 @@ public sealed class RegistryConnectTimeoutTests
             using var c = new RegistryClient(new RegistryOptions
             {
                 Host = $"127.0.0.1:{endpoint.Port}", Repository = "vfs/blackhole",
-                ConnectTimeout = TimeSpan.FromMilliseconds(400), Timeout = TimeSpan.FromSeconds(30),
-                RetryLimit = 1, RetryDelay = TimeSpan.FromMilliseconds(10),
+                Transport = new()
+                {
+                    ConnectTimeout = TimeSpan.FromMilliseconds(400), Timeout = TimeSpan.FromSeconds(30),
+                    RetryLimit = 1, RetryDelay = TimeSpan.FromMilliseconds(10),
+                },
             }, log);
             using var be = new RegistryBackend(c);
             var sw = Stopwatch.StartNew();

@@ -67,10 +67,10 @@ public sealed class ConfigTests
         Assert.Null(o.BlobDir);
         Assert.Equal("127.0.0.1:5000", r.Host);
         Assert.Equal("library/app", r.Repository);
-        Assert.Equal(TimeSpan.FromSeconds(7), r.Timeout);
-        Assert.Equal(4, r.RetryLimit);
-        Assert.Equal("http://127.0.0.1:65001", r.Proxy?.Url);
-        Assert.Equal(TimeSpan.FromSeconds(3), r.Proxy?.CheckInterval);
+        Assert.Equal(TimeSpan.FromSeconds(7), r.Transport.Timeout);
+        Assert.Equal(4, r.Transport.RetryLimit);
+        Assert.Equal("http://127.0.0.1:65001", r.Transport.Proxy?.Url);
+        Assert.Equal(TimeSpan.FromSeconds(3), r.Transport.Proxy?.CheckInterval);
         Assert.NotNull(r.Credentials);
     }
 

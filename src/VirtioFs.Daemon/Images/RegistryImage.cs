@@ -13,7 +13,9 @@ namespace VirtioFs.Daemon.Images;
 /// the nydusd config, if any, is rewritten so its backend is that reference's registry (keeping the
 /// <c>device.backend.config</c> fields that tune it: auth, proxy, timeouts, retry_limit, ca_file, skip_verify), the
 /// reference is resolved to a bootstrap in the cache directory (<see cref="NydusImageResolver"/>), and the result is
-/// the same <see cref="RafsMountOptions"/> a <c>--bootstrap</c> with a registry config would give.
+/// the same <see cref="RafsMountOptions"/> a <c>--bootstrap</c> with a registry config would give. A config whose
+/// backend is s3 or oss keeps it: the image was converted with <c>--backend-type s3|oss</c> (nydusify
+/// docs/nydusify.md), so the registry holds the bootstrap only and the data blobs are read from the bucket.
 /// </summary>
 internal static class RegistryImage
 {
@@ -22,8 +24,9 @@ internal static class RegistryImage
 
     /// <summary>
     /// Returns <paramref name="json"/> (a nydusd config, or null/blank for none) with <c>device.backend</c> set to the
-    /// registry backend of <paramref name="reference"/>. A config naming another backend type, or another host or repo,
-    /// is an error: the reference says where the image is. Without <c>auth</c>, <c>registry_token</c> or
+    /// registry backend of <paramref name="reference"/>. A config naming localfs, or another host or repo, is an error:
+    /// the reference says where the image is. A config naming s3 or oss is returned as it is (blobs from the bucket;
+    /// <see cref="Resolve"/> takes the bootstrap from the registry). Without <c>auth</c>, <c>registry_token</c> or
     /// <c>docker_config</c>, credentials come from the docker config.json (<c>$DOCKER_CONFIG</c> or ~/.docker), as
     /// <c>vfs-image</c> and docker take them. Throws <see cref="NydusConfig.ConfigException"/>.
     /// </summary>
@@ -57,6 +60,10 @@ internal static class RegistryImage
         JsonObject device = Child(root, "device", "device");
         JsonObject backend = Child(device, "backend", "device.backend");
         string? type = String(backend, "type", "device.backend.type");
+        if (type is "s3" or "oss")
+        {
+            return root.ToJsonString();
+        }
         if (type is not null && type != "registry")
         {
             throw new NydusConfig.ConfigException($"device.backend.type '{type}' does not apply to an image reference: its blobs are read from the registry");
@@ -77,11 +84,15 @@ internal static class RegistryImage
     /// <summary>
     /// Resolves <paramref name="reference"/> into <paramref name="options"/>.<see cref="RafsMountOptions.Bootstrap"/>,
     /// using the registry settings and cache directory already in <paramref name="options"/> (from
-    /// <see cref="RegistryConfig"/> and the flags). Throws <see cref="RafsMountException"/> naming the cause.
+    /// <see cref="RegistryConfig"/> and the flags). With an object storage backend the bootstrap comes from the
+    /// reference's registry with default settings and the docker config.json's credentials, and the blobs stay in the
+    /// bucket. Throws <see cref="RafsMountException"/> naming the cause.
     /// </summary>
     public static ResolvedNydusImage Resolve(OciReference reference, OciPlatform platform, RafsMountOptions options, ILogger logger)
     {
-        if (options.Registry is not { } registry) throw new RafsMountException($"{reference}: no registry backend configured");
+        RegistryOptions registry = options.Registry
+            ?? (options.ObjectStorage is not null ? BootstrapRegistry(reference)
+                : throw new RafsMountException($"{reference}: no registry backend configured"));
         if (options.CacheDir is not { Length: > 0 } cacheDir)
         {
             throw new RafsMountException($"{reference}: an image reference needs a cache directory (--cache-dir, or device.cache.config.work_dir) to keep its bootstrap in");
@@ -132,6 +143,22 @@ internal static class RegistryImage
         string host = source[..slash];
         if (!host.Contains('.', StringComparison.Ordinal) && !host.Contains(':', StringComparison.Ordinal) && host != "localhost") return false;
         return OciReference.TryParse(source, out reference, out _);
+    }
+
+    /// <summary>The registry a bootstrap-only image (blobs in a bucket) is pulled from: the reference's, with the
+    /// credentials docker would use.</summary>
+    private static RegistryOptions BootstrapRegistry(OciReference reference)
+    {
+        RegistryCredentials? credentials;
+        try
+        {
+            credentials = DockerConfig.Find(reference.Host);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or FormatException or InvalidDataException)
+        {
+            throw new RafsMountException($"{reference}: docker config {DockerConfig.DefaultPath()}: {e.Message}", e);
+        }
+        return new RegistryOptions { Host = reference.Host, Repository = reference.Repository, Credentials = credentials };
     }
 
     private static void CheckBootstrap(string path)

@@ -169,7 +169,7 @@ internal static partial class SandboxLauncher
         RafsMountOptions m = ImageOptions.From(options, logger);
         // An object-storage backend (s3, oss) reaches the network as the registry does and needs the same host files.
         bool remote = m.Registry is not null || m.ObjectStorage is not null;
-        return new ImageFiles(m.Bootstrap, m.BlobDir, m.BlobFile, m.CacheDir, remote, remote ? RegistryHostFiles(m.Registry?.CaFile ?? m.ObjectStorage?.CaFile) : null);
+        return new ImageFiles(m.Bootstrap, m.BlobDir, m.BlobFile, m.CacheDir, remote, remote ? RegistryHostFiles(m.Registry?.Transport.CaFile ?? m.ObjectStorage?.Transport.CaFile) : null);
     }
 
     /// <summary>The <c>device.backend.config.ca_file</c> of an <c>--image</c> run's config, as the image will use it.</summary>

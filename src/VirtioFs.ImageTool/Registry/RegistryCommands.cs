@@ -333,10 +333,13 @@ public static partial class RegistryCommands
             Repository = r.Repository,
             Scheme = a.Flags.Contains("--plain-http") ? "http" : null,
             Credentials = creds,
-            SkipVerify = a.Flags.Contains("--skip-verify") || a.Flags.Contains("--insecure"),
-            CaFile = a.Get("--ca-file"),
-            Timeout = a.Get("--timeout") is { } t ? (double.TryParse(t, System.Globalization.CultureInfo.InvariantCulture, out double s) && s > 0 && s <= 3600 ? TimeSpan.FromSeconds(s) : throw new Program.UsageException("--timeout takes seconds (0, 3600]")) : TimeSpan.FromSeconds(30),
-            RetryLimit = a.Get("--retry-limit") is { } rl ? (int.TryParse(rl, out int n) && n is >= 0 and <= 100 ? n : throw new Program.UsageException("--retry-limit takes 0..100")) : 3,
+            Transport = new VirtioFs.Oci.Http.HttpTransportOptions
+            {
+                SkipVerify = a.Flags.Contains("--skip-verify") || a.Flags.Contains("--insecure"),
+                CaFile = a.Get("--ca-file"),
+                Timeout = a.Get("--timeout") is { } t ? (double.TryParse(t, System.Globalization.CultureInfo.InvariantCulture, out double s) && s > 0 && s <= 3600 ? TimeSpan.FromSeconds(s) : throw new Program.UsageException("--timeout takes seconds (0, 3600]")) : TimeSpan.FromSeconds(30),
+                RetryLimit = a.Get("--retry-limit") is { } rl ? (int.TryParse(rl, out int n) && n is >= 0 and <= 100 ? n : throw new Program.UsageException("--retry-limit takes 0..100")) : 3,
+            },
         };
         try { o.Validate(); }
         catch (ArgumentException e) { throw new Program.UsageException(e.Message); }

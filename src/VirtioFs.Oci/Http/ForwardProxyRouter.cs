@@ -139,7 +139,7 @@ public sealed class ForwardProxyRouter : IDisposable
                 string? failure;
                 try
                 {
-                    using var cts = new CancellationTokenSource(_pipeline.Options.ConnectTimeout);
+                    using var cts = new CancellationTokenSource(_pipeline.Options.Transport.ConnectTimeout);
                     using var resp = await _pipeline.Direct.GetAsync(Ping, HttpCompletionOption.ResponseHeadersRead, cts.Token).ConfigureAwait(false);
                     int code = (int)resp.StatusCode;
                     failure = code is >= 200 and < 400 ? null : $"ping {Ping} answered HTTP {code}";

@@ -12,38 +12,9 @@ namespace VirtioFs.Oci.Http;
 // bodies, 5xx, 429), redirects followed by hand, and range bodies read exactly. nydus keeps the same pieces in
 // storage/src/backend/connection.rs (Connection::call, respond with retry_limit) for its registry, oss and s3 backends.
 
-/// <summary>The connection and retry settings a service's options carry (nydus's shared backend keys).</summary>
-public interface IHttpTransportSettings
-{
-    TimeSpan ConnectTimeout { get; }
-    int RetryLimit { get; }
-    TimeSpan RetryDelay { get; }
-    TimeSpan MaxRetryDelay { get; }
-    int MaxConnectionsPerServer { get; }
-    bool SkipVerify { get; }
-    string? CaFile { get; }
-}
-
-/// <summary>How a <see cref="HttpRequestPipeline"/> connects and retries.</summary>
+/// <summary>What a <see cref="HttpRequestPipeline"/> talks to, and how it connects and retries.</summary>
 public sealed class HttpPipelineOptions
 {
-    /// <summary>Pipeline options for <paramref name="service"/> at <paramref name="peer"/> from a service's settings.</summary>
-    public static HttpPipelineOptions For(IHttpTransportSettings s, string service, string peer,
-        Func<string, int, bool, Exception?, RemoteStorageException> newError, string userAgent) => new()
-        {
-            Service = service,
-            Peer = peer,
-            NewError = newError,
-            ConnectTimeout = s.ConnectTimeout,
-            RetryLimit = s.RetryLimit,
-            RetryDelay = s.RetryDelay,
-            MaxRetryDelay = s.MaxRetryDelay,
-            MaxConnectionsPerServer = s.MaxConnectionsPerServer,
-            SkipVerify = s.SkipVerify,
-            CaFile = s.CaFile,
-            UserAgent = userAgent,
-        };
-
     /// <summary>What is being talked to, for logs and errors: "registry", "s3", "oss".</summary>
     public required string Service { get; init; }
 
@@ -53,24 +24,8 @@ public sealed class HttpPipelineOptions
     /// <summary>Makes the service's own exception type (so callers can tell a registry failure from an S3 one).</summary>
     public required Func<string, int, bool, Exception?, RemoteStorageException> NewError { get; init; }
 
-    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(5);
-
-    /// <summary>Retries after the first attempt for transient failures; 4xx other than 429 is final.</summary>
-    public int RetryLimit { get; init; } = 3;
-
-    /// <summary>First retry delay; doubled each retry up to <see cref="MaxRetryDelay"/>, with jitter.</summary>
-    public TimeSpan RetryDelay { get; init; } = TimeSpan.FromMilliseconds(100);
-
-    public TimeSpan MaxRetryDelay { get; init; } = TimeSpan.FromSeconds(2);
-
-    /// <summary>Pooled connections per server: bounds the concurrency of range reads.</summary>
-    public int MaxConnectionsPerServer { get; init; } = 16;
-
-    /// <summary>Accept any server certificate.</summary>
-    public bool SkipVerify { get; init; }
-
-    /// <summary>PEM file of CA certificates trusted in addition to the system trust store.</summary>
-    public string? CaFile { get; init; }
+    /// <summary>Connect deadline, retries, certificate check (the service's <c>Transport</c>).</summary>
+    public required HttpTransportOptions Transport { get; init; }
 
     /// <summary>The User-Agent sent with every request.</summary>
     public string UserAgent { get; init; } = "vfs-registry/1.0";
@@ -93,7 +48,7 @@ public sealed class HttpRequestPipeline : IDisposable
     {
         _o = options;
         _log = logger ?? NullLogger.Instance;
-        _certCheck = MakeCertificateCheck(options);
+        _certCheck = MakeCertificateCheck(options.Transport);
         Direct = CreateClient(null, baseAddress);
     }
 
@@ -114,8 +69,8 @@ public sealed class HttpRequestPipeline : IDisposable
     private SocketsHttpHandler CreateHandler(IWebProxy? proxy) => new()
     {
         AllowAutoRedirect = false,                 // redirects are followed by hand: auth must not leak to storage, targets are cached
-        ConnectTimeout = _o.ConnectTimeout,
-        MaxConnectionsPerServer = _o.MaxConnectionsPerServer,
+        ConnectTimeout = _o.Transport.ConnectTimeout,
+        MaxConnectionsPerServer = _o.Transport.MaxConnectionsPerServer,
         PooledConnectionIdleTimeout = TimeSpan.FromSeconds(60),
         PooledConnectionLifetime = TimeSpan.FromMinutes(10),   // pick up DNS changes
         AutomaticDecompression = DecompressionMethods.None,    // range reads need the bytes as stored
@@ -131,7 +86,7 @@ public sealed class HttpRequestPipeline : IDisposable
         _o.NewError(message, statusCode, transient, inner);
 
     /// <summary>
-    /// Runs <paramref name="attempt"/> until it succeeds, fails for good, or <see cref="HttpPipelineOptions.RetryLimit"/>
+    /// Runs <paramref name="attempt"/> until it succeeds, fails for good, or <see cref="HttpTransportOptions.RetryLimit"/>
     /// retries are spent. Each attempt gets its own deadline, so a stalled connection or body cannot hang a caller.
     /// </summary>
     public async Task<T> WithRetriesAsync<T>(string operation, TimeSpan timeout, Func<CancellationToken, Task<T>> attempt, CancellationToken ct)
@@ -160,7 +115,7 @@ public sealed class HttpRequestPipeline : IDisposable
             // connect and the first write (it reads RemoteEndPoint then): ENOTCONN is as transient as a refused connect.
             catch (System.Net.Sockets.SocketException e) { error = Error($"{operation}: {e.Message}", 0, true, e); }
             catch (RemoteStorageException e) { error = e; }
-            if (!error.Transient || i >= _o.RetryLimit)
+            if (!error.Transient || i >= _o.Transport.RetryLimit)
             {
                 OciLog.GaveUp(_log, _o.Service, operation, i + 1, error.Message);
                 throw error;
@@ -173,8 +128,8 @@ public sealed class HttpRequestPipeline : IDisposable
 
     private TimeSpan Backoff(int retry)
     {
-        double ms = _o.RetryDelay.TotalMilliseconds * Math.Pow(2, Math.Min(retry, 16));
-        ms = Math.Min(ms, _o.MaxRetryDelay.TotalMilliseconds);
+        double ms = _o.Transport.RetryDelay.TotalMilliseconds * Math.Pow(2, Math.Min(retry, 16));
+        ms = Math.Min(ms, _o.Transport.MaxRetryDelay.TotalMilliseconds);
         return TimeSpan.FromMilliseconds(ms * (0.75 + Random.Shared.NextDouble() * 0.5));
     }
 
@@ -292,7 +247,7 @@ public sealed class HttpRequestPipeline : IDisposable
     /// <c>ca_file</c> that file's certificates as further trust anchors (added, as nydus adds them to reqwest's roots,
     /// so a redirect to public storage still verifies; the host name must match either way). A refusal is remembered
     /// so the error can say why.</summary>
-    private RemoteCertificateValidationCallback MakeCertificateCheck(HttpPipelineOptions o)
+    private RemoteCertificateValidationCallback MakeCertificateCheck(HttpTransportOptions o)
     {
         if (o.SkipVerify) return (_, _, _, _) => true;
         if (o.CaFile is null)

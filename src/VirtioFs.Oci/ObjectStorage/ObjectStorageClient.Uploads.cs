@@ -55,7 +55,7 @@ public sealed partial class ObjectStorageClient
     {
         var uri = ObjectUri(blobId);
         string what = Describe(blobId);
-        return _pipeline.WithRetriesAsync("put " + what, _o.TransferTimeout, async t =>
+        return _pipeline.WithRetriesAsync("put " + what, _o.Transport.TransferTimeout, async t =>
         {
             using var body = open();
             using var resp = await SendAsync(() =>
@@ -73,7 +73,7 @@ public sealed partial class ObjectStorageClient
     private async Task PutInPartsAsync(string blobId, long size, Func<Stream> open, int partSize, IProgress<long>? progress, CancellationToken ct)
     {
         string what = Describe(blobId);
-        string uploadId = await _pipeline.WithRetriesAsync("start multipart upload " + what, _o.Timeout, async t =>
+        string uploadId = await _pipeline.WithRetriesAsync("start multipart upload " + what, _o.Transport.Timeout, async t =>
         {
             using var resp = await SendAsync(() => new HttpRequestMessage(HttpMethod.Post, ObjectUri(blobId, "uploads")) { Content = new ByteArrayContent([]) },
                 AwsSignatureV4.EmptyPayloadHash, t).ConfigureAwait(false);
@@ -93,7 +93,7 @@ public sealed partial class ObjectStorageClient
                 int want = (int)Math.Min(partSize, size - sent);
                 await body.ReadExactlyAsync(buf.AsMemory(0, want), ct).ConfigureAwait(false);
                 var uri = ObjectUri(blobId, $"partNumber={part}&{idQuery}");
-                string etag = await _pipeline.WithRetriesAsync($"upload part {part} of {what}", _o.TransferTimeout, async t =>
+                string etag = await _pipeline.WithRetriesAsync($"upload part {part} of {what}", _o.Transport.TransferTimeout, async t =>
                 {
                     using var resp = await SendAsync(() =>
                     {
@@ -113,7 +113,7 @@ public sealed partial class ObjectStorageClient
                 xml.Append(CultureInfo.InvariantCulture, $"<Part><PartNumber>{i + 1}</PartNumber><ETag>{WebUtility.HtmlEncode(etags[i])}</ETag></Part>");
             byte[] done = Encoding.UTF8.GetBytes(xml.Append("</CompleteMultipartUpload>").ToString());
             string doneHash = Convert.ToHexStringLower(SHA256.HashData(done));
-            await _pipeline.WithRetriesAsync("complete multipart upload " + what, _o.TransferTimeout, async t =>
+            await _pipeline.WithRetriesAsync("complete multipart upload " + what, _o.Transport.TransferTimeout, async t =>
             {
                 using var resp = await SendAsync(() =>
                 {
@@ -135,7 +135,7 @@ public sealed partial class ObjectStorageClient
             // Parts of an abandoned upload are billed until aborted: try once, then report the original failure.
             try
             {
-                using var cts = new CancellationTokenSource(_o.Timeout);
+                using var cts = new CancellationTokenSource(_o.Transport.Timeout);
                 using var resp = await SendAsync(() => new HttpRequestMessage(HttpMethod.Delete, ObjectUri(blobId, idQuery)),
                     AwsSignatureV4.EmptyPayloadHash, cts.Token).ConfigureAwait(false);
             }

@@ -38,9 +38,15 @@ public sealed partial class ObjectStorageClient : IDisposable
         _baseUrl = options.PathStyle
             ? $"{options.Scheme}://{options.EffectiveEndpoint}/{options.Bucket}/"
             : $"{options.Scheme}://{options.Bucket}.{options.EffectiveEndpoint}/";
-        _pipeline = new HttpRequestPipeline(HttpPipelineOptions.For(options, options.ServiceName, options.EffectiveEndpoint,
-            (message, status, transient, inner) => new ObjectStorageException(message, status, transient, inner), "vfs-objectstorage/1.0"), null, _log);
-        if (options.Proxy is { } p) _proxy = new ForwardProxyRouter(_pipeline, p, _log);
+        _pipeline = new HttpRequestPipeline(new HttpPipelineOptions
+        {
+            Service = options.ServiceName,
+            Peer = options.EffectiveEndpoint,
+            NewError = (message, status, transient, inner) => new ObjectStorageException(message, status, transient, inner),
+            Transport = options.Transport,
+            UserAgent = "vfs-objectstorage/1.0",
+        }, null, _log);
+        if (options.Transport.Proxy is { } p) _proxy = new ForwardProxyRouter(_pipeline, p, _log);
         OciLog.ObjectStorageCredentials(_log, options.ServiceName, options.Bucket, options.CredentialSource,
             options.Credentials?.AccessKeyId ?? "(none: unsigned requests)");
     }
@@ -68,7 +74,7 @@ public sealed partial class ObjectStorageClient : IDisposable
         if (offset > long.MaxValue - destination.Length) throw new ArgumentOutOfRangeException(nameof(offset));
         var uri = ObjectUri(blobId);
         string what = Describe(blobId);
-        return _pipeline.WithRetriesAsync("read " + what, _o.Timeout, async t =>
+        return _pipeline.WithRetriesAsync("read " + what, _o.Transport.Timeout, async t =>
         {
             void SetRange(HttpRequestMessage r) => r.Headers.Range = new RangeHeaderValue(offset, offset + destination.Length - 1);
             var resp = await RouteAsync(uri, SetRange, t).ConfigureAwait(false);
@@ -88,7 +94,7 @@ public sealed partial class ObjectStorageClient : IDisposable
     {
         var uri = ObjectUri(blobId);
         string what = Describe(blobId);
-        return _pipeline.WithRetriesAsync("head " + what, _o.Timeout, async t =>
+        return _pipeline.WithRetriesAsync("head " + what, _o.Transport.Timeout, async t =>
         {
             using var resp = await SendAsync(() => new HttpRequestMessage(HttpMethod.Head, uri), AwsSignatureV4.EmptyPayloadHash, t).ConfigureAwait(false);
             if (resp.StatusCode == HttpStatusCode.NotFound) return (long?)null;

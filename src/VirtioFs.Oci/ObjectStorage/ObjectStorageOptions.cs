@@ -12,9 +12,10 @@ public sealed record ObjectStorageCredentials(string AccessKeyId, string AccessK
 /// <summary>
 /// How to reach one bucket, with nydus's names for the fields (api/src/config.rs, <c>S3Config</c> and <c>OssConfig</c>):
 /// <c>scheme</c> (default https), <c>endpoint</c>, <c>region</c> (S3), <c>bucket_name</c>, <c>object_prefix</c>,
-/// <c>access_key_id</c>, <c>access_key_secret</c>, and the connection fields every nydus backend shares.
+/// <c>access_key_id</c>, <c>access_key_secret</c>; the connection fields every nydus backend shares are in
+/// <see cref="Transport"/>.
 /// </summary>
-public sealed class ObjectStorageOptions : Http.IHttpTransportSettings
+public sealed class ObjectStorageOptions
 {
     /// <summary>nydus's S3 default endpoint (storage/src/backend/s3.rs, S3_DEFAULT_ENDPOINT).</summary>
     public const string DefaultS3Endpoint = "s3.amazonaws.com";
@@ -45,30 +46,10 @@ public sealed class ObjectStorageOptions : Http.IHttpTransportSettings
     /// (<c>bucket.endpoint/key</c>, as nydus builds OSS URLs and AWS prefers).</summary>
     public bool PathStyle { get; init; } = true;
 
-    public bool SkipVerify { get; init; }
-
-    /// <summary>A PEM file of CA certificates trusted besides the system store (nydus <c>ca_cert_files</c>, first one).</summary>
-    public string? CaFile { get; init; }
-
-    /// <summary>Deadline of one range-read attempt (nydus <c>timeout</c>, default 5 s).</summary>
-    public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(5);
-
-    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(5);
-
-    /// <summary>Deadline of one attempt of an upload (a part, or a whole small object).</summary>
-    public TimeSpan TransferTimeout { get; init; } = TimeSpan.FromMinutes(30);
-
-    /// <summary>Retries after the first attempt for transient failures (nydus <c>retry_limit</c>).</summary>
-    public int RetryLimit { get; init; } = 3;
-
-    public TimeSpan RetryDelay { get; init; } = TimeSpan.FromMilliseconds(100);
-
-    public TimeSpan MaxRetryDelay { get; init; } = TimeSpan.FromSeconds(2);
-
-    public int MaxConnectionsPerServer { get; init; } = 16;
-
-    /// <summary>Optional forward proxy for reads (nydus <c>proxy</c>), routed as the registry backend routes it.</summary>
-    public RegistryProxyOptions? Proxy { get; init; }
+    /// <summary>Deadlines, retries, certificate check and the forward proxy for reads (routed as the registry backend
+    /// routes it); <see cref="Http.HttpTransportOptions.TransferTimeout"/> bounds one upload attempt (a part, or a
+    /// whole small object).</summary>
+    public Http.HttpTransportOptions Transport { get; init; } = new();
 
     internal string EffectiveEndpoint => Endpoint is { Length: > 0 } e ? e : DefaultS3Endpoint;
     internal string EffectiveRegion => Region is { Length: > 0 } r ? r : "us-east-1";
@@ -84,12 +65,9 @@ public sealed class ObjectStorageOptions : Http.IHttpTransportSettings
         if (Bucket.Length is < 3 or > 63 || !Bucket.All(c => char.IsAsciiLetterLower(c) || char.IsAsciiDigit(c) || c is '.' or '-'))
             throw new ArgumentException($"bad bucket name '{Bucket}'");
         if (ObjectPrefix.Length > 512 || ObjectPrefix.Any(char.IsControl)) throw new ArgumentException("bad object_prefix");
-        if (Timeout <= TimeSpan.Zero || ConnectTimeout <= TimeSpan.Zero || TransferTimeout <= TimeSpan.Zero)
-            throw new ArgumentException("timeouts must be positive");
-        if (RetryLimit is < 0 or > 100) throw new ArgumentException("retry limit must be 0..100");
         if (Credentials is { } c && (c.AccessKeyId.Length == 0 || c.AccessKeySecret.Length == 0))
             throw new ArgumentException("access_key_id and access_key_secret go together");
-        Proxy?.Validate();
+        Transport.Validate();
     }
 
     private static string HostOf(string endpoint)

@@ -14,15 +14,39 @@ namespace VirtioFs.Oci.Tests.Support;
 public sealed class DfProxy : IDisposable
 {
     // dfdaemon fetches from the origin itself; the tests' https registry has a test CA, so no verification here.
-    private readonly HttpClient _upstream = new(new SocketsHttpHandler
-    {
-        AllowAutoRedirect = false, UseProxy = false, UseCookies = false,
-        SslOptions = new System.Net.Security.SslClientAuthenticationOptions { RemoteCertificateValidationCallback = (_, _, _, _) => true },
-    });
+    private readonly HttpClient _upstream;
+    private readonly int? _everyHostTo;
     private int _blobRequests, _pings, _originForm;
 
-    public DfProxy()
+    /// <param name="everyHostTo">When set, every origin is reached at 127.0.0.1 on this port, whatever its name (the
+    /// request keeps its Host and all its end-to-end headers): names that do not resolve here, such as a bucket's
+    /// virtual host <c>bucket.s3.vfs.test</c>, reach a local server as if DNS had sent them there.</param>
+    public DfProxy(int? everyHostTo = null)
     {
+        _everyHostTo = everyHostTo;
+        var handler = new SocketsHttpHandler
+        {
+            AllowAutoRedirect = false, UseProxy = false, UseCookies = false,
+            SslOptions = new System.Net.Security.SslClientAuthenticationOptions { RemoteCertificateValidationCallback = (_, _, _, _) => true },
+        };
+        if (everyHostTo is { } port)
+        {
+            handler.ConnectCallback = async (_, ct) =>
+            {
+                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+                try
+                {
+                    await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port), ct);
+                    return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            };
+        }
+        _upstream = new HttpClient(handler);
         Server = new TestHttpServer(HandleAsync);
     }
 
@@ -76,6 +100,12 @@ public sealed class DfProxy : IDisposable
         using var up = new HttpRequestMessage(new HttpMethod(req.Method), target);
         foreach (var h in new[] { "Range", "Authorization", "Accept" })
             if (req.Header(h) is { } v) up.Headers.TryAddWithoutValidation(h, v);
+        if (_everyHostTo is not null)
+        {
+            // Signed requests (S3 SigV4) name further headers in the signature: pass them all on.
+            foreach (var (name, value) in req.Headers)
+                if (name.StartsWith("x-amz-", StringComparison.OrdinalIgnoreCase)) up.Headers.TryAddWithoutValidation(name, value);
+        }
         using var resp = await _upstream.SendAsync(up);
         var body = await resp.Content.ReadAsByteArrayAsync();
         var r = new TestResponse((int)resp.StatusCode, body);

@@ -158,10 +158,13 @@ public sealed class RegistryServer : IDisposable
         Scheme = Tls && host is null ? "https" : null,
         Repository = repo,
         Credentials = creds,
-        RetryLimit = retries,
-        Timeout = timeout ?? TimeSpan.FromSeconds(10),
-        RetryDelay = TimeSpan.FromMilliseconds(20),
-        MaxRetryDelay = TimeSpan.FromMilliseconds(200),
+        Transport = new()
+        {
+            RetryLimit = retries,
+            Timeout = timeout ?? TimeSpan.FromSeconds(10),
+            RetryDelay = TimeSpan.FromMilliseconds(20),
+            MaxRetryDelay = TimeSpan.FromMilliseconds(200),
+        },
     };
 
     public void Dispose()

@@ -6,10 +6,11 @@ namespace VirtioFs.Oci.Tests.Support;
 
 /// <summary>
 /// A real S3-compatible server on 127.0.0.1: npm's s3rver (installed into out/s3rver by tests/setup.sh), with one
-/// bucket created at start and its single account's key pair S3RVER/S3RVER. s3rver checks the access key id of every
-/// request (an unknown one is InvalidAccessKeyId) and verifies Signature V2 but accepts any well-formed V4 signature
-/// (lib/middleware/authentication.js: "Signature version 4 calculation is unimplemented"), so the V4 signer is checked
-/// against AWS's published examples instead (AwsSignatureV4Tests).
+/// bucket created at start and its single account's key pair S3RVER/S3RVER. s3rver itself checks the access key id of
+/// every request but not a V4 signature (lib/middleware/authentication.js: "Signature version 4 calculation is
+/// unimplemeneted"), so it runs under tests/s3rver/s3rver-sigv4.js, which recomputes every V4 signature with AWS's own
+/// signer (@smithy/signature-v4) from the account's secret and answers SignatureDoesNotMatch: a wrong secret, or a
+/// signer that disagrees with AWS's on any request the tests send, fails.
 /// </summary>
 public sealed class S3Server : IDisposable
 {
@@ -22,30 +23,43 @@ public sealed class S3Server : IDisposable
     public string Endpoint => $"127.0.0.1:{Port}";
     public string Root { get; }
 
-    /// <summary>The s3rver entry point in this checkout's out/ directory (null when setup.sh has not installed it).</summary>
-    public static string? Script
+    /// <summary>This checkout's root (where VirtioFs.sln is).</summary>
+    private static string? RepoRoot
     {
         get
         {
             for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-            {
-                if (!File.Exists(Path.Combine(d.FullName, "VirtioFs.sln"))) continue;
-                string s = Path.Combine(d.FullName, "out", "s3rver", "node_modules", "s3rver", "bin", "s3rver.js");
-                return File.Exists(s) ? s : null;
-            }
+                if (File.Exists(Path.Combine(d.FullName, "VirtioFs.sln"))) return d.FullName;
             return null;
         }
     }
 
-    public S3Server()
+    /// <summary>The launcher (null when setup.sh has not installed s3rver and AWS's signer into out/s3rver).</summary>
+    public static string? Script
     {
-        string script = Script ?? throw new InvalidOperationException("s3rver is missing: run tests/setup.sh (npm install of s3rver into out/s3rver)");
+        get
+        {
+            if (RepoRoot is not { } root) return null;
+            string modules = Path.Combine(root, "out", "s3rver", "node_modules");
+            bool installed = File.Exists(Path.Combine(modules, "s3rver", "bin", "s3rver.js"))
+                && Directory.Exists(Path.Combine(modules, "@smithy", "signature-v4"))
+                && Directory.Exists(Path.Combine(modules, "@aws-crypto", "sha256-js"));
+            return installed ? Path.Combine(root, "tests", "s3rver", "s3rver-sigv4.js") : null;
+        }
+    }
+
+    /// <param name="serviceEndpoint">s3rver's <c>serviceEndpoint</c>: requests for <c>BUCKET.s3.ENDPOINT</c> are
+    /// virtual-host-style requests for BUCKET (lib/middleware/vhost.js); null keeps s3rver's amazonaws.com.</param>
+    public S3Server(string? serviceEndpoint = null)
+    {
+        string script = Script ?? throw new InvalidOperationException("s3rver is missing: run tests/setup.sh (npm install of s3rver and @smithy/signature-v4 into out/s3rver)");
         Root = Directory.CreateTempSubdirectory("vfs-s3rver-").FullName;
         Port = RegistryServer.FreePort();
         var psi = new ProcessStartInfo("node") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { script, "-d", Root, "-a", "127.0.0.1", "-p", Port.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                     "--silent", "--configure-bucket", Bucket })
+        psi.Environment["NODE_PATH"] = Path.Combine(RepoRoot!, "out", "s3rver", "node_modules");
+        foreach (var a in new[] { script, Root, "127.0.0.1", Port.ToString(System.Globalization.CultureInfo.InvariantCulture), Bucket })
             psi.ArgumentList.Add(a);
+        if (serviceEndpoint is not null) psi.ArgumentList.Add(serviceEndpoint);
         _process = Process.Start(psi)!;
         _process.OutputDataReceived += (_, _) => { };
         _process.ErrorDataReceived += (_, _) => { };
@@ -76,10 +90,13 @@ public sealed class S3Server : IDisposable
             Bucket = Bucket,
             ObjectPrefix = prefix,
             Credentials = credentials ?? new ObjectStorageCredentials(KeyId, Secret),
-            RetryLimit = retries,
-            Timeout = timeout ?? TimeSpan.FromSeconds(10),
-            RetryDelay = TimeSpan.FromMilliseconds(50),
-            MaxRetryDelay = TimeSpan.FromMilliseconds(200),
+            Transport = new()
+            {
+                RetryLimit = retries,
+                Timeout = timeout ?? TimeSpan.FromSeconds(10),
+                RetryDelay = TimeSpan.FromMilliseconds(50),
+                MaxRetryDelay = TimeSpan.FromMilliseconds(200),
+            },
         };
 
     public void Dispose()

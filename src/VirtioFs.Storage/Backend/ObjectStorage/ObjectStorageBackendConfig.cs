@@ -73,12 +73,7 @@ public static class ObjectStorageBackendConfig
             Credentials = creds,
             CredentialSource = source,
             PathStyle = Bool(c, "path_style") ?? kind == ObjectStorageKind.S3,
-            SkipVerify = Bool(c, "skip_verify") ?? false,
-            CaFile = caFile,
-            Timeout = Seconds(c, "timeout") ?? TimeSpan.FromSeconds(5),
-            ConnectTimeout = Seconds(c, "connect_timeout") ?? TimeSpan.FromSeconds(5),
-            RetryLimit = Int(c, "retry_limit") ?? 3,
-            Proxy = ParseProxy(c),
+            Transport = ParseTransport(c, caFile, ParseProxy(c)),
         };
         try { o.Validate(); }
         catch (ArgumentException e) { throw new FormatException(e.Message); }

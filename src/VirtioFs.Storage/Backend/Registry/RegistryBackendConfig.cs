@@ -1,5 +1,6 @@
 using System.Text.Json;
 using VirtioFs.Oci;
+using VirtioFs.Oci.Http;
 
 namespace VirtioFs.Storage.Backend.Registry;
 
@@ -41,18 +42,24 @@ public static class RegistryBackendConfig
             Scheme = string.IsNullOrEmpty(scheme) ? null : scheme,
             Credentials = creds,
             BearerToken = Str(c, "registry_token") is { Length: > 0 } t ? t : null,
-            SkipVerify = Bool(c, "skip_verify") ?? false,
-            CaFile = Str(c, "ca_file"),
-            Timeout = Seconds(c, "timeout") ?? TimeSpan.FromSeconds(5),
-            ConnectTimeout = Seconds(c, "connect_timeout") ?? TimeSpan.FromSeconds(5),
-            RetryLimit = Int(c, "retry_limit") ?? 3,
-            Proxy = proxy,
+            Transport = ParseTransport(c, Str(c, "ca_file"), proxy),
         };
         try { o.Validate(); }
         catch (ArgumentException e) { throw new FormatException(e.Message); }
         return o;
     }
 
+
+    /// <summary>The connection keys every nydus HTTP backend shares (registry, oss, s3).</summary>
+    internal static HttpTransportOptions ParseTransport(JsonElement c, string? caFile, RegistryProxyOptions? proxy) => new()
+    {
+        SkipVerify = Bool(c, "skip_verify") ?? false,
+        CaFile = caFile,
+        Timeout = Seconds(c, "timeout") ?? TimeSpan.FromSeconds(5),
+        ConnectTimeout = Seconds(c, "connect_timeout") ?? TimeSpan.FromSeconds(5),
+        RetryLimit = Int(c, "retry_limit") ?? 3,
+        Proxy = proxy,
+    };
 
     /// <summary>The <c>proxy</c> object every nydus HTTP backend shares (registry, oss, s3), or null without a url.</summary>
     internal static RegistryProxyOptions? ParseProxy(JsonElement c)
