@@ -25,6 +25,13 @@
 # user memmove ~6.5%, FUSE copies ~8%, _copy_to_iter gone; --cache-dir fill: BLAKE3 ~25%, lz4 ~15%, the cache pwrite
 # ~7%, FUSE copies ~7%. vfsd CPU seconds for 400 MB cold, 7 alternating runs, medians: no cache 0.45 -> 0.37, cache
 # fill 0.54 -> 0.47 (squashfuse 0.44 in 5 runs beside it, each figure +-0.1 on that machine).
+# Profiles of 2026-12-05 (200 MB tree, x86-64-v4 with symbols, perf -e cpu-clock -g, a machine at load 14-18):
+#   host, no cache, cold: liblz4 17%, BLAKE3 23.5% (the Blake3 package's 16-lane AVX-512 path: Compress16,
+#   TryHash16Chunks), the kernel's FUSE copy into the page cache ~17%, sleeping and waking in poll ~14% plus ~6% of
+#   wake-ups; 2,950 requests cost 4,261 context switches, so the two readers' shared poll wastes at most a few ms.
+#   guest (vfsd --bootstrap, its sandboxed child): the managed K4os decoder 25% (liblz4 could not be loaded after
+#   pivot_root; now preloaded by the sandbox: liblz4 21.7%), BLAKE3 24%, the queue thread sleeping on its kick ~15%,
+#   the one copy into guest memory ~4-5%. vfsd's CPU per timed pass is close to the C virtiofsd's, which only preadv()s.
 #
 # It follows benchmarks/lib/harness.sh: N rounds (default 5) rotating which tool goes first, medians with min-max, every
 # exit status checked, the files each tool served hashed and compared (round 1, untimed), results in
