@@ -6,7 +6,8 @@
 #         vfsd runs both without a chunk cache (reads decompress from the blob, like squashfuse) and with an empty
 #         --cache-dir (first read fills it);
 #   guest: a QEMU guest reads the image served by `vfsd --bootstrap` and the same tree served by the C virtiofsd
-#         (-o cache=auto), each cold on the host.
+#         (-o cache=auto), each cold on the host, after a warm-up both sides share (see below), with each daemon's
+#         CPU seconds (schedstat of it and its children) over its timed pass.
 #
 # Where vfsd's host CPU goes on a cold read (perf, 400 MB): BLAKE3 of every fetched chunk ~30% (squashfuse checks
 # nothing), lz4 ~10%, the rest kernel copies and FUSE round trips. The Blake3 package's 8-lane AVX2 path runs about
@@ -24,6 +25,13 @@
 # user memmove ~6.5%, FUSE copies ~8%, _copy_to_iter gone; --cache-dir fill: BLAKE3 ~25%, lz4 ~15%, the cache pwrite
 # ~7%, FUSE copies ~7%. vfsd CPU seconds for 400 MB cold, 7 alternating runs, medians: no cache 0.45 -> 0.37, cache
 # fill 0.54 -> 0.47 (squashfuse 0.44 in 5 runs beside it, each figure +-0.1 on that machine).
+# Profiles of 2026-12-05 (200 MB tree, x86-64-v4 with symbols, perf -e cpu-clock -g, a machine at load 14-18):
+#   host, no cache, cold: liblz4 17%, BLAKE3 23.5% (the Blake3 package's 16-lane AVX-512 path: Compress16,
+#   TryHash16Chunks), the kernel's FUSE copy into the page cache ~17%, sleeping and waking in poll ~14% plus ~6% of
+#   wake-ups; 2,950 requests cost 4,261 context switches, so the two readers' shared poll wastes at most a few ms.
+#   guest (vfsd --bootstrap, its sandboxed child): the managed K4os decoder 25% (liblz4 could not be loaded after
+#   pivot_root; now preloaded by the sandbox: liblz4 21.7%), BLAKE3 24%, the queue thread sleeping on its kick ~15%,
+#   the one copy into guest memory ~4-5%. vfsd's CPU per timed pass is close to the C virtiofsd's, which only preadv()s.
 #
 # It follows benchmarks/lib/harness.sh: N rounds (default 5) rotating which tool goes first, medians with min-max, every
 # exit status checked, the files each tool served hashed and compared (round 1, untimed), results in
@@ -98,6 +106,25 @@ waitmount() { for _ in $(seq 1 200); do mountpoint -q "$1" && return 0; sleep 0.
 treesum() { (cd "$1" && find . -type f | sort | xargs -d '\n' sha256sum) | sha256sum | cut -d' ' -f1; }
 # CPU seconds (user + system) a process has used: on a shared, noisy machine wall times wander, CPU much less.
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+# The same for a process and its children (vfsd serves from a re-executed child; each thread's on-CPU time from
+# schedstat, as virtiofs-e2e.sh measures it), in nanoseconds, or ticks without schedstat.
+if [ -r /proc/self/schedstat ]; then
+  cpu_unit=1000000000
+  cpu_of_tree() {
+    local total=0 p t ns
+    for p in $1 $(pgrep -P "$1" 2>/dev/null); do
+      for t in /proc/$p/task/*/schedstat; do read -r ns _ < "$t" 2>/dev/null && total=$((total + ns)); done
+    done
+    echo $total
+  }
+else
+  cpu_unit=$(getconf CLK_TCK)
+  cpu_of_tree() {
+    local total=0 p
+    for p in $1 $(pgrep -P "$1" 2>/dev/null); do total=$((total + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+    echo $total
+  }
+fi
 bytes=$(du -sb --apparent-size "$src" | cut -f1)
 treesum "$src" > "$work/src.sum"
 bench_init image-read
@@ -145,10 +172,19 @@ if [ "$guest" = 1 ]; then
   # kernel's read path and `cat`, so whichever daemon is read first would look slower.
   for round in $(seq 1 "$BENCH_ROUNDS"); do
     order=$(bench_order "$round" vfs peer)
+    # Before anything is timed, a warm-up that costs both sides the same: the first files of each mount (TCG translates
+    # the guest's FUSE read path and `cat` once, on whichever side comes first) and 700 MB of guest memory touched once
+    # (the host faults in the guest RAM the page cache then reuses). Without it the side read first paid 0.4-0.9 s more
+    # (2026-12-05, 3 rounds: the same daemon 3.85 s first, 2.88 s second), and with an odd number of rounds the median
+    # ratio was that of the side that went first more often. @@BEGIN/@@TIME bracket each timed pass for the host, which
+    # reads each daemon's CPU time there.
     cat > "$work/guest.sh" <<GUEST
 t() { cut -d' ' -f1 /proc/uptime; }
+for tag in $order; do find /mnt/\$tag -type f | head -n 40 | xargs cat > /dev/null; done
+dd if=/dev/zero of=/dev/null bs=350M count=1 2>/dev/null & dd if=/dev/zero of=/dev/null bs=350M count=1 2>/dev/null & wait
 for tag in $order; do
   echo 3 > /proc/sys/vm/drop_caches
+  echo "@@BEGIN \$tag"
   s=\$(t); find /mnt/\$tag -type f | xargs cat > /dev/null; e=\$(t)
   echo "@@TIME \$tag \$s \$e"
 done
@@ -162,8 +198,17 @@ GUEST
     "$peer" --socket-path="$work/peer.sock" -o source="$src" -o cache=auto --thread-pool-size=1 -o sandbox=chroot > /dev/null 2>&1 &
     ppid_=$!
     for _ in $(seq 1 100); do [ -S "$work/vfsd.sock" ] && [ -S "$work/peer.sock" ] && break; sleep 0.05; done
-    tests/guest/run-guest.sh --script "$work/guest.sh" --fs vfs="$work/vfsd.sock" --fs peer="$work/peer.sock" --timeout 1800 \
-      | tr -d '\r' > "$work/guest.out" || true
+    declare -A dpid=([vfs]=$vpid [peer]=$ppid_) cpu_begin=()
+    : > "$work/guest.out"
+    while IFS= read -r line; do
+      line=${line%$'\r'}
+      echo "$line" >> "$work/guest.out"
+      case "$line" in
+        "@@BEGIN "*) cpu_begin[${line#@@BEGIN }]=$(cpu_of_tree "${dpid[${line#@@BEGIN }]}");;
+        "@@TIME "*) set -- $line; echo "$(( $(cpu_of_tree "${dpid[$2]}") - ${cpu_begin[$2]:-0} ))" > "$work/cpu.$2";;
+      esac
+    done < <(tests/guest/run-guest.sh --script "$work/guest.sh" --fs vfs="$work/vfsd.sock" --fs peer="$work/peer.sock" \
+      --timeout 1800 2>&1 || true)
     wait "$vpid" || { echo "benchmark: vfsd exited with status $? (round $round)" >&2; exit 1; }
     wait "$ppid_" || { echo "benchmark: virtiofsd exited with status $? (round $round)" >&2; exit 1; }
     pos=1
@@ -171,7 +216,7 @@ GUEST
       line=$(grep "^@@TIME $tag " "$work/guest.out") || { echo "benchmark: no guest time for $tag (round $round)" >&2; exit 1; }
       set -- $line
       bench_record guest-readall "$([ "$tag" = vfs ] && echo vfsd || echo virtiofsd)" "$round" "$pos" \
-        "$(awk -v a="$3" -v b="$4" 'BEGIN{printf "%.2f", b-a}')" "" "$bytes"
+        "$(awk -v a="$3" -v b="$4" 'BEGIN{printf "%.2f", b-a}')" "$(awk -v u="$cpu_unit" '{ printf "%.2f", $1 / u }' "$work/cpu.$tag")" "$bytes"
       pos=$((pos + 1))
     done
     grep "^@@SUM vfs " "$work/guest.out" | cut -d' ' -f3 > "$work/g.vfs"; grep "^@@SUM peer " "$work/guest.out" | cut -d' ' -f3 > "$work/g.peer"
@@ -184,7 +229,8 @@ echo "== wall time (vfsd / peer; bar 1.10, goal <= 1.00)"
 bench_summary vfsd squashfuse seconds
 bench_summary vfsd-cache squashfuse seconds
 bench_summary vfsd virtiofsd seconds
-echo "== CPU seconds for the same bytes, i.e. CPU per byte (host daemons)"
+echo "== CPU seconds for the same bytes, i.e. CPU per byte (each daemon; in the guest, over the timed pass)"
 bench_summary vfsd squashfuse cpu_seconds
 bench_summary vfsd-cache squashfuse cpu_seconds
+bench_summary vfsd virtiofsd cpu_seconds
 echo "results: $BENCH_RESULTS"

@@ -306,10 +306,15 @@ internal sealed class RecentChunks : IReplyPin, IDisposable
         return Volatile.Read(ref a.LastUse) <= Volatile.Read(ref b.LastUse) ? a : b;
     }
 
+    /// <summary>Most pieces a whole-chunk READ is handed on in (a guest's READ arrives in pages: 256 for 1 MiB).</summary>
+    private const int MaxPieces = 256;
+
     /// <summary>Reads [pos, pos + take) of the file straight into the next <paramref name="take"/> reply bytes.</summary>
     private static int ReadInto(BlobCacheManager cache, RafsChunk[] chunks, ulong fileSize, ulong pos, int take, ref SegmentCursor cursor)
     {
-        Span<IoSegment> iov = stackalloc IoSegment[16];
+        // A guest READ of a whole small file comes as one 4 KiB page per descriptor: with room for only 16, a file of
+        // 64-128 KiB went through ReadDirect (a new array per READ, two more copies of the data).
+        Span<IoSegment> iov = stackalloc IoSegment[MaxPieces];
         int n = cursor.Slice(take, iov);
         if (n < 0) return ReadDirect(cache, chunks, fileSize, pos, take, ref cursor);
         int r = cache.ReadFile(chunks, fileSize, pos, take, iov[..n]);
@@ -320,10 +325,17 @@ internal sealed class RecentChunks : IReplyPin, IDisposable
 
     private static int ReadDirect(BlobCacheManager cache, RafsChunk[] chunks, ulong fileSize, ulong pos, int take, ref SegmentCursor cursor)
     {
-        var tmp = new byte[take];
-        int r = cache.ReadFile(chunks, fileSize, pos, tmp);
-        if (r < 0) return r;
-        return cursor.TryWrite(tmp.AsSpan(0, r)) ? r : -Errno.EIO;
+        byte[] tmp = System.Buffers.ArrayPool<byte>.Shared.Rent(take);
+        try
+        {
+            int r = cache.ReadFile(chunks, fileSize, pos, tmp.AsSpan(0, take));
+            if (r < 0) return r;
+            return cursor.TryWrite(tmp.AsSpan(0, r)) ? r : -Errno.EIO;
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(tmp);
+        }
     }
 
     /// <summary>Index of the chunk holding <paramref name="offset"/> (chunks are in file order), or -1.</summary>
