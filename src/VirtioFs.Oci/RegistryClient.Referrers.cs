@@ -26,7 +26,7 @@ public sealed partial class RegistryClient
         {
             if (page >= MaxReferrerPages) throw new RegistryException($"referrers of {subjectDigest}: more than {MaxReferrerPages} pages", 0, transient: false);
             string current = path;
-            var (body, applied, next) = await WithRetriesAsync("get referrers " + subjectDigest, _o.Timeout, async t =>
+            var (body, applied, next) = await WithRetriesAsync("get referrers " + subjectDigest, _o.Transport.Timeout, async t =>
             {
                 using var resp = await SendAsync(() =>
                 {

@@ -184,7 +184,7 @@ internal static partial class SandboxLauncher
             if (new FileInfo(configFile).Length > NydusConfig.MaxSize) return null;
             var m = new RafsMountOptions { Bootstrap = "" };
             NydusConfig.Apply(RegistryImage.RegistryConfig(File.ReadAllText(configFile), reference), m);
-            return m.Registry?.CaFile;
+            return m.Registry?.Transport.CaFile ?? m.ObjectStorage?.Transport.CaFile;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or NydusConfig.ConfigException)
         {
