@@ -26,7 +26,7 @@ public static class ImageChecker
     {
         if (trustedKey is not null)
         {
-            if (image.RootDigest is null) return $"image has no merkle root to verify a signature over{(image.MerkleVersion != 0 ? $" (merkle extension version {image.MerkleVersion}, not {Layout.MerkleExtension.Version}: metadata is not bound; rebuild the image)" : "")}";
+            if (image.RootDigest is null) return $"image has no merkle root to verify a signature over{(image.MerkleVersion != 0 ? $" (merkle extension version {image.MerkleVersion}, not {Layout.MerkleExtension.MetadataBoundVersion} or later: metadata is not bound; rebuild the image)" : "")}";
             if (image.Signature is null) return "image is not signed";
             if (!Signing.Verify(trustedKey, image.RootDigest, image.Signature)) return "signature over the root digest does not verify with the trusted key";
         }
