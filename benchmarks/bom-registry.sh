@@ -7,9 +7,10 @@
 # loopback as a nydus image (vfs-image create + push) and as two gzip tar layers (base, payload), and every side
 # reaches the registry through benchmarks/cold-start/delay-proxy.py with no delay, which counts the bytes each side
 # fetched. Caches are dropped before each side. One round: figures, not a harness comparison (benchmarks/lib).
-#   bom (cyclonedx, --file-digests bootstrap): catalogers' chunks + bootstrap; files of several chunks keep chunk digests
-#   bom (spdx):  the same, plus every file of several chunks read and hashed (SPDX needs every file's checksum)
-#   OCI:         download + tar -xzf both layers, then list (find, dpkg-query), then b3sum every file
+#   bom (cyclonedx, --file-digests bootstrap): catalogers' chunks + bootstrap
+#   bom (spdx):  the same: every file's checksum (SPDX needs one per file) comes from the bootstrap's merkle rows
+#   OCI:         download + tar -xzf both layers, then list (find, dpkg-query), then b3sum every file; the SPDX
+#                document's checksums are compared with that b3sum output
 #
 #   benchmarks/bom-registry.sh [--payload-mb 700]      needs root, out/vfs-image, docker-registry, python3, b3sum
 set -euo pipefail
@@ -81,7 +82,20 @@ for l in base payload; do curl -sfL "http://127.0.0.1:$pport/v2/bench/app/blobs/
 t1=$(now)
 n=$(find "$W/unpacked" -type f | wc -l); dpkg-query -W --admindir="$W/unpacked/var/lib/dpkg" > /dev/null
 t2=$(now)
-find "$W/unpacked" -type f -print0 | xargs -0 b3sum > /dev/null
+(cd "$W/unpacked" && find . -type f -print0 | xargs -0 b3sum) > "$W/b3sum.txt"
 t3=$(now); b1=$(bytes)
 printf 'OCI: download + unpack %.1f s, + list %.1f s (%d files), + b3sum of every file %.1f s; %d bytes through the proxy\n' \
   "$(echo "$t1 - $t0" | bc)" "$(echo "$t2 - $t0" | bc)" "$n" "$(echo "$t3 - $t0" | bc)" $(( b1 - b0 ))
+# The SPDX document (the last bom side) against b3sum of the unpacked files: every file, the same digest.
+python3 - "$W/bom.json" "$W/b3sum.txt" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+got = {f["fileName"]: f["checksums"][0]["checksumValue"] for f in doc["files"]}
+want = {}
+for line in open(sys.argv[2], encoding="utf-8", errors="surrogateescape"):
+    digest, name = line.rstrip("\n").split("  ", 1)
+    want[name] = digest
+bad = [n for n in want if got.get(n) != want[n]]
+print(f"SPDX checksums vs b3sum: {len(want) - len(bad)} of {len(want)} files equal" + (f"; differ: {bad[:5]}" if bad else ""))
+sys.exit(1 if bad or len(got) != len(want) else 0)
+PY

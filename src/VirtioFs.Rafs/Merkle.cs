@@ -7,7 +7,8 @@ namespace VirtioFs.Rafs;
 /// The merkle tree over an image (VirtioFs merkle extension version 2; the byte layout is in
 /// src/VirtioFs.ImageTool/USAGE.md). Every inode has two digests:
 /// <list type="bullet">
-/// <item>its content digest: a regular file's is H(its chunk digests in order), a symlink's H(target), a directory's
+/// <item>its content digest: a regular file's is H(its chunk digests in order ‖ its file digest) (version 3; version 2:
+/// without the file digest), where the file digest is H(the file's whole content), what b3sum / sha256sum print; a symlink's H(target), a directory's
 /// H(for each child in name order: u8 name length ‖ name ‖ child's inode digest), any other inode's H("");</item>
 /// <item>its inode digest: H(bound metadata (32 bytes: mode, uid, gid, rdev, size) ‖ u32 xattr count ‖ per xattr in
 /// name order: u16 name length ‖ name ‖ u32 value length ‖ value ‖ content digest).</item>
@@ -19,10 +20,13 @@ namespace VirtioFs.Rafs;
 /// </summary>
 public static class Merkle
 {
-    public static byte[] File(Digester d, IEnumerable<ReadOnlyMemory<byte>> chunkDigests)
+    /// <summary>A regular file's content digest: H(chunk digests in order ‖ <paramref name="fileDigest"/>); an empty
+    /// <paramref name="fileDigest"/> gives the version 2 form H(chunk digests).</summary>
+    public static byte[] File(Digester d, IEnumerable<ReadOnlyMemory<byte>> chunkDigests, ReadOnlySpan<byte> fileDigest = default)
     {
         using var h = new Codec.Incremental(d);
         foreach (var c in chunkDigests) h.Update(c.Span);
+        h.Update(fileDigest);
         var r = new byte[Codec.DigestSize];
         h.Finish(r);
         return r;
@@ -94,36 +98,46 @@ public static class Merkle
     /// is breadth first, so children come after their parents. Returns the root's inode digest.</summary>
     public static byte[] Compute(List<Builder.BuildInode> order, Digester d, int fsVersion)
     {
+        // Non-directories first: a hard link's inode sits in `order` once, at its first name, which may come before a
+        // directory that also names it (/big, then /sub/hardlink), so reverse breadth-first order alone would hash that
+        // directory before the linked inode has a digest. Directories are never linked, so for them reverse
+        // breadth-first order does put children first.
         for (int i = order.Count - 1; i >= 0; i--)
-        {
-            var n = order[i];
-            ulong dirSize = 0;
-            if (n.IsReg)
-            {
-                n.ContentDigest = File(d, n.Chunks.Select(c => (ReadOnlyMemory<byte>)c.Digest));
-                n.Digest = n.ContentDigest;
-            }
-            else if (n.IsSymlink)
-            {
-                n.ContentDigest = Leaf(d, n.SymlinkTarget);
-                n.Digest = n.ContentDigest;
-            }
-            else if (n.IsDir)
-            {
-                n.ContentDigest = Directory(d, true, n.Children!.Select(e => ((ReadOnlyMemory<byte>)e.Name, (ReadOnlyMemory<byte>)e.Inode.InodeDigest)));
-                n.Digest = fsVersion == 5 ? Directory(d, false, n.Children!.Select(e => ((ReadOnlyMemory<byte>)e.Name, (ReadOnlyMemory<byte>)e.Inode.Digest))) : n.ContentDigest;
-                dirSize = fsVersion == 6 ? Builder.V6Writer.DirectorySize(n) : Builder.V5Writer.DirectorySize(n);
-            }
-            else
-            {
-                n.ContentDigest = Leaf(d, ReadOnlySpan<byte>.Empty);
-                n.Digest = n.ContentDigest;
-            }
-            n.Meta = MetaOf(n, fsVersion, dirSize);
-            n.InodeDigest = new byte[Codec.DigestSize];
-            InodeDigest(d, n.Meta, n.Xattrs, n.ContentDigest, n.InodeDigest);
-        }
+            if (!order[i].IsDir) ComputeOne(order[i], d, fsVersion);
+        for (int i = order.Count - 1; i >= 0; i--)
+            if (order[i].IsDir) ComputeOne(order[i], d, fsVersion);
         return order[0].InodeDigest;
+    }
+
+    private static void ComputeOne(Builder.BuildInode n, Digester d, int fsVersion)
+    {
+        ulong dirSize = 0;
+        if (n.IsReg)
+        {
+            // nydus's v5 i_digest stays H(chunk digests): nydus validates it (builder/src/core/v5.rs).
+            n.Digest = File(d, n.Chunks.Select(c => (ReadOnlyMemory<byte>)c.Digest));
+            if (n.FileDigest.Length != Codec.DigestSize) n.FileDigest = Leaf(d, ReadOnlySpan<byte>.Empty); // no data: H("")
+            n.ContentDigest = File(d, n.Chunks.Select(c => (ReadOnlyMemory<byte>)c.Digest), n.FileDigest);
+        }
+        else if (n.IsSymlink)
+        {
+            n.ContentDigest = Leaf(d, n.SymlinkTarget);
+            n.Digest = n.ContentDigest;
+        }
+        else if (n.IsDir)
+        {
+            n.ContentDigest = Directory(d, true, n.Children!.Select(e => ((ReadOnlyMemory<byte>)e.Name, (ReadOnlyMemory<byte>)e.Inode.InodeDigest)));
+            n.Digest = fsVersion == 5 ? Directory(d, false, n.Children!.Select(e => ((ReadOnlyMemory<byte>)e.Name, (ReadOnlyMemory<byte>)e.Inode.Digest))) : n.ContentDigest;
+            dirSize = fsVersion == 6 ? Builder.V6Writer.DirectorySize(n) : Builder.V5Writer.DirectorySize(n);
+        }
+        else
+        {
+            n.ContentDigest = Leaf(d, ReadOnlySpan<byte>.Empty);
+            n.Digest = n.ContentDigest;
+        }
+        n.Meta = MetaOf(n, fsVersion, dirSize);
+        n.InodeDigest = new byte[Codec.DigestSize];
+        InodeDigest(d, n.Meta, n.Xattrs, n.ContentDigest, n.InodeDigest);
     }
 
     /// <summary>Writes the table row of <paramref name="n"/> into <paramref name="row"/> (<see cref="MerkleRow"/>).</summary>
@@ -132,5 +146,7 @@ public static class Merkle
         n.InodeDigest.CopyTo(row[MerkleRow.InodeDigestOffset..]);
         n.ContentDigest.CopyTo(row[MerkleRow.ContentDigestOffset..]);
         n.Meta.Write(row[MerkleRow.MetaOffset..]);
+        var file = row.Slice(MerkleRow.FileDigestOffset, Codec.DigestSize);
+        if (n.IsReg) n.FileDigest.CopyTo(file); else file.Clear();
     }
 }

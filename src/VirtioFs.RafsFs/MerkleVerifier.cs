@@ -138,6 +138,7 @@ internal sealed class MerkleVerifier
             var digest = c.Digest;
             h.Update(digest);
         }
+        h.Update(_image.GetFileDigest(iIno)); // merkle version 3: the row's whole-file digest (empty for version 2)
         Span<byte> actual = stackalloc byte[Codec.DigestSize];
         h.Finish(actual);
         if (!actual.SequenceEqual(_image.GetContentDigest(iIno))) return Fail(ino, "file");

@@ -101,7 +101,7 @@ public sealed class RafsMount : IDisposable
         // Only the version 2 tree binds modes, owners, device numbers and xattrs; trusting a root that does not would
         // let whoever can rewrite the bootstrap add a setuid bit or security.capability without changing it.
         if (image.RootDigest is not { Length: Codec.DigestSize } root)
-            throw new RafsMountException($"image {options.Bootstrap} refused: --root-digest/--trust-key need the VirtioFs merkle extension version {MerkleExtension.Version} (metadata-bound digests), "
+            throw new RafsMountException($"image {options.Bootstrap} refused: --root-digest/--trust-key need the VirtioFs merkle extension version {MerkleExtension.MetadataBoundVersion} or later (metadata-bound digests), "
                 + (image.MerkleVersion == 0 ? "and this image has none (built by nydus or another tool?); rebuild it with vfs-image create"
                     : $"and this image has version {image.MerkleVersion}; rebuild it with this vfs-image"));
         string hex = Convert.ToHexStringLower(root);

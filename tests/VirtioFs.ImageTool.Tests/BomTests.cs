@@ -14,8 +14,12 @@ namespace VirtioFs.ImageTool.Tests;
 /// (tests/fixtures/alpine), .NET deps.json and a Go binary's build info. Package lists are compared with what the
 /// ecosystems' own tools print for the same tree, and file digests with b3sum / sha256sum of the files.
 /// </summary>
+[Collection(BomTests.StderrCollection)]
 public sealed class BomTests
 {
+    /// <summary>Tests that capture Console.Error (bom's summary lines) run one at a time.</summary>
+    public const string StderrCollection = "bom stderr";
+
     /// <summary>Where tests/setup.sh keeps the debootstrap --variant=minbase tree (VFS_BOM_DEBIAN_TREE overrides).</summary>
     public static string DebianTree => Environment.GetEnvironmentVariable("VFS_BOM_DEBIAN_TREE") is { Length: > 0 } t ? t : "/var/cache/virtiofs-tests/debian-minbase";
 
@@ -129,6 +133,8 @@ public sealed class BomTests
         var b3 = ToolDigests("b3sum", DebianTree, files.Keys);
         var wrong = files.Where(f => b3[f.Key] != f.Value).Select(f => f.Key).ToList();
         Assert.True(wrong.Count == 0, $"{wrong.Count} digests differ from b3sum, e.g. {string.Join(", ", wrong.Take(5))}");
+        // Every digest, the files of several chunks too, came from the bootstrap's merkle rows: no data was hashed.
+        Assert.Contains($"{files.Count} of {files.Count} come from the RAFS bootstrap", Debian.Value.Spdx.RootElement.GetProperty("comment").GetString(), StringComparison.Ordinal);
         // Sizes too, from the bootstrap.
         foreach (var f in Debian.Value.Spdx.RootElement.GetProperty("files").EnumerateArray().Take(500))
             Assert.Equal($"size {new FileInfo(Path.Join(DebianTree, f.GetProperty("fileName").GetString()![1..])).Length}", f.GetProperty("comment").GetString());
@@ -199,11 +205,24 @@ public sealed class BomTests
             .SelectMany(c => c.GetProperty("type").GetString() == "file" ? [c] : c.TryGetProperty("components", out var n) ? n.EnumerateArray().ToArray() : []).ToList();
         Assert.Equal(spdx.RootElement.GetProperty("files").GetArrayLength(), allFiles.Count);
 
-        // --file-digests bootstrap: files of several chunks keep their chunk digests and claim no content hash.
-        using var lean = Bom(boot, blobs, "cyclonedx", "--file-digests", "bootstrap");
+        // --file-digests bootstrap: every file's hash from the bootstrap's merkle rows, the same as SPDX's.
+        var spdxDigests = FileDigests(spdx).Files;
+        using (var fromRows = Bom(boot, blobs, "cyclonedx", "--file-digests", "bootstrap"))
+        {
+            var rowFiles = fromRows.RootElement.GetProperty("components").EnumerateArray()
+                .SelectMany(c => c.GetProperty("type").GetString() == "file" ? [c] : c.TryGetProperty("components", out var n) ? n.EnumerateArray().ToArray() : []).ToList();
+            Assert.Equal(spdxDigests.Count, rowFiles.Count);
+            Assert.All(rowFiles, f => Assert.Equal(spdxDigests["." + f.GetProperty("name").GetString()], f.GetProperty("hashes")[0].GetProperty("content").GetString()));
+        }
+
+        // An image without file digests (merkle version 2, as older vfs-image wrote): files of several chunks keep
+        // their chunk digests and claim no content hash.
+        var oldBoot = Path.Combine(Cli.Temp("bom-v2"), "image.boot");
+        File.Copy(boot, oldBoot);
+        Rafs.Tests.Support.MerkleRewrite.ToVersion2(oldBoot);
+        using var lean = Bom(oldBoot, blobs, "cyclonedx", "--file-digests", "bootstrap");
         var leanFiles = lean.RootElement.GetProperty("components").EnumerateArray()
             .SelectMany(c => c.GetProperty("type").GetString() == "file" ? [c] : c.TryGetProperty("components", out var n) ? n.EnumerateArray().ToArray() : []).ToList();
-        var spdxDigests = FileDigests(spdx).Files;
         var big = leanFiles.Where(f => !f.TryGetProperty("hashes", out _)).ToList();
         Assert.NotEmpty(big);
         Assert.All(big, f => Assert.True(long.Parse(f.GetProperty("properties").EnumerateArray().Single(p => p.GetProperty("name").GetString() == "vfs-image:size").GetProperty("value").GetString()!) > 1 << 20));
@@ -362,11 +381,52 @@ public sealed class BomTests
         Assert.Equal(2, Cli.Run("bom", "x.boot").Code); // no --blob-dir
         Assert.Equal(2, Cli.Run("bom", "x.boot", "--blob-dir", "d", "--format", "swid").Code);
         Assert.Equal(2, Cli.Run("bom", "x.boot", "--blob-dir", "d", "--frobnicate").Code);
-        // SPDX 2.3 requires every file's checksum: without reading data only CycloneDX can be honest about the rest.
-        var (code, text) = Cli.Run("bom", "x.boot", "--blob-dir", "d", "--file-digests", "bootstrap");
-        Assert.Equal(2, code);
-        Assert.Contains("--format cyclonedx", text, StringComparison.Ordinal);
         Assert.Equal(2, Cli.Run("bom", "x.boot", "--blob-dir", "d", "--file-digests", "md5", "--format", "cyclonedx").Code);
+    }
+
+    [SkippableTheory]
+    [InlineData("blake3", "b3sum")]
+    [InlineData("sha256", "sha256sum")]
+    public void Files_of_several_chunks_take_their_digest_from_the_bootstrap_and_older_images_fall_back_to_reading(string digester, string tool)
+    {
+        Skip.IfNot(OnPath(tool), $"{tool} is not installed (tests/setup.sh installs Debian's b3sum)");
+        var src = Cli.Temp("bom-multi");
+        var rnd = new Random(5);
+        foreach (var (name, size) in new[] { ("big", (3 << 20) + 777), ("exact", 1 << 20), ("small", 10), ("empty", 0) })
+        {
+            var data = new byte[size];
+            rnd.NextBytes(data);
+            File.WriteAllBytes(Path.Combine(src, name), data);
+        }
+        var (boot, blobs) = Build(src, digester);
+        var expected = ToolDigests(tool, src, ["./big", "./exact", "./small", "./empty"]);
+
+        // Version 3 rows: every digest from the bootstrap, none computed, so --file-digests bootstrap can write SPDX too.
+        var (spdx, err) = BomWithStderr(boot, blobs, "spdx");
+        Assert.Equal(expected, FileDigests(spdx).Files);
+        Assert.Contains("4 digests from the bootstrap, 0 computed from 0 bytes", err, StringComparison.Ordinal);
+        var (spdxNoData, _) = BomWithStderr(boot, blobs, "spdx", "--file-digests", "bootstrap");
+        Assert.Equal(expected, FileDigests(spdxNoData).Files);
+
+        // The same image as an older vfs-image wrote it (merkle version 2, no file digests): the file of several
+        // chunks is read and hashed, the others still come from their chunk digest; SPDX without reading is refused.
+        Rafs.Tests.Support.MerkleRewrite.ToVersion2(boot);
+        var (old, oldErr) = BomWithStderr(boot, blobs, "spdx");
+        Assert.Equal(expected, FileDigests(old).Files);
+        Assert.Contains($"3 digests from the bootstrap, 1 computed from {(3 << 20) + 777} bytes", oldErr, StringComparison.Ordinal);
+        var (code, text) = Cli.Run("bom", boot, "--blob-dir", blobs, "--format", "spdx", "--file-digests", "bootstrap", "-o", Path.Combine(blobs, "refused.json"));
+        Assert.Equal(1, code);
+        Assert.Contains("/big", text, StringComparison.Ordinal);
+        Assert.Contains("--format cyclonedx", text, StringComparison.Ordinal);
+    }
+
+    private static (JsonDocument Doc, string Err) BomWithStderr(string boot, string blobs, string format, params string[] extra)
+    {
+        var err = new StringWriter();
+        var old = Console.Error;
+        Console.SetError(err);
+        try { return (Bom(boot, blobs, format, extra), err.ToString()); }
+        finally { Console.SetError(old); }
     }
 
     [SkippableFact]

@@ -41,7 +41,7 @@ public sealed class MetadataCheckTests
         var (code, text) = Cli.Run("inspect", mi.Bootstrap, "--json");
         Assert.Equal(0, code);
         using var doc = JsonDocument.Parse(text);
-        Assert.Equal(2, doc.RootElement.GetProperty("merkle_version").GetInt32());
+        Assert.Equal(3, doc.RootElement.GetProperty("merkle_version").GetInt32()); // 3: rows carry file digests
         Assert.Equal(Convert.ToHexStringLower(mi.Build.RootDigest), doc.RootElement.GetProperty("root_digest").GetString());
     }
 }

@@ -179,7 +179,7 @@ public sealed class IntegrityTests
         var (_, outDir, r) = Fresh();
         var boot = File.ReadAllBytes(r.Bootstrap);
         ulong table = BinaryPrimitives.ReadUInt64LittleEndian(boot.AsSpan(MerkleExtension.Offset + 8));
-        boot[(int)table + 32 * 3] ^= 1;                         // inode number 4's digest
+        boot[(int)table + MerkleRow.Size * 3] ^= 1;             // inode number 4's digest
         File.WriteAllBytes(r.Bootstrap, boot);
         var err = RoundTripTests.CheckFile(r.Bootstrap, outDir);
         Assert.NotNull(err);

@@ -167,4 +167,34 @@ public sealed class IntegrityTests
         Assert.Equal(0, ImageWalker.Resolve(img, "/sub/link", out ulong linkIno));
         Assert.Equal(Errno.EIO, fs.ReadLink(Ctx, fs.ToNode(linkIno), new byte[4096], out _));
     }
+
+    [Theory]
+    [InlineData(6)]
+    [InlineData(5)]
+    public void A_file_digest_edited_in_its_merkle_row_fails_open_of_that_file_only_under_a_trusted_root(int fsVersion)
+    {
+        using var fx = new ImageFixture();
+        var rnd = new Random(4);
+        fx.File("victim.bin", ImageFixture.Random(rnd, 3 * (int)ImageFixture.ChunkSize));
+        fx.File("bystander.bin", ImageFixture.Random(rnd, 3 * (int)ImageFixture.ChunkSize));
+        fx.BuildImage(fsVersion);
+        // Merkle extension version 3: the row's file digest (bytes 96..127) is covered by the file's content digest.
+        var bytes = File.ReadAllBytes(fx.Bootstrap);
+        using (var img = RafsImage.Open(fx.Bootstrap))
+        {
+            Assert.True(img.HasFileDigests);
+            Assert.Equal(0, ImageWalker.Resolve(img, "/victim.bin", out ulong h));
+            Assert.Equal(0, img.GetAttr(h, out var a));
+            int header = fsVersion == 5 ? Rafs.Layout.V5.SignatureHeaderOffset : Rafs.Layout.MerkleExtension.Offset;
+            long table = (long)System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(bytes.AsSpan(header + 8));
+            bytes[table + ((long)a.Ino - 1) * Rafs.Layout.MerkleRow.Size + Rafs.Layout.MerkleRow.FileDigestOffset] ^= 1;
+        }
+        File.WriteAllBytes(fx.Bootstrap, bytes);
+        using var m = fx.Open(o => o.RootDigest = fx.Build.RootDigest);
+        var fs = m.FileSystem;
+        Assert.Equal(0, fs.Lookup(Ctx, FuseConstants.RootId, "victim.bin"u8, out var victim));
+        Assert.Equal(Errno.EIO, fs.Open(Ctx, victim.NodeId, 0, 0, out _));
+        Assert.Equal(0, fs.Lookup(Ctx, FuseConstants.RootId, "bystander.bin"u8, out var bystander));
+        Assert.Equal(0, fs.Open(Ctx, bystander.NodeId, 0, 0, out _));
+    }
 }

@@ -22,8 +22,6 @@ public static class BomCommand
         if (format is not ("spdx" or "cyclonedx")) throw new Program.UsageException($"--format {format}: expected spdx or cyclonedx");
         var fileDigests = a.Get("--file-digests") ?? "content";
         if (fileDigests is not ("content" or "bootstrap")) throw new Program.UsageException($"--file-digests {fileDigests}: expected content or bootstrap");
-        if (fileDigests == "bootstrap" && format == "spdx")
-            throw new Program.UsageException("--file-digests bootstrap needs --format cyclonedx: SPDX 2.3 requires a checksum of every file, and the bootstrap holds the content digest only of files stored as one chunk");
         bool readData = fileDigests == "content";
         if (a.Get("--fetch") is { } fetchRef)
         {
@@ -41,6 +39,7 @@ public static class BomCommand
             using var img = RafsImage.Open(image);
             using var tree = new ImageFiles(img, new LocalChunkSource(img, blobDir));
             var doc = Build(tree, a.Get("--name") ?? Path.GetFileName(Path.GetFullPath(image)), imageDigest, Console.Error, readData);
+            RequireEveryDigest(doc, format);
             Write(doc, format, a.Get("--output"), o, binaryOut);
             Console.Error.WriteLine(Summary(doc, tree, img));
             return 0;
@@ -55,6 +54,7 @@ public static class BomCommand
         var chunks = new RemoteChunkSource(rimg, client);
         using var rtree = new ImageFiles(rimg, chunks);
         var rdoc = Build(rtree, a.Get("--name") ?? reference.ToString(), remote.Manifest.Digest, Console.Error, readData);
+        RequireEveryDigest(rdoc, format);
         Write(rdoc, format, a.Get("--output"), o, binaryOut);
         long fetched = remote.BootstrapLayerBytes + chunks.BytesRead;
         Console.Error.WriteLine(Summary(rdoc, rtree, rimg));
@@ -102,6 +102,17 @@ public static class BomCommand
         else o.Write(System.Text.Encoding.UTF8.GetString(found.Document));
         Console.Error.WriteLine($"bom: {found.ArtifactType} from referrer {found.ManifestDigest} of {subject.Digest}");
         return 0;
+    }
+
+    /// <summary>SPDX 2.3 requires a checksum of every file: with --file-digests bootstrap, an image whose bootstrap lacks
+    /// some (nydus's, or built before merkle version 3, and stored as several chunks) cannot give an SPDX document.</summary>
+    private static void RequireEveryDigest(BomDocument doc, string format)
+    {
+        if (format != "spdx") return;
+        int at = doc.Files.FindIndex(f => f.Digest.Value is null);
+        if (at < 0) return;
+        throw new InvalidDataException($"--file-digests bootstrap: the bootstrap holds no content digest of {doc.Files[at].Entry.Path} (stored as several chunks in an image "
+            + "without whole-file digests: built by nydus or an older vfs-image), and SPDX 2.3 requires a checksum of every file; use --file-digests content or --format cyclonedx");
     }
 
     private static string Percent(long part, long whole) => (whole == 0 ? 0 : 100.0 * part / whole).ToString("F2", CultureInfo.InvariantCulture) + "%";

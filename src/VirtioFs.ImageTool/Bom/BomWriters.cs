@@ -40,11 +40,12 @@ public static partial class BomWriters
         if (notHeld > 0)
         {
             return $"File hashes are digests of each file's content, taken from the RAFS bootstrap without reading data, for {fromBoot} of {doc.Files.Count} files "
-                + $"(stored as one chunk, or empty). The other {notHeld} files are stored as several chunks, of which the bootstrap holds only the chunk "
+                + $"(the whole-file digest its merkle row records, or stored as one chunk, or empty). The other {notHeld} files are stored as several chunks, of which the bootstrap holds only the chunk "
                 + "digests: they carry no content hash, and the property vfs-image:chunk-digests lists their chunk digests in file order instead.";
         }
         return $"File checksums are digests of each file's content. {fromBoot} of {doc.Files.Count} come from the RAFS bootstrap without reading data "
-            + "(a file stored as one chunk: the chunk digest is the digest of the whole file; an empty file: the digest of nothing); "
+            + "(the whole-file digest recorded at build time in the file's merkle row, which the image's merkle tree covers; in images without it, "
+            + "a file stored as one chunk: the chunk digest is the digest of the whole file; an empty file: the digest of nothing); "
             + $"{doc.Files.Count - fromBoot} files of several chunks were read and hashed, because the bootstrap holds only digests of their chunks.";
     }
 

@@ -160,14 +160,20 @@ public sealed class ImageFiles : IDisposable
 
     /// <summary>
     /// The content digest of a regular file, in the digester of the image's blobs (BLAKE3 or SHA-256; what `b3sum` or
-    /// `sha256sum` print). The bootstrap holds it for a file stored as one chunk: a chunk's digest is the digester over
-    /// the chunk's uncompressed bytes (nydus storage/src/meta and our Chunker), and that chunk is the whole file. The
-    /// bootstrap holds no whole-content digest of a file of several chunks (nydus's per-inode digest and our merkle
-    /// row's content digest are digests over the chunk digests), so such a file is read and hashed.
+    /// `sha256sum` print). An image built by this vfs-image (merkle extension version 3) holds it for every regular file
+    /// in the file's merkle row, bound into the merkle tree. Other images (nydus's, older ours) hold it only for a file
+    /// stored as one chunk: a chunk's digest is the digester over the chunk's uncompressed bytes (nydus
+    /// storage/src/meta and our Chunker), and that chunk is the whole file; their per-inode digests of a file of several
+    /// chunks are digests over the chunk digests, so such a file is read and hashed.
     /// </summary>
     public FileDigest Digest(in ImageEntry file, bool readData = true)
     {
         if (_digests.TryGetValue(file.Nid, out var known)) return known;
+        if (Image.GetFileDigest(file.Attr.Ino) is { Length: Codec.DigestSize } recorded)
+        {
+            DigestsFromBootstrap++;
+            return _digests[file.Nid] = new FileDigest(Image.Digester, recorded.ToArray(), true);
+        }
         _chunks.Clear();
         int rc = Image.GetChunks(file.Nid, _chunks);
         if (rc != 0) throw new InvalidDataException($"{file.Path}: chunk list unreadable (errno {rc})");

@@ -31,6 +31,9 @@ public sealed class BuildInode
     /// <summary>Merkle extension digests and the metadata the inode digest binds (<see cref="Merkle"/>).</summary>
     public byte[] ContentDigest = [];
     public byte[] InodeDigest = [];
+    /// <summary>Regular files: the digest of the whole content (what b3sum / sha256sum print), filled by the chunker
+    /// as the data streams through it (<see cref="Chunker"/>); the merkle row stores it.</summary>
+    public byte[] FileDigest = [];
     public Layout.BoundMeta Meta;
     /// <summary>Sequential inode number (1 = root) assigned at layout time.</summary>
     public uint Ino;

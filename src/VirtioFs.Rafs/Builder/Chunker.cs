@@ -84,6 +84,9 @@ public sealed class Chunker
         ulong compOff = 0, uncompOff = 0;
         uint count = 0;
         var stored = new List<ChunkRecord>();
+        // The whole-file digest of a file of several chunks, fed here as its chunks arrive in file order: the data is
+        // in memory once, so the merkle row's file digest costs a hash, not a second read.
+        Codec.Incremental? fileHash = null;
         var producer = Task.Run(async () =>
         {
             try
@@ -169,6 +172,23 @@ public sealed class Chunker
                             Stats.UniqueChunks++;
                         }
                         w.File.Chunks[w.Index] = rec;
+                        int chunksOfFile = w.File.Chunks.Length;
+                        if (chunksOfFile == 1)
+                        {
+                            w.File.FileDigest = w.Digest; // one chunk: its digest is the digest of the whole file
+                        }
+                        else
+                        {
+                            if (w.Index == 0) fileHash = new Codec.Incremental(_digester);
+                            fileHash!.Update(w.Data.AsSpan(0, w.Length));
+                            if (w.Index == chunksOfFile - 1)
+                            {
+                                w.File.FileDigest = new byte[Codec.DigestSize];
+                                fileHash.Finish(w.File.FileDigest);
+                                fileHash.Dispose();
+                                fileHash = null;
+                            }
+                        }
                         ArrayPool<byte>.Shared.Return(w.Data);
                         if (w.Compressed is not null) ArrayPool<byte>.Shared.Return(w.Compressed);
                     }
@@ -206,6 +226,7 @@ public sealed class Chunker
             }
             catch
             {
+                fileHash?.Dispose();
                 blob.Dispose();
                 File.Delete(tmp);
                 throw;

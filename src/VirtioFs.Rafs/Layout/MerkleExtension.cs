@@ -8,8 +8,8 @@ namespace VirtioFs.Rafs.Layout;
 /// 1152 + 56 = 1208; v5: byte 80 of the 8192-byte superblock); the digest table it points to sits after everything
 /// nydus or EROFS address (v6: after the chunk table; v5: after the last inode record).
 /// <code>
-/// +0   u32 magic 0x4B524D56 ("VMRK")   +4  u32 version (2; 1 = content-only tree of older builds, not trusted)
-/// +8   u64 table offset                +16 u64 table size (rows * 96)
+/// +0   u32 magic 0x4B524D56 ("VMRK")   +4  u32 version (3; 2 = rows without file digests; 1 = content-only tree of older builds, not trusted)
+/// +8   u64 table offset                +16 u64 table size (rows * 128; version 2: rows * 96)
 /// +24  [32] root digest                +56 [64] Ed25519 signature over the root digest (zero if unsigned)
 /// +120 u32 flags (bit 0: signed)
 /// </code>
@@ -18,14 +18,21 @@ namespace VirtioFs.Rafs.Layout;
 public static class MerkleExtension
 {
     public const uint Magic = 0x4B524D56;
-    /// <summary>Version 2: every inode's digest binds its metadata (mode, uid, gid, rdev, size, xattrs) to its content.</summary>
-    public const uint Version = 2;
+    /// <summary>Version 3: version 2 plus each regular file's whole-content digest (what b3sum/sha256sum print) in its
+    /// row, bound by the file's content digest.</summary>
+    public const uint Version = 3;
+    /// <summary>Version 2: every inode's digest binds its metadata (mode, uid, gid, rdev, size, xattrs) to its content;
+    /// 96-byte rows without file digests. Still read and trusted.</summary>
+    public const uint MetadataBoundVersion = 2;
     /// <summary>Version 1 (before metadata binding): 32-byte content-only digests; read as "no trusted tree".</summary>
     public const uint ContentOnlyVersion = 1;
     public const int Offset = V6.ExtSuperOffset + RafsV6SuperBlockExt.ReservedOffset;
     public const int Size = 124;
     public const uint FlagSigned = 1;
     public const int RowSize = MerkleRow.Size;
+
+    /// <summary>Row size of a table of <paramref name="version"/> (0 when that version has no trusted table).</summary>
+    public static int RowSizeOf(uint version) => version switch { Version => MerkleRow.Size, MetadataBoundVersion => MerkleRow.SizeV2, _ => 0 };
 
     public static void Write(Span<byte> bootstrap, ulong tableOffset, ulong tableSize, ReadOnlySpan<byte> root, ReadOnlySpan<byte> signature)
         => WriteAt(bootstrap, Offset, tableOffset, tableSize, root, signature);
@@ -47,19 +54,22 @@ public static class MerkleExtension
 }
 
 /// <summary>
-/// One row of the merkle table (96 bytes, little-endian):
+/// One row of the merkle table (128 bytes, little-endian; version 2 rows end at 96):
 /// <code>
 /// +0  [32] inode digest   = H(bound metadata ‖ xattrs ‖ content digest)  (what the parent directory's digest covers)
-/// +32 [32] content digest = file: H(chunk digests); symlink: H(target); directory: H(children); other: H("")
+/// +32 [32] content digest = file: H(chunk digests ‖ file digest) (version 2: H(chunk digests)); symlink: H(target);
+///                           directory: H(children); other: H("")
 /// +64 [32] bound metadata: u32 mode, u32 uid, u32 gid, u32 zero, u64 rdev, u64 size (as stat reports them)
+/// +96 [32] file digest    = regular file: H(its whole content), what b3sum / sha256sum print; zero otherwise
 /// </code>
 /// The bound metadata is a copy of the fields the inode digest covers, so a checker can name the field an edited
 /// inode record changed; the server never trusts it on its own (it recomputes the inode digest from the record).
 /// </summary>
 public static class MerkleRow
 {
-    public const int Size = 96;
-    public const int InodeDigestOffset = 0, ContentDigestOffset = 32, MetaOffset = 64;
+    public const int Size = 128;
+    public const int SizeV2 = 96;
+    public const int InodeDigestOffset = 0, ContentDigestOffset = 32, MetaOffset = 64, FileDigestOffset = 96;
 }
 
 /// <summary>The attributes an inode digest binds, in the 32-byte form the digest and the table row store.</summary>

@@ -26,11 +26,14 @@ public static class ImageChecker
     {
         if (trustedKey is not null)
         {
-            if (image.RootDigest is null) return $"image has no merkle root to verify a signature over{(image.MerkleVersion != 0 ? $" (merkle extension version {image.MerkleVersion}, not {Layout.MerkleExtension.Version}: metadata is not bound; rebuild the image)" : "")}";
+            if (image.RootDigest is null) return $"image has no merkle root to verify a signature over{(image.MerkleVersion != 0 ? $" (merkle extension version {image.MerkleVersion}, not {Layout.MerkleExtension.MetadataBoundVersion} or later: metadata is not bound; rebuild the image)" : "")}";
             if (image.Signature is null) return "image is not signed";
             if (!Signing.Verify(trustedKey, image.RootDigest, image.Signature)) return "signature over the root digest does not verify with the trusted key";
         }
         var digests = new Dictionary<ulong, byte[]>();   // content digests of non-directories, by inode handle
+        var fileContent = new Dictionary<ulong, byte[]>(); // version 3: a regular file's merkle content digest (binds its file digest)
+        var emptyDigest = Merkle.Leaf(image.Digester, ReadOnlySpan<byte>.Empty);
+        var zeros = Array.Empty<byte>();
         var children = new Dictionary<ulong, List<(byte[] Name, ulong Ino)>>();
         var all = ImageWalker.Walk(image).ToList();
         var chunks = new List<RafsChunk>();
@@ -55,29 +58,56 @@ public static class ImageChecker
             switch (attr.FileType)
             {
                 case 0x8000:
+                {
                     chunks.Clear();
                     int rc = image.GetChunks(ino, chunks);
                     if (rc != 0) return $"'/{ImageWalker.Show(path)}': chunk list is corrupt (errno {rc})";
                     ulong covered = 0;
+                    // Version 3 rows hold the file's whole-content digest. A file of one chunk (or none) is checked
+                    // against its chunk digest (or H("")) from the bootstrap alone; one of several chunks, with the
+                    // blobs, by hashing its data as the chunks are read (a chunk already verified is read again).
+                    var fileDigest = image.HasFileDigests ? image.GetFileDigest(attr.Ino).ToArray() : null;
+                    using var fileHash = fileDigest is not null && store is not null && chunks.Count > 1 ? new Codec.Incremental(image.Digester) : null;
                     foreach (var c in chunks)
                     {
                         if (c.FileOffset != covered) return $"'/{ImageWalker.Show(path)}': chunk at offset {c.FileOffset} leaves a gap";
                         covered += c.UncompressedSize;
-                        if (store is not null && !c.IsHole && verifiedChunks.Add((c.BlobIndex, c.ChunkIndex)))
+                        if (store is not null && c.UncompressedSize > buf.Length) return $"'/{ImageWalker.Show(path)}': chunk larger than the chunk size";
+                        bool unverified = !c.IsHole && verifiedChunks.Add((c.BlobIndex, c.ChunkIndex));
+                        if (store is not null && unverified)
                         {
                             if (!perBlob.TryGetValue(c.BlobIndex, out var m)) perBlob[c.BlobIndex] = m = new();
                             m[c.ChunkIndex] = c;
-                            if (c.UncompressedSize > buf.Length) return $"'/{ImageWalker.Show(path)}': chunk larger than the chunk size";
-                            var err = store.ReadChunk(c, buf.AsSpan(0, (int)c.UncompressedSize), verify: true);
+                        }
+                        if (store is not null && (unverified || (fileHash is not null && !c.IsHole)))
+                        {
+                            var err = store.ReadChunk(c, buf.AsSpan(0, (int)c.UncompressedSize), verify: unverified);
                             if (err is not null) return $"'/{ImageWalker.Show(path)}': {err}";
+                        }
+                        if (fileHash is not null)
+                        {
+                            if (c.IsHole && zeros.Length < c.UncompressedSize) zeros = new byte[c.UncompressedSize];
+                            fileHash.Update(c.IsHole ? zeros.AsSpan(0, (int)c.UncompressedSize) : buf.AsSpan(0, (int)c.UncompressedSize));
                         }
                     }
                     if (covered != attr.Size) return $"'/{ImageWalker.Show(path)}': chunks cover {covered} bytes, size is {attr.Size}";
-                    digests[ino] = Merkle.File(image.Digester, chunks.Where(c => !c.IsHole).Select(c => { var d = c.Digest; return (ReadOnlyMemory<byte>)((ReadOnlySpan<byte>)d).ToArray(); }).ToList());
+                    var chunkDigests = chunks.Where(c => !c.IsHole).Select(c => { var d = c.Digest; return (ReadOnlyMemory<byte>)((ReadOnlySpan<byte>)d).ToArray(); }).ToList();
+                    digests[ino] = Merkle.File(image.Digester, chunkDigests);
+                    if (fileDigest is not null)
+                    {
+                        byte[]? actualFile = null;
+                        if (fileHash is not null) fileHash.Finish(actualFile = new byte[Codec.DigestSize]);
+                        else if (chunks.Count == 0) actualFile = emptyDigest;
+                        else if (chunks.Count == 1 && !chunks[0].IsHole && chunks[0].UncompressedSize == attr.Size) actualFile = chunkDigests[0].ToArray();
+                        if (actualFile is not null && !actualFile.AsSpan().SequenceEqual(fileDigest))
+                            return $"{Where(path, attr)}: file digest {Convert.ToHexStringLower(fileDigest)} in its merkle row does not match its content ({Convert.ToHexStringLower(actualFile)})";
+                        fileContent[ino] = Merkle.File(image.Digester, chunkDigests, fileDigest);
+                    }
                     break;
+                }
                 case 0xA000:
-                    rc = image.ReadLink(ino, out var target);
-                    if (rc != 0) return $"'/{ImageWalker.Show(path)}': symlink target unreadable (errno {rc})";
+                    int lrc = image.ReadLink(ino, out var target);
+                    if (lrc != 0) return $"'/{ImageWalker.Show(path)}': symlink target unreadable (errno {lrc})";
                     digests[ino] = Merkle.Leaf(image.Digester, target);
                     break;
                 case 0x4000:
@@ -113,6 +143,7 @@ public static class ImageChecker
         }
         if (image.Version == RafsVersion.V5 && CheckNativeV5(image, all, children, digests) is { } native) return native;
         if (!image.HasMerkle) return null;
+        foreach (var (ino, d) in fileContent) digests[ino] = d;
         return CheckContent(image, all, children, digests) ?? CheckMetadata(image, all);
     }
 
@@ -162,6 +193,9 @@ public static class ImageChecker
             if (!done.Add(ino)) continue;
             var stored = image.GetContentDigest(attr.Ino);
             if (stored.IsEmpty) return $"{Where(path, attr)}: inode number has no merkle row";
+            // Only a regular file's row holds a file digest; elsewhere the field is zero, so no row byte goes unbound.
+            if (attr.FileType != 0x8000 && image.GetFileDigest(attr.Ino).ContainsAnyExcept((byte)0))
+                return $"{Where(path, attr)}: file digest field of its merkle row is not zero (not a regular file)";
             byte[] actual;
             if (attr.FileType == 0x4000)
             {

@@ -103,11 +103,22 @@ public sealed partial class RafsImage
     }
 
     /// <summary>The merkle table row of inode number <paramref name="iIno"/> (<see cref="MerkleRow"/>), or empty when the
-    /// image has no version 2 extension or the number is out of range.</summary>
+    /// image has no version 2 or 3 extension or the number is out of range.</summary>
     private ReadOnlySpan<byte> MerkleRowOf(ulong iIno)
     {
         if (!HasMerkle || iIno == 0 || iIno > (ulong)_merkleRows) return default;
-        return Span(_merkleOff + ((long)iIno - 1) * MerkleExtension.RowSize, MerkleExtension.RowSize);
+        return Span(_merkleOff + ((long)iIno - 1) * _merkleRowSize, _merkleRowSize);
+    }
+
+    /// <summary>The whole-content digest of a regular file (by its i_ino) from its merkle row (version 3), in the
+    /// image's digester: what b3sum / sha256sum print for the file. Empty when the image has no such rows (nydus's
+    /// images, older VirtioFs ones). Authentic as far as the row's content digest is: a file's content digest covers
+    /// it (<see cref="Merkle.File"/>), so <c>check</c> and a pinned root digest catch a row that lies.</summary>
+    public ReadOnlySpan<byte> GetFileDigest(ulong iIno)
+    {
+        if (!HasFileDigests) return default;
+        var row = MerkleRowOf(iIno);
+        return row.IsEmpty ? default : row.Slice(MerkleRow.FileDigestOffset, Codec.DigestSize);
     }
 
     /// <summary>Inode digest of an inode (by its i_ino) from the merkle extension, or empty when the image has none.</summary>

@@ -61,6 +61,7 @@ public sealed unsafe partial class RafsImage : IDisposable
     private Dictionary<(uint, uint), long>? _chunkMap;
     private long _merkleOff;
     private long _merkleRows;
+    private int _merkleRowSize;
 
     public string Path { get; }
     public RafsVersion Version { get; }
@@ -74,14 +75,17 @@ public sealed unsafe partial class RafsImage : IDisposable
     public IReadOnlyList<RafsBlobInfo> Blobs { get; }
     public IReadOnlyList<ulong> PrefetchInodes { get; }
     public long BootstrapSize => _size;
-    /// <summary>Root digest of the VirtioFs merkle extension (version 2: metadata bound), or null if the image has
+    /// <summary>Root digest of the VirtioFs merkle extension (version 2 or 3: metadata bound), or null if the image has
     /// none (built by nydus, or by a VirtioFs before metadata binding: see <see cref="MerkleVersion"/>).</summary>
     public byte[]? RootDigest { get; private set; }
     public byte[]? Signature { get; private set; }
     public bool HasMerkle => RootDigest is not null;
-    /// <summary>Version of the merkle extension header found (0: none). Only <see cref="MerkleExtension.Version"/>
-    /// gives a <see cref="RootDigest"/>; an older one is reported so a refusal can say why.</summary>
+    /// <summary>Version of the merkle extension header found (0: none). Only <see cref="MerkleExtension.Version"/> and
+    /// <see cref="MerkleExtension.MetadataBoundVersion"/> give a <see cref="RootDigest"/>; an older one is reported so a
+    /// refusal can say why.</summary>
     public uint MerkleVersion { get; private set; }
+    /// <summary>The merkle rows carry each regular file's whole-content digest (version 3): <see cref="GetFileDigest"/>.</summary>
+    public bool HasFileDigests => HasMerkle && MerkleVersion == MerkleExtension.Version;
     /// <summary>Inode handles (what Lookup and ReadDir return) are below this bound: v6 nids, v5 inode indexes.</summary>
     public ulong InodeHandleLimit => Version == RafsVersion.V5 ? (ulong)_it5Entries + 1 : (ulong)(_size >> V6.InodeSlotBits) + 1;
 
@@ -212,17 +216,20 @@ public sealed unsafe partial class RafsImage : IDisposable
 
     private static bool BitOperationsIsPow2(uint v) => v != 0 && (v & (v - 1)) == 0;
 
-    /// <summary>The VirtioFs merkle extension header at <paramref name="at"/>: version 2 needs a table of one row per
-    /// inode number in range; any other version leaves the image without a trusted tree (it still serves).</summary>
+    /// <summary>The VirtioFs merkle extension header at <paramref name="at"/>: versions 3 (128-byte rows) and 2 (96-byte
+    /// rows) need a table of one row per inode number in range; any other version leaves the image without a trusted
+    /// tree (it still serves).</summary>
     private void ReadMerkleHeader(int at, ulong rows)
     {
         var mx = Span(at, MerkleExtension.Size);
         if (BinaryPrimitives.ReadUInt32LittleEndian(mx) != MerkleExtension.Magic) return;
         MerkleVersion = BinaryPrimitives.ReadUInt32LittleEndian(mx[4..]);
-        if (MerkleVersion != MerkleExtension.Version) return;
+        int rowSize = MerkleExtension.RowSizeOf(MerkleVersion);
+        if (rowSize == 0) return;
         ulong off = BinaryPrimitives.ReadUInt64LittleEndian(mx[8..]), size = BinaryPrimitives.ReadUInt64LittleEndian(mx[16..]);
-        if (off > long.MaxValue || size > long.MaxValue || size % MerkleExtension.RowSize != 0 || size / MerkleExtension.RowSize != rows || !InRange((long)off, (long)size))
-            throw new RafsFormatException($"merkle table offset 0x{off:x} size {size} out of range or not one {MerkleExtension.RowSize}-byte row per inode number");
+        if (off > long.MaxValue || size > long.MaxValue || size % (ulong)rowSize != 0 || size / (ulong)rowSize != rows || !InRange((long)off, (long)size))
+            throw new RafsFormatException($"merkle table offset 0x{off:x} size {size} out of range or not one {rowSize}-byte row per inode number");
+        _merkleRowSize = rowSize;
         _merkleOff = (long)off;
         _merkleRows = (long)rows;
         RootDigest = mx.Slice(24, Codec.DigestSize).ToArray();
