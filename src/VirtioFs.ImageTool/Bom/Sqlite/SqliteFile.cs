@@ -261,7 +261,12 @@ public static class SqliteRecord
             int size = t switch
             {
                 0 or 8 or 9 => 0,
-                1 => 1, 2 => 2, 3 => 3, 4 => 4, 5 => 6, 6 or 7 => 8,
+                1 => 1,
+                2 => 2,
+                3 => 3,
+                4 => 4,
+                5 => 6,
+                6 or 7 => 8,
                 10 or 11 => throw new InvalidDataException($"{name}: record column {i} has reserved serial type {t}"),
                 _ => (t - 12) / 2 > (ulong)(rec.Length - pos) ? -1 : (int)((t - 12) / 2),
             };
