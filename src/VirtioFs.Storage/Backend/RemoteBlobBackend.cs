@@ -7,13 +7,24 @@ using static VirtioFs.Primitives.Errno;
 namespace VirtioFs.Storage.Backend;
 
 /// <summary>
+/// A backend that can read without blocking a thread for the whole request. The prefetcher keeps several reads in
+/// flight through it, each an awaited HTTP request rather than a pool thread parked in <see cref="IBlobBackend.ReadAt"/>.
+/// </summary>
+public interface IAsyncBlobBackend : IBlobBackend
+{
+    /// <summary>Reads all of <paramref name="destination"/>; same errno contract as <see cref="IBlobBackend.ReadAt"/>,
+    /// never throws (cancellation is EIO).</summary>
+    ValueTask<int> ReadAtAsync(string blobId, ulong offset, Memory<byte> destination, CancellationToken ct = default);
+}
+
+/// <summary>
 /// What every HTTP blob backend (registry, S3, OSS) does alike around its client: checks the range, reads synchronously
 /// for the cache's workers or asynchronously for prefetch, maps the client's failure to the errno contract of
 /// <see cref="IBlobBackend"/> (404 ENOENT, 401/403 EACCES, 416 EINVAL, anything else EIO), counts every read in the
 /// metrics and logs each failure. A subclass names the object of a blob id and reads a range of it; the client's
 /// pipeline owns deadlines and retries, so a read never hangs.
 /// </summary>
-public abstract class RemoteBlobBackend : IBlobBackend
+public abstract class RemoteBlobBackend : IAsyncBlobBackend
 {
     /// <summary>Largest single read: the cache never asks for more than a merged read (32 MiB).</summary>
     public const int MaxReadBytes = 64 << 20;

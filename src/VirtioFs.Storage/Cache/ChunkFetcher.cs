@@ -129,42 +129,110 @@ internal sealed class ChunkFetcher(CacheContext context, ChunkVerifier verifier)
     private int FetchClaimed(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int lastNeeded, bool prefetch, Delivery delivery)
     {
         int rc = 0;
-        int start = 0;
-        while (start < claimed.Count)
+        for (int start = 0, stop; start < claimed.Count; start = stop)
         {
-            var head = chunks[claimed[start].Index];
-            ulong runEnd = head.CompressedOffset + head.CompressedSize;
-            int stop = start + 1;
-            while (stop < claimed.Count)
-            {
-                var chunk = chunks[claimed[stop].Index];
-                if (chunk.BlobIndex != head.BlobIndex || chunk.CompressedOffset != runEnd || runEnd + chunk.CompressedSize - head.CompressedOffset > (ulong)_mergeCap) break;
-                runEnd += chunk.CompressedSize;
-                stop++;
-            }
+            stop = RunEnd(chunks, claimed, start);
             int runRc = FetchRun(chunks, claimed, start, stop, lastNeeded, prefetch, delivery);
             if (rc == 0 && runRc != 0) rc = runRc;
-            start = stop;
         }
         return rc;
+    }
+
+    /// <summary>
+    /// Prefetch's fetch of claimed chunks. With a backend that reads asynchronously (HTTP), each merged run is an awaited
+    /// request: no thread waits while it is on the wire, so the prefetcher's in-flight reads cost no pool threads (they
+    /// used to block one each, and the pool grows slowly past its minimum). Other backends (a local directory, mapped)
+    /// are read synchronously on a pool thread, as they are fast. Every claim is completed, whatever happens; a
+    /// cancelled read completes its claims with EIO, and a guest read waiting on one then fetches the chunk itself.
+    /// </summary>
+    public async Task FetchClaimedAsync(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, CancellationToken ct)
+    {
+        if (context.Backend is not IAsyncBlobBackend remote || context.Backend is IMappedBlobBackend)
+        {
+            await Task.Run(() => FetchClaimed(chunks, claimed, int.MaxValue, prefetch: true, default), CancellationToken.None).ConfigureAwait(false);
+            return;
+        }
+        for (int start = 0, stop; start < claimed.Count; start = stop)
+        {
+            stop = RunEnd(chunks, claimed, start);
+            await FetchRunAsync(remote, chunks, claimed, start, stop, ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>End (exclusive) of the merged run of claims from <paramref name="start"/>: same blob, contiguous compressed
+    /// ranges, within the merge cap.</summary>
+    private int RunEnd(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int start)
+    {
+        var head = chunks[claimed[start].Index];
+        ulong runEnd = head.CompressedOffset + head.CompressedSize;
+        int stop = start + 1;
+        while (stop < claimed.Count)
+        {
+            var chunk = chunks[claimed[stop].Index];
+            if (chunk.BlobIndex != head.BlobIndex || chunk.CompressedOffset != runEnd || runEnd + chunk.CompressedSize - head.CompressedOffset > (ulong)_mergeCap) break;
+            runEnd += chunk.CompressedSize;
+            stop++;
+        }
+        return stop;
+    }
+
+    private int RunBytes(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int start, int stop)
+    {
+        var head = chunks[claimed[start].Index];
+        var tail = chunks[claimed[stop - 1].Index];
+        return (int)(tail.CompressedOffset + tail.CompressedSize - head.CompressedOffset);
     }
 
     private int FetchRun(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int start, int stop, int lastNeeded, bool prefetch, Delivery delivery)
     {
         var head = chunks[claimed[start].Index];
         var blob = context.Blobs[head.BlobIndex];
-        var tail = chunks[claimed[stop - 1].Index];
-        int total = (int)(tail.CompressedOffset + tail.CompressedSize - head.CompressedOffset);
+        int total = RunBytes(chunks, claimed, start, stop);
+        // A local blob is read where it lies in the page cache (mapped); any other backend into a buffer.
+        if (TryMapBackend(blob, head.CompressedOffset, total, out var mapping))
+        {
+            try { return CompleteRun(chunks, claimed, start, stop, lastNeeded, prefetch, delivery, mapping.Data, 0); }
+            finally { mapping.Dispose(); }
+        }
+        byte[] stored = ArrayPool<byte>.Shared.Rent(total);
+        try
+        {
+            int readRc = ReadBackend(blob, head.CompressedOffset, stored.AsSpan(0, total));
+            return CompleteRun(chunks, claimed, start, stop, lastNeeded, prefetch, delivery, stored.AsSpan(0, total), readRc);
+        }
+        finally { ArrayPool<byte>.Shared.Return(stored); }
+    }
+
+    private async Task FetchRunAsync(IAsyncBlobBackend remote, IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int start, int stop, CancellationToken ct)
+    {
+        var head = chunks[claimed[start].Index];
+        var blob = context.Blobs[head.BlobIndex];
+        int total = RunBytes(chunks, claimed, start, stop);
+        byte[] stored = ArrayPool<byte>.Shared.Rent(total);
+        try
+        {
+            int readRc = await ReadBackendAsync(remote, blob, head.CompressedOffset, stored.AsMemory(0, total), ct).ConfigureAwait(false);
+            CompleteRun(chunks, claimed, start, stop, int.MaxValue, prefetch: true, default, stored.AsSpan(0, total), readRc);
+        }
+        finally { ArrayPool<byte>.Shared.Return(stored); }
+    }
+
+    /// <summary>
+    /// Verifies, stores and hands out the chunks of one merged run read into <paramref name="run"/> (when
+    /// <paramref name="readRc"/> is 0), then completes every claim of the run, failed ones with EIO. Returns the first
+    /// errno among chunks at or before <paramref name="lastNeeded"/>.
+    /// </summary>
+    private int CompleteRun(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int start, int stop, int lastNeeded, bool prefetch,
+        Delivery delivery, ReadOnlySpan<byte> run, int readRc)
+    {
+        var head = chunks[claimed[start].Index];
+        var blob = context.Blobs[head.BlobIndex];
         var results = new int[stop - start];
         Array.Fill(results, EIO);
-        // A local blob is read where it lies in the page cache (mapped); any other backend into a buffer.
-        bool mapped = TryMapBackend(blob, head.CompressedOffset, total, out var mapping);
-        byte[]? stored = mapped ? null : ArrayPool<byte>.Shared.Rent(total);
         byte[] plain = ArrayPool<byte>.Shared.Rent((int)blob.Info.ChunkSize);
         try
         {
-            if (!mapped && ReadBackend(blob, head.CompressedOffset, stored.AsSpan(0, total)) != 0) return ErrorOfNeeded(claimed, start, results, lastNeeded);
-            ReadOnlySpan<byte> run = mapped ? mapping.Data : stored.AsSpan(0, total);
+            if (readRc != 0) return ErrorOfNeeded(claimed, start, results, lastNeeded);
             int fetched = 0;
             long fetchedBytes = 0;
             for (int k = start; k < stop; k++)
@@ -224,8 +292,6 @@ internal sealed class ChunkFetcher(CacheContext context, ChunkVerifier verifier)
         }
         finally
         {
-            if (mapped) mapping.Dispose();
-            else ArrayPool<byte>.Shared.Return(stored!);
             ArrayPool<byte>.Shared.Return(plain);
             for (int k = start; k < stop; k++)
             {
@@ -285,6 +351,24 @@ internal sealed class ChunkFetcher(CacheContext context, ChunkVerifier verifier)
         Interlocked.Increment(ref context.Counters.BackendReads);
         Interlocked.Add(ref context.Counters.BackendBytes, length);
         return true;
+    }
+
+    /// <summary><see cref="ReadBackend"/> without a thread waiting on the request; never throws.</summary>
+    private async ValueTask<int> ReadBackendAsync(IAsyncBlobBackend remote, BlobState blob, ulong offset, Memory<byte> destination, CancellationToken ct)
+    {
+        Interlocked.Increment(ref context.Counters.BackendReads);
+        int rc;
+        try
+        {
+            rc = await remote.ReadAtAsync(blob.Info.BlobId, offset, destination, ct).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            rc = EIO; // the contract is an errno; a stray exception must still complete the run's claims
+        }
+        if (rc == 0) Interlocked.Add(ref context.Counters.BackendBytes, destination.Length);
+        else StorageLog.BackendFailed(context.Logger, blob.Info.BlobId, offset, destination.Length, rc);
+        return rc;
     }
 
     /// <summary>Backend read with the cache's own accounting; returns 0 or a positive errno (logged).</summary>

@@ -9,7 +9,8 @@ namespace VirtioFs.Storage.Prefetch;
 /// <summary>Limits of a background prefetch.</summary>
 public sealed class PrefetchOptions
 {
-    /// <summary>Files prefetched at once (each worker has at most one backend read outstanding).</summary>
+    /// <summary>Backend reads the prefetch keeps in flight at once (nydus's prefetch thread count), within a file and
+    /// across files.</summary>
     public int MaxConcurrency { get; init; } = 2;
 
     /// <summary>Backend bytes per second the prefetch may use; 0 = no limit.</summary>
