@@ -129,11 +129,66 @@ internal sealed class ChunkFetcher(CacheContext context, ChunkVerifier verifier)
     private int FetchClaimed(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int lastNeeded, bool prefetch, Delivery delivery)
     {
         int rc = 0;
+        var remote = context.Backend as IAsyncBlobBackend;
+        if (context.Backend is IMappedBlobBackend) remote = null;
         for (int start = 0, stop; start < claimed.Count; start = stop)
         {
             stop = RunEnd(chunks, claimed, start);
-            int runRc = FetchRun(chunks, claimed, start, stop, lastNeeded, prefetch, delivery);
+            int runRc = remote is not null && stop < claimed.Count
+                ? FetchRunsOverlapped(remote, chunks, claimed, start, ref stop, lastNeeded, prefetch, delivery)
+                : FetchRun(chunks, claimed, start, stop, lastNeeded, prefetch, delivery);
             if (rc == 0 && runRc != 0) rc = runRc;
+        }
+        return rc;
+    }
+
+    /// <summary>Most runs of one read whose requests are on the wire at once.</summary>
+    private const int MaxOverlappedRuns = 8;
+
+    /// <summary>
+    /// A read whose missing chunks fall into several runs (other chunks ready or being fetched in between, or another
+    /// blob) over a remote backend: the requests for the runs after the first go out at once, asynchronously, while
+    /// the first is read here, so the read pays one round trip rather than one per run. Up to
+    /// <see cref="MaxOverlappedRuns"/> runs from <paramref name="start"/>; <paramref name="stop"/> comes back as the end
+    /// of the last. Each run is verified and its claims completed as in <see cref="FetchRun"/>.
+    /// </summary>
+    private int FetchRunsOverlapped(IAsyncBlobBackend remote, IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int start, ref int stop,
+        int lastNeeded, bool prefetch, Delivery delivery)
+    {
+        var ahead = new List<(int Start, int Stop, byte[] Buffer, Task<int> Read)>();
+        int firstStop = stop;
+        while (stop < claimed.Count && ahead.Count < MaxOverlappedRuns - 1)
+        {
+            int runStart = stop;
+            stop = RunEnd(chunks, claimed, runStart);
+            var head = chunks[claimed[runStart].Index];
+            int total = RunBytes(chunks, claimed, runStart, stop);
+            byte[] buffer = ArrayPool<byte>.Shared.Rent(total);
+            ahead.Add((runStart, stop, buffer, ReadBackendAsync(remote, context.Blobs[head.BlobIndex], head.CompressedOffset, buffer.AsMemory(0, total), CancellationToken.None).AsTask()));
+        }
+        int rc = 0, done = 0;
+        try
+        {
+            rc = FetchRun(chunks, claimed, start, firstStop, lastNeeded, prefetch, delivery);
+            for (; done < ahead.Count; done++)
+            {
+                var (runStart, runStop, buffer, read) = ahead[done];
+                // ReadBackendAsync never throws; the wait is bounded by the backend's deadlines and retries.
+                int readRc = read.GetAwaiter().GetResult();
+                int runRc = CompleteRun(chunks, claimed, runStart, runStop, lastNeeded, prefetch, delivery, buffer.AsSpan(0, RunBytes(chunks, claimed, runStart, runStop)), readRc);
+                ArrayPool<byte>.Shared.Return(buffer);
+                if (rc == 0 && runRc != 0) rc = runRc;
+            }
+        }
+        finally
+        {
+            // Only if something threw above: the remaining runs' claims must still be completed, or readers would wait forever.
+            for (; done < ahead.Count; done++)
+            {
+                var (runStart, runStop, _, read) = ahead[done];
+                read.Wait();
+                CompleteRun(chunks, claimed, runStart, runStop, int.MaxValue, prefetch, default, default, EIO);
+            }
         }
         return rc;
     }
