@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using VirtioFs.Oci.Http;
@@ -31,6 +32,7 @@ public abstract class RemoteBlobBackend : IAsyncBlobBackend
 
     private readonly BackendCounters _counters = new();
     private volatile bool _disposed;
+    private int _inFlight;
 
     protected RemoteBlobBackend(string service, ILogger? logger)
     {
@@ -63,13 +65,19 @@ public abstract class RemoteBlobBackend : IAsyncBlobBackend
         int rc = Validate(blobId, offset, destination.Length, out string name);
         if (rc != 0) { _counters.Complete(start, destination.Length, false); return rc; }
         byte[] buf = ArrayPool<byte>.Shared.Rent(destination.Length);
+        int beside = Interlocked.Increment(ref _inFlight) - 1;
         try
         {
             rc = Fetch(name, offset, buf.AsMemory(0, destination.Length), CancellationToken.None).GetAwaiter().GetResult();
             if (rc == 0) buf.AsSpan(0, destination.Length).CopyTo(destination);
         }
-        finally { ArrayPool<byte>.Shared.Return(buf); }
+        finally
+        {
+            Interlocked.Decrement(ref _inFlight);
+            ArrayPool<byte>.Shared.Return(buf);
+        }
         _counters.Complete(start, destination.Length, rc == 0);
+        if (Logger.IsEnabled(LogLevel.Debug)) RemoteBackendLog.ReadDone(Logger, Service, offset, destination.Length, Stopwatch.GetElapsedTime(start).TotalMilliseconds, beside, "sync");
         if (rc != 0) RemoteBackendLog.ReadFailed(Logger, Service, blobId, offset, destination.Length, rc);
         return rc;
     }
@@ -81,8 +89,14 @@ public abstract class RemoteBlobBackend : IAsyncBlobBackend
         long start = BackendCounters.Start();
         if (destination.Length == 0) { _counters.Complete(start, 0, true); return 0; }
         int rc = Validate(blobId, offset, destination.Length, out string name);
-        if (rc == 0) rc = await Fetch(name, offset, destination, ct).ConfigureAwait(false);
+        int beside = Interlocked.Increment(ref _inFlight) - 1;
+        try
+        {
+            if (rc == 0) rc = await Fetch(name, offset, destination, ct).ConfigureAwait(false);
+        }
+        finally { Interlocked.Decrement(ref _inFlight); }
         _counters.Complete(start, destination.Length, rc == 0);
+        if (Logger.IsEnabled(LogLevel.Debug)) RemoteBackendLog.ReadDone(Logger, Service, offset, destination.Length, Stopwatch.GetElapsedTime(start).TotalMilliseconds, beside, "async");
         if (rc != 0) RemoteBackendLog.ReadFailed(Logger, Service, blobId, offset, destination.Length, rc);
         return rc;
     }

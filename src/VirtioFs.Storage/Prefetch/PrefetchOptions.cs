@@ -2,7 +2,7 @@ namespace VirtioFs.Storage.Prefetch;
 
 // Overview: prefetch warms the chunk cache after mount with the files a workload is expected to read (nydus: the
 // bootstrap's prefetch table, or `prefetch_files` in the mount request, or everything with prefetch_all). It runs in
-// the background: it never holds a chunk claim while it waits for bandwidth, the number of workers and bytes per second
+// the background: it never holds a chunk claim while it waits for bandwidth, the backend reads in flight and bytes per second
 // are bounded, and when it warms the whole image it starts no backend read while a guest read is in progress
 // (PrefetchOptions.YieldToGuestReads).
 
