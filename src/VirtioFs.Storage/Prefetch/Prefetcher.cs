@@ -115,6 +115,9 @@ internal sealed class Prefetcher(CacheContext context, ChunkFetcher fetcher)
                     if (yieldToGuestReads) await context.Gate.WaitIdleAsync(ct).ConfigureAwait(false);
                     if (limiter is not null) await limiter.AcquireAsync(bytes, ct).ConfigureAwait(false);
                     if (yieldToGuestReads) await context.Gate.WaitIdleAsync(ct).ConfigureAwait(false);
+                    // A slot given back by a read that cancellation ended can reach this wait before the cancellation
+                    // does (SemaphoreSlim grants it): start nothing new once cancelled.
+                    ct.ThrowIfCancellationRequested();
                     var claimed = new List<(int Index, Inflight Flight)>();
                     for (int k = i; k < stop; k++)
                     {
