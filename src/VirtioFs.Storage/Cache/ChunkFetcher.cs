@@ -200,7 +200,8 @@ internal sealed class ChunkFetcher(CacheContext context, ChunkVerifier verifier)
     /// are read synchronously on a pool thread, as they are fast. Every claim is completed, whatever happens; a
     /// cancelled read completes its claims with EIO, and a guest read waiting on one then fetches the chunk itself.
     /// </summary>
-    public async Task FetchClaimedAsync(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, CancellationToken ct)
+    /// <remarks>A run may span holes of up to <paramref name="maxGap"/> bytes between claimed chunks (read and dropped).</remarks>
+    public async Task FetchClaimedAsync(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int maxGap, CancellationToken ct)
     {
         if (context.Backend is not IAsyncBlobBackend remote || context.Backend is IMappedBlobBackend)
         {
@@ -209,14 +210,14 @@ internal sealed class ChunkFetcher(CacheContext context, ChunkVerifier verifier)
         }
         for (int start = 0, stop; start < claimed.Count; start = stop)
         {
-            stop = RunEnd(chunks, claimed, start);
+            stop = RunEnd(chunks, claimed, start, maxGap);
             await FetchRunAsync(remote, chunks, claimed, start, stop, ct).ConfigureAwait(false);
         }
     }
 
     /// <summary>End (exclusive) of the merged run of claims from <paramref name="start"/>: same blob, contiguous compressed
     /// ranges, within the merge cap.</summary>
-    private int RunEnd(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int start)
+    private int RunEnd(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int start, int maxGap = 0)
     {
         var head = chunks[claimed[start].Index];
         ulong runEnd = head.CompressedOffset + head.CompressedSize;
@@ -224,8 +225,10 @@ internal sealed class ChunkFetcher(CacheContext context, ChunkVerifier verifier)
         while (stop < claimed.Count)
         {
             var chunk = chunks[claimed[stop].Index];
-            if (chunk.BlobIndex != head.BlobIndex || chunk.CompressedOffset != runEnd || runEnd + chunk.CompressedSize - head.CompressedOffset > (ulong)_mergeCap) break;
-            runEnd += chunk.CompressedSize;
+            if (chunk.BlobIndex != head.BlobIndex || chunk.CompressedOffset < runEnd || chunk.CompressedOffset - runEnd > (ulong)maxGap) break;
+            ulong end = chunk.CompressedOffset + chunk.CompressedSize;
+            if (end - head.CompressedOffset > (ulong)_mergeCap) break;
+            runEnd = end;
             stop++;
         }
         return stop;

@@ -32,13 +32,24 @@ internal sealed class Prefetcher(CacheContext context, ChunkFetcher fetcher)
         var outcome = PrefetchState.Stopped;
         try
         {
+            // Files are taken in batches: a start-up list is mostly small files (a profile of benchmarks/cold-start.sh
+            // showed reads of 23 to 1,000 bytes, one request and one round trip each, holding the slots while the
+            // large libraries waited). A batch's chunks, in blob order, plan into runs that span neighbouring files.
+            var batch = new List<RafsChunk>();
+            int batchFiles = 0;
             foreach (var file in files)
             {
                 ct.ThrowIfCancellationRequested();
                 if (countAsPulled) Interlocked.Increment(ref context.Counters.PrefetchFilesTotal);
                 CountQueued(file);
-                await PrefetchFileAsync(file, slots, limiter, options.YieldToGuestReads, ct).ConfigureAwait(false);
+                batch.AddRange(file);
+                batchFiles++;
+                if (batchFiles < BatchFiles && batch.Count < BatchChunks) continue;
+                await PrefetchFileAsync(InBlobOrder(batch), batchFiles, slots, limiter, options.YieldToGuestReads, ct).ConfigureAwait(false);
+                batch.Clear();
+                batchFiles = 0;
             }
+            if (batchFiles > 0) await PrefetchFileAsync(InBlobOrder(batch), batchFiles, slots, limiter, options.YieldToGuestReads, ct).ConfigureAwait(false);
             outcome = PrefetchState.Finished;
         }
         finally
@@ -83,19 +94,42 @@ internal sealed class Prefetcher(CacheContext context, ChunkFetcher fetcher)
     }
 
     /// <summary>Counts a file as done when the last of its reads in flight ends (the planning loop holds one reference).</summary>
-    private sealed class FileReads(CacheContext context)
+    private sealed class FileReads(CacheContext context, int files)
     {
         private int _pending = 1;
         public void Add() => Interlocked.Increment(ref _pending);
         public void Release()
         {
-            if (Interlocked.Decrement(ref _pending) == 0) Interlocked.Increment(ref context.Counters.PrefetchFilesDone);
+            if (Interlocked.Decrement(ref _pending) == 0) Interlocked.Add(ref context.Counters.PrefetchFilesDone, files);
         }
     }
 
-    private async Task PrefetchFileAsync(IReadOnlyList<RafsChunk> chunks, SemaphoreSlim slots, RateLimiter? limiter, bool yieldToGuestReads, CancellationToken ct)
+    /// <summary>Files and chunks planned together at most (a batch's chunk list is held in memory).</summary>
+    private const int BatchFiles = 64, BatchChunks = 4096;
+
+    /// <summary>Largest hole between two chunks one prefetch read still spans (its bytes are read and dropped): far
+    /// cheaper than the round trip of a second request, and bounded by the run's size limit as well.</summary>
+    internal const int MaxGapBytes = 16 << 10;
+
+    /// <summary>A batch's chunks sorted by blob and offset, each chunk once (files share deduplicated chunks).</summary>
+    private static List<RafsChunk> InBlobOrder(List<RafsChunk> batch)
     {
-        var file = new FileReads(context);
+        var sorted = new List<RafsChunk>(batch.Count);
+        foreach (var c in batch) if (!c.IsHole) sorted.Add(c);
+        sorted.Sort(static (a, b) => a.BlobIndex != b.BlobIndex ? a.BlobIndex.CompareTo(b.BlobIndex) : a.CompressedOffset.CompareTo(b.CompressedOffset));
+        int n = 0;
+        for (int k = 0; k < sorted.Count; k++)
+        {
+            if (n > 0 && sorted[n - 1].BlobIndex == sorted[k].BlobIndex && sorted[n - 1].ChunkIndex == sorted[k].ChunkIndex) continue;
+            sorted[n++] = sorted[k];
+        }
+        sorted.RemoveRange(n, sorted.Count - n);
+        return sorted;
+    }
+
+    private async Task PrefetchFileAsync(IReadOnlyList<RafsChunk> chunks, int files, SemaphoreSlim slots, RateLimiter? limiter, bool yieldToGuestReads, CancellationToken ct)
+    {
+        var file = new FileReads(context, files);
         try
         {
             int i = 0;
@@ -151,7 +185,7 @@ internal sealed class Prefetcher(CacheContext context, ChunkFetcher fetcher)
     {
         try
         {
-            await fetcher.FetchClaimedAsync(chunks, claimed, ct).ConfigureAwait(false);
+            await fetcher.FetchClaimedAsync(chunks, claimed, MaxGapBytes, ct).ConfigureAwait(false);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
@@ -167,7 +201,8 @@ internal sealed class Prefetcher(CacheContext context, ChunkFetcher fetcher)
     }
 
     /// <summary>End (exclusive) of the run of missing chunks starting at <paramref name="i"/> that one backend read can
-    /// bring: same blob, contiguous compressed ranges, within the amplification size (at least one chunk).</summary>
+    /// bring: same blob, ascending compressed ranges with holes of at most <see cref="MaxGapBytes"/>, within the
+    /// amplification size counting the holes (at least one chunk).</summary>
     private int PlanRun(IReadOnlyList<RafsChunk> chunks, int i, out long bytes)
     {
         var previous = chunks[i];
@@ -177,9 +212,11 @@ internal sealed class Prefetcher(CacheContext context, ChunkFetcher fetcher)
         {
             var chunk = chunks[j];
             if (chunk.IsHole) continue;
-            if (chunk.BlobIndex != previous.BlobIndex || chunk.CompressedOffset != previous.CompressedOffset + previous.CompressedSize) break;
-            if (bytes + chunk.CompressedSize > context.Options.AmplificationBytes || context.IsCached(chunk) || !context.ValidateQuiet(chunk)) break;
-            bytes += chunk.CompressedSize;
+            ulong previousEnd = previous.CompressedOffset + previous.CompressedSize;
+            if (chunk.BlobIndex != previous.BlobIndex || chunk.CompressedOffset < previousEnd || chunk.CompressedOffset - previousEnd > MaxGapBytes) break;
+            long gap = (long)(chunk.CompressedOffset - previousEnd);
+            if (bytes + gap + chunk.CompressedSize > context.Options.AmplificationBytes || context.IsCached(chunk) || !context.ValidateQuiet(chunk)) break;
+            bytes += gap + chunk.CompressedSize;
             previous = chunk;
         }
         return j;
