@@ -50,13 +50,16 @@
 #   benchmarks/cold-start.sh [--rate 200mbit] [--delay-ms 20] [--payload-mb 700] [--rounds N (default 5)] [--smoke]
 #                            [--amplify-io BYTES (nydus amplify_io of the lazy sides; default vfsd's, 128 KiB)]
 #     --smoke: a busybox tree and 30 MB of payload instead of debootstrap (checks the machinery in seconds)
+#     --debug-log DIR: run vfsd at --log-level debug and keep each lazy side's log in DIR: the per-request timeline
+#       (event 6051: each backend read's duration and the reads in flight beside it). Logging costs time; profile with
+#       it, do not report the times of such a run.
 # Needs root, out/vfsd and out/vfs-image and out/s3rver (bash tests/setup.sh), docker-registry, node, python3,
 # debootstrap (not for --smoke).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benchmarks/lib/harness.sh
 here=benchmarks/cold-start
-rate=200mbit delay_ms=20 payload_mb=700 rounds=$BENCH_ROUNDS smoke=0 amplify=""
+rate=200mbit delay_ms=20 payload_mb=700 rounds=$BENCH_ROUNDS smoke=0 amplify="" debug_log="" vfsd_log_level=warn
 while [ $# -gt 0 ]; do
   case "$1" in
     --rate) rate=$2; shift 2;;
@@ -65,6 +68,7 @@ while [ $# -gt 0 ]; do
     --rounds) rounds=$2; shift 2;;
     --amplify-io) amplify=$2; shift 2;;
     --smoke) smoke=1; shift;;
+    --debug-log) debug_log=$2 vfsd_log_level=debug; mkdir -p "$debug_log"; shift 2;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2;;
   esac
@@ -345,7 +349,7 @@ lazy_side() { # NAME CONFIG -> sets l_mount l_work l_total l_fetch
   local b0 t0 t2 t3 up=0
   b0=$(fetched); t0=$(now)
   out/vfsd mount --image "$registry/coldstart/nydus:latest" --config "$2" --cache-dir "$work/lazy/cache" \
-    --log-level warn "$work/lazy/mnt" > "$work/vfsd-$1.log" 2>&1 &
+    --log-level "$vfsd_log_level" "$work/lazy/mnt" > "$work/vfsd-$1.log" 2>&1 &
   vfsd_pid=$!
   for _ in $(seq 1 2000); do
     mountpoint -q "$work/lazy/mnt" && { up=1; break; }
@@ -361,6 +365,7 @@ lazy_side() { # NAME CONFIG -> sets l_mount l_work l_total l_fetch
   l_mount=$(sub "$t2" "$t0") l_work=$(sub "$t3" "$t2") l_total=$(sub "$t3" "$t0")
   umount "$work/lazy/mnt"
   wait "$vfsd_pid" || { echo "vfsd exited with an error:" >&2; cat "$work/vfsd-$1.log" >&2; exit 1; }
+  [ -z "$debug_log" ] || cp "$work/vfsd-$1.log" "$debug_log/"
   vfsd_pid=''
 }
 

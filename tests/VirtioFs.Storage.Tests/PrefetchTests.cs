@@ -226,17 +226,160 @@ public sealed class PrefetchTests : IDisposable
         AssertReadsWithoutBackend(m, "big.bin");
     }
 
-    // Workers block pool threads in the synchronous fetch; the pool's minimum must leave room for all of them and the
-    // HTTP continuations they wait on, and a later, smaller prefetch must not lower it again.
+    // With an HTTP-like backend, prefetch keeps MaxConcurrency reads in flight, each an awaited request (the synchronous
+    // ReadAt, which parks a thread per read, is never used), and never more than that.
     [Fact]
-    public void Prefetch_reserves_pool_threads_for_its_blocked_workers_and_never_lowers_the_minimum()
+    public async Task Prefetch_keeps_a_bounded_number_of_async_reads_in_flight_without_the_sync_path()
     {
-        Prefetcher.ReservePoolThreads(8);
-        ThreadPool.GetMinThreads(out int afterEight, out _);
-        Assert.True(afterEight >= Environment.ProcessorCount + 16, $"min worker threads {afterEight}");
-        Prefetcher.ReservePoolThreads(1);
-        ThreadPool.GetMinThreads(out int afterOne, out _);
-        Assert.Equal(afterEight, afterOne);
+        using var backend = new GatedAsyncBackend(new LocalDirectoryBackend(_fx.BlobDir));
+        using var m = new BlobCacheManager(_fx.Image.Blobs, backend, new CacheOptions { CacheDir = _fx.CacheDir, AmplificationBytes = 0 });
+        var big = _fx.Chunks("big.bin");
+        var prefetch = m.PrefetchAsync([big, _fx.Chunks("other.bin")], new PrefetchOptions { MaxConcurrency = 4 });
+        Assert.True(SpinWait.SpinUntil(() => backend.InFlight == 4, TimeSpan.FromSeconds(30)), $"{backend.InFlight} in flight");
+        await Task.Delay(200);
+        Assert.Equal(4, backend.InFlight);
+        Assert.False(prefetch.IsCompleted);
+        backend.Open();
+        await prefetch.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(4, backend.MaxInFlight);
+        Assert.Equal(0, backend.SyncReads);
+        Assert.Equal(2, m.Metrics.PrefetchFilesDone);
+        Assert.Equal(0, m.Metrics.PrefetchErrors);
+        var buf = new byte[_fx.Size("big.bin")];
+        Assert.Equal(buf.Length, m.ReadFile(big, _fx.Size("big.bin"), 0, buf));
+        Assert.Equal(_fx.Content["big.bin"], buf);
+        Assert.Equal(0, backend.SyncReads);
+    }
+
+    // Cancelling a prefetch with reads on the wire ends them at once; their claims complete with EIO, so a guest read
+    // of those chunks fetches them itself instead of waiting.
+    [Fact]
+    public async Task Cancelling_prefetch_ends_async_reads_in_flight_and_releases_their_claims()
+    {
+        using var backend = new GatedAsyncBackend(new LocalDirectoryBackend(_fx.BlobDir));
+        using var m = new BlobCacheManager(_fx.Image.Blobs, backend, new CacheOptions { CacheDir = _fx.CacheDir, AmplificationBytes = 0 });
+        using var cts = new CancellationTokenSource();
+        var big = _fx.Chunks("big.bin");
+        var prefetch = m.PrefetchAsync([big], new PrefetchOptions { MaxConcurrency = 3 }, cts.Token);
+        Assert.True(SpinWait.SpinUntil(() => backend.InFlight == 3, TimeSpan.FromSeconds(30)));
+        cts.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => prefetch.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(0, backend.InFlight);
+        Assert.True(m.Metrics.PrefetchErrors == 3, $"{m.Metrics.PrefetchErrors} prefetch errors, {m.Metrics.PrefetchChunks} chunks");
+        var buf = new byte[_fx.Size("big.bin")];
+        var read = Task.Run(() => m.ReadFile(big, _fx.Size("big.bin"), 0, buf));
+        Assert.Equal(buf.Length, await read.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(_fx.Content["big.bin"], buf);
+    }
+
+    // A prefetch read that fails (the registry's 5xx after retries, as EIO) leaves its chunks to the guest read.
+    [Fact]
+    public async Task A_failed_async_prefetch_read_is_counted_and_the_guest_read_still_gets_the_data()
+    {
+        using var backend = new GatedAsyncBackend(new LocalDirectoryBackend(_fx.BlobDir)) { FailAsync = true };
+        backend.Open();
+        using var m = new BlobCacheManager(_fx.Image.Blobs, backend, new CacheOptions { CacheDir = _fx.CacheDir, AmplificationBytes = 0 });
+        var small = _fx.Chunks("small.txt");
+        await m.PrefetchAsync([small], new PrefetchOptions { MaxConcurrency = 2 }).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(1, m.Metrics.PrefetchErrors);
+        Assert.False(m.IsCached(small[0]));
+        var buf = new byte[_fx.Size("small.txt")];
+        Assert.Equal(buf.Length, m.ReadFile(small, _fx.Size("small.txt"), 0, buf));
+        Assert.Equal(_fx.Content["small.txt"], buf);
+        Assert.Equal(1, backend.SyncReads);
+    }
+
+    // A guest read whose missing chunks fall into several runs (a chunk in between is cached) puts the later runs'
+    // requests on the wire while the first is read, rather than one round trip per run.
+    [Fact]
+    public async Task A_guest_read_over_several_missing_runs_has_their_requests_in_flight_at_once()
+    {
+        using var backend = new GatedAsyncBackend(new LocalDirectoryBackend(_fx.BlobDir));
+        using var m = new BlobCacheManager(_fx.Image.Blobs, backend, new CacheOptions { CacheDir = _fx.CacheDir, AmplificationBytes = 0 });
+        var big = _fx.Chunks("big.bin");
+        var one = new byte[big[1].UncompressedSize];
+        Assert.Equal(one.Length, m.ReadFile(big, _fx.Size("big.bin"), big[1].FileOffset, one));
+        Assert.Equal(1, backend.SyncReads);
+        bool secondRunOnTheWire = false;
+        backend.OnSyncRead = () =>
+        {
+            secondRunOnTheWire |= SpinWait.SpinUntil(() => backend.InFlight >= 1, TimeSpan.FromSeconds(30));
+            backend.Open();
+        };
+        var buf = new byte[_fx.Size("big.bin")];
+        var read = Task.Run(() => m.ReadFile(big, _fx.Size("big.bin"), 0, buf));
+        Assert.Equal(buf.Length, await read.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.True(secondRunOnTheWire);
+        Assert.Equal(_fx.Content["big.bin"], buf);
+        Assert.Equal(2, backend.SyncReads);
+        Assert.True(backend.AsyncReads >= 1);
+        Assert.True(big.All(c => m.IsCached(c)));
+    }
+
+    // A start-up list is mostly small files; prefetch plans a batch of files in blob order, so neighbouring files (and
+    // small holes between them) come in one read rather than one round trip per file. Every chunk is still verified.
+    [Fact]
+    public async Task Prefetch_reads_neighbouring_small_files_in_one_request()
+    {
+        using var backend = new GatedAsyncBackend(new LocalDirectoryBackend(_fx.BlobDir));
+        backend.Open();
+        using var m = new BlobCacheManager(_fx.Image.Blobs, backend, new CacheOptions { CacheDir = _fx.CacheDir, AmplificationBytes = 1 << 20 });
+        var files = new[] { "other.bin", "small.txt" };
+        var all = files.SelectMany(f => _fx.Chunks(f)).Where(c => !c.IsHole).OrderBy(c => c.CompressedOffset).ToList();
+        // The fixture lays these two files next to each other in the blob (within the largest hole a read spans).
+        for (int k = 1; k < all.Count; k++)
+            Assert.InRange((long)all[k].CompressedOffset - (long)(all[k - 1].CompressedOffset + all[k - 1].CompressedSize), 0, Prefetcher.MaxGapBytes);
+        await m.PrefetchAsync(files.Select(f => _fx.Chunks(f)).ToList(), new PrefetchOptions { MaxConcurrency = 4 }).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(1, backend.AsyncReads);
+        Assert.Equal(2, m.Metrics.PrefetchFilesDone);
+        Assert.Equal(0, m.Metrics.PrefetchErrors);
+        foreach (var f in files)
+        {
+            var buf = new byte[_fx.Size(f)];
+            Assert.Equal(buf.Length, m.ReadFile(_fx.Chunks(f), _fx.Size(f), 0, buf));
+            Assert.Equal(_fx.Content[f], buf);
+        }
+        Assert.Equal(0, backend.SyncReads);
+    }
+
+    /// <summary>An asynchronous backend whose reads wait, without a thread, until <see cref="Open"/> (or cancellation);
+    /// counts reads in flight and synchronous reads.</summary>
+    private sealed class GatedAsyncBackend(IBlobBackend inner) : IAsyncBlobBackend
+    {
+        private readonly TaskCompletionSource _gate = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private int _inFlight, _maxInFlight, _syncReads, _asyncReads;
+        public int AsyncReads => Volatile.Read(ref _asyncReads);
+        public Action? OnSyncRead { get; set; }
+        public int InFlight => Volatile.Read(ref _inFlight);
+        public int MaxInFlight => Volatile.Read(ref _maxInFlight);
+        public int SyncReads => Volatile.Read(ref _syncReads);
+        public bool FailAsync { get; init; }
+        public void Open() => _gate.TrySetResult();
+
+        public int ReadAt(string blobId, ulong offset, Span<byte> destination)
+        {
+            Interlocked.Increment(ref _syncReads);
+            OnSyncRead?.Invoke();
+            return inner.ReadAt(blobId, offset, destination);
+        }
+
+        public async ValueTask<int> ReadAtAsync(string blobId, ulong offset, Memory<byte> destination, CancellationToken ct = default)
+        {
+            Interlocked.Increment(ref _asyncReads);
+            int now = Interlocked.Increment(ref _inFlight);
+            for (int max = Volatile.Read(ref _maxInFlight); now > max; max = Volatile.Read(ref _maxInFlight))
+                if (Interlocked.CompareExchange(ref _maxInFlight, now, max) == max) break;
+            try
+            {
+                await _gate.Task.WaitAsync(ct).ConfigureAwait(false);
+                return FailAsync ? 5 : inner.ReadAt(blobId, offset, destination.Span); // EIO
+            }
+            catch (OperationCanceledException) { return 5; }
+            finally { Interlocked.Decrement(ref _inFlight); }
+        }
+
+        public BackendMetrics Metrics => inner.Metrics;
+        public void Dispose() => inner.Dispose();
     }
 
     [Fact]

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using VirtioFs.Oci.Http;
@@ -7,19 +8,31 @@ using static VirtioFs.Primitives.Errno;
 namespace VirtioFs.Storage.Backend;
 
 /// <summary>
+/// A backend that can read without blocking a thread for the whole request. The prefetcher keeps several reads in
+/// flight through it, each an awaited HTTP request rather than a pool thread parked in <see cref="IBlobBackend.ReadAt"/>.
+/// </summary>
+public interface IAsyncBlobBackend : IBlobBackend
+{
+    /// <summary>Reads all of <paramref name="destination"/>; same errno contract as <see cref="IBlobBackend.ReadAt"/>,
+    /// never throws (cancellation is EIO).</summary>
+    ValueTask<int> ReadAtAsync(string blobId, ulong offset, Memory<byte> destination, CancellationToken ct = default);
+}
+
+/// <summary>
 /// What every HTTP blob backend (registry, S3, OSS) does alike around its client: checks the range, reads synchronously
 /// for the cache's workers or asynchronously for prefetch, maps the client's failure to the errno contract of
 /// <see cref="IBlobBackend"/> (404 ENOENT, 401/403 EACCES, 416 EINVAL, anything else EIO), counts every read in the
 /// metrics and logs each failure. A subclass names the object of a blob id and reads a range of it; the client's
 /// pipeline owns deadlines and retries, so a read never hangs.
 /// </summary>
-public abstract class RemoteBlobBackend : IBlobBackend
+public abstract class RemoteBlobBackend : IAsyncBlobBackend
 {
     /// <summary>Largest single read: the cache never asks for more than a merged read (32 MiB).</summary>
     public const int MaxReadBytes = 64 << 20;
 
     private readonly BackendCounters _counters = new();
     private volatile bool _disposed;
+    private int _inFlight;
 
     protected RemoteBlobBackend(string service, ILogger? logger)
     {
@@ -52,13 +65,19 @@ public abstract class RemoteBlobBackend : IBlobBackend
         int rc = Validate(blobId, offset, destination.Length, out string name);
         if (rc != 0) { _counters.Complete(start, destination.Length, false); return rc; }
         byte[] buf = ArrayPool<byte>.Shared.Rent(destination.Length);
+        int beside = Interlocked.Increment(ref _inFlight) - 1;
         try
         {
             rc = Fetch(name, offset, buf.AsMemory(0, destination.Length), CancellationToken.None).GetAwaiter().GetResult();
             if (rc == 0) buf.AsSpan(0, destination.Length).CopyTo(destination);
         }
-        finally { ArrayPool<byte>.Shared.Return(buf); }
+        finally
+        {
+            Interlocked.Decrement(ref _inFlight);
+            ArrayPool<byte>.Shared.Return(buf);
+        }
         _counters.Complete(start, destination.Length, rc == 0);
+        if (Logger.IsEnabled(LogLevel.Debug)) RemoteBackendLog.ReadDone(Logger, Service, offset, destination.Length, Stopwatch.GetElapsedTime(start).TotalMilliseconds, beside, "sync");
         if (rc != 0) RemoteBackendLog.ReadFailed(Logger, Service, blobId, offset, destination.Length, rc);
         return rc;
     }
@@ -70,8 +89,14 @@ public abstract class RemoteBlobBackend : IBlobBackend
         long start = BackendCounters.Start();
         if (destination.Length == 0) { _counters.Complete(start, 0, true); return 0; }
         int rc = Validate(blobId, offset, destination.Length, out string name);
-        if (rc == 0) rc = await Fetch(name, offset, destination, ct).ConfigureAwait(false);
+        int beside = Interlocked.Increment(ref _inFlight) - 1;
+        try
+        {
+            if (rc == 0) rc = await Fetch(name, offset, destination, ct).ConfigureAwait(false);
+        }
+        finally { Interlocked.Decrement(ref _inFlight); }
         _counters.Complete(start, destination.Length, rc == 0);
+        if (Logger.IsEnabled(LogLevel.Debug)) RemoteBackendLog.ReadDone(Logger, Service, offset, destination.Length, Stopwatch.GetElapsedTime(start).TotalMilliseconds, beside, "async");
         if (rc != 0) RemoteBackendLog.ReadFailed(Logger, Service, blobId, offset, destination.Length, rc);
         return rc;
     }

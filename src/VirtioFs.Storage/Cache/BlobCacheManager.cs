@@ -182,7 +182,7 @@ public sealed class BlobCacheManager : IDisposable
 
     /// <summary>
     /// Fetches the chunks of <paramref name="files"/> into the cache in the background, at most
-    /// <see cref="PrefetchOptions.MaxConcurrency"/> files at once and <see cref="PrefetchOptions.BandwidthBytesPerSecond"/>
+    /// <see cref="PrefetchOptions.MaxConcurrency"/> backend reads in flight and <see cref="PrefetchOptions.BandwidthBytesPerSecond"/>
     /// backend bytes per second, and, with <see cref="PrefetchOptions.YieldToGuestReads"/>, starting no backend read
     /// while a guest read is in progress. Chunk failures are logged and counted, not thrown. Does nothing without a cache directory. Cancelling stops it (OperationCanceledException).
     /// </summary>

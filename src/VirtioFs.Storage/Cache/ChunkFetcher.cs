@@ -129,42 +129,168 @@ internal sealed class ChunkFetcher(CacheContext context, ChunkVerifier verifier)
     private int FetchClaimed(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int lastNeeded, bool prefetch, Delivery delivery)
     {
         int rc = 0;
-        int start = 0;
-        while (start < claimed.Count)
+        var remote = context.Backend as IAsyncBlobBackend;
+        if (context.Backend is IMappedBlobBackend) remote = null;
+        for (int start = 0, stop; start < claimed.Count; start = stop)
         {
-            var head = chunks[claimed[start].Index];
-            ulong runEnd = head.CompressedOffset + head.CompressedSize;
-            int stop = start + 1;
-            while (stop < claimed.Count)
-            {
-                var chunk = chunks[claimed[stop].Index];
-                if (chunk.BlobIndex != head.BlobIndex || chunk.CompressedOffset != runEnd || runEnd + chunk.CompressedSize - head.CompressedOffset > (ulong)_mergeCap) break;
-                runEnd += chunk.CompressedSize;
-                stop++;
-            }
-            int runRc = FetchRun(chunks, claimed, start, stop, lastNeeded, prefetch, delivery);
+            stop = RunEnd(chunks, claimed, start);
+            int runRc = remote is not null && stop < claimed.Count
+                ? FetchRunsOverlapped(remote, chunks, claimed, start, ref stop, lastNeeded, prefetch, delivery)
+                : FetchRun(chunks, claimed, start, stop, lastNeeded, prefetch, delivery);
             if (rc == 0 && runRc != 0) rc = runRc;
-            start = stop;
         }
         return rc;
+    }
+
+    /// <summary>Most runs of one read whose requests are on the wire at once.</summary>
+    private const int MaxOverlappedRuns = 8;
+
+    /// <summary>
+    /// A read whose missing chunks fall into several runs (other chunks ready or being fetched in between, or another
+    /// blob) over a remote backend: the requests for the runs after the first go out at once, asynchronously, while
+    /// the first is read here, so the read pays one round trip rather than one per run. Up to
+    /// <see cref="MaxOverlappedRuns"/> runs from <paramref name="start"/>; <paramref name="stop"/> comes back as the end
+    /// of the last. Each run is verified and its claims completed as in <see cref="FetchRun"/>.
+    /// </summary>
+    private int FetchRunsOverlapped(IAsyncBlobBackend remote, IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int start, ref int stop,
+        int lastNeeded, bool prefetch, Delivery delivery)
+    {
+        var ahead = new List<(int Start, int Stop, byte[] Buffer, Task<int> Read)>();
+        int firstStop = stop;
+        while (stop < claimed.Count && ahead.Count < MaxOverlappedRuns - 1)
+        {
+            int runStart = stop;
+            stop = RunEnd(chunks, claimed, runStart);
+            var head = chunks[claimed[runStart].Index];
+            int total = RunBytes(chunks, claimed, runStart, stop);
+            byte[] buffer = ArrayPool<byte>.Shared.Rent(total);
+            ahead.Add((runStart, stop, buffer, ReadBackendAsync(remote, context.Blobs[head.BlobIndex], head.CompressedOffset, buffer.AsMemory(0, total), CancellationToken.None).AsTask()));
+        }
+        int rc = 0, done = 0;
+        try
+        {
+            rc = FetchRun(chunks, claimed, start, firstStop, lastNeeded, prefetch, delivery);
+            for (; done < ahead.Count; done++)
+            {
+                var (runStart, runStop, buffer, read) = ahead[done];
+                // ReadBackendAsync never throws; the wait is bounded by the backend's deadlines and retries.
+                int readRc = read.GetAwaiter().GetResult();
+                int runRc = CompleteRun(chunks, claimed, runStart, runStop, lastNeeded, prefetch, delivery, buffer.AsSpan(0, RunBytes(chunks, claimed, runStart, runStop)), readRc);
+                ArrayPool<byte>.Shared.Return(buffer);
+                if (rc == 0 && runRc != 0) rc = runRc;
+            }
+        }
+        finally
+        {
+            // Only if something threw above: the remaining runs' claims must still be completed, or readers would wait forever.
+            for (; done < ahead.Count; done++)
+            {
+                var (runStart, runStop, _, read) = ahead[done];
+                read.Wait();
+                CompleteRun(chunks, claimed, runStart, runStop, int.MaxValue, prefetch, default, default, EIO);
+            }
+        }
+        return rc;
+    }
+
+    /// <summary>
+    /// Prefetch's fetch of claimed chunks. With a backend that reads asynchronously (HTTP), each merged run is an awaited
+    /// request: no thread waits while it is on the wire, so the prefetcher's in-flight reads cost no pool threads (they
+    /// used to block one each, and the pool grows slowly past its minimum). Other backends (a local directory, mapped)
+    /// are read synchronously on a pool thread, as they are fast. Every claim is completed, whatever happens; a
+    /// cancelled read completes its claims with EIO, and a guest read waiting on one then fetches the chunk itself.
+    /// </summary>
+    /// <remarks>A run may span holes of up to <paramref name="maxGap"/> bytes between claimed chunks (read and dropped).</remarks>
+    public async Task FetchClaimedAsync(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int maxGap, CancellationToken ct)
+    {
+        if (context.Backend is not IAsyncBlobBackend remote || context.Backend is IMappedBlobBackend)
+        {
+            await Task.Run(() => FetchClaimed(chunks, claimed, int.MaxValue, prefetch: true, default), CancellationToken.None).ConfigureAwait(false);
+            return;
+        }
+        for (int start = 0, stop; start < claimed.Count; start = stop)
+        {
+            stop = RunEnd(chunks, claimed, start, maxGap);
+            await FetchRunAsync(remote, chunks, claimed, start, stop, ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>End (exclusive) of the merged run of claims from <paramref name="start"/>: same blob, contiguous compressed
+    /// ranges, within the merge cap.</summary>
+    private int RunEnd(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int start, int maxGap = 0)
+    {
+        var head = chunks[claimed[start].Index];
+        ulong runEnd = head.CompressedOffset + head.CompressedSize;
+        int stop = start + 1;
+        while (stop < claimed.Count)
+        {
+            var chunk = chunks[claimed[stop].Index];
+            if (chunk.BlobIndex != head.BlobIndex || chunk.CompressedOffset < runEnd || chunk.CompressedOffset - runEnd > (ulong)maxGap) break;
+            ulong end = chunk.CompressedOffset + chunk.CompressedSize;
+            if (end - head.CompressedOffset > (ulong)_mergeCap) break;
+            runEnd = end;
+            stop++;
+        }
+        return stop;
+    }
+
+    private int RunBytes(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int start, int stop)
+    {
+        var head = chunks[claimed[start].Index];
+        var tail = chunks[claimed[stop - 1].Index];
+        return (int)(tail.CompressedOffset + tail.CompressedSize - head.CompressedOffset);
     }
 
     private int FetchRun(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int start, int stop, int lastNeeded, bool prefetch, Delivery delivery)
     {
         var head = chunks[claimed[start].Index];
         var blob = context.Blobs[head.BlobIndex];
-        var tail = chunks[claimed[stop - 1].Index];
-        int total = (int)(tail.CompressedOffset + tail.CompressedSize - head.CompressedOffset);
+        int total = RunBytes(chunks, claimed, start, stop);
+        // A local blob is read where it lies in the page cache (mapped); any other backend into a buffer.
+        if (TryMapBackend(blob, head.CompressedOffset, total, out var mapping))
+        {
+            try { return CompleteRun(chunks, claimed, start, stop, lastNeeded, prefetch, delivery, mapping.Data, 0); }
+            finally { mapping.Dispose(); }
+        }
+        byte[] stored = ArrayPool<byte>.Shared.Rent(total);
+        try
+        {
+            int readRc = ReadBackend(blob, head.CompressedOffset, stored.AsSpan(0, total));
+            return CompleteRun(chunks, claimed, start, stop, lastNeeded, prefetch, delivery, stored.AsSpan(0, total), readRc);
+        }
+        finally { ArrayPool<byte>.Shared.Return(stored); }
+    }
+
+    private async Task FetchRunAsync(IAsyncBlobBackend remote, IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int start, int stop, CancellationToken ct)
+    {
+        var head = chunks[claimed[start].Index];
+        var blob = context.Blobs[head.BlobIndex];
+        int total = RunBytes(chunks, claimed, start, stop);
+        byte[] stored = ArrayPool<byte>.Shared.Rent(total);
+        try
+        {
+            int readRc = await ReadBackendAsync(remote, blob, head.CompressedOffset, stored.AsMemory(0, total), ct).ConfigureAwait(false);
+            CompleteRun(chunks, claimed, start, stop, int.MaxValue, prefetch: true, default, stored.AsSpan(0, total), readRc);
+        }
+        finally { ArrayPool<byte>.Shared.Return(stored); }
+    }
+
+    /// <summary>
+    /// Verifies, stores and hands out the chunks of one merged run read into <paramref name="run"/> (when
+    /// <paramref name="readRc"/> is 0), then completes every claim of the run, failed ones with EIO. Returns the first
+    /// errno among chunks at or before <paramref name="lastNeeded"/>.
+    /// </summary>
+    private int CompleteRun(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int start, int stop, int lastNeeded, bool prefetch,
+        Delivery delivery, ReadOnlySpan<byte> run, int readRc)
+    {
+        var head = chunks[claimed[start].Index];
+        var blob = context.Blobs[head.BlobIndex];
         var results = new int[stop - start];
         Array.Fill(results, EIO);
-        // A local blob is read where it lies in the page cache (mapped); any other backend into a buffer.
-        bool mapped = TryMapBackend(blob, head.CompressedOffset, total, out var mapping);
-        byte[]? stored = mapped ? null : ArrayPool<byte>.Shared.Rent(total);
         byte[] plain = ArrayPool<byte>.Shared.Rent((int)blob.Info.ChunkSize);
         try
         {
-            if (!mapped && ReadBackend(blob, head.CompressedOffset, stored.AsSpan(0, total)) != 0) return ErrorOfNeeded(claimed, start, results, lastNeeded);
-            ReadOnlySpan<byte> run = mapped ? mapping.Data : stored.AsSpan(0, total);
+            if (readRc != 0) return ErrorOfNeeded(claimed, start, results, lastNeeded);
             int fetched = 0;
             long fetchedBytes = 0;
             for (int k = start; k < stop; k++)
@@ -224,8 +350,6 @@ internal sealed class ChunkFetcher(CacheContext context, ChunkVerifier verifier)
         }
         finally
         {
-            if (mapped) mapping.Dispose();
-            else ArrayPool<byte>.Shared.Return(stored!);
             ArrayPool<byte>.Shared.Return(plain);
             for (int k = start; k < stop; k++)
             {
@@ -285,6 +409,24 @@ internal sealed class ChunkFetcher(CacheContext context, ChunkVerifier verifier)
         Interlocked.Increment(ref context.Counters.BackendReads);
         Interlocked.Add(ref context.Counters.BackendBytes, length);
         return true;
+    }
+
+    /// <summary><see cref="ReadBackend"/> without a thread waiting on the request; never throws.</summary>
+    private async ValueTask<int> ReadBackendAsync(IAsyncBlobBackend remote, BlobState blob, ulong offset, Memory<byte> destination, CancellationToken ct)
+    {
+        Interlocked.Increment(ref context.Counters.BackendReads);
+        int rc;
+        try
+        {
+            rc = await remote.ReadAtAsync(blob.Info.BlobId, offset, destination, ct).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            rc = EIO; // the contract is an errno; a stray exception must still complete the run's claims
+        }
+        if (rc == 0) Interlocked.Add(ref context.Counters.BackendBytes, destination.Length);
+        else StorageLog.BackendFailed(context.Logger, blob.Info.BlobId, offset, destination.Length, rc);
+        return rc;
     }
 
     /// <summary>Backend read with the cache's own accounting; returns 0 or a positive errno (logged).</summary>

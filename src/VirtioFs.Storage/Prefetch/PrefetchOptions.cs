@@ -2,14 +2,15 @@ namespace VirtioFs.Storage.Prefetch;
 
 // Overview: prefetch warms the chunk cache after mount with the files a workload is expected to read (nydus: the
 // bootstrap's prefetch table, or `prefetch_files` in the mount request, or everything with prefetch_all). It runs in
-// the background: it never holds a chunk claim while it waits for bandwidth, the number of workers and bytes per second
+// the background: it never holds a chunk claim while it waits for bandwidth, the backend reads in flight and bytes per second
 // are bounded, and when it warms the whole image it starts no backend read while a guest read is in progress
 // (PrefetchOptions.YieldToGuestReads).
 
 /// <summary>Limits of a background prefetch.</summary>
 public sealed class PrefetchOptions
 {
-    /// <summary>Files prefetched at once (each worker has at most one backend read outstanding).</summary>
+    /// <summary>Backend reads the prefetch keeps in flight at once (nydus's prefetch thread count), within a file and
+    /// across files.</summary>
     public int MaxConcurrency { get; init; } = 2;
 
     /// <summary>Backend bytes per second the prefetch may use; 0 = no limit.</summary>
