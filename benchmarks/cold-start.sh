@@ -232,19 +232,30 @@ http:
   addr: 0.0.0.0:5000
   secret: vfs-coldstart
 EOF
+# wait_in_ns PORT PID LOG: waits until a server started in the namespace accepts on PORT, or shows its log if it died.
+wait_in_ns() {
+  for _ in $(seq 1 400); do
+    ip netns exec "$ns" bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || { cat "$3"; exit 1; }
+    sleep 0.05
+  done
+  echo "benchmark: nothing listens on port $1 in the namespace" >&2; cat "$3" >&2; exit 1
+}
+# start_delay_proxy LISTEN_PORT TARGET CONTROL_PORT TIMELINE LOG: the shaped link's latency (see the header); sets
+# delay_proxy_pid once its control port answers.
+start_delay_proxy() {
+  python3 "$here/delay-proxy.py" "127.0.0.1:$1" "$2" "$3" "$(( delay_ms / 2 ))" "$4" > "$5" 2>&1 &
+  delay_proxy_pid=$!
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$3") 2>/dev/null && break; sleep 0.05; done
+}
+
 ip netns exec "$ns" docker-registry serve "$work/registry/config.yml" > "$work/registry.log" 2>&1 &
 registry_pid=$!
-for _ in $(seq 1 200); do
-  ip netns exec "$ns" bash -c 'exec 3<>/dev/tcp/127.0.0.1/5000' 2>/dev/null && break
-  kill -0 "$registry_pid" 2>/dev/null || { cat "$work/registry.log"; exit 1; }
-  sleep 0.05
-done
+wait_in_ns 5000 "$registry_pid" "$work/registry.log"
 
 proxy_port=$(free_port) control_port=$(free_port)
-python3 "$here/delay-proxy.py" "127.0.0.1:$proxy_port" "$net.2:5000" "$control_port" "$(( delay_ms / 2 ))" \
-  "$work/timeline" > "$work/proxy.log" 2>&1 &
-proxy_pid=$!
-for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$control_port") 2>/dev/null && break; sleep 0.05; done
+start_delay_proxy "$proxy_port" "$net.2:5000" "$control_port" "$work/timeline" "$work/proxy.log"
+proxy_pid=$delay_proxy_pid
 # The proxy's counters: "bytes-down bytes-up connections requests"; delta OLD NEW -> "N MB (R)".
 fetched() { local l; exec 3<>"/dev/tcp/127.0.0.1/$control_port"; read -r l <&3; exec 3<&-; echo "$l"; }
 delta() { local a b; read -r -a a <<< "$1"; read -r -a b <<< "$2"; echo "$(mb $(( b[0] - a[0] ))) ($(( b[3] - a[3] )))"; }
@@ -256,16 +267,10 @@ mkdir -p "$work/s3/data"
 ip netns exec "$ns" env NODE_PATH="$PWD/out/s3rver/node_modules" node tests/s3rver/s3rver-sigv4.js "$work/s3/data" 0.0.0.0 9000 coldstart \
   > "$work/s3rver.log" 2>&1 &
 s3_pid=$!
-for _ in $(seq 1 400); do
-  ip netns exec "$ns" bash -c 'exec 3<>/dev/tcp/127.0.0.1/9000' 2>/dev/null && break
-  kill -0 "$s3_pid" 2>/dev/null || { cat "$work/s3rver.log"; exit 1; }
-  sleep 0.05
-done
+wait_in_ns 9000 "$s3_pid" "$work/s3rver.log"
 s3_proxy_port=$(free_port) s3_control_port=$(free_port)
-python3 "$here/delay-proxy.py" "127.0.0.1:$s3_proxy_port" "$net.2:9000" "$s3_control_port" "$(( delay_ms / 2 ))" \
-  "$work/timeline-s3" > "$work/s3-proxy.log" 2>&1 &
-s3_proxy_pid=$!
-for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$s3_control_port") 2>/dev/null && break; sleep 0.05; done
+start_delay_proxy "$s3_proxy_port" "$net.2:9000" "$s3_control_port" "$work/timeline-s3" "$work/s3-proxy.log"
+s3_proxy_pid=$delay_proxy_pid
 s3_fetched() { local l; exec 3<>"/dev/tcp/127.0.0.1/$s3_control_port"; read -r l <&3; exec 3<&-; echo "$l"; }
 s3_bucket() { # ENDPOINT: the backend's config object (nydus S3Config keys), s3rver's one account
   echo "{\"scheme\": \"http\", \"endpoint\": \"$1\", \"region\": \"us-east-1\", \"bucket_name\": \"coldstart\",
