@@ -23,7 +23,7 @@ pairs = {
     "virtiofs-e2e-sandbox": [("vfsd", "vfsd-nosandbox")],
     "image-read": [("vfsd", "squashfuse"), ("vfsd-cache", "squashfuse"), ("vfsd", "virtiofsd")],
     "image-build": [("vfs-image", "mksquashfs"), ("vfs-image", "mkfs.erofs")],
-    "cold-start": [("lazy", "oci"), ("lazy-prefetch", "oci"), ("lazy", "floor"), ("lazy-prefetch", "floor")],
+    "cold-start": [("lazy", "oci"), ("lazy-prefetch", "oci"), ("s3", "oci"), ("lazy", "floor"), ("lazy-prefetch", "floor"), ("s3", "floor")],
 }
 made = []
 def gnuplot(script, out, width, height):
