@@ -54,7 +54,8 @@ public sealed record OciManifest(string MediaType, OciDescriptor Config, IReadOn
     IReadOnlyDictionary<string, string>? Annotations = null);
 
 /// <summary>An image index: manifests per platform.</summary>
-public sealed record OciIndex(string MediaType, IReadOnlyList<OciDescriptor> Manifests);
+/// <summary>An image index; <paramref name="Annotations"/> are the index's own (image-spec image-index.md "annotations").</summary>
+public sealed record OciIndex(string MediaType, IReadOnlyList<OciDescriptor> Manifests, IReadOnlyDictionary<string, string>? Annotations = null);
 
 /// <summary>Reads and writes the image JSON documents with <see cref="JsonDocument"/> and <see cref="Utf8JsonWriter"/>
 /// (no reflection: the daemon is NativeAOT). Parsing is strict about types and caps counts; bad documents throw
@@ -96,7 +97,7 @@ public static class OciJson
         var r = doc.RootElement;
         var list = new List<OciDescriptor>();
         foreach (var m in Array(r, "manifests")) list.Add(Descriptor(m));
-        return new OciIndex(OptionalString(r, "mediaType") ?? OciMediaTypes.ImageIndex, list);
+        return new OciIndex(OptionalString(r, "mediaType") ?? OciMediaTypes.ImageIndex, list, Annotations(r));
     });
 
     /// <summary>
@@ -148,6 +149,7 @@ public static class OciJson
         w.WriteStartArray("manifests");
         foreach (var m in i.Manifests) WriteDescriptor(w, m);
         w.WriteEndArray();
+        WriteAnnotations(w, i.Annotations);
     });
 
     /// <summary>An image config (OCI image-spec "config.md") with the platform and the layers' diff ids.</summary>

@@ -20,6 +20,8 @@ public sealed partial class ConvertTests
         var idx = OciJson.ParseIndex((await c.GetManifestAsync(tag)).Body);
         var source = OciJson.ParseIndex(img.Index);
         Assert.Equal(4, idx.Manifests.Count);
+        Assert.Equal(source.Annotations, idx.Annotations); // the index's own annotations are kept too
+        Assert.NotNull(idx.Annotations);
         Assert.Equal(source.Manifests.Select(m => (m.Digest, m.Platform!.ToString())), idx.Manifests.Take(2).Select(m => (m.Digest, m.Platform!.ToString())));
         foreach (var kept in idx.Manifests.Take(2))
         {

@@ -165,7 +165,7 @@ public sealed partial class ConvertTests
         [
             new OciDescriptor(OciMediaTypes.ImageManifest, Add(amd), amd.Length, Platform: new OciPlatform("linux", "amd64")),
             new OciDescriptor(OciMediaTypes.ImageManifest, Add(arm), arm.Length, Platform: new OciPlatform("linux", "arm64")),
-        ]));
+        ], new Dictionary<string, string> { ["org.opencontainers.image.source"] = "https://example.com/vfs-test" }));
         return new SourceImage(blobs, [Sha(amd), Sha(arm)], index, Sha(amd), layers.Select(l => l.Digest).ToArray());
     }
 

@@ -74,7 +74,8 @@ public static partial class RegistryCommands
         string? mountFrom = sourceRef is not null && sourceRef.Host == target.Host && !sameRepository ? sourceRef.Repository : null;
         if (!sameRepository)
             foreach (var entry in sourceIndex.Manifests) CopyManifest(client, source, entry, mountFrom, work, log, terminal, depth: 0);
-        var index = OciJson.WriteIndex(new OciIndex(OciMediaTypes.ImageIndex, [.. sourceIndex.Manifests, .. nydus]));
+        // The source index's own annotations (e.g. org.opencontainers.image.*) stay with the merged index.
+        var index = OciJson.WriteIndex(new OciIndex(OciMediaTypes.ImageIndex, [.. sourceIndex.Manifests, .. nydus], sourceIndex.Annotations));
         return Run(client.PutManifestAsync(target.Reference, OciMediaTypes.ImageIndex, index));
     }
 
