@@ -67,7 +67,15 @@ public sealed class SingleImageApiTests
         VfsdApi.WaitFor(() => File.Exists(api), m.Process);
         using var http = VfsdApi.Client(api);
 
-        var info = ClientJson.Decode<SnapshotterDaemonInfo>(await http.GetStringAsync(new Uri("http://unix/api/v1/daemon")));
+        // The socket exists before the mount is served (state INIT); the snapshotter polls for RUNNING
+        // (pkg/daemon/daemon.go WaitUntilState: retry-go, 20 attempts from a 100 ms delay that backs off), and so does
+        // this test, its delay doubling up to 1 s.
+        SnapshotterDaemonInfo info = ClientJson.Decode<SnapshotterDaemonInfo>(await http.GetStringAsync(new Uri("http://unix/api/v1/daemon")));
+        for (int attempt = 1; attempt < 20 && info.State != "RUNNING"; attempt++)
+        {
+            await Task.Delay(Math.Min(100 << Math.Min(attempt - 1, 4), 1000));
+            info = ClientJson.Decode<SnapshotterDaemonInfo>(await http.GetStringAsync(new Uri("http://unix/api/v1/daemon")));
+        }
         Assert.Equal("snapshotter-daemon-7", info.ID);
         Assert.Equal("RUNNING", info.State);
 
