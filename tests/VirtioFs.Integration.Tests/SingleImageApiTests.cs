@@ -13,6 +13,22 @@ namespace VirtioFs.Integration.Tests;
 /// </summary>
 public sealed class SingleImageApiTests
 {
+    /// <summary>
+    /// GET /api/v1/daemon until it says RUNNING: the API socket exists before the mount is served (state INIT), and
+    /// nydus-snapshotter polls for RUNNING (pkg/daemon/daemon.go WaitUntilState: retry-go, 20 attempts from a 100 ms
+    /// delay that backs off); here the delay doubles up to 1 s. Returns the last answer, RUNNING or not.
+    /// </summary>
+    private static async Task<string> DaemonInfoOnceRunning(HttpClient http)
+    {
+        string body = await http.GetStringAsync(new Uri("http://unix/api/v1/daemon"));
+        for (int attempt = 1; attempt < 20 && (string?)JsonNode.Parse(body)!["state"] != "RUNNING"; attempt++)
+        {
+            await Task.Delay(Math.Min(100 << Math.Min(attempt - 1, 4), 1000));
+            body = await http.GetStringAsync(new Uri("http://unix/api/v1/daemon"));
+        }
+        return body;
+    }
+
     [Fact]
     public async Task The_api_of_a_single_image_daemon_reports_it_and_refuses_mounts()
     {
@@ -26,7 +42,7 @@ public sealed class SingleImageApiTests
         VfsdApi.WaitFor(() => File.Exists(api), m.Process);
         using var http = VfsdApi.Client(api);
 
-        var daemon = JsonNode.Parse(await http.GetStringAsync(new Uri("http://vfsd/api/v1/daemon")))!;
+        var daemon = JsonNode.Parse(await DaemonInfoOnceRunning(http))!;
         Assert.Equal("RUNNING", (string?)daemon["state"]);
         Assert.Equal("rafs", (string?)daemon["backend_collection"]!["/"]!["backend_type"]);
 
@@ -67,15 +83,7 @@ public sealed class SingleImageApiTests
         VfsdApi.WaitFor(() => File.Exists(api), m.Process);
         using var http = VfsdApi.Client(api);
 
-        // The socket exists before the mount is served (state INIT); the snapshotter polls for RUNNING
-        // (pkg/daemon/daemon.go WaitUntilState: retry-go, 20 attempts from a 100 ms delay that backs off), and so does
-        // this test, its delay doubling up to 1 s.
-        SnapshotterDaemonInfo info = ClientJson.Decode<SnapshotterDaemonInfo>(await http.GetStringAsync(new Uri("http://unix/api/v1/daemon")));
-        for (int attempt = 1; attempt < 20 && info.State != "RUNNING"; attempt++)
-        {
-            await Task.Delay(Math.Min(100 << Math.Min(attempt - 1, 4), 1000));
-            info = ClientJson.Decode<SnapshotterDaemonInfo>(await http.GetStringAsync(new Uri("http://unix/api/v1/daemon")));
-        }
+        var info = ClientJson.Decode<SnapshotterDaemonInfo>(await DaemonInfoOnceRunning(http));
         Assert.Equal("snapshotter-daemon-7", info.ID);
         Assert.Equal("RUNNING", info.State);
 
