@@ -375,31 +375,15 @@ lazy_side() { # NAME CONFIG -> sets l_mount l_work l_total l_fetch
 }
 
 s3_side() { # NAME -> sets s_mount s_work s_total s_fetch s_bytes (bootstrap from the registry, chunks from the bucket)
-  rm -rf "$work/lazy"; mkdir -p "$work/lazy/cache" "$work/lazy/mnt"
-  drop
-  local b0 c0 t0 t2 t3 up=0
-  b0=$(fetched); c0=$(s3_fetched); t0=$(now)
-  out/vfsd mount --image "$registry/coldstart/nydus:latest" --config "$work/s3.json" --cache-dir "$work/lazy/cache" \
-    --log-level warn "$work/lazy/mnt" > "$work/vfsd-$1.log" 2>&1 &
-  vfsd_pid=$!
-  for _ in $(seq 1 2000); do
-    mountpoint -q "$work/lazy/mnt" && { up=1; break; }
-    kill -0 "$vfsd_pid" 2>/dev/null || break
-    sleep 0.005
-  done
-  [ "$up" = 1 ] || { echo "vfsd did not mount:" >&2; cat "$work/vfsd-$1.log" >&2; exit 1; }
-  t2=$(now)
-  run_workload "$work/lazy/mnt" "$work/$1.out"
-  t3=$(now)
-  local b1 c1 r0 r1 q0 q1; b1=$(fetched); c1=$(s3_fetched)
+  local b0 b1 c0 c1 r0 r1 q0 q1
+  b0=$(fetched); c0=$(s3_fetched)
+  lazy_side "$1" "$work/s3.json"
+  b1=$(fetched); c1=$(s3_fetched)
   read -r -a r0 <<< "$b0"; read -r -a r1 <<< "$b1"; read -r -a q0 <<< "$c0"; read -r -a q1 <<< "$c1"
   # Registry (bootstrap) and bucket (chunks) together: "N MB (registry requests+bucket requests)".
   s_bytes=$(( r1[0] - r0[0] + q1[0] - q0[0] ))
   s_fetch="$(mb "$s_bytes") ($(( r1[3] - r0[3] ))+$(( q1[3] - q0[3] )))"
-  s_mount=$(sub "$t2" "$t0") s_work=$(sub "$t3" "$t2") s_total=$(sub "$t3" "$t0")
-  umount "$work/lazy/mnt"
-  wait "$vfsd_pid" || { echo "vfsd exited with an error:" >&2; cat "$work/vfsd-$1.log" >&2; exit 1; }
-  vfsd_pid=''
+  s_mount=$l_mount s_work=$l_work s_total=$l_total
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
