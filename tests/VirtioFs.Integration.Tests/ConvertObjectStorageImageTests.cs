@@ -65,13 +65,7 @@ public sealed class ConvertObjectStorageImageTests(ITestOutputHelper output)
         using (var m = ws.MountWith("--bootstrap", boot, "--config", mountConfig))
         {
             Assert.Equal("upper\n", File.ReadAllText(m.M("etc/hostname")));
-            var diffs = image.Differences(m.MountPoint);
-            Assert.True(diffs.Count == 0, string.Join("\n", diffs.Take(40)));
-            var (exit, log) = m.Stop();
-            output.WriteLine(log);
-            Assert.Equal(0, exit);
-            Assert.Equal(0, VfsdMount.Metrics(log)["read_errors"]);
-            Assert.True(VfsdMount.Metrics(log)["backend_reads"] > 0, "file data came from the bucket");
+            AssertServedExactlyFromTheBucket(m, image);
         }
 
         // vfsd --image with the bucket's config, cold cache: the bootstrap is resolved from the registry's
@@ -79,14 +73,22 @@ public sealed class ConvertObjectStorageImageTests(ITestOutputHelper output)
         string imageCache = Path.Combine(ws.Root, "image-cache");
         using (var m = ws.MountWith("--image", $"{registry.Host}/nydus/app:v1", "--config", mountConfig, "--cache-dir", imageCache))
         {
-            var diffs = image.Differences(m.MountPoint);
-            Assert.True(diffs.Count == 0, string.Join("\n", diffs.Take(40)));
-            var (exit, log) = m.Stop();
-            output.WriteLine(log);
-            Assert.Equal(0, exit);
-            Assert.Equal(0, VfsdMount.Metrics(log)["read_errors"]);
-            Assert.True(VfsdMount.Metrics(log)["backend_reads"] > 0, "file data came from the bucket");
+            string log = AssertServedExactlyFromTheBucket(m, image);
             Assert.Contains("credentials from the config", log, StringComparison.Ordinal);   // the bucket's backend served it
         }
+    }
+
+    /// <summary>The mount holds exactly the image's tree, read without errors and with data from the backend; returns
+    /// the daemon's log.</summary>
+    private string AssertServedExactlyFromTheBucket(VfsdMount m, OciTestImage image)
+    {
+        var diffs = image.Differences(m.MountPoint);
+        Assert.True(diffs.Count == 0, string.Join("\n", diffs.Take(40)));
+        var (exit, log) = m.Stop();
+        output.WriteLine(log);
+        Assert.Equal(0, exit);
+        Assert.Equal(0, VfsdMount.Metrics(log)["read_errors"]);
+        Assert.True(VfsdMount.Metrics(log)["backend_reads"] > 0, "file data came from the bucket");
+        return log;
     }
 }

@@ -41,20 +41,7 @@ public sealed partial class SandboxTests
             name => Assert.Contains(name, new[] { "resolv.conf", "hosts", "nsswitch.conf", "host.conf", "gai.conf", "ssl" }));
         Assert.Equal(["urandom"], Directory.GetFileSystemEntries(root + "/dev").Select(Path.GetFileName));
 
-        RawFuseClient client;
-        try
-        {
-            client = RawFuseClient.Connect(vfsd.SocketPath);
-        }
-        catch (IOException e)
-        {
-            throw new InvalidOperationException($"vfsd did not serve: {e.Message}\n{vfsd.Process.Output}", e);
-        }
-        using (var guest = client)
-        {
-            Assert.Equal(0, guest.Lookup(FuseConstants.RootId, "hello.txt", out FuseEntryOut hello));
-            Assert.Equal("hello from the registry\n", Encoding.UTF8.GetString(guest.ReadFile(hello.nodeid)));
-        }
+        Assert.Equal("hello from the registry\n", ReadAsGuest(vfsd, "hello.txt"));
         Assert.Equal(0, vfsd.WaitForExit(TimeSpan.FromSeconds(60)));
         Assert.Contains("no network namespace", vfsd.Process.Output, StringComparison.Ordinal);
         Assert.Contains("is manifest sha256:", vfsd.Process.Output, StringComparison.Ordinal);
@@ -88,6 +75,13 @@ public sealed partial class SandboxTests
         Assert.False(File.Exists(root + pki.ServerKeyPath));
         Assert.False(Directory.Exists(root + "/usr/bin"));
 
+        Assert.Equal("hello over https\n", ReadAsGuest(vfsd, "hello.txt"));
+        Assert.Equal(0, vfsd.WaitForExit(TimeSpan.FromSeconds(60)));
+    }
+
+    /// <summary>LOOKUP and READ of a root entry over the daemon's vhost-user socket, as a guest would.</summary>
+    private static string ReadAsGuest(Vfsd vfsd, string name)
+    {
         RawFuseClient client;
         try
         {
@@ -97,12 +91,9 @@ public sealed partial class SandboxTests
         {
             throw new InvalidOperationException($"vfsd did not serve: {e.Message}\n{vfsd.Process.Output}", e);
         }
-        using (var guest = client)
-        {
-            Assert.Equal(0, guest.Lookup(FuseConstants.RootId, "hello.txt", out FuseEntryOut hello));
-            Assert.Equal("hello over https\n", Encoding.UTF8.GetString(guest.ReadFile(hello.nodeid)));
-        }
-        Assert.Equal(0, vfsd.WaitForExit(TimeSpan.FromSeconds(60)));
+        using var guest = client;
+        Assert.Equal(0, guest.Lookup(FuseConstants.RootId, name, out FuseEntryOut entry));
+        return Encoding.UTF8.GetString(guest.ReadFile(entry.nodeid));
     }
 
     private static void CopyTree(string from, string to)
