@@ -129,8 +129,7 @@ internal sealed class ChunkFetcher(CacheContext context, ChunkVerifier verifier)
     private int FetchClaimed(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int lastNeeded, bool prefetch, Delivery delivery)
     {
         int rc = 0;
-        var remote = context.Backend as IAsyncBlobBackend;
-        if (context.Backend is IMappedBlobBackend) remote = null;
+        IAsyncBlobBackend? remote = AsyncRemote;
         for (int start = 0, stop; start < claimed.Count; start = stop)
         {
             stop = RunEnd(chunks, claimed, start);
@@ -141,6 +140,10 @@ internal sealed class ChunkFetcher(CacheContext context, ChunkVerifier verifier)
         }
         return rc;
     }
+
+    /// <summary>The backend when it reads asynchronously over the network; null for local (mapped) ones, which are
+    /// read synchronously where they lie.</summary>
+    private IAsyncBlobBackend? AsyncRemote => context.Backend is IAsyncBlobBackend r and not IMappedBlobBackend ? r : null;
 
     /// <summary>Most runs of one read whose requests are on the wire at once.</summary>
     private const int MaxOverlappedRuns = 8;
@@ -203,7 +206,7 @@ internal sealed class ChunkFetcher(CacheContext context, ChunkVerifier verifier)
     /// <remarks>A run may span holes of up to <paramref name="maxGap"/> bytes between claimed chunks (read and dropped).</remarks>
     public async Task FetchClaimedAsync(IReadOnlyList<RafsChunk> chunks, List<(int Index, Inflight Flight)> claimed, int maxGap, CancellationToken ct)
     {
-        if (context.Backend is not IAsyncBlobBackend remote || context.Backend is IMappedBlobBackend)
+        if (AsyncRemote is not { } remote)
         {
             await Task.Run(() => FetchClaimed(chunks, claimed, int.MaxValue, prefetch: true, default), CancellationToken.None).ConfigureAwait(false);
             return;
