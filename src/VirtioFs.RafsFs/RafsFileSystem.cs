@@ -34,7 +34,7 @@ public sealed partial class RafsFileSystem : ReadOnlyFileSystem, IDisposable
     private readonly RafsFsOptions _options;
     private readonly ILogger _logger;
     private readonly MerkleVerifier? _merkle;
-    private readonly RecentChunks? _recent;
+    private readonly RecentChunks _recent;
     private readonly ConcurrentDictionary<ulong, OpenFile> _open = new();
     // Node ids the kernel holds (lookup counts, dropped by FORGET). Node ids are a pure function of the image inode, so
     // serving needs no table; it exists so a successor daemon can check that every node the kernel still references
@@ -63,10 +63,9 @@ public sealed partial class RafsFileSystem : ReadOnlyFileSystem, IDisposable
         _options = options ?? new RafsFsOptions();
         _logger = logger ?? NullLogger.Instance;
         _rootIno = image.RootIno;
-        if (_options.ReadThrough)
-        {
-            _recent = new RecentChunks(image.ChunkSize, decodeAhead: _options.DecodeAhead);
-        }
+        // With a cache directory the slots only serve chunks being fetched (cached ones are read from the cache file):
+        // a few per reader are enough, and a shared daemon holds one set per image.
+        _recent = new RecentChunks(image.ChunkSize, cache.CacheDir is null ? 16 : 8, _options.DecodeAhead);
         if (_options.VerifyMerkle)
         {
             _merkle = new MerkleVerifier(image, _logger);
@@ -88,8 +87,8 @@ public sealed partial class RafsFileSystem : ReadOnlyFileSystem, IDisposable
 
     public RafsImage Image => _image;
 
-    /// <summary>The decoded-chunk slots of read-through mode (null with a cache directory), for tests.</summary>
-    internal RecentChunks? Recent => _recent;
+    /// <summary>The decoded-chunk slots, for tests.</summary>
+    internal RecentChunks Recent => _recent;
 
     /// <summary>Files open right now (for metrics and tests).</summary>
     public int OpenFiles => Volatile.Read(ref _openCount);
@@ -154,16 +153,7 @@ public sealed partial class RafsFileSystem : ReadOnlyFileSystem, IDisposable
         long total = 0;
         foreach (ref readonly IoSegment s in destination) total += s.Length;
         int length = (int)Math.Min(total, int.MaxValue);
-        int n;
-        if (_recent is not null)
-        {
-            n = _recent.Read(_cache, f.Chunks, f.Size, offset, length, destination, references);
-        }
-        else
-        {
-            // The cache preadv()s cached chunks straight into the reply (guest memory for virtio-fs).
-            n = _cache.ReadFile(f.Chunks, f.Size, offset, length, destination);
-        }
+        int n = _recent.Read(_cache, f.Chunks, f.Size, offset, length, destination, references);
         if (n < 0) return -n;
         bytesRead = n;
         return 0;
@@ -201,5 +191,5 @@ public sealed partial class RafsFileSystem : ReadOnlyFileSystem, IDisposable
         return 0;
     }
 
-    public void Dispose() => _recent?.Dispose();
+    public void Dispose() => _recent.Dispose();
 }

@@ -10,13 +10,9 @@ public sealed class RafsFsOptions
     /// merkle tree as they are first used (the caller has established that the root digest is trusted).</summary>
     public bool VerifyMerkle { get; init; }
 
-    /// <summary>The cache reads through to the backend (no cache directory): keep recently decoded chunks so reads
-    /// smaller than a chunk do not decode it again each time (<see cref="RecentChunks"/>).</summary>
-    public bool ReadThrough { get; init; }
-
-    /// <summary>With <see cref="ReadThrough"/>: when a reader starts on a chunk, decode the next one on the thread pool
-    /// so its fetch, digest check and decompression overlap with the reader (sequential reads in a guest wait on each
-    /// chunk otherwise).</summary>
+    /// <summary>When a reader starts on a chunk, decode the next one on the thread pool so its fetch, digest check and
+    /// decompression overlap with the reader (sequential reads in a guest wait on each chunk otherwise). Meant for
+    /// read-through (no cache directory); with one, the background prefetch fills the cache instead.</summary>
     public bool DecodeAhead { get; init; }
 
     /// <summary>Most files open at once; further opens fail with ENFILE rather than growing without bound.</summary>

@@ -72,7 +72,7 @@ public sealed class RafsMount : IDisposable
                 AmplificationBytes = options.AmplificationBytes ?? new CacheOptions().AmplificationBytes,
             };
             cache = new BlobCacheManager(image.Blobs, backend, cacheOptions, loggers.CreateLogger("vfsd.storage"));
-            var fs = new RafsFileSystem(image, cache, new RafsFsOptions { Timeout = options.Timeout, VerifyMerkle = options.VerifiesMerkle, ReadThrough = options.CacheDir is null, DecodeAhead = options.CacheDir is null && options.DecodeAhead },
+            var fs = new RafsFileSystem(image, cache, new RafsFsOptions { Timeout = options.Timeout, VerifyMerkle = options.VerifiesMerkle, DecodeAhead = options.CacheDir is null && options.DecodeAhead },
                 loggers.CreateLogger("vfsd.rafs"));
             if (root is not null && fs.VerifyRoot(root) is { } why) throw new RafsMountException($"image {options.Bootstrap} refused: {why}");
             RafsFsLog.Serving(logger, (int)image.Version, options.Bootstrap, image.InodeCount, image.Blobs.Count, image.ChunkSize, options.VerifiesMerkle);

@@ -7,12 +7,20 @@ using VirtioFs.Storage.Cache;
 namespace VirtioFs.RafsFs;
 
 /// <summary>
-/// Decoded chunks kept for the next READ when there is no chunk cache (read-through). The kernel reads a file in
-/// readahead windows of 128-256 KiB while a chunk is typically 1 MiB; read-through, each window would fetch, verify
-/// and decompress the whole chunk again (measured: 7.4x the blob's bytes and 6.5x slower than with a cache). A few
-/// slots, indexed by (blob, chunk), hold the last chunks decoded, so a sequential reader decodes each chunk once and
-/// copies the parts it asks for. Identical chunks shared by several files share a slot. Slots are allocated once
-/// (native memory, chunk-size each); a read allocates nothing.
+/// Decoded chunks kept for the next READ. The kernel reads a file in readahead windows of 128-256 KiB while a chunk is
+/// typically 1 MiB; read-through (no chunk cache), each window would fetch, verify and decompress the whole chunk again
+/// (measured: 7.4x the blob's bytes and 6.5x slower than with a cache). A few slots, indexed by (blob, chunk), hold the
+/// last chunks decoded, so a sequential reader decodes each chunk once and copies the parts it asks for. Identical
+/// chunks shared by several files share a slot. Slots are allocated once (native memory, chunk-size each); a read
+/// allocates nothing.
+/// <para>
+/// With a chunk cache, a chunk already in it is read from the cache file straight into the reply, past the slots; one
+/// that is missing is fetched into a slot, decoded and written to the cache file from there, and the READs of its
+/// other parts are answered from the slot. Without the slot, the first read of a chunk copied it out of a decode
+/// buffer into the reply and the next READs read it back from the cache file. Measured on image-read.sh's 400 MB tree
+/// read cold through `vfsd mount` filling --cache-dir (2 readers, 4 alternating runs, medians): CPU 0.60 s -> 0.48 s,
+/// wall 0.61 s -> 0.54 s; the same mount without a cache took 0.37 s CPU, 0.40 s wall.
+/// </para>
 /// <para>
 /// A READ that wants a whole chunk (a small file read at once, or a readahead window that happens to cover a chunk)
 /// bypasses the slots: the chunk is decoded straight into the reply, so it neither costs a copy nor evicts a slot a
@@ -106,6 +114,7 @@ internal sealed class RecentChunks : IReplyPin, IDisposable
         int i = Find(chunks, offset);
         if (i < 0) return -Errno.EIO;
         var cursor = new SegmentCursor(destination);
+        bool cached = cache.CacheDir is not null;
         ulong pos = offset;
         while (pos < end)
         {
@@ -138,6 +147,14 @@ internal sealed class RecentChunks : IReplyPin, IDisposable
                 int r = ReadInto(cache, chunks, fileSize, pos, take, ref cursor);
                 if (r < 0) return r;
                 Interlocked.Increment(ref _bypassed);
+            }
+            else if (cached && !IsIn(Pick(c.BlobIndex, c.ChunkIndex), c) && cache.IsCached(c))
+            {
+                // In the chunk cache already: preadv straight from the cache file into the reply (guest memory for
+                // virtio-fs), one copy; a slot would add one. (Unlocked peek at the slot: a stale answer only costs
+                // that copy.)
+                int r = ReadInto(cache, chunks, fileSize, pos, take, ref cursor);
+                if (r < 0) return r;
             }
             else
             {

@@ -251,7 +251,7 @@ public sealed class FileSystemTests : IClassFixture<FileSystemTests.Built>
         // exact (background decodes would race the reader for the slots).
         using var m = fx.Open(o => o.DecodeAhead = false);
         var fs = m.FileSystem;
-        var recent = fs.Recent!;
+        var recent = fs.Recent;
         var h = new Dictionary<string, (ulong Node, ulong Handle)>();
         foreach (var n in files.Keys)
         {
@@ -305,7 +305,7 @@ public sealed class FileSystemTests : IClassFixture<FileSystemTests.Built>
         fx.BuildImage();
         using var m = fx.Open(); // read-through, decode-ahead on (the default)
         var fs = m.FileSystem;
-        var recent = fs.Recent!;
+        var recent = fs.Recent;
         Assert.Equal(0, fs.Lookup(Root, FuseConstants.RootId, "seq.bin"u8, out var e));
         Assert.Equal(0, fs.Open(Root, e.NodeId, 0, 0, out var o));
         var buf = new byte[cs / 4];

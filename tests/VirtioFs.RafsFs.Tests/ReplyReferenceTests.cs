@@ -41,7 +41,7 @@ public sealed class ReplyReferenceTests
         fx.BuildImage();
         using var m = fx.Open(o => o.DecodeAhead = false); // read-through: decoded-chunk slots
         var fs = m.FileSystem;
-        var recent = fs.Recent!;
+        var recent = fs.Recent;
         Assert.Equal(0, fs.Lookup(Root, FuseConstants.RootId, "big.bin"u8, out var e));
         Assert.Equal(0, fs.Open(Root, e.NodeId, 0, 0, out var o));
         var refs = new HeldReferences();
@@ -90,28 +90,64 @@ public sealed class ReplyReferenceTests
         fs.Release(Root, e.NodeId, o.Handle, 0, 0, 0);
     }
 
+    /// <summary>
+    /// With a chunk cache, a missing chunk is fetched into a slot and written to the cache file from there: the READ
+    /// that fetched it and the READs of its other parts refer to the slot, with one fetch and one decode per chunk.
+    /// A chunk found in the cache (the next mount) is read from the cache file straight into the reply: no slot, no
+    /// reference, no decode, no backend read.
+    /// </summary>
     [Fact]
-    public unsafe void With_a_cache_directory_reads_copy_and_take_no_references()
+    public unsafe void With_a_cache_directory_fetched_chunks_are_served_from_a_slot_and_cached_ones_from_the_cache_file()
     {
         using var fx = new ImageFixture();
-        byte[] data = ImageFixture.Random(new Random(6), 3 * (int)ImageFixture.ChunkSize);
+        int cs = (int)ImageFixture.ChunkSize;
+        byte[] data = ImageFixture.Random(new Random(6), 3 * cs);
         fx.File("c.bin", data);
         fx.BuildImage();
-        using var m = fx.Open(o => o.CacheDir = fx.CacheDir);
-        var fs = m.FileSystem;
-        Assert.Null(fs.Recent);
-        Assert.Equal(0, fs.Lookup(Root, FuseConstants.RootId, "c.bin"u8, out var e));
-        Assert.Equal(0, fs.Open(Root, e.NodeId, 0, 0, out var o));
-        var refs = new HeldReferences();
-        var buf = new byte[50_000];
-        fixed (byte* p = buf)
+        var buf = new byte[cs / 4];
+        // Front to back in quarter chunks, as a reader whose readahead windows do not line up with the chunks; returns
+        // how many of the 12 READs referred to a slot.
+        int ReadAll(RafsMount m)
         {
-            IoSegment[] one = [new IoSegment(p, buf.Length)];
-            Assert.Equal(0, fs.ReadOrReference(Root, e.NodeId, o.Handle, 70_000, one, refs, 0, out int n));
-            Assert.Equal(buf.Length, n);
-            Assert.True(buf.AsSpan().SequenceEqual(data.AsSpan(70_000, n)));
+            var fs = m.FileSystem;
+            var refs = new HeldReferences();
+            int referred = 0;
+            Assert.Equal(0, fs.Lookup(Root, FuseConstants.RootId, "c.bin"u8, out var e));
+            Assert.Equal(0, fs.Open(Root, e.NodeId, 0, 0, out var o));
+            fixed (byte* p = buf)
+            {
+                IoSegment[] one = [new IoSegment(p, buf.Length)];
+                for (int off = 0; off < data.Length; off += buf.Length)
+                {
+                    buf.AsSpan().Fill(0xEE);
+                    refs.ReadOffset = off;
+                    Assert.Equal(0, fs.ReadOrReference(Root, e.NodeId, o.Handle, (ulong)off, one, refs, 0, out int n));
+                    Assert.Equal(buf.Length, n);
+                    // What the reply would carry: the buffer, with the referenced ranges taken from the slots.
+                    byte[] sent = buf[..n];
+                    foreach (var (fileOffset, seg, _, _) in refs.Held) seg.AsSpan().CopyTo(sent.AsSpan((int)(fileOffset - off)));
+                    Assert.True(sent.AsSpan().SequenceEqual(data.AsSpan(off, n)), $"bytes at {off}");
+                    referred += refs.Held.Count;
+                    refs.ReleaseAll(); // the reply is sent
+                }
+            }
+            fs.Release(Root, e.NodeId, o.Handle, 0, 0, 0);
+            return referred;
         }
-        Assert.Empty(refs.Held);
-        fs.Release(Root, e.NodeId, o.Handle, 0, 0, 0);
+
+        using (var cold = fx.Open(o => { o.CacheDir = fx.CacheDir; o.AmplificationBytes = 0; }))
+        {
+            Assert.Equal(12, ReadAll(cold));
+            Assert.Equal(3, cold.FileSystem.Recent.Decodes);
+            Assert.Equal(3, cold.Cache.Metrics.ChunksFetched);
+            Assert.Equal(3, cold.Cache.Metrics.ReadyChunks);
+        }
+        using (var warm = fx.Open(o => o.CacheDir = fx.CacheDir))
+        {
+            Assert.Equal(0, ReadAll(warm));
+            Assert.Equal(0, warm.FileSystem.Recent.Decodes);
+            Assert.Equal(0, warm.Cache.Metrics.ChunksFetched);
+            Assert.Equal(0, warm.Backend.Metrics.Requests);
+        }
     }
 }

@@ -42,7 +42,7 @@ public sealed class ScatteredReadTests
             // whole-chunk path allocates into a single buffer as well are the same here.
             Assert.InRange(GC.GetAllocatedBytesForCurrentThread() - before, 0, 2048);
             Assert.True(Gather(buf, n).SequenceEqual(data));
-            Assert.Equal(2, fs.Recent!.Bypassed);
+            Assert.Equal(2, fs.Recent.Bypassed);
         }
         fs.Release(Root, e.NodeId, h.Handle, 0, 0, 0);
     }
