@@ -178,6 +178,10 @@ internal sealed class RecentChunks : IReplyPin, IDisposable
                         int r = Fill(s, cache, chunks, fileSize, c);
                         if (r < 0) return r;
                     }
+                    else if (cached)
+                    {
+                        cache.CountCopyHit();
+                    }
                     s.LastUse = Interlocked.Increment(ref _clock);
                     var piece = new IoSegment(s.Data + within, take);
                     // Pinned under the lock, before anyone could refill it; Unpin comes only once the reply is sent,

@@ -132,6 +132,16 @@ public sealed class BlobCacheManager : IDisposable
     /// <summary>Where the background prefetch stands (files, chunks and bytes done of what it queued so far).</summary>
     public PrefetchProgress PrefetchProgress => _context.Counters.Progress();
 
+    /// <summary>A read answered from a decoded copy of a chunk this cache holds (RafsFs's slots), which reached neither
+    /// the cache file nor the backend: counted as a read and a hit, as nydus's blobcache counts a read that needs no
+    /// backend.</summary>
+    public void CountCopyHit()
+    {
+        if (!_context.Cached) return;
+        Interlocked.Increment(ref _context.Counters.Reads);
+        Interlocked.Increment(ref _context.Counters.Hits);
+    }
+
     /// <summary>True when chunk <paramref name="chunk"/> is in the cache (holes count as ready).</summary>
     public bool IsCached(in RafsChunk chunk) => _context.IsCached(chunk);
 
