@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages=(qemu-system-x86 linux-image-amd64 busybox-static cpio fuse3 attr erofs-utils squashfs-tools squashfuse fio
           gcc libc6-dev linux-libc-dev docker-registry
+          binutils                     # readelf: the ELF dependency tests compare vfsd's reading of ELF files with it
           uidmap                       # newuidmap/newgidmap: vfsd's unprivileged --sandbox namespace with --uid-map
           linux-libc-dev-arm64-cross   # aarch64 headers: native-shim checks seccomp_aarch64.list against them
           debootstrap b3sum python3-venv   # the bom tests' Debian tree, file digests and Python venv

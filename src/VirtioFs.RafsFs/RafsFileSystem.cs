@@ -87,6 +87,9 @@ public sealed partial class RafsFileSystem : ReadOnlyFileSystem, IDisposable
 
     public RafsImage Image => _image;
 
+    /// <summary>Fetches a program's shared libraries when it is first read; null when off.</summary>
+    internal Dependencies.DependencyPrefetcher? Dependencies { get; set; }
+
     /// <summary>The decoded-chunk slots, for tests.</summary>
     internal RecentChunks Recent => _recent;
 
@@ -155,6 +158,7 @@ public sealed partial class RafsFileSystem : ReadOnlyFileSystem, IDisposable
         int length = (int)Math.Min(total, int.MaxValue);
         int n = _recent.Read(_cache, f.Chunks, f.Size, offset, length, destination, references);
         if (n < 0) return -n;
+        if (offset == 0) Dependencies?.OnFirstRead(f.Ino, f.Chunks, f.Size);
         bytesRead = n;
         return 0;
     }

@@ -35,4 +35,10 @@ internal static partial class RafsFsLog
 
     [LoggerMessage(4209, LogLevel.Information, "image trusted: root digest {Root} ({How})")]
     public static partial void Trusted(ILogger logger, string root, string how);
+
+    [LoggerMessage(4210, LogLevel.Information, "prefetching the shared libraries of each program as it is first read (DT_NEEDED, as ld.so searches them)")]
+    public static partial void DependencyPrefetchOn(ILogger logger);
+
+    [LoggerMessage(4211, LogLevel.Warning, "library prefetch stopped: {Message}")]
+    public static partial void DependencyPrefetchFailed(ILogger logger, string message);
 }

@@ -79,6 +79,7 @@ public sealed class RafsMount : IDisposable
             var mount = new RafsMount(image, backend, cache, fs, logger);
             mount.StartNeighbourIndex(options);
             mount.StartPrefetch(options);
+            mount.StartDependencyPrefetch(options);
             return mount;
         }
         catch (Exception e)
@@ -193,6 +194,14 @@ public sealed class RafsMount : IDisposable
         }, CancellationToken.None);
     }
 
+    private void StartDependencyPrefetch(RafsMountOptions options)
+    {
+        bool remote = options.Registry is not null || options.ObjectStorage is not null;
+        if (options.CacheDir is null || options.PrefetchLibraries == DependencyPrefetch.Off || (options.PrefetchLibraries == DependencyPrefetch.Remote && !remote)) return;
+        FileSystem.Dependencies = new Dependencies.DependencyPrefetcher(Image, Cache, _logger, _prefetchCancel.Token);
+        RafsFsLog.DependencyPrefetchOn(_logger);
+    }
+
     private void StartPrefetch(RafsMountOptions options)
     {
         if (options.CacheDir is null || options.Prefetch == PrefetchSource.None) return;
@@ -265,6 +274,7 @@ public sealed class RafsMount : IDisposable
         catch (AggregateException)
         {
         }
+        FileSystem.Dependencies?.WaitIdle(TimeSpan.FromSeconds(10));
         FileSystem.Dispose();
         Cache.Dispose();
         Backend.Dispose();

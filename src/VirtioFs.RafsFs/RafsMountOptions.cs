@@ -16,6 +16,18 @@ public enum PrefetchSource
     All,
 }
 
+/// <summary>When to fetch a program's shared libraries as soon as the program is first read
+/// (<see cref="Dependencies.DependencyPrefetcher"/>).</summary>
+public enum DependencyPrefetch
+{
+    /// <summary>With a chunk cache in front of a registry or a bucket: where a miss costs a round trip.</summary>
+    Remote,
+    /// <summary>Never (<c>--no-prefetch-libs</c>).</summary>
+    Off,
+    /// <summary>With any chunk cache, a local blob directory too (tests).</summary>
+    Always,
+}
+
 /// <summary>Everything needed to serve one image: the flags of <c>vfsd --bootstrap</c> or a nydusd JSON config.</summary>
 public sealed class RafsMountOptions
 {
@@ -49,6 +61,8 @@ public sealed class RafsMountOptions
     public int? AmplificationBytes { get; set; }
 
     public PrefetchSource Prefetch { get; set; } = PrefetchSource.ImageTable;
+
+    public DependencyPrefetch PrefetchLibraries { get; set; } = DependencyPrefetch.Remote;
 
     /// <summary>Absolute image paths for <see cref="PrefetchSource.Files"/>.</summary>
     public IReadOnlyList<string> PrefetchFiles { get; set; } = [];

@@ -71,6 +71,9 @@ public sealed class DaemonOptions
     public string? PrefetchFilesList { get; set; }
     public bool PrefetchAll { get; set; }
     public bool NoPrefetch { get; set; }
+
+    /// <summary>--no-prefetch-libs: do not fetch a program's shared libraries when it is first read.</summary>
+    public bool NoPrefetchLibraries { get; set; }
     /// <summary>A nydusd JSON config (device.backend, device.cache, digest_validate, fs_prefetch).</summary>
     public string? ConfigFile { get; set; }
     /// <summary>The image's trusted merkle root, 32 bytes.</summary>

@@ -37,7 +37,7 @@ public static partial class OptionParser
     private static void Validate(DaemonOptions options)
     {
         bool imageFlags = options.BlobDir is not null || options.CacheDir is not null || options.Verify is not null
-            || options.PrefetchFilesList is not null || options.PrefetchAll || options.NoPrefetch || options.ConfigFile is not null
+            || options.PrefetchFilesList is not null || options.PrefetchAll || options.NoPrefetch || options.NoPrefetchLibraries || options.ConfigFile is not null
             || options.RootDigest is not null || options.TrustKeyFile is not null;
         if (options.NydusVirtiofs && options.SocketPath is null)
         {

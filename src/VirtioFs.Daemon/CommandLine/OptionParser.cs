@@ -77,6 +77,8 @@ public static partial class OptionParser
           --prefetch-files LIST     after mounting, fetch the image paths listed in file LIST (one per line)
           --prefetch-all            after mounting, fetch every file
           --no-prefetch             do not prefetch the image's own prefetch table (done by default with --cache-dir)
+          --no-prefetch-libs        do not fetch a program's shared libraries (DT_NEEDED) when it is first read
+                                    (done by default with --cache-dir for a registry or bucket image)
           --config FILE             nydusd JSON config (device.backend localfs dir/blob_file or registry,
                                     device.cache blobcache work_dir, digest_validate, amplify_io, fs_prefetch)
                                     instead of the flags; with --image it tunes the registry backend
@@ -246,6 +248,7 @@ public static partial class OptionParser
                 case "--prefetch-files": options.PrefetchFilesList = NonEmpty(name, Value()); break;
                 case "--prefetch-all": NoValue(); options.PrefetchAll = true; break;
                 case "--no-prefetch": NoValue(); options.NoPrefetch = true; break;
+                case "--no-prefetch-libs": NoValue(); options.NoPrefetchLibraries = true; break;
                 case "--config": options.ConfigFile = NonEmpty(name, Value()); break;
                 case "--root-digest": options.RootDigest = ParseDigest(Value()); break;
                 case "--trust-key": options.TrustKeyFile = NonEmpty(name, Value()); break;

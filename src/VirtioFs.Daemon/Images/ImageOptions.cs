@@ -53,6 +53,7 @@ internal static class ImageOptions
         if (o.CacheDir is not null) m.CacheDir = o.CacheDir;
         if (o.Verify is { } v) m.Verify = v == VerifyOption.Always ? VerifyMode.Always : VerifyMode.Fetch;
         if (o.NoPrefetch) m.Prefetch = PrefetchSource.None;
+        if (o.NoPrefetchLibraries) m.PrefetchLibraries = DependencyPrefetch.Off;
         if (o.PrefetchAll) m.Prefetch = PrefetchSource.All;
         if (o.PrefetchFilesList is { } list)
         {

@@ -26,6 +26,10 @@ public sealed class PrefetchOptions
     /// </summary>
     public bool YieldToGuestReads { get; init; } = true;
 
+    /// <summary>Log the outcome when done (at Information). Off for the many small batches of the shared-library
+    /// prefetch (RafsFs DependencyPrefetcher), one per program started.</summary>
+    public bool LogOutcome { get; init; } = true;
+
     /// <summary>Clock for the bandwidth limit (tests pass a manual one).</summary>
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 

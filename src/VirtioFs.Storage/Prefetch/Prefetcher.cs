@@ -58,7 +58,7 @@ internal sealed class Prefetcher(CacheContext context, ChunkFetcher fetcher)
             for (int i = 0; i < options.MaxConcurrency; i++) await slots.WaitAsync(CancellationToken.None).ConfigureAwait(false);
             End(options.MaxConcurrency, outcome);
         }
-        StorageLog.PrefetchDone(context.Logger, Volatile.Read(ref context.Counters.PrefetchFilesDone) - filesBefore,
+        if (options.LogOutcome) StorageLog.PrefetchDone(context.Logger, Volatile.Read(ref context.Counters.PrefetchFilesDone) - filesBefore,
             Volatile.Read(ref context.Counters.PrefetchChunks) - chunksBefore, Volatile.Read(ref context.Counters.PrefetchBytes) - bytesBefore,
             Volatile.Read(ref context.Counters.PrefetchErrors) - errorsBefore);
     }
