@@ -29,11 +29,18 @@ namespace VirtioFs.RafsFs.Dependencies;
 /// </summary>
 internal sealed class DependencyPrefetcher(RafsImage image, BlobCacheManager cache, ILogger logger, CancellationToken stop)
 {
+    /// <summary>Most files queued for the cache per mount.</summary>
     public const int MaxFiles = 4096;
+    /// <summary>Most files looked at per mount (a read of every file of a large tree must not use up
+    /// <see cref="MaxFiles"/> on data files before the next program starts).</summary>
+    public const int MaxLookedAt = 1 << 16;
     public const int MaxDepth = 8;
     public const ulong MaxBytesPerFile = 8 << 20;
     private const uint S_IFMT = 0xF000, S_IFREG = 0x8000;
 
+    /// <summary>Inodes whose first read has been looked at.</summary>
+    private readonly ConcurrentDictionary<ulong, byte> _lookedAt = new();
+    /// <summary>Inodes queued for the cache (and scanned in turn), or scanned as the program first read.</summary>
     private readonly ConcurrentDictionary<ulong, byte> _seen = new();
     private long _scans, _files, _bytes;
     private int _running;
@@ -51,8 +58,8 @@ internal sealed class DependencyPrefetcher(RafsImage image, BlobCacheManager cac
     /// Cheap when the file was seen before: one dictionary probe.</summary>
     public void OnFirstRead(ulong ino, RafsChunk[] chunks, ulong size)
     {
-        if (size < 64 || _seen.ContainsKey(ino)) return;
-        if (_seen.Count >= MaxFiles || !_seen.TryAdd(ino, 0)) return;
+        if (size < 64 || _lookedAt.ContainsKey(ino) || _seen.ContainsKey(ino)) return;
+        if (_lookedAt.Count >= MaxLookedAt || !_lookedAt.TryAdd(ino, 0)) return;
         // Counted before the stop is checked: WaitIdle, after the stop, sees every scan that may still touch the image.
         Interlocked.Increment(ref _running);
         if (stop.IsCancellationRequested)
@@ -60,17 +67,21 @@ internal sealed class DependencyPrefetcher(RafsImage image, BlobCacheManager cac
             Interlocked.Decrement(ref _running);
             return;
         }
-        _ = Task.Run(() => RunAsync(chunks, size), CancellationToken.None);
+        _ = Task.Run(() => RunAsync(ino, chunks, size), CancellationToken.None);
     }
 
     /// <summary>After the stop token is cancelled: waits (up to <paramref name="timeout"/>) until no scan runs, so the
     /// image and the cache can be closed under none.</summary>
     public bool WaitIdle(TimeSpan timeout) => SpinWait.SpinUntil(() => Running == 0, timeout);
 
-    private async Task RunAsync(RafsChunk[] chunks, ulong size)
+    private async Task RunAsync(ulong ino, RafsChunk[] chunks, ulong size)
     {
         try
         {
+            // Not an ELF file (most first reads): nothing to do, and no place taken among the files queued.
+            Span<byte> magic = stackalloc byte[4];
+            if (cache.ReadFile(chunks, size, 0, magic) != 4 || !magic.SequenceEqual("\u007fELF"u8)) return;
+            _seen.TryAdd(ino, 0);
             var level = new List<(RafsChunk[] Chunks, ulong Size, string? Dir)> { (chunks, size, null) };
             for (int depth = 0; depth < MaxDepth && level.Count > 0 && !stop.IsCancellationRequested; depth++)
             {
