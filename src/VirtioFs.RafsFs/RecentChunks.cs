@@ -17,9 +17,11 @@ namespace VirtioFs.RafsFs;
 /// With a chunk cache, a chunk already in it is read from the cache file straight into the reply, past the slots; one
 /// that is missing is fetched into a slot, decoded and written to the cache file from there, and the READs of its
 /// other parts are answered from the slot. Without the slot, the first read of a chunk copied it out of a decode
-/// buffer into the reply and the next READs read it back from the cache file. Measured on image-read.sh's 400 MB tree
-/// read cold through `vfsd mount` filling --cache-dir (2 readers, 4 alternating runs, medians): CPU 0.60 s -> 0.48 s,
-/// wall 0.61 s -> 0.54 s; the same mount without a cache took 0.37 s CPU, 0.40 s wall.
+/// buffer into the reply and the next READs read it back from the cache file: a copy of each such chunk fewer. What it
+/// saves is small beside this machine's noise: on image-read.sh's 400 MB tree read cold through `vfsd mount` filling
+/// --cache-dir (2 readers, 4 alternating runs), a first comparison gave CPU medians of 0.60 s before and 0.48 s after,
+/// a second one 0.51 s and 0.51-0.57 s (no cache: 0.37 s): the copies saved are not what the fill costs (the write
+/// into the cache file's page cache is, ~20% of the profile).
 /// </para>
 /// <para>
 /// A READ that wants a whole chunk (a small file read at once, or a readahead window that happens to cover a chunk)
