@@ -149,10 +149,21 @@ public class OptionParserTests
     [InlineData("--bootstrap", "/b", "--blob-dir", "/d", "--socket-path", "/s", "--verify", "sometimes")]
     [InlineData("--bootstrap", "/b", "--blob-dir", "/d", "--socket-path", "/s", "--root-digest", "abc")]
     [InlineData("--bootstrap", "/b", "--blob-dir", "/d", "--socket-path", "/s", "--prefetch-all", "--no-prefetch")]
+    [InlineData("--shared-dir", "/x", "--socket-path", "/s", "--no-prefetch-libs")]                   // nothing to prefetch for
     public void Bad_image_command_lines_are_one_line_errors(params string[] args)
     {
         var e = Assert.Throws<OptionParser.UsageException>(() => OptionParser.Parse(args));
         Assert.DoesNotContain('\n', e.Message);
+    }
+
+    [Fact]
+    public void No_prefetch_libs_turns_the_library_prefetch_off_and_it_is_on_by_default()
+    {
+        var on = OptionParser.Parse(["--bootstrap", "/b", "--blob-dir", "/d", "--socket-path", "/s"]);
+        Assert.Equal(VirtioFs.RafsFs.DependencyPrefetch.Remote, VirtioFs.Daemon.Images.ImageOptions.From(on).PrefetchLibraries);
+        var off = OptionParser.Parse(["--bootstrap", "/b", "--blob-dir", "/d", "--socket-path", "/s", "--no-prefetch-libs"]);
+        Assert.True(off.NoPrefetchLibraries);
+        Assert.Equal(VirtioFs.RafsFs.DependencyPrefetch.Off, VirtioFs.Daemon.Images.ImageOptions.From(off).PrefetchLibraries);
     }
 
     [Fact]

@@ -93,7 +93,7 @@ public static partial class OptionParser
         }
         if (!options.ServesImage && imageFlags)
         {
-            throw new UsageException("--blob-dir, --cache-dir, --verify, --prefetch-*, --config, --root-digest and --trust-key need --bootstrap or --image");
+            throw new UsageException("--blob-dir, --cache-dir, --verify, --prefetch-*, --no-prefetch*, --config, --root-digest and --trust-key need --bootstrap or --image");
         }
         if (options.SocketGroup is not null && options.SocketPath is null)
         {
