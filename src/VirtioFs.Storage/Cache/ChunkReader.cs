@@ -179,6 +179,10 @@ internal sealed class ChunkReader(CacheContext context, ChunkFetcher fetcher, Ch
             }
         }
 
+        // Up to 16 pieces: preadv straight into them; more: one pread into a buffer and a copy out. Measured on a guest
+        // reading image-read.sh's 400 MB tree from a warm cache (one 4 KiB page per descriptor, 3-4 alternating runs,
+        // vfsd CPU medians): 0.24 s as here, 0.27 s bouncing every READ, 0.31-0.34 s with preadv of up to 260 pieces
+        // (the kernel's copy into many page-sized pieces costs more than our one copy out of a buffer in cache).
         Span<IoSegment> iov = stackalloc IoSegment[16];
         int count = cursor.Slice(take, iov);
         if (count < 0)
