@@ -21,7 +21,7 @@ results, charts = sys.argv[1], sys.argv[2]
 pairs = {
     "virtiofs-e2e": [("vfsd", "virtiofsd")],
     "virtiofs-e2e-sandbox": [("vfsd", "vfsd-nosandbox")],
-    "image-read": [("vfsd", "squashfuse"), ("vfsd-cache", "squashfuse"), ("vfsd", "virtiofsd")],
+    "image-read": [("vfsd", "squashfuse"), ("vfsd-cache", "squashfuse"), ("vfsd", "virtiofsd"), ("vfsd-cache", "virtiofsd")],
     "image-build": [("vfs-image", "mksquashfs"), ("vfs-image", "mkfs.erofs")],
     "cold-start": [("lazy", "oci"), ("lazy-prefetch", "oci"), ("s3", "oci"), ("lazy", "floor"), ("lazy-prefetch", "floor"), ("s3", "floor")],
 }
