@@ -269,6 +269,56 @@ public sealed partial class DependencyPrefetchTests
         fs.Release(Root, dir, o.Handle, 0, 0, 0);
     }
 
+    /// <summary>A run path of 200 directories (a hostile image could list thousands, each tried for every name) is
+    /// tried only as far as its first <see cref="DependencyPrefetcher.MaxRunPathDirectories"/>.</summary>
+    [SkippableFact]
+    public unsafe void Only_the_first_run_path_directories_are_tried()
+    {
+        Skip.IfNot(File.Exists("/usr/bin/gcc"), "gcc missing (bash tests/setup.sh installs it)");
+        using var fx = new ImageFixture();
+        string work = Directory.CreateDirectory(Path.Combine(fx.Root, "gcc")).FullName;
+        File.WriteAllText(Path.Combine(work, "a.c"), "int a(void) { return 1; }\n");
+        File.WriteAllText(Path.Combine(work, "b.c"), "int b(void) { return 2; }\n");
+        File.WriteAllText(Path.Combine(work, "prog.c"), "int a(void); int b(void); int main(void) { return a() + b(); }\n");
+        string runpath = string.Join(':', Enumerable.Range(0, 200).Select(i => $"/d{i}"));
+        foreach (var args in new[]
+        {
+            new[] { "-shared", "-fPIC", "-o", "liba.so", "a.c" },
+            new[] { "-shared", "-fPIC", "-o", "libb.so", "b.c" },
+            new[] { "-o", "prog", "prog.c", "-L.", "-la", "-lb", $"-Wl,--enable-new-dtags,-rpath,{runpath}" },
+        })
+        {
+            var psi = new ProcessStartInfo("/usr/bin/gcc") { WorkingDirectory = work, RedirectStandardError = true };
+            foreach (var a in args) psi.ArgumentList.Add(a);
+            using var p = Process.Start(psi)!;
+            string err = p.StandardError.ReadToEnd();
+            p.WaitForExit();
+            Assert.True(p.ExitCode == 0, err);
+        }
+        fx.File("bin/prog", File.ReadAllBytes(Path.Combine(work, "prog")));
+        fx.File("d3/liba.so", File.ReadAllBytes(Path.Combine(work, "liba.so")));
+        fx.File("d150/libb.so", File.ReadAllBytes(Path.Combine(work, "libb.so")));
+        fx.BuildImage();
+        using var m = fx.Open(o => { o.CacheDir = fx.CacheDir; o.AmplificationBytes = 0; o.PrefetchLibraries = DependencyPrefetch.Always; });
+        var fs = m.FileSystem;
+        Assert.Equal(0, fs.Lookup(Root, FuseConstants.RootId, "bin"u8, out var bin));
+        Assert.Equal(0, fs.Lookup(Root, bin.NodeId, "prog"u8, out var prog));
+        Assert.Equal(0, fs.Open(Root, prog.NodeId, 0, 0, out var o));
+        var buf = new byte[64];
+        fixed (byte* p = buf) Assert.Equal(0, fs.Read(Root, prog.NodeId, o.Handle, 0, [new IoSegment(p, buf.Length)], 0, out _));
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (fs.Dependencies!.Running > 0 && DateTime.UtcNow < deadline) Thread.Sleep(10);
+        bool Cached(string path)
+        {
+            var chunks = new List<RafsChunk>();
+            Assert.Equal(0, m.Image.GetChunks(ImagePaths.Resolve(m.Image, path)!.Value, chunks));
+            return chunks.All(c => m.Cache.IsCached(c));
+        }
+        Assert.True(Cached("/d3/liba.so"), "the fourth run path directory");
+        Assert.False(Cached("/d150/libb.so"), "the 151st run path directory was tried");
+        fs.Release(Root, prog.NodeId, o.Handle, 0, 0, 0);
+    }
+
     [Fact]
     public void Off_for_a_local_blob_directory_unless_asked_and_off_when_refused()
     {

@@ -23,7 +23,8 @@ namespace VirtioFs.RafsFs.Dependencies;
 /// <para>
 /// Bounded for hostile images: each inode is scanned once, at most <see cref="MaxFiles"/> files per mount, at most
 /// <see cref="MaxBytesPerFile"/> of each library is fetched ahead (a large library's first chunks, where the loader
-/// reads its headers), and <see cref="MaxDepth"/> levels. It only fetches what the image holds into the cache, so a
+/// reads its headers), <see cref="MaxDepth"/> levels, and the first <see cref="MaxRunPathDirectories"/> run path
+/// directories of each file (the parser already caps names at 256 per file). It only fetches what the image holds into the cache, so a
 /// wrong guess costs bandwidth, never correctness.
 /// </para>
 /// </summary>
@@ -36,6 +37,8 @@ internal sealed class DependencyPrefetcher(RafsImage image, BlobCacheManager cac
     public const int MaxLookedAt = 1 << 16;
     public const int MaxDepth = 8;
     public const ulong MaxBytesPerFile = 8 << 20;
+    /// <summary>Run path directories tried per file (real ones list one to three).</summary>
+    public const int MaxRunPathDirectories = 16;
     private const uint S_IFMT = 0xF000, S_IFREG = 0x8000;
 
     /// <summary>Inodes whose first read has been looked at.</summary>
@@ -124,6 +127,8 @@ internal sealed class DependencyPrefetcher(RafsImage image, BlobCacheManager cac
         var search = new List<string>();
         foreach (var d in list.SearchPath)
         {
+            // A hostile run path could list thousands of directories, each tried for every name: take the first few.
+            if (search.Count >= MaxRunPathDirectories) break;
             // $ORIGIN: the directory of the file that names it, known for the libraries found here by path.
             if (d.Contains("$ORIGIN", StringComparison.Ordinal) || d.Contains("${ORIGIN}", StringComparison.Ordinal))
             {
