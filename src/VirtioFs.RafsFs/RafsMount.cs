@@ -196,7 +196,8 @@ public sealed class RafsMount : IDisposable
 
     private void StartDependencyPrefetch(RafsMountOptions options)
     {
-        bool remote = options.Registry is not null || options.ObjectStorage is not null;
+        // Remote: a miss is a round trip (registry, bucket); a local blob directory is read where it lies.
+        bool remote = Backend is RemoteBlobBackend;
         if (options.CacheDir is null || options.PrefetchLibraries == DependencyPrefetch.Off || (options.PrefetchLibraries == DependencyPrefetch.Remote && !remote)) return;
         FileSystem.Dependencies = new Dependencies.DependencyPrefetcher(Image, Cache, _logger, _prefetchCancel.Token);
         RafsFsLog.DependencyPrefetchOn(_logger);

@@ -81,15 +81,20 @@ internal sealed class DependencyPrefetcher(RafsImage image, BlobCacheManager cac
     {
         try
         {
-            // Not an ELF file (most first reads): nothing to do, and no place taken among the files queued.
-            Span<byte> magic = stackalloc byte[4];
-            if (cache.ReadFile(chunks, size, 0, magic) != 4 || !magic.SequenceEqual("\u007fELF"u8)) return;
+            // Seen before its dependencies are looked up, so none of them resolves back to it.
             _seen.TryAdd(ino, 0);
             var level = new List<(RafsChunk[] Chunks, ulong Size, string? Dir)> { (chunks, size, null) };
             for (int depth = 0; depth < MaxDepth && level.Count > 0 && !stop.IsCancellationRequested; depth++)
             {
                 var next = new List<(RafsChunk[] Chunks, ulong Size, string? Dir)>();
-                foreach (var (c, s, dir) in level) Scan(c, s, dir, next);
+                foreach (var (c, s, dir) in level)
+                {
+                    if (Scan(c, s, dir, next) || depth > 0) continue;
+                    // The program is not an ELF file the loader could use (most first reads): nothing to do, and no
+                    // place taken among the files queued.
+                    _seen.TryRemove(ino, out _);
+                    return;
+                }
                 if (next.Count == 0) break;
                 var plan = new List<IReadOnlyList<RafsChunk>>(next.Count);
                 foreach (var (c, _, _) in next) plan.Add(Head(c));
@@ -111,19 +116,16 @@ internal sealed class DependencyPrefetcher(RafsImage image, BlobCacheManager cac
         }
     }
 
-    /// <summary>Adds the not yet seen dependencies of one file to <paramref name="next"/>.</summary>
-    private void Scan(RafsChunk[] chunks, ulong size, string? directory, List<(RafsChunk[] Chunks, ulong Size, string? Dir)> next)
+    /// <summary>Adds the not yet seen dependencies of one file to <paramref name="next"/>; false when the file is not an
+    /// ELF file the loader could use.</summary>
+    private bool Scan(RafsChunk[] chunks, ulong size, string? directory, List<(RafsChunk[] Chunks, ulong Size, string? Dir)> next)
     {
         Interlocked.Increment(ref _scans);
-        var list = ElfDependencies.Read((offset, destination) =>
-        {
-            if (offset >= size) return 0;
-            int n = cache.ReadFile(chunks, size, offset, destination);
-            return n;
-        });
-        if (list is null) return;
+        // ReadFile answers 0 at or past the end of the file, a short count at it.
+        var list = ElfDependencies.Read((offset, destination) => cache.ReadFile(chunks, size, offset, destination));
+        if (list is null) return false;
         if (list.Interpreter is { } interp) Add(interp, next);
-        if (list.Needed.Count == 0) return;
+        if (list.Needed.Count == 0) return true;
         var search = new List<string>();
         foreach (var d in list.SearchPath)
         {
@@ -149,6 +151,7 @@ internal sealed class DependencyPrefetcher(RafsImage image, BlobCacheManager cac
                 if (Add($"{dir.TrimEnd('/')}/{name}", next) != Found.No) break;
             }
         }
+        return true;
     }
 
     private enum Found { No, New, Known }
