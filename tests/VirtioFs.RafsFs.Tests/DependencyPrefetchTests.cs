@@ -37,6 +37,50 @@ public sealed partial class DependencyPrefetchTests
         return output;
     }
 
+    /// <summary>Runs gcc in <paramref name="work"/>; a failed build fails the test with gcc's message.</summary>
+    private static void Gcc(string work, params string[] args)
+    {
+        var psi = new ProcessStartInfo("/usr/bin/gcc") { WorkingDirectory = work, RedirectStandardError = true };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        string err = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        Assert.True(p.ExitCode == 0, err);
+    }
+
+    /// <summary>What exec does first: opens the file at an image path and reads its first <paramref name="length"/>
+    /// bytes; then waits until the library prefetch that read may have started is done. Returns the node id.</summary>
+    private static unsafe ulong ReadHead(RafsMount m, string path, int length, out ulong handle)
+    {
+        var fs = m.FileSystem;
+        ulong node = FuseConstants.RootId;
+        foreach (var part in path.Split('/', StringSplitOptions.RemoveEmptyEntries))
+        {
+            Assert.Equal(0, fs.Lookup(Root, node, System.Text.Encoding.UTF8.GetBytes(part), out var e));
+            node = e.NodeId;
+        }
+        Assert.Equal(0, fs.Open(Root, node, 0, 0, out var o));
+        handle = o.Handle;
+        var buf = new byte[length];
+        fixed (byte* p = buf)
+        {
+            Assert.Equal(0, fs.Read(Root, node, o.Handle, 0, [new IoSegment(p, buf.Length)], 0, out int n));
+            Assert.Equal(buf.Length, n);
+        }
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (fs.Dependencies!.Running > 0 && DateTime.UtcNow < deadline) Thread.Sleep(10);
+        Assert.Equal(0, fs.Dependencies.Running);
+        return node;
+    }
+
+    /// <summary>Whether the part of a file the library prefetch fetches ahead is in the cache.</summary>
+    private static bool Cached(RafsMount m, string path)
+    {
+        var chunks = new List<RafsChunk>();
+        Assert.Equal(0, m.Image.GetChunks(ImagePaths.Resolve(m.Image, path)!.Value, chunks));
+        return chunks.Where(c => c.FileOffset < DependencyPrefetcher.MaxBytesPerFile).All(c => m.Cache.IsCached(c));
+    }
+
     [GeneratedRegex(@"\(NEEDED\)\s+Shared library: \[(.+)\]")]
     private static partial Regex NeededLine();
 
@@ -137,7 +181,7 @@ public sealed partial class DependencyPrefetchTests
     }
 
     [SkippableFact]
-    public unsafe void The_first_read_of_a_program_fetches_the_libraries_ldd_lists_and_nothing_else()
+    public void The_first_read_of_a_program_fetches_the_libraries_ldd_lists_and_nothing_else()
     {
         Skip.IfNot(File.Exists("/usr/bin/apt-get") && File.Exists("/usr/bin/ldd"), "apt-get or ldd missing on this host");
         // ldd: "libfoo.so.1 => /lib/x86_64-linux-gnu/libfoo.so.1 (0x...)" for each library of the closure, and the
@@ -171,44 +215,14 @@ public sealed partial class DependencyPrefetchTests
         var fs = m.FileSystem;
         var deps = fs.Dependencies!;
         Assert.NotNull(deps);
-        var buf = new byte[4096];
-        ulong OpenAndReadHead(string path, out ulong handle)
-        {
-            ulong node = FuseConstants.RootId;
-            foreach (var part in path.Split('/', StringSplitOptions.RemoveEmptyEntries))
-            {
-                Assert.Equal(0, fs.Lookup(Root, node, System.Text.Encoding.UTF8.GetBytes(part), out var e));
-                node = e.NodeId;
-            }
-            Assert.Equal(0, fs.Open(Root, node, 0, 0, out var o));
-            handle = o.Handle;
-            fixed (byte* p = buf)
-            {
-                // What exec does first: read the ELF header.
-                Assert.Equal(0, fs.Read(Root, node, o.Handle, 0, [new IoSegment(p, buf.Length)], 0, out int n));
-                Assert.Equal(buf.Length, n);
-            }
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-            while (deps.Running > 0 && DateTime.UtcNow < deadline) Thread.Sleep(10);
-            Assert.Equal(0, deps.Running);
-            return node;
-        }
         // A data file's first read is looked at and costs nothing more.
-        ulong data = OpenAndReadHead($"/{LibDir}/libunrelated.so.1", out ulong dataHandle);
+        ulong data = ReadHead(m, $"/{LibDir}/libunrelated.so.1", 4096, out ulong dataHandle);
         Assert.Equal(0, deps.FilesQueued);
         fs.Release(Root, data, dataHandle, 0, 0, 0);
-        ulong dir = OpenAndReadHead("/usr/bin/apt-get", out ulong handle);
-
-        bool Cached(string path)
-        {
-            ulong ino = ImagePaths.Resolve(m.Image, path)!.Value;
-            var chunks = new List<RafsChunk>();
-            Assert.Equal(0, m.Image.GetChunks(ino, chunks));
-            return chunks.Where(c => c.FileOffset < DependencyPrefetcher.MaxBytesPerFile).All(c => m.Cache.IsCached(c));
-        }
-        foreach (var lib in closure) Assert.True(Cached($"/lib/x86_64-linux-gnu/{lib}"), $"{lib} was not fetched");
-        Assert.True(Cached(loader!), "the loader was not fetched");
-        Assert.False(Cached($"/{LibDir}/libunrelated.so.1"), "a library nobody names was fetched");
+        ulong dir = ReadHead(m, "/usr/bin/apt-get", 4096, out ulong handle);
+        foreach (var lib in closure) Assert.True(Cached(m, $"/lib/x86_64-linux-gnu/{lib}"), $"{lib} was not fetched");
+        Assert.True(Cached(m, loader!), "the loader was not fetched");
+        Assert.False(Cached(m, $"/{LibDir}/libunrelated.so.1"), "a library nobody names was fetched");
         Assert.Equal(closure.Count + 1, deps.FilesQueued);
         fs.Release(Root, dir, handle, 0, 0, 0);
     }
@@ -219,7 +233,7 @@ public sealed partial class DependencyPrefetchTests
     /// directories is not the one taken.
     /// </summary>
     [SkippableFact]
-    public unsafe void Runpath_and_origin_find_the_libraries_the_loader_would()
+    public void Runpath_and_origin_find_the_libraries_the_loader_would()
     {
         Skip.IfNot(File.Exists("/usr/bin/gcc"), "gcc missing (bash tests/setup.sh installs it)");
         using var fx = new ImageFixture();
@@ -227,52 +241,26 @@ public sealed partial class DependencyPrefetchTests
         File.WriteAllText(Path.Combine(work, "two.c"), "int two(void) { return 2; }\n");
         File.WriteAllText(Path.Combine(work, "one.c"), "int two(void); int one(void) { return two() - 1; }\n");
         File.WriteAllText(Path.Combine(work, "prog.c"), "int one(void); int main(void) { return one(); }\n");
-        void Gcc(params string[] args)
-        {
-            var psi = new ProcessStartInfo("/usr/bin/gcc") { WorkingDirectory = work, RedirectStandardError = true };
-            foreach (var a in args) psi.ArgumentList.Add(a);
-            using var p = Process.Start(psi)!;
-            string err = p.StandardError.ReadToEnd();
-            p.WaitForExit();
-            Assert.True(p.ExitCode == 0, err);
-        }
-        Gcc("-shared", "-fPIC", "-o", "libtwo.so", "two.c");
-        Gcc("-shared", "-fPIC", "-o", "libone.so", "one.c", "-L.", "-ltwo", "-Wl,--enable-new-dtags,-rpath,$ORIGIN/../deep");
-        Gcc("-o", "prog", "prog.c", "-L.", "-lone", "-Wl,--enable-new-dtags,-rpath,/app/lib", "-Wl,--allow-shlib-undefined");
+        Gcc(work, "-shared", "-fPIC", "-o", "libtwo.so", "two.c");
+        Gcc(work, "-shared", "-fPIC", "-o", "libone.so", "one.c", "-L.", "-ltwo", "-Wl,--enable-new-dtags,-rpath,$ORIGIN/../deep");
+        Gcc(work, "-o", "prog", "prog.c", "-L.", "-lone", "-Wl,--enable-new-dtags,-rpath,/app/lib", "-Wl,--allow-shlib-undefined");
         fx.File("app/bin/prog", File.ReadAllBytes(Path.Combine(work, "prog")));
         fx.File("app/lib/libone.so", File.ReadAllBytes(Path.Combine(work, "libone.so")));
         fx.File("app/deep/libtwo.so", File.ReadAllBytes(Path.Combine(work, "libtwo.so")));
         fx.File("usr/lib/x86_64-linux-gnu/libtwo.so", ImageFixture.Random(new Random(4), 5000));
         fx.BuildImage();
         using var m = fx.Open(o => { o.CacheDir = fx.CacheDir; o.AmplificationBytes = 0; o.PrefetchLibraries = DependencyPrefetch.Always; });
-        var fs = m.FileSystem;
-        ulong dir = FuseConstants.RootId;
-        foreach (var part in new[] { "app"u8.ToArray(), "bin"u8.ToArray(), "prog"u8.ToArray() })
-        {
-            Assert.Equal(0, fs.Lookup(Root, dir, part, out var e));
-            dir = e.NodeId;
-        }
-        Assert.Equal(0, fs.Open(Root, dir, 0, 0, out var o));
-        var buf = new byte[64];
-        fixed (byte* p = buf) Assert.Equal(0, fs.Read(Root, dir, o.Handle, 0, [new IoSegment(p, buf.Length)], 0, out _));
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        while (fs.Dependencies!.Running > 0 && DateTime.UtcNow < deadline) Thread.Sleep(10);
-        bool Cached(string path)
-        {
-            var chunks = new List<RafsChunk>();
-            Assert.Equal(0, m.Image.GetChunks(ImagePaths.Resolve(m.Image, path)!.Value, chunks));
-            return chunks.All(c => m.Cache.IsCached(c));
-        }
-        Assert.True(Cached("/app/lib/libone.so"), "RUNPATH /app/lib");
-        Assert.True(Cached("/app/deep/libtwo.so"), "RUNPATH $ORIGIN/../deep of libone.so");
-        Assert.False(Cached("/usr/lib/x86_64-linux-gnu/libtwo.so"), "the default directory came before RUNPATH");
-        fs.Release(Root, dir, o.Handle, 0, 0, 0);
+        ulong dir = ReadHead(m, "/app/bin/prog", 64, out ulong handle);
+        Assert.True(Cached(m, "/app/lib/libone.so"), "RUNPATH /app/lib");
+        Assert.True(Cached(m, "/app/deep/libtwo.so"), "RUNPATH $ORIGIN/../deep of libone.so");
+        Assert.False(Cached(m, "/usr/lib/x86_64-linux-gnu/libtwo.so"), "the default directory came before RUNPATH");
+        m.FileSystem.Release(Root, dir, handle, 0, 0, 0);
     }
 
     /// <summary>A run path of 200 directories (a hostile image could list thousands, each tried for every name) is
     /// tried only as far as its first <see cref="DependencyPrefetcher.MaxRunPathDirectories"/>.</summary>
     [SkippableFact]
-    public unsafe void Only_the_first_run_path_directories_are_tried()
+    public void Only_the_first_run_path_directories_are_tried()
     {
         Skip.IfNot(File.Exists("/usr/bin/gcc"), "gcc missing (bash tests/setup.sh installs it)");
         using var fx = new ImageFixture();
@@ -281,42 +269,18 @@ public sealed partial class DependencyPrefetchTests
         File.WriteAllText(Path.Combine(work, "b.c"), "int b(void) { return 2; }\n");
         File.WriteAllText(Path.Combine(work, "prog.c"), "int a(void); int b(void); int main(void) { return a() + b(); }\n");
         string runpath = string.Join(':', Enumerable.Range(0, 200).Select(i => $"/d{i}"));
-        foreach (var args in new[]
-        {
-            new[] { "-shared", "-fPIC", "-o", "liba.so", "a.c" },
-            new[] { "-shared", "-fPIC", "-o", "libb.so", "b.c" },
-            new[] { "-o", "prog", "prog.c", "-L.", "-la", "-lb", $"-Wl,--enable-new-dtags,-rpath,{runpath}" },
-        })
-        {
-            var psi = new ProcessStartInfo("/usr/bin/gcc") { WorkingDirectory = work, RedirectStandardError = true };
-            foreach (var a in args) psi.ArgumentList.Add(a);
-            using var p = Process.Start(psi)!;
-            string err = p.StandardError.ReadToEnd();
-            p.WaitForExit();
-            Assert.True(p.ExitCode == 0, err);
-        }
+        Gcc(work, "-shared", "-fPIC", "-o", "liba.so", "a.c");
+        Gcc(work, "-shared", "-fPIC", "-o", "libb.so", "b.c");
+        Gcc(work, "-o", "prog", "prog.c", "-L.", "-la", "-lb", $"-Wl,--enable-new-dtags,-rpath,{runpath}");
         fx.File("bin/prog", File.ReadAllBytes(Path.Combine(work, "prog")));
         fx.File("d3/liba.so", File.ReadAllBytes(Path.Combine(work, "liba.so")));
         fx.File("d150/libb.so", File.ReadAllBytes(Path.Combine(work, "libb.so")));
         fx.BuildImage();
         using var m = fx.Open(o => { o.CacheDir = fx.CacheDir; o.AmplificationBytes = 0; o.PrefetchLibraries = DependencyPrefetch.Always; });
-        var fs = m.FileSystem;
-        Assert.Equal(0, fs.Lookup(Root, FuseConstants.RootId, "bin"u8, out var bin));
-        Assert.Equal(0, fs.Lookup(Root, bin.NodeId, "prog"u8, out var prog));
-        Assert.Equal(0, fs.Open(Root, prog.NodeId, 0, 0, out var o));
-        var buf = new byte[64];
-        fixed (byte* p = buf) Assert.Equal(0, fs.Read(Root, prog.NodeId, o.Handle, 0, [new IoSegment(p, buf.Length)], 0, out _));
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        while (fs.Dependencies!.Running > 0 && DateTime.UtcNow < deadline) Thread.Sleep(10);
-        bool Cached(string path)
-        {
-            var chunks = new List<RafsChunk>();
-            Assert.Equal(0, m.Image.GetChunks(ImagePaths.Resolve(m.Image, path)!.Value, chunks));
-            return chunks.All(c => m.Cache.IsCached(c));
-        }
-        Assert.True(Cached("/d3/liba.so"), "the fourth run path directory");
-        Assert.False(Cached("/d150/libb.so"), "the 151st run path directory was tried");
-        fs.Release(Root, prog.NodeId, o.Handle, 0, 0, 0);
+        ulong prog = ReadHead(m, "/bin/prog", 64, out ulong handle);
+        Assert.True(Cached(m, "/d3/liba.so"), "the fourth run path directory");
+        Assert.False(Cached(m, "/d150/libb.so"), "the 151st run path directory was tried");
+        m.FileSystem.Release(Root, prog, handle, 0, 0, 0);
     }
 
     [Fact]
