@@ -31,4 +31,7 @@ internal static partial class StorageLog
 
     [LoggerMessage(4308, LogLevel.Information, "prefetch of {Files} files finished: {Chunks} chunks, {Bytes} bytes fetched, {Errors} errors")]
     public static partial void PrefetchDone(ILogger logger, long files, long chunks, long bytes, long errors);
+
+    [LoggerMessage(4320, LogLevel.Information, "this VM reports free pages to its host: blobs and cache files are read in 4 KiB pages, asked for ahead of use, not by the kernel's large-folio readahead")]
+    public static partial void OrderZeroReads(ILogger logger);
 }

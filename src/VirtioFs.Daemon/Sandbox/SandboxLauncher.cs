@@ -9,6 +9,7 @@ using VirtioFs.Daemon.CommandLine;
 using VirtioFs.Daemon.Images;
 using VirtioFs.Passthrough;
 using VirtioFs.RafsFs;
+using VirtioFs.Storage;
 using VirtioFs.VhostUser;
 
 namespace VirtioFs.Daemon.Sandbox;
@@ -25,6 +26,9 @@ internal static partial class SandboxLauncher
 {
     private const string PlanVariable = "VFSD_SANDBOX";
     private const string ActiveVariable = "VFSD_SANDBOX_ACTIVE";
+    /// <summary>Whether this VM reports free pages (<see cref="PageCacheAdvice"/>), as seen from the host's view: the
+    /// sandboxed daemon has no /sys to look in.</summary>
+    private const string PageReportingVariable = "VFSD_FREE_PAGE_REPORTING";
 
     /// <summary>True when this binary carries native-shim/sandbox.o: only the NativeAOT publish links it in.</summary>
     internal static bool HasSandbox => !RuntimeFeature.IsDynamicCodeSupported;
@@ -39,6 +43,8 @@ internal static partial class SandboxLauncher
         ILogger logger = loggerFactory.CreateLogger("vfsd");
         if (Environment.GetEnvironmentVariable(ActiveVariable) is { } active)
         {
+            string? reporting = Environment.GetEnvironmentVariable(PageReportingVariable);
+            if (reporting is "0" or "1") PageCacheAdvice.Enabled = reporting == "1";
             Adopt(active, options, logger);
             return null;
         }
@@ -216,10 +222,11 @@ internal static partial class SandboxLauncher
         foreach (DictionaryEntry e in Environment.GetEnvironmentVariables())
         {
             string name = (string)e.Key;
-            if (name is PlanVariable or ActiveVariable) continue;
+            if (name is PlanVariable or ActiveVariable or PageReportingVariable) continue;
             envp.Add($"{name}={e.Value}");
         }
         envp.Add($"{PlanVariable}={plan}");
+        envp.Add($"{PageReportingVariable}={(PageCacheAdvice.Enabled ? 1 : 0)}");
         nint[] argvp = ToCStrings(argv);
         nint[] envpp = ToCStrings(envp);
         fixed (nint* a = argvp)

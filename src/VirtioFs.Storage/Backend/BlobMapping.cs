@@ -76,6 +76,8 @@ internal sealed class MappedBlob
             byte* start = null;
             // SAFETY: AcquirePointer pins the view's mapping until the ReleasePointer in Unmap; start is only read.
             view.SafeMemoryMappedViewHandle.AcquirePointer(ref start);
+            // No fault-driven readahead: the backend asks for each lent range before it is touched (PageCacheAdvice).
+            PageCacheAdvice.NoReadahead(start, (ulong)(length + view.PointerOffset));
             return new MappedBlob(file, view, start + view.PointerOffset, length);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)

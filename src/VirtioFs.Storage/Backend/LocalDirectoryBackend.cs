@@ -89,6 +89,8 @@ public sealed class LocalDirectoryBackend : IMappedBlobBackend
             }
         }
         if (blob is null || !blob.TryLend(offset, length, out range)) return false;
+        // The mapping never reads ahead (PageCacheAdvice): ask for the range, and the window past it, before it is touched.
+        if (_open.TryGetValue(blobId, out var h)) PageCacheAdvice.WillNeed(h, (long)offset, length);
         // Counted as a read of the range, as ReadAt would count it (the page cache does the I/O as it is touched).
         _counters.Complete(BackendCounters.Start(), length, ok: true);
         return true;
@@ -110,6 +112,7 @@ public sealed class LocalDirectoryBackend : IMappedBlobBackend
             catch (DirectoryNotFoundException) { return ENOENT; }
             catch (UnauthorizedAccessException) { return EACCES; }
             catch (IOException) { return EIO; }
+            PageCacheAdvice.NoReadahead(h); // order-0 pages: see PageCacheAdvice
             _open[blobId] = h;
             return 0;
         }

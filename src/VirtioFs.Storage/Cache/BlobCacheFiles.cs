@@ -84,6 +84,7 @@ internal sealed class BlobCacheFiles
             // Ready bits without the data file they describe would be lies: start that blob over.
             if (!File.Exists(dataPath)) File.Delete(mapPath);
             var data = File.OpenHandle(dataPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
+            PageCacheAdvice.NoReadahead(data); // ChunkReader asks for each chunk it reads instead
             try
             {
                 var map = ChunkMap.Open(mapPath, info.ChunkCount, info.ChunkSize, info.UncompressedSize, logger);

@@ -34,6 +34,7 @@ public sealed class BlobCacheManager : IDisposable
     private readonly ChunkReader _reader;
     private readonly Prefetcher _prefetcher;
     private int _disposed;
+    private static int _orderZeroLogged;
 
     public BlobCacheManager(IReadOnlyList<RafsBlobInfo> blobs, IBlobBackend backend, CacheOptions options, ILogger? logger = null)
     {
@@ -48,6 +49,7 @@ public sealed class BlobCacheManager : IDisposable
         _reader = new ChunkReader(_context, fetcher, verifier);
         _prefetcher = new Prefetcher(_context, fetcher);
         if (_context.Cached) Directory.CreateDirectory(options.CacheDir!);
+        if (PageCacheAdvice.Enabled && Interlocked.Exchange(ref _orderZeroLogged, 1) == 0) StorageLog.OrderZeroReads(_context.Logger);
         try
         {
             for (int i = 0; i < blobs.Count; i++) states[i] = OpenBlob(blobs[i]);

@@ -161,6 +161,9 @@ internal sealed class ChunkReader(CacheContext context, ChunkFetcher fetcher, Ch
     {
         if (!blob.Map!.IsReady(chunk.ChunkIndex)) return Stale;
         long fileOffset = (long)chunk.UncompressedOffset;
+        // The cache file has no readahead (PageCacheAdvice): a read from the start of a chunk asks for the whole chunk
+        // and the window past it, so a sequential reader finds the rest already read or in flight.
+        if (inChunk == 0) PageCacheAdvice.WillNeed(blob.Data!, fileOffset, chunk.UncompressedSize);
         if (context.Options.Verify == VerifyMode.Always)
         {
             byte[] buffer = ArrayPool<byte>.Shared.Rent((int)chunk.UncompressedSize);
