@@ -628,12 +628,19 @@ public sealed class CacheTests : IDisposable
         // of the chunk's size on this thread, a verifier's static table). Steady-state hits must allocate nothing.
         Assert.Equal(buf.Length, m.ReadFile(chunks, size, 100, buf));
         Assert.Equal(buf.Length, m.ReadFile(chunks, size, 100, buf));
-        int total = 0;
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 10; i++) total += m.ReadFile(chunks, size, 100, buf);
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
-        Assert.Equal(10 * buf.Length, total);
-        Assert.Equal(0, allocated);
+        // The fewest bytes over three rounds of ten reads: an allocation every read fails all three, while the runtime's
+        // own occasional work on this thread, in a process running other test classes beside this one, cannot fail
+        // the test (CI once saw 6,088 bytes in one round, not seen again in 9 local runs of the suite).
+        long fewest = long.MaxValue;
+        for (int round = 0; round < 3; round++)
+        {
+            int total = 0;
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 10; i++) total += m.ReadFile(chunks, size, 100, buf);
+            fewest = Math.Min(fewest, GC.GetAllocatedBytesForCurrentThread() - before);
+            Assert.Equal(10 * buf.Length, total);
+        }
+        Assert.Equal(0, fewest);
         Assert.Equal(_fx.Content["big.bin"].AsSpan(100, buf.Length).ToArray(), buf);
     }
 }

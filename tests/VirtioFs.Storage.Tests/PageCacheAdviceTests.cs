@@ -9,11 +9,14 @@ namespace VirtioFs.Storage.Tests;
 /// <summary>
 /// On a VM that reports free pages, blobs and cache files are read into the page cache as asked for (the range and a
 /// window past it), not by the kernel's readahead; elsewhere nothing changes. Residency is checked with mincore(2).
-/// The tests set <see cref="PageCacheAdvice.Enabled"/>, which no other test class touches; xunit runs one class's tests
-/// one after another.
+/// The tests set <see cref="PageCacheAdvice.Enabled"/>, which every blob and cache read consults, so they run alone
+/// (their collection is not parallel): no other test's reads change behaviour under them.
 /// </summary>
+[Collection(Name)]
 public sealed class PageCacheAdviceTests : IDisposable
 {
+    public const string Name = "page cache advice (process-wide flag)";
+
     private const int Page = 4096;
     private readonly string _dir = Path.Combine(Path.GetTempPath(), $"vfs-pagecache-{Guid.NewGuid():N}");
     private readonly bool _was = PageCacheAdvice.Enabled;
@@ -192,3 +195,6 @@ public sealed class PageCacheAdviceTests : IDisposable
         return false;
     }
 }
+
+[CollectionDefinition(PageCacheAdviceTests.Name, DisableParallelization = true)]
+public sealed class PageCacheAdviceCollection;
