@@ -137,8 +137,10 @@ public sealed class FaultProxy : IDisposable
                         return;
                     }
                 }
-                await c.SendAsync(buf.AsMemory(0, n), cts.Token);
+                // Counted before it is sent: a client that has its bytes may return, and its test read the count,
+                // before this continuation runs (a CI run saw "moved 0" after a read had been answered).
                 Interlocked.Add(ref _bytesToClient, n);
+                await c.SendAsync(buf.AsMemory(0, n), cts.Token);
             }
         });
         try { await Task.WhenAny(toServer, toClient); }
